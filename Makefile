@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# portres: port reservations for Linux, enforced by cgroup eBPF.
+#
+#   make            build BPF object + skeleton, libportres, portresd, portresctl
+#   make check      build and run every test (root: real kernel, real BPF)
+#   make bench      run the benchmarks and print a table
+#   make fuzz       build the libFuzzer targets
+#   make install    DESTDIR= PREFIX= (default /usr/local)
+#
+# Files are found by folder: user/lib/*.c is libportres, user/common/*.c the
+# code the agent, CLI and tests share, user/portresd/*.c and user/portresctl/*.c
+# the programs, tests/<kind>/*.c one Criterion binary per kind.
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+DATADIR    ?= $(PREFIX)/share
+DESTDIR    ?=
+
+OUT        := build
+CC         ?= cc
+CLANG      ?= clang
+BPFTOOL    ?= bpftool
+VERSION    := 0.1.0
+SOVERSION  := 0
+
+ifeq ($(V),1)
+Q :=
+msg =
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+ARCH_INC   := $(shell $(CC) -print-multiarch 2>/dev/null)
+WARN       := -Wall -Wextra -Werror -Wno-unused-parameter
+CPPFLAGS   += -D_GNU_SOURCE -Iinclude -Iuser/common -I$(OUT)
+CFLAGS     ?= -O2 -g
+CFLAGS     += $(WARN) -fPIC
+BPF_CFLAGS := -g -O2 --target=bpf -mcpu=v3 -Wall -Werror -Iinclude -I/usr/include/$(ARCH_INC)
+LIBS_BPF   := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf -lelf -lz)
+LIBS_ALL   := $(LIBS_BPF) -ljansson -lmnl -lpthread
+MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+
+BPF_SRC    := bpf/portres.bpf.c
+SKEL       := $(OUT)/portres.skel.h
+LIB_SRC    := $(wildcard user/lib/*.c)
+COMMON_SRC := $(wildcard user/common/*.c)
+AGENT_SRC  := $(wildcard user/portresd/*.c)
+CTL_SRC    := $(wildcard user/portresctl/*.c)
+HEADERS    := $(wildcard include/*.h user/common/*.h user/lib/*.h)
+
+LIB_OBJ    := $(patsubst user/lib/%.c,$(OUT)/lib/%.o,$(LIB_SRC))
+COMMON_OBJ := $(patsubst user/common/%.c,$(OUT)/common/%.o,$(COMMON_SRC))
+AGENT_OBJ  := $(patsubst user/portresd/%.c,$(OUT)/portresd/%.o,$(AGENT_SRC))
+CTL_OBJ    := $(patsubst user/portresctl/%.c,$(OUT)/portresctl/%.o,$(CTL_SRC))
+
+LIB_SO     := $(OUT)/libportres.so.$(VERSION)
+LIB_A      := $(OUT)/libportres.a
+COMMON_A   := $(OUT)/libportres_common.a
+PROGS      := $(if $(AGENT_SRC),$(OUT)/portresd) $(if $(CTL_SRC),$(OUT)/portresctl)
+
+TEST_KINDS := $(notdir $(patsubst %/,%,$(sort $(dir $(wildcard tests/unit/*.c tests/kernel/*.c tests/e2e/*.c)))))
+TEST_BINS  := $(addprefix $(OUT)/test_,$(TEST_KINDS))
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(OUT)/%,$(FUZZ_SRC))
+
+all: $(LIB_SO) $(LIB_A) $(PROGS) $(OUT)/libportres.pc
+
+# --- BPF: object -> skeleton -------------------------------------------------
+$(OUT)/%.bpf.o: bpf/%.bpf.c include/portres_abi.h | $(OUT)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
+	$(Q)$(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
+
+$(OUT)/%.skel.h: $(OUT)/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name $(subst .skel.h,,$(notdir $@))_bpf > $@
+
+# --- user space ----------------------------------------------------------------
+$(OUT)/lib/%.o: user/lib/%.c $(HEADERS) | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -c $< -o $@
+
+$(OUT)/common/%.o: user/common/%.c $(HEADERS) $(SKEL) | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(OUT)/portresd/%.o: user/portresd/%.c $(HEADERS) $(SKEL) | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(OUT)/portresctl/%.o: user/portresctl/%.c $(HEADERS) $(SKEL) | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB_SO): $(LIB_OBJ) user/lib/libportres.map
+	$(call msg,LD,$@)
+	$(Q)$(CC) -shared -Wl,-soname,libportres.so.$(SOVERSION) \
+		-Wl,--version-script=user/lib/libportres.map -o $@ $(LIB_OBJ)
+	$(Q)ln -sf $(notdir $@) $(OUT)/libportres.so.$(SOVERSION)
+	$(Q)ln -sf $(notdir $@) $(OUT)/libportres.so
+
+$(LIB_A): $(LIB_OBJ)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(COMMON_A): $(COMMON_OBJ)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(OUT)/portresd: $(AGENT_OBJ) $(COMMON_A) $(LIB_A)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL) $(MHD_LIBS)
+
+$(OUT)/portresctl: $(CTL_OBJ) $(COMMON_A) $(LIB_A)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL)
+
+$(OUT)/libportres.pc: user/lib/libportres.pc.in | $(OUT)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|' $< > $@
+
+$(OUT):
+	$(Q)mkdir -p $@
+
+# --- tests -------------------------------------------------------------------
+# One Criterion binary per folder of tests/; tests/<kind>/*.h are its helpers.
+.SECONDEXPANSION:
+$(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h $(PROGS)
+	$(call msg,TEST,$@)
+	$(Q)$(CC) $(CPPFLAGS) -Itests/$* $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) \
+		-lcriterion $(LIBS_ALL) $(MHD_LIBS)
+
+$(OUT)/bench: tests/bench/bench.c $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) $(LIBS_ALL)
+
+$(OUT)/scan.bpf.o: tests/bench/scan.bpf.c | $(OUT)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
+	$(Q)$(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
+
+$(OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(HEADERS) $(SKEL)
+	$(call msg,FUZZ,$@)
+	$(Q)$(CLANG) $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
+		$(filter-out user/common/loader.c,$(COMMON_SRC)) $(LIBS_ALL)
+
+tests: $(TEST_BINS)
+fuzz: $(FUZZ_BINS)
+
+# Kernel tests need root; run them one process at a time per test (Criterion forks).
+check: all $(TEST_BINS) $(FUZZ_BINS)
+	$(Q)scripts/run-tests.sh $(TEST_BINS) -- $(FUZZ_BINS)
+
+bench: all $(OUT)/bench
+	$(Q)$(OUT)/bench
+
+# --- install -----------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
+	install -m 0644 include/portres.h $(DESTDIR)$(INCLUDEDIR)/portres.h
+	install -m 0755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libportres.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libportres.so.$(SOVERSION)
+	ln -sf libportres.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libportres.so
+	install -m 0644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
+	install -m 0644 $(OUT)/libportres.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	$(if $(AGENT_SRC),install -m 0755 $(OUT)/portresd $(DESTDIR)$(SBINDIR)/portresd)
+	$(if $(CTL_SRC),install -m 0755 $(OUT)/portresctl $(DESTDIR)$(BINDIR)/portresctl)
+	$(foreach m,$(wildcard scripts/man/*.8),install -D -m 0644 $(m) $(DESTDIR)$(MANDIR)/man8/$(notdir $(m));)
+	$(if $(wildcard scripts/portresctl.bash-completion),install -D -m 0644 scripts/portresctl.bash-completion $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl)
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/portres.h $(DESTDIR)$(LIBDIR)/libportres.so* \
+	      $(DESTDIR)$(LIBDIR)/libportres.a $(DESTDIR)$(LIBDIR)/pkgconfig/libportres.pc \
+	      $(DESTDIR)$(SBINDIR)/portresd $(DESTDIR)$(BINDIR)/portresctl \
+	      $(DESTDIR)$(MANDIR)/man8/portresd.8 $(DESTDIR)$(MANDIR)/man8/portresctl.8 \
+	      $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl
+
+clean:
+	rm -rf $(OUT)
+
+.PHONY: all tests fuzz check bench install uninstall clean
+.SECONDARY:

@@ -1,0 +1,643 @@
+// SPDX-License-Identifier: (LGPL-2.1-or-later OR BSD-2-Clause)
+/*
+ * portres.bpf.c - the data plane: cgroup programs that enforce port
+ * reservations and hand out their ports. The rules are in
+ * include/portres_abi.h; this file only implements them.
+ *
+ *   portres_bind4/6    bind(): allow, deny (EACCES / EADDRINUSE) or rewrite port 0
+ *   portres_conn4/6    connect() of an unbound associated socket: bind from the block
+ *   portres_create     socket(): associate with the nearest attached cgroup's token
+ *   portres_release    close(): drop the socket's claim, end runtime reservations it anchors
+ *   portres_setsopt    setsockopt(SOL_PORTRES, PORTRES_ASSOCIATE)
+ *   portres_getsopt    getsockopt(SOL_PORTRES, PORTRES_ASSOCIATION)
+ */
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/socket.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "portres_abi.h"
+#include "portres.h"
+
+#define AF_INET  2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM  2
+#define EPERM         1
+#define ENOENT        2
+#define ENOMEM       12
+#define EACCES       13
+#define EINVAL       22
+#define EPROTOTYPE   91
+#define ENOPROTOOPT  92
+#define EOPNOTSUPP   95
+#define EADDRINUSE   98
+#define EADDRNOTAVAIL 99
+#define PAGE_SIZE  4096
+#define NSEC_PER_SEC 1000000000ULL
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Read-only configuration, set by the loader before load. */
+const volatile __u32 events_per_sec = 1000;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORTRES_MAX_RESV);
+	__type(key, __u64);
+	__type(value, struct portres_resv);
+} portres_resv SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORTRES_MAX_PORTS);
+	__type(key, struct portres_port_key);
+	__type(value, struct portres_port);
+} portres_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORTRES_MAX_GRANTS);
+	__type(key, struct portres_grant_key);
+	__type(value, __u8);
+} portres_grants SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PORTRES_MAX_CGROUPS);
+	__type(key, __u64);
+	__type(value, struct portres_cgroup);
+} portres_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct portres_sk);
+} portres_sk SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct portres_anchor);
+} portres_anchor SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, PORTRES_MAX_RESV);
+	__type(key, __u64);
+	__type(value, struct portres_stats);
+} portres_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct portres_gstats);
+} portres_gstats SEC(".maps");
+
+/* Number of attached cgroups: socket creation skips the ancestor walk when 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} portres_ncg SEC(".maps");
+
+struct ratelimit {
+	__u64 window_ns;
+	__u64 sent;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ratelimit);
+} portres_rl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PORTRES_EVENTS_BYTES);
+} portres_events SEC(".maps");
+
+enum counter { C_ALLOWED, C_DENIED, C_ALLOCATED, C_EXHAUSTED, C_AUDITED };
+
+static __always_inline void count(__u64 token, enum counter c)
+{
+	struct portres_stats *s = bpf_map_lookup_elem(&portres_stats, &token);
+
+	if (!s)
+		return;
+	switch (c) {
+	case C_ALLOWED:   s->allowed++;   break;
+	case C_DENIED:    s->denied++;    break;
+	case C_ALLOCATED: s->allocated++; break;
+	case C_EXHAUSTED: s->exhausted++; break;
+	case C_AUDITED:   s->audited++;   break;
+	}
+}
+
+static __always_inline struct portres_gstats *gstats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&portres_gstats, &zero);
+}
+
+/* Per-CPU token bucket of events_per_sec; RELEASED events are never limited. */
+static __always_inline bool event_allowed(void)
+{
+	__u32 zero = 0;
+	struct ratelimit *rl = bpf_map_lookup_elem(&portres_rl, &zero);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!rl)
+		return false;
+	if (now - rl->window_ns >= NSEC_PER_SEC) {
+		rl->window_ns = now;
+		rl->sent = 0;
+	}
+	if (rl->sent >= events_per_sec)
+		return false;
+	rl->sent++;
+	return true;
+}
+
+static __always_inline void emit(__u8 type, __u64 token, __u64 netns, __u8 proto,
+				 __u8 family, __u16 port, int err)
+{
+	struct portres_gstats *g = gstats();
+	struct portres_event *ev;
+
+	if (type != PORTRES_EV_RELEASED && !event_allowed())
+		goto dropped;
+	ev = bpf_ringbuf_reserve(&portres_events, sizeof(*ev), 0);
+	if (!ev)
+		goto dropped;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->token = token;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->netns = netns;
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->err = err;
+	ev->port = port;
+	ev->proto = proto;
+	ev->family = family;
+	ev->type = type;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	bpf_ringbuf_submit(ev, 0);
+	if (g)
+		g->events_sent++;
+	return;
+dropped:
+	if (g)
+		g->events_dropped++;
+}
+
+static __always_inline struct portres_resv *live_resv(__u64 token)
+{
+	struct portres_resv *r;
+
+	if (!token)
+		return NULL;
+	r = bpf_map_lookup_elem(&portres_resv, &token);
+	if (!r || (r->flags & PORTRES_RESV_DEAD))
+		return NULL;
+	return r;
+}
+
+static __always_inline struct portres_port *port_ent(__u64 netns, __u8 proto, __u16 port)
+{
+	struct portres_port_key key = { .netns = netns, .port = port, .proto = proto };
+
+	return bpf_map_lookup_elem(&portres_ports, &key);
+}
+
+/* Drops the claim a socket holds on a port, if the port still belongs to its token. */
+static __always_inline void unclaim(struct portres_sk *ps, __u64 netns, __u8 proto)
+{
+	struct portres_port *ent;
+
+	if (!(ps->flags & PORTRES_SK_CLAIMED))
+		return;
+	ps->flags &= ~PORTRES_SK_CLAIMED;
+	ent = port_ent(netns, proto, ps->claim_port);
+	if (ent && ent->token == ps->claim_token && ent->users > 0)
+		__sync_fetch_and_add(&ent->users, -1);
+}
+
+static __always_inline void set_claim(struct portres_sk *ps, __u64 token, __u16 port)
+{
+	ps->claim_token = token;
+	ps->claim_port = port;
+	ps->flags |= PORTRES_SK_CLAIMED;
+}
+
+struct alloc_ctx {
+	__u64 netns;
+	__u64 token;
+	__u32 start;
+	__u32 count;
+	__u32 offset;
+	__u32 port;   /* result, 0 if none */
+	__u8  proto;
+};
+
+static long alloc_step(__u32 i, struct alloc_ctx *a)
+{
+	__u32 idx = a->offset + i;
+	struct portres_port *ent;
+	__u16 port;
+
+	if (idx >= a->count)
+		idx -= a->count;
+	port = a->start + idx;
+	ent = port_ent(a->netns, a->proto, port);
+	if (!ent || ent->token != a->token || ent->users)
+		return 0;
+	/* Another CPU may race us to the same port: only one cmpxchg wins. */
+	if (__sync_val_compare_and_swap(&ent->users, 0, 1) != 0)
+		return 0;
+	a->port = port;
+	return 1;
+}
+
+/*
+ * Claims a free port of reservation r, starting the linear probe at a random
+ * offset so that concurrent allocators spread out. Returns 0 when none is free.
+ */
+static __always_inline __u16 alloc_port(__u64 token, const struct portres_resv *r, __u64 netns)
+{
+	struct alloc_ctx a = {
+		.netns = netns, .token = token, .proto = r->proto,
+		.start = r->start, .count = r->count,
+	};
+
+	if (!a.count)
+		return 0;
+	a.offset = bpf_get_prandom_u32() % a.count;
+	bpf_loop(a.count, alloc_step, &a, 0);
+	return a.port;
+}
+
+static __always_inline bool inet_proto(__u32 family, __u32 type, __u32 protocol)
+{
+	if (family != AF_INET && family != AF_INET6)
+		return false;
+	return (type == SOCK_STREAM && protocol == IPPROTO_TCP) ||
+	       (type == SOCK_DGRAM && protocol == IPPROTO_UDP);
+}
+
+static __always_inline int deny(int err)
+{
+	bpf_set_retval(-err);
+	return 0;
+}
+
+/*
+ * A bind of a port that lies in reservation `owner` (not the socket's own).
+ * Returns 1 to allow, 0 to deny with EACCES.
+ */
+static __always_inline int foreign_port(__u64 owner, __u64 netns, __u8 proto, __u8 family,
+					__u16 port)
+{
+	struct portres_resv *r = live_resv(owner);
+
+	if (!r)
+		return 1;
+	if (r->mode == PORTRES_MODE_ENFORCE) {
+		count(owner, C_DENIED);
+		emit(PORTRES_EV_DENY, owner, netns, proto, family, port, EACCES);
+		return deny(EACCES);
+	}
+	if (r->mode == PORTRES_MODE_AUDIT) {
+		count(owner, C_AUDITED);
+		emit(PORTRES_EV_AUDIT, owner, netns, proto, family, port, 0);
+	}
+	return 1;
+}
+
+static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct portres_gstats *g = gstats();
+	struct portres_resv *own = NULL;
+	struct portres_port *ent;
+	struct portres_sk *ps;
+	__u8 proto;
+	__u16 port;
+	__u64 netns;
+
+	if (!sk || !inet_proto(ctx->user_family, ctx->type, ctx->protocol))
+		return 1;
+	if (g)
+		g->decisions++;
+	proto = ctx->protocol;
+	port = bpf_ntohs(ctx->user_port);
+	netns = bpf_get_netns_cookie(ctx);
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	if (ps && ps->token)
+		own = live_resv(ps->token);
+	if (own && own->netns != netns)
+		own = NULL;
+
+	if (own) {
+		/* A second bind attempt: the earlier claim no longer holds. */
+		unclaim(ps, netns, proto);
+		if (port == 0) {
+			port = alloc_port(ps->token, own, netns);
+			if (!port) {
+				count(ps->token, C_EXHAUSTED);
+				emit(PORTRES_EV_EXHAUSTED, ps->token, netns, proto, family, 0,
+				     EADDRINUSE);
+				return deny(EADDRINUSE);
+			}
+			ctx->user_port = bpf_htons(port);
+			set_claim(ps, ps->token, port);
+			count(ps->token, C_ALLOCATED);
+			return 1;
+		}
+		ent = port_ent(netns, proto, port);
+		if (ent && ent->token == ps->token) {
+			__sync_fetch_and_add(&ent->users, 1);
+			set_claim(ps, ps->token, port);
+			count(ps->token, C_ALLOWED);
+			return 1;
+		}
+		if (ent)
+			return foreign_port(ent->token, netns, proto, family, port);
+		if (ps->flags & PORTRES_SK_CONFINE) {
+			count(ps->token, C_DENIED);
+			emit(PORTRES_EV_DENY, ps->token, netns, proto, family, port, EACCES);
+			return deny(EACCES);
+		}
+		return 1;
+	}
+
+	if (ps && (ps->flags & PORTRES_SK_CONFINE)) {
+		/* Confined to a reservation that is gone: nothing is inside it. */
+		emit(PORTRES_EV_DENY, ps->token, netns, proto, family, port, EACCES);
+		return deny(EACCES);
+	}
+	if (port == 0)
+		return 1;
+	ent = port_ent(netns, proto, port);
+	if (!ent)
+		return 1;
+	return foreign_port(ent->token, netns, proto, family, port);
+}
+
+SEC("cgroup/bind4")
+int portres_bind4(struct bpf_sock_addr *ctx)
+{
+	return do_bind(ctx, AF_INET);
+}
+
+SEC("cgroup/bind6")
+int portres_bind6(struct bpf_sock_addr *ctx)
+{
+	return do_bind(ctx, AF_INET6);
+}
+
+/* connect() of an unbound associated socket: bind it to a port of its block first. */
+static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct portres_resv *own;
+	struct portres_sk *ps;
+	__u64 netns;
+	__u16 port;
+	long err;
+
+	if (!sk || !inet_proto(ctx->user_family, ctx->type, ctx->protocol))
+		return 1;
+	if (sk->src_port)
+		return 1;
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	if (!ps || !ps->token)
+		return 1;
+	netns = bpf_get_netns_cookie(ctx);
+	own = live_resv(ps->token);
+	if (!own || own->netns != netns)
+		return 1;
+	port = alloc_port(ps->token, own, netns);
+	if (!port) {
+		count(ps->token, C_EXHAUSTED);
+		emit(PORTRES_EV_EXHAUSTED, ps->token, netns, ctx->protocol, family, 0,
+		     EADDRNOTAVAIL);
+		return deny(EADDRNOTAVAIL);
+	}
+	if (family == AF_INET) {
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = bpf_htons(port) };
+
+		err = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	} else {
+		struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = bpf_htons(port) };
+
+		err = bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
+	}
+	if (err) {
+		struct portres_port *ent = port_ent(netns, ctx->protocol, port);
+
+		if (ent && ent->users > 0)
+			__sync_fetch_and_add(&ent->users, -1);
+		return deny(-err);
+	}
+	unclaim(ps, netns, ctx->protocol);
+	set_claim(ps, ps->token, port);
+	count(ps->token, C_ALLOCATED);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int portres_conn4(struct bpf_sock_addr *ctx)
+{
+	return do_connect(ctx, AF_INET);
+}
+
+SEC("cgroup/connect6")
+int portres_conn6(struct bpf_sock_addr *ctx)
+{
+	return do_connect(ctx, AF_INET6);
+}
+
+/* socket(): the nearest attached ancestor cgroup (deepest level) decides. */
+SEC("cgroup/sock_create")
+int portres_create(struct bpf_sock *sk)
+{
+	__u32 zero = 0, *ncg = bpf_map_lookup_elem(&portres_ncg, &zero);
+	struct portres_cgroup *found = NULL, *c;
+	struct portres_resv *r;
+	struct portres_sk *ps;
+	bool usable;
+	__u64 id;
+	int level;
+
+	if (!ncg || !*ncg || !inet_proto(sk->family, sk->type, sk->protocol))
+		return 1;
+	for (level = 0; level < PORTRES_MAX_CG_DEPTH; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			break;
+		c = bpf_map_lookup_elem(&portres_cgroups, &id);
+		if (c)
+			found = c;
+	}
+	if (!found)
+		return 1;
+	r = live_resv(found->token);
+	usable = r && r->proto == sk->protocol && r->netns == bpf_get_netns_cookie(sk);
+	/* Confined to a block of the other protocol: every bind of this socket is denied. */
+	if (!usable && !(found->flags & PORTRES_CG_CONFINE))
+		return 1;
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ps)
+		return 1;
+	ps->token = usable ? found->token : 0;
+	ps->flags = PORTRES_SK_CGROUP;
+	if (found->flags & PORTRES_CG_CONFINE)
+		ps->flags |= PORTRES_SK_CONFINE;
+	return 1;
+}
+
+SEC("cgroup/sock_release")
+int portres_release(struct bpf_sock *sk)
+{
+	struct portres_anchor *an;
+	struct portres_sk *ps;
+	__u64 netns;
+	int i;
+
+	if (!inet_proto(sk->family, sk->type, sk->protocol))
+		return 1;
+	netns = bpf_get_netns_cookie(sk);
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	if (ps)
+		unclaim(ps, netns, sk->protocol);
+	an = bpf_sk_storage_get(&portres_anchor, sk, 0, 0);
+	if (!an)
+		return 1;
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
+		__u64 token = an->tokens[i];
+		struct portres_resv *r;
+
+		if (!token)
+			continue;
+		r = bpf_map_lookup_elem(&portres_resv, &token);
+		if (!r || r->kind != PORTRES_KIND_RUNTIME)
+			continue;
+		r->flags |= PORTRES_RESV_DEAD;
+		emit(PORTRES_EV_RELEASED, token, r->netns, r->proto, sk->family, r->start, 0);
+	}
+	return 1;
+}
+
+static __always_inline bool granted(__u64 token, __u32 type, __u64 id)
+{
+	struct portres_grant_key key = { .token = token, .id = id, .type = type };
+
+	return bpf_map_lookup_elem(&portres_grants, &key) != NULL;
+}
+
+/* May the current task associate a socket with reservation r? */
+static __always_inline bool may_associate(__u64 token, const struct portres_resv *r)
+{
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	__u32 uid = (__u32)uid_gid, gid = uid_gid >> 32;
+	__u64 id;
+	int level;
+
+	if (r->kind == PORTRES_KIND_RUNTIME)
+		return (bpf_get_current_pid_tgid() >> 32) == r->owner_tgid;
+	if (uid == 0 || granted(token, PORTRES_GRANT_UID, uid) ||
+	    granted(token, PORTRES_GRANT_GID, gid))
+		return true;
+	for (level = 0; level < PORTRES_MAX_CG_DEPTH; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			break;
+		if (granted(token, PORTRES_GRANT_CGROUP, id))
+			return true;
+	}
+	return false;
+}
+
+static __always_inline int sockopt_pass(struct bpf_sockopt *ctx)
+{
+	/* Options larger than a page are not copied for us: let the kernel use the original. */
+	if (ctx->optlen > PAGE_SIZE)
+		ctx->optlen = 0;
+	return 1;
+}
+
+SEC("cgroup/setsockopt")
+int portres_setsopt(struct bpf_sockopt *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	void *optval = ctx->optval, *end = ctx->optval_end;
+	struct portres_resv *r;
+	struct portres_sk *ps;
+	__u64 token;
+
+	if (ctx->level != SOL_PORTRES)
+		return sockopt_pass(ctx);
+	if (!sk || !inet_proto(sk->family, sk->type, sk->protocol))
+		return deny(EOPNOTSUPP);
+	if (ctx->optname != PORTRES_ASSOCIATE)
+		return deny(ENOPROTOOPT);
+	if (ctx->optlen != sizeof(token) || optval + sizeof(token) > end)
+		return deny(EINVAL);
+	token = *(__u64 *)optval;
+	if (sk->src_port)
+		return deny(EINVAL); /* already bound: the association is fixed */
+	r = live_resv(token);
+	if (!r || r->netns != bpf_get_netns_cookie(ctx))
+		return deny(EINVAL);
+	if (r->proto != sk->protocol)
+		return deny(EPROTOTYPE);
+	if (!may_associate(token, r))
+		return deny(EACCES);
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ps)
+		return deny(ENOMEM);
+	ps->token = token;
+	ps->flags |= PORTRES_SK_ASSOC;
+	ctx->optlen = -1; /* handled here: the kernel's setsockopt is skipped */
+	return 1;
+}
+
+SEC("cgroup/getsockopt")
+int portres_getsopt(struct bpf_sockopt *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	void *optval = ctx->optval, *end = ctx->optval_end;
+	struct portres_sk *ps;
+
+	if (ctx->level != SOL_PORTRES)
+		return sockopt_pass(ctx);
+	if (!sk || !inet_proto(sk->family, sk->type, sk->protocol))
+		return deny(EOPNOTSUPP);
+	if (ctx->optname != PORTRES_ASSOCIATION) {
+		bpf_set_retval(-ENOPROTOOPT);
+		return 1;
+	}
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	if (!ps || !ps->token) {
+		bpf_set_retval(-ENOENT);
+		return 1;
+	}
+	if (ctx->optlen < (int)sizeof(__u64) || optval + sizeof(__u64) > end) {
+		bpf_set_retval(-EINVAL);
+		return 1;
+	}
+	*(__u64 *)optval = ps->token;
+	ctx->optlen = sizeof(__u64);
+	bpf_set_retval(0);
+	return 1;
+}

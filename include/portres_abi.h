@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: (LGPL-2.1-or-later OR BSD-2-Clause) */
+/*
+ * portres_abi.h - the maps shared by bpf/portres.bpf.c and user space.
+ *
+ * This header defines what a reservation means to the kernel.
+ *
+ * A reservation is a token (random, non-zero, 64-bit) naming a block of ports
+ * [start, start+count) of one protocol (TCP or UDP) in one network namespace
+ * (identified by its netns cookie, SO_NETNS_COOKIE). IPv4 and IPv6 share it.
+ *
+ *   portres_resv     token -> struct portres_resv         what the block is
+ *   portres_ports    {netns, proto, port} -> struct portres_port
+ *                    one entry per reserved port: its token, and how many
+ *                    sockets associated with that token claimed it. Every bind
+ *                    decision is one lookup here: O(1) in the number of
+ *                    reservations.
+ *   portres_grants   {token, type, id} -> 1   who may associate a persistent token
+ *   portres_cgroups  cgroup id -> {token, flags}  sockets created in that cgroup
+ *                    (or below it, nearest attached ancestor wins) are
+ *                    associated with token; PORTRES_CG_CONFINE also denies
+ *                    their binds outside the block.
+ *   portres_sk       sk_storage: a socket's association and claimed port
+ *   portres_anchor   sk_storage: the runtime reservations acquired on a socket;
+ *                    closing it ends them (written by the agent only)
+ *   portres_stats    per-CPU counters per token
+ *   portres_gstats   per-CPU global counters
+ *   portres_events   ring buffer of struct portres_event
+ *
+ * Rules of bind(2) on a socket S to port P (host order) in S's netns:
+ *
+ *   S associated with live token T:
+ *     P == 0                    -> a port of T with no claim is chosen and
+ *                                  written into the bind; none free: EADDRINUSE
+ *     P inside T                -> allowed (P claimed by S)
+ *     P inside another token U  -> U enforce: EACCES; audit: allowed + event;
+ *                                  advisory: allowed
+ *     P outside every token     -> allowed, or EACCES if S is confined
+ *   S not associated:
+ *     P inside token U          -> as for "another token U" above
+ *     anything else             -> allowed (the kernel decides)
+ *
+ *   Example: token A = tcp 8000-8009 enforce. An associated socket binding
+ *   0 gets e.g. 8003; binding 8005 works; an unassociated socket binding 8005
+ *   gets EACCES and the event {DENY, tcp, 8005, A}.
+ *
+ * connect(2) of an unbound socket associated with T binds it first to a
+ * free port of T (bpf_bind); none free: EADDRNOTAVAIL, as the kernel says when
+ * its ephemeral range is exhausted.
+ *
+ * A token of kind RUNTIME is usable only by owner_tgid; when its anchor
+ * socket is released the data plane marks it PORTRES_RESV_DEAD at once (it
+ * stops counting as a reservation) and sends PORTRES_EV_RELEASED; the agent
+ * then removes its maps entries.
+ *
+ * All fields are host byte order. Structures are padded explicitly: user space
+ * must zero the whole key before filling it.
+ */
+#ifndef PORTRES_ABI_H
+#define PORTRES_ABI_H
+
+#ifdef __bpf__
+#include <linux/types.h>
+#else
+#include <linux/types.h>
+#include <stdint.h>
+#endif
+
+#define PORTRES_ABI_VERSION 1
+
+/* Sizes of the maps; the loader may lower them (tests) but the BPF side never relies on them. */
+#define PORTRES_MAX_RESV       131072 /* 65,535 per protocol plus room */
+#define PORTRES_MAX_PORTS      131072 /* one netns fully reserved, both protocols */
+#define PORTRES_MAX_GRANTS     4096
+#define PORTRES_MAX_CGROUPS    4096
+#define PORTRES_EVENTS_BYTES   (256 * 1024)
+#define PORTRES_MAX_ANCHORS    4      /* runtime reservations held by one socket */
+#define PORTRES_MAX_CG_DEPTH   32     /* ancestors searched for an attached cgroup */
+
+enum portres_kind {
+	PORTRES_KIND_PERSISTENT = 1,
+	PORTRES_KIND_RUNTIME    = 2,
+};
+
+enum portres_mode {
+	PORTRES_MODE_ENFORCE  = 0, /* foreign binds: EACCES */
+	PORTRES_MODE_AUDIT    = 1, /* foreign binds: allowed, counted, event */
+	PORTRES_MODE_ADVISORY = 2, /* foreign binds: allowed silently */
+};
+
+#define PORTRES_RESV_DEAD 0x01 /* runtime reservation whose anchor socket is gone */
+
+struct portres_resv {
+	__u64 netns;      /* netns cookie the reservation lives in */
+	__u32 owner_tgid; /* RUNTIME: the acquiring process; 0 for PERSISTENT */
+	__u16 start;
+	__u16 count;
+	__u8  proto;      /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8  kind;       /* enum portres_kind */
+	__u8  mode;       /* enum portres_mode */
+	__u8  flags;      /* PORTRES_RESV_* */
+	__u32 pad;
+};
+
+struct portres_port_key {
+	__u64 netns;
+	__u16 port;
+	__u8  proto;
+	__u8  pad[5];
+};
+
+struct portres_port {
+	__u64 token;
+	__u32 users;      /* sockets associated with token that claimed this port */
+	__u32 pad;
+};
+
+enum portres_grant_type {
+	PORTRES_GRANT_UID    = 1,
+	PORTRES_GRANT_GID    = 2, /* the caller's primary gid */
+	PORTRES_GRANT_CGROUP = 3, /* the caller's cgroup or any ancestor (cgroup id) */
+};
+
+struct portres_grant_key {
+	__u64 token;
+	__u64 id;
+	__u32 type;       /* enum portres_grant_type */
+	__u32 pad;
+};
+
+#define PORTRES_CG_CONFINE 0x01
+
+struct portres_cgroup {
+	__u64 token;
+	__u32 flags;      /* PORTRES_CG_* */
+	__u32 pad;
+};
+
+/* portres_sk flags */
+#define PORTRES_SK_ASSOC    0x01 /* associated by setsockopt */
+#define PORTRES_SK_CGROUP   0x02 /* associated by its cgroup */
+#define PORTRES_SK_CONFINE  0x04 /* binds outside the block are denied */
+#define PORTRES_SK_CLAIMED  0x08 /* claim_port of token is counted in portres_port.users */
+
+struct portres_sk {
+	__u64 token;      /* associated token, 0 none */
+	__u64 claim_token;
+	__u16 claim_port;
+	__u8  flags;
+	__u8  pad[5];
+};
+
+struct portres_anchor {
+	__u64 tokens[PORTRES_MAX_ANCHORS];
+};
+
+struct portres_stats {
+	__u64 allowed;    /* binds into the block by its holders */
+	__u64 denied;     /* binds refused because of this block */
+	__u64 allocated;  /* ports chosen from the block (bind 0, connect) */
+	__u64 exhausted;  /* no free port when one was asked for */
+	__u64 audited;    /* foreign binds let through by mode audit */
+};
+
+struct portres_gstats {
+	__u64 events_sent;
+	__u64 events_dropped; /* rate limit or full ring buffer */
+	__u64 decisions;      /* bind decisions taken */
+};
+
+enum portres_event_type {
+	PORTRES_EV_DENY      = 1,
+	PORTRES_EV_AUDIT     = 2,
+	PORTRES_EV_EXHAUSTED = 3,
+	PORTRES_EV_RELEASED  = 4, /* a runtime reservation's anchor closed */
+};
+
+struct portres_event {
+	__u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 token;      /* the reservation concerned, 0 if none */
+	__u64 cgroup_id;  /* current task's cgroup */
+	__u64 netns;
+	__u32 pid;        /* tgid */
+	__u32 uid;
+	__s32 err;        /* errno returned, 0 when allowed */
+	__u16 port;
+	__u8  proto;
+	__u8  family;
+	__u8  type;       /* enum portres_event_type */
+	__u8  pad[7];
+	char  comm[16];
+};
+
+#endif /* PORTRES_ABI_H */

@@ -1,0 +1,690 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* loader.c - load, pin, attach and edit portres's BPF programs and maps. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
+#include <netinet/in.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "loader.h"
+#include "portres.skel.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+struct portres_loader {
+	struct portres_bpf *skel;
+	int cgroup_fd;
+	char dir[PATH_MAX - 64]; /* room for "/links/<prog>" below it */
+	bool adopted;
+	int nlinks;
+	struct bpf_link *links[16];
+	struct ring_buffer *rb;
+	portres_event_cb cb;
+	void *cb_arg;
+};
+
+static int mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	char *p;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int path_in(char *buf, size_t len, const char *dir, const char *sub, const char *name)
+{
+	if ((size_t)snprintf(buf, len, "%s/%s/%s", dir, sub, name) >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int portres_netns_cookie(uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+	int fd, err = 0;
+
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+int portres_cgroup_id(const char *path, uint64_t *id)
+{
+	struct statfs sfs;
+	struct stat st;
+
+	if (statfs(path, &sfs))
+		return -errno;
+	if (sfs.f_type != CGROUP2_SUPER_MAGIC)
+		return -EMEDIUMTYPE;
+	if (stat(path, &st))
+		return -errno;
+	*id = st.st_ino; /* on cgroup2 the inode number is the cgroup id */
+	return 0;
+}
+
+/* Each map is pinned at <dir>/maps/<name>; libbpf reuses a compatible pinned map at load. */
+static int set_pin_paths(struct portres_loader *l)
+{
+	char path[PATH_MAX];
+	struct bpf_map *map;
+	int err;
+
+	bpf_object__for_each_map(map, l->skel->obj) {
+		if (bpf_map__is_internal(map))
+			continue;
+		err = path_in(path, sizeof(path), l->dir, "maps", bpf_map__name(map));
+		if (err)
+			return err;
+		if (access(path, F_OK) == 0)
+			l->adopted = true;
+		err = bpf_map__set_pin_path(map, path);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/*
+ * A pinned link of an earlier loader is re-pointed at the new program
+ * (BPF_LINK_UPDATE: no moment without a program); otherwise a new
+ * multi-attach link is made and pinned.
+ */
+static int attach_one(struct portres_loader *l, struct bpf_program *prog, uint64_t cgid)
+{
+	struct bpf_link_info info;
+	__u32 info_len = sizeof(info);
+	char path[PATH_MAX];
+	struct bpf_link *link;
+	int err;
+
+	err = path_in(path, sizeof(path), l->dir, "links", bpf_program__name(prog));
+	if (err)
+		return err;
+	link = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
+	if (link) {
+		memset(&info, 0, sizeof(info));
+		err = bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &info_len);
+		if (!err && info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cgid) {
+			err = bpf_link__update_program(link, prog);
+			if (err) {
+				bpf_link__destroy(link);
+				return err;
+			}
+			l->links[l->nlinks++] = link;
+			return 0;
+		}
+		/* Pinned for another cgroup (or broken): replace it. */
+		bpf_link__unpin(link);
+		bpf_link__destroy(link);
+	}
+	link = bpf_program__attach_cgroup(prog, l->cgroup_fd);
+	if (!link)
+		return -errno;
+	err = bpf_link__pin(link, path);
+	if (err) {
+		bpf_link__destroy(link);
+		return err;
+	}
+	l->links[l->nlinks++] = link;
+	return 0;
+}
+
+int portres_loader_open(const struct portres_loader_opts *opts, struct portres_loader **out)
+{
+	struct portres_loader *l;
+	struct bpf_program *prog;
+	char sub[PATH_MAX];
+	struct statfs sfs;
+	uint64_t cgid;
+	int err;
+
+	if (!opts || !opts->bpffs_dir || !opts->cgroup_path)
+		return -EINVAL;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->cgroup_fd = -1;
+	if (snprintf(l->dir, sizeof(l->dir), "%s", opts->bpffs_dir) >= (int)sizeof(l->dir)) {
+		err = -ENAMETOOLONG;
+		goto cleanup;
+	}
+
+	/* Where: a bpffs directory for pins, a cgroup2 directory to attach to. */
+	err = mkdir_p(l->dir);
+	if (err)
+		goto cleanup;
+	if (statfs(l->dir, &sfs) || sfs.f_type != BPF_FS_MAGIC) {
+		err = -EMEDIUMTYPE;
+		goto cleanup;
+	}
+	snprintf(sub, sizeof(sub), "%s/maps", l->dir);
+	if ((err = mkdir_p(sub)))
+		goto cleanup;
+	snprintf(sub, sizeof(sub), "%s/links", l->dir);
+	if ((err = mkdir_p(sub)))
+		goto cleanup;
+	err = portres_cgroup_id(opts->cgroup_path, &cgid);
+	if (err)
+		goto cleanup;
+	l->cgroup_fd = open(opts->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (l->cgroup_fd < 0) {
+		err = -errno;
+		goto cleanup;
+	}
+
+	/* Open, then size the maps and set read-only configuration. */
+	l->skel = portres_bpf__open();
+	if (!l->skel) {
+		err = -errno;
+		goto cleanup;
+	}
+	if (opts->max_resv) {
+		bpf_map__set_max_entries(l->skel->maps.portres_resv, opts->max_resv);
+		bpf_map__set_max_entries(l->skel->maps.portres_stats, opts->max_resv);
+	}
+	if (opts->max_ports)
+		bpf_map__set_max_entries(l->skel->maps.portres_ports, opts->max_ports);
+	if (opts->events_per_sec)
+		l->skel->rodata->events_per_sec = opts->events_per_sec;
+	err = set_pin_paths(l);
+	if (err)
+		goto cleanup;
+
+	/* Load: pinned maps of an earlier loader are reused, new ones pinned. */
+	err = portres_bpf__load(l->skel);
+	if (err)
+		goto cleanup;
+
+	/* Attach every program with a pinned multi-attach link. */
+	bpf_object__for_each_program(prog, l->skel->obj) {
+		if (l->nlinks >= (int)(sizeof(l->links) / sizeof(l->links[0]))) {
+			err = -E2BIG;
+			goto cleanup;
+		}
+		err = attach_one(l, prog, cgid);
+		if (err)
+			goto cleanup;
+	}
+	*out = l;
+	return 0;
+
+cleanup:
+	portres_loader_close(l);
+	return err;
+}
+
+void portres_loader_close(struct portres_loader *l)
+{
+	int i;
+
+	if (!l)
+		return;
+	ring_buffer__free(l->rb);
+	for (i = l->nlinks - 1; i >= 0; i--)
+		bpf_link__destroy(l->links[i]); /* pinned: stays attached */
+	portres_bpf__destroy(l->skel);
+	if (l->cgroup_fd >= 0)
+		close(l->cgroup_fd);
+	free(l);
+}
+
+int portres_loader_teardown(struct portres_loader *l)
+{
+	struct bpf_map *map;
+	char sub[PATH_MAX];
+	int i, err = 0;
+
+	if (!l)
+		return -EINVAL;
+	for (i = l->nlinks - 1; i >= 0; i--) {
+		if (bpf_link__unpin(l->links[i]) && !err)
+			err = -errno;
+		bpf_link__detach(l->links[i]);
+	}
+	bpf_object__for_each_map(map, l->skel->obj) {
+		if (!bpf_map__is_internal(map) && bpf_map__is_pinned(map))
+			bpf_map__unpin(map, NULL);
+	}
+	snprintf(sub, sizeof(sub), "%s/links", l->dir);
+	rmdir(sub);
+	snprintf(sub, sizeof(sub), "%s/maps", l->dir);
+	rmdir(sub);
+	rmdir(l->dir);
+	portres_loader_close(l);
+	return err;
+}
+
+bool portres_loader_adopted(const struct portres_loader *l)
+{
+	return l && l->adopted;
+}
+
+static int fd_of(struct bpf_map *map)
+{
+	return bpf_map__fd(map);
+}
+
+static int ret_errno(int r)
+{
+	return r < 0 ? -errno : 0;
+}
+
+static struct portres_port_key port_key(uint64_t netns, uint8_t proto, uint16_t port)
+{
+	struct portres_port_key k;
+
+	memset(&k, 0, sizeof(k));
+	k.netns = netns;
+	k.proto = proto;
+	k.port = port;
+	return k;
+}
+
+/* Deletes the port entries of [start, last) that belong to token. */
+static void del_ports(struct portres_loader *l, uint64_t token, const struct portres_resv *r,
+		      uint32_t last)
+{
+	int fd = fd_of(l->skel->maps.portres_ports);
+	struct portres_port_key k;
+	struct portres_port v;
+	uint32_t p;
+
+	for (p = r->start; p < last; p++) {
+		k = port_key(r->netns, r->proto, p);
+		if (!bpf_map_lookup_elem(fd, &k, &v) && v.token == token)
+			bpf_map_delete_elem(fd, &k);
+	}
+}
+
+static int zero_stats(struct portres_loader *l, uint64_t token)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct portres_stats *vals;
+	int err;
+
+	if (ncpu < 0)
+		return ncpu;
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_stats), &token, vals, BPF_ANY));
+	free(vals);
+	return err;
+}
+
+int portres_resv_add(struct portres_loader *l, uint64_t token, const struct portres_resv *r)
+{
+	int pfd = fd_of(l->skel->maps.portres_ports), rfd = fd_of(l->skel->maps.portres_resv);
+	struct portres_port_key k;
+	struct portres_port v;
+	struct portres_resv cur;
+	uint32_t p, end;
+	int err;
+
+	if (!token || !r || !r->count || !r->start || (uint32_t)r->start + r->count > 65536 ||
+	    (r->proto != IPPROTO_TCP && r->proto != IPPROTO_UDP) ||
+	    (r->kind != PORTRES_KIND_PERSISTENT && r->kind != PORTRES_KIND_RUNTIME) ||
+	    r->mode > PORTRES_MODE_ADVISORY)
+		return -EINVAL;
+	if (!bpf_map_lookup_elem(rfd, &token, &cur))
+		return -EEXIST;
+	end = (uint32_t)r->start + r->count;
+	for (p = r->start; p < end; p++) {
+		k = port_key(r->netns, r->proto, p);
+		if (!bpf_map_lookup_elem(pfd, &k, &v))
+			return -EADDRINUSE;
+	}
+	err = zero_stats(l, token);
+	if (err)
+		return err;
+	/* Ports first, the reservation last: enforcement starts when it appears. */
+	memset(&v, 0, sizeof(v));
+	v.token = token;
+	for (p = r->start; p < end; p++) {
+		k = port_key(r->netns, r->proto, p);
+		if (bpf_map_update_elem(pfd, &k, &v, BPF_NOEXIST)) {
+			err = errno == EEXIST ? -EADDRINUSE : -errno;
+			del_ports(l, token, r, p);
+			goto fail;
+		}
+	}
+	cur = *r;
+	cur.flags = 0;
+	cur.pad = 0;
+	if (bpf_map_update_elem(rfd, &token, &cur, BPF_NOEXIST)) {
+		err = -errno;
+		del_ports(l, token, r, end);
+		goto fail;
+	}
+	return 0;
+fail:
+	bpf_map_delete_elem(fd_of(l->skel->maps.portres_stats), &token);
+	return err;
+}
+
+static void del_grants_of(struct portres_loader *l, uint64_t token)
+{
+	int fd = fd_of(l->skel->maps.portres_grants);
+	struct portres_grant_key k, next;
+	void *prev = NULL;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		k = next;
+		if (next.token == token) {
+			bpf_map_delete_elem(fd, &k);
+			prev = NULL; /* restart: deleting invalidates the cursor */
+			continue;
+		}
+		prev = &k;
+	}
+}
+
+int portres_resv_del(struct portres_loader *l, uint64_t token)
+{
+	struct portres_resv r;
+
+	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_resv), &token, &r))
+		return -errno;
+	/* The reservation first: from here on its ports are ordinary ports. */
+	if (bpf_map_delete_elem(fd_of(l->skel->maps.portres_resv), &token))
+		return -errno;
+	del_ports(l, token, &r, (uint32_t)r.start + r.count);
+	bpf_map_delete_elem(fd_of(l->skel->maps.portres_stats), &token);
+	del_grants_of(l, token);
+	return 0;
+}
+
+int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r)
+{
+	return ret_errno(bpf_map_lookup_elem(fd_of(l->skel->maps.portres_resv), &token, r));
+}
+
+int portres_resv_set_mode(struct portres_loader *l, uint64_t token, uint8_t mode)
+{
+	int fd = fd_of(l->skel->maps.portres_resv);
+	struct portres_resv r;
+
+	if (mode > PORTRES_MODE_ADVISORY)
+		return -EINVAL;
+	if (bpf_map_lookup_elem(fd, &token, &r))
+		return -errno;
+	r.mode = mode;
+	return ret_errno(bpf_map_update_elem(fd, &token, &r, BPF_EXIST));
+}
+
+int portres_resv_foreach(struct portres_loader *l,
+			 int (*cb)(uint64_t token, const struct portres_resv *r, void *arg), void *arg)
+{
+	int fd = fd_of(l->skel->maps.portres_resv);
+	uint64_t key, next, *prev = NULL;
+	struct portres_resv r;
+	int ret;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &r))
+			continue; /* deleted meanwhile */
+		ret = cb(key, &r, arg);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int portres_port_owner(struct portres_loader *l, uint64_t netns, uint8_t proto, uint16_t port,
+		       struct portres_port *out)
+{
+	struct portres_port_key k = port_key(netns, proto, port);
+
+	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_ports), &k, out)) {
+		if (errno != ENOENT)
+			return -errno;
+		memset(out, 0, sizeof(*out));
+	}
+	return 0;
+}
+
+int portres_resv_stats(struct portres_loader *l, uint64_t token, struct portres_stats *out)
+{
+	int i, ncpu = libbpf_num_possible_cpus();
+	struct portres_stats *vals;
+	int err = 0;
+
+	if (ncpu < 0)
+		return ncpu;
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	memset(out, 0, sizeof(*out));
+	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_stats), &token, vals)) {
+		err = -errno;
+		goto cleanup;
+	}
+	for (i = 0; i < ncpu; i++) {
+		out->allowed += vals[i].allowed;
+		out->denied += vals[i].denied;
+		out->allocated += vals[i].allocated;
+		out->exhausted += vals[i].exhausted;
+		out->audited += vals[i].audited;
+	}
+cleanup:
+	free(vals);
+	return err;
+}
+
+int portres_global_stats(struct portres_loader *l, struct portres_gstats *out)
+{
+	int i, ncpu = libbpf_num_possible_cpus();
+	struct portres_gstats *vals;
+	uint32_t zero = 0;
+	int err = 0;
+
+	if (ncpu < 0)
+		return ncpu;
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	memset(out, 0, sizeof(*out));
+	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_gstats), &zero, vals)) {
+		err = -errno;
+		goto cleanup;
+	}
+	for (i = 0; i < ncpu; i++) {
+		out->events_sent += vals[i].events_sent;
+		out->events_dropped += vals[i].events_dropped;
+		out->decisions += vals[i].decisions;
+	}
+cleanup:
+	free(vals);
+	return err;
+}
+
+static struct portres_grant_key grant_key(uint64_t token, uint32_t type, uint64_t id)
+{
+	struct portres_grant_key k;
+
+	memset(&k, 0, sizeof(k));
+	k.token = token;
+	k.type = type;
+	k.id = id;
+	return k;
+}
+
+int portres_grant_add(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id)
+{
+	struct portres_grant_key k = grant_key(token, type, id);
+	uint8_t one = 1;
+
+	if (type < PORTRES_GRANT_UID || type > PORTRES_GRANT_CGROUP)
+		return -EINVAL;
+	return ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_grants), &k, &one, BPF_ANY));
+}
+
+int portres_grant_del(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id)
+{
+	struct portres_grant_key k = grant_key(token, type, id);
+
+	return ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_grants), &k));
+}
+
+/* Socket creation walks the cgroup ancestry only while something is attached. */
+static int update_ncg(struct portres_loader *l)
+{
+	int fd = fd_of(l->skel->maps.portres_cgroups);
+	uint64_t key, next, *prev = NULL;
+	uint32_t zero = 0, n = 0;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		n++;
+	}
+	return ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_ncg), &zero, &n, BPF_ANY));
+}
+
+int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, uint64_t token, uint32_t flags)
+{
+	struct portres_cgroup c;
+	int err;
+
+	memset(&c, 0, sizeof(c));
+	c.token = token;
+	c.flags = flags;
+	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id, &c, BPF_ANY));
+	return err ? err : update_ncg(l);
+}
+
+int portres_cgroup_detach(struct portres_loader *l, uint64_t cgroup_id)
+{
+	int err = ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id));
+
+	return err ? err : update_ncg(l);
+}
+
+int portres_cgroup_foreach(struct portres_loader *l,
+			   int (*cb)(uint64_t cgroup_id, const struct portres_cgroup *c, void *arg), void *arg)
+{
+	int fd = fd_of(l->skel->maps.portres_cgroups);
+	uint64_t key, next, *prev = NULL;
+	struct portres_cgroup c;
+	int ret;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &c))
+			continue;
+		ret = cb(key, &c, arg);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token)
+{
+	int fd = fd_of(l->skel->maps.portres_anchor);
+	struct portres_anchor a;
+	int i;
+
+	if (bpf_map_lookup_elem(fd, &sockfd, &a)) {
+		if (errno != ENOENT)
+			return -errno;
+		memset(&a, 0, sizeof(a));
+	}
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
+		if (a.tokens[i] == token)
+			return 0;
+		if (!a.tokens[i]) {
+			a.tokens[i] = token;
+			return ret_errno(bpf_map_update_elem(fd, &sockfd, &a, BPF_ANY));
+		}
+	}
+	return -ENOSPC;
+}
+
+int portres_anchor_del(struct portres_loader *l, int sockfd, uint64_t token)
+{
+	int fd = fd_of(l->skel->maps.portres_anchor);
+	struct portres_anchor a;
+	int i;
+
+	if (bpf_map_lookup_elem(fd, &sockfd, &a))
+		return -errno;
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
+		if (a.tokens[i] == token) {
+			a.tokens[i] = 0;
+			return ret_errno(bpf_map_update_elem(fd, &sockfd, &a, BPF_ANY));
+		}
+	}
+	return -ENOENT;
+}
+
+static int on_ringbuf(void *ctx, void *data, size_t size)
+{
+	struct portres_loader *l = ctx;
+
+	if (size < sizeof(struct portres_event))
+		return 0;
+	return l->cb(data, l->cb_arg);
+}
+
+int portres_events_open(struct portres_loader *l, portres_event_cb cb, void *arg)
+{
+	if (l->rb)
+		return -EBUSY;
+	l->cb = cb;
+	l->cb_arg = arg;
+	l->rb = ring_buffer__new(fd_of(l->skel->maps.portres_events), on_ringbuf, l, NULL);
+	return l->rb ? 0 : -errno;
+}
+
+int portres_events_poll(struct portres_loader *l, int timeout_ms)
+{
+	if (!l->rb)
+		return -EINVAL;
+	return ring_buffer__poll(l->rb, timeout_ms);
+}
+
+int portres_events_fd(struct portres_loader *l)
+{
+	if (!l->rb)
+		return -EINVAL;
+	return ring_buffer__epoll_fd(l->rb);
+}
+
+int portres_prog_fd(struct portres_loader *l, const char *prog_name)
+{
+	struct bpf_program *prog = bpf_object__find_program_by_name(l->skel->obj, prog_name);
+
+	return prog ? bpf_program__fd(prog) : -ENOENT;
+}

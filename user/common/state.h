@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * state.h - portresd's persistent state: one JSON file in the state directory.
+ *
+ *   {
+ *     "version": 1,
+ *     "reservations": [
+ *       { "token": "5f0c2a9e1b7d4c33", "proto": "tcp", "start": 8000, "count": 10,
+ *         "name": "web", "mode": "enforce",
+ *         "grants": [ { "type": "uid", "id": 1000 },
+ *                     { "type": "cgroup", "id": 4242, "path": "/sys/fs/cgroup/web" } ] }
+ *     ],
+ *     "attachments": [
+ *       { "path": "/sys/fs/cgroup/web", "cgroup_id": 4242, "token": "5f0c2a9e1b7d4c33",
+ *         "confine": false }
+ *     ],
+ *     "sysctl_added": "8000-8009"
+ *   }
+ *
+ * reservations are the persistent ones (runtime reservations live only in the
+ * pinned maps); attachments tie cgroups to those tokens; sysctl_added lists
+ * the ports portres itself added to ip_local_reserved_ports of the agent's
+ * network namespace, so a restarted agent removes only its own.
+ *
+ * Saving is atomic (temporary file in the same directory, write, fsync,
+ * rename, fsync of the directory): after any failure the old file is intact.
+ * Loading a missing file gives an empty state; a torn or invalid one is an
+ * error naming the file and the line/column or field, and is never modified.
+ */
+#ifndef PORTRES_STATE_H
+#define PORTRES_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sysctl_ports.h"
+
+#define STATE_VERSION   1
+#define STATE_FILE      "state.json"
+#define STATE_NAME_MAX  63
+#define STATE_ERR_LEN   512
+
+struct state_grant {
+	uint32_t type;  /* enum portres_grant_type */
+	uint64_t id;
+	char *path;     /* cgroup grants: the path given at creation, or NULL */
+};
+
+struct state_resv {
+	uint64_t token;
+	uint8_t proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	uint8_t mode;   /* enum portres_mode */
+	uint16_t start;
+	uint16_t count;
+	char *name;     /* NULL: none */
+	size_t n_grants;
+	struct state_grant *grants;
+};
+
+struct state_attach {
+	char *path;
+	uint64_t cgroup_id;
+	uint64_t token;
+	bool confine;
+};
+
+struct state {
+	size_t n_resv;
+	struct state_resv *resv;
+	size_t n_attach;
+	struct state_attach *attach;
+	struct portset sysctl_added;
+};
+
+/* 0, or -errno with a message in err ("<file>:<line>:<col>: ..." or "<file>: <field>: ..."). */
+int state_load(const char *dir, struct state *st, char *err, size_t errlen);
+/* durable: fsync file and directory (persistent changes); without it still atomic. */
+int state_save(const char *dir, const struct state *st, bool durable, char *err, size_t errlen);
+void state_free(struct state *st);
+
+/* Checks ranges, tokens, names, overlaps and references; 0 or -EINVAL with err. */
+int state_validate(const struct state *st, const char *what, char *err, size_t errlen);
+
+/* Array helpers; add copies (deep) and returns 0 or -ENOMEM; del keeps order. */
+int state_add_resv(struct state *st, const struct state_resv *r);
+void state_del_resv(struct state *st, size_t i);
+int state_add_attach(struct state *st, const struct state_attach *a);
+void state_del_attach(struct state *st, size_t i);
+struct state_resv *state_find_token(const struct state *st, uint64_t token);
+struct state_resv *state_find_name(const struct state *st, const char *name);
+void state_resv_free(struct state_resv *r);
+
+/* Shared spellings (used by the protocol too). */
+const char *state_proto_name(uint8_t proto);     /* "tcp", "udp" or NULL */
+int state_proto_parse(const char *s);            /* IPPROTO_* or -1 */
+const char *state_mode_name(uint8_t mode);
+int state_mode_parse(const char *s);             /* PORTRES_MODE_* or -1 */
+const char *state_grant_name(uint32_t type);
+int state_grant_parse(const char *s);            /* PORTRES_GRANT_* or -1 */
+/* Token as 16 hex digits; parse accepts exactly that (0 is invalid). */
+void state_token_format(uint64_t token, char out[17]);
+int state_token_parse(const char *s, uint64_t *token);
+/* Names: 1..63 of [A-Za-z0-9._-], not starting with '-' or '.'. */
+bool state_name_valid(const char *s);
+
+#endif /* PORTRES_STATE_H */

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* sysctl_ports.c - ip_local_reserved_ports parsing, formatting and merging. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sysctl_ports.h"
+
+void portset_clear(struct portset *s)
+{
+	memset(s, 0, sizeof(*s));
+}
+
+void portset_add(struct portset *s, uint32_t start, uint32_t count)
+{
+	for (uint32_t p = start; p < start + count && p < 65536; p++)
+		s->w[p / 64] |= 1ULL << (p % 64);
+}
+
+void portset_del(struct portset *s, uint32_t start, uint32_t count)
+{
+	for (uint32_t p = start; p < start + count && p < 65536; p++)
+		s->w[p / 64] &= ~(1ULL << (p % 64));
+}
+
+bool portset_any(const struct portset *s, uint32_t start, uint32_t count)
+{
+	for (uint32_t p = start; p < start + count && p < 65536; p++)
+		if (portset_test(s, p))
+			return true;
+	return false;
+}
+
+bool portset_empty(const struct portset *s)
+{
+	for (size_t i = 0; i < 1024; i++)
+		if (s->w[i])
+			return false;
+	return true;
+}
+
+size_t portset_count(const struct portset *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < 1024; i++)
+		n += (size_t)__builtin_popcountll(s->w[i]);
+	return n;
+}
+
+void portset_or(struct portset *dst, const struct portset *src)
+{
+	for (size_t i = 0; i < 1024; i++)
+		dst->w[i] |= src->w[i];
+}
+
+static int parse_port(const char **p, uint32_t *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!isdigit((unsigned char)**p))
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(*p, &end, 10);
+	if (errno || v > 65535)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	*p = end;
+	return 0;
+}
+
+int portset_parse(const char *text, struct portset *out)
+{
+	const char *p = text;
+
+	portset_clear(out);
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '\0' || *p == '\n')
+		return 0;
+	for (;;) {
+		uint32_t lo, hi;
+
+		if (parse_port(&p, &lo))
+			return -EINVAL;
+		hi = lo;
+		if (*p == '-') {
+			p++;
+			if (parse_port(&p, &hi) || hi < lo)
+				return -EINVAL;
+		}
+		portset_add(out, lo, hi - lo + 1);
+		if (*p == ',') {
+			p++;
+			continue;
+		}
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		return *p ? -EINVAL : 0;
+	}
+}
+
+char *portset_format(const struct portset *s)
+{
+	/* Worst case "1,3,5,..." : 32768 entries of up to 6 bytes. */
+	size_t cap = 32768 * 7 + 1, len = 0;
+	char *buf = malloc(cap);
+	uint32_t p = 0;
+
+	if (!buf)
+		return NULL;
+	buf[0] = '\0';
+	while (p < 65536) {
+		uint32_t q;
+
+		if (!portset_test(s, p)) {
+			p++;
+			continue;
+		}
+		for (q = p; q + 1 < 65536 && portset_test(s, q + 1); q++)
+			;
+		len += (size_t)snprintf(buf + len, cap - len, q == p ? "%s%u" : "%s%u-%u",
+					len ? "," : "", p, q);
+		p = q + 1;
+	}
+	return buf;
+}
+
+int portset_read(const char *path, struct portset *out)
+{
+	size_t cap = 32768 * 7 + 2, len = 0;
+	char *buf = malloc(cap);
+	int fd, err = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		free(buf);
+		return -errno;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + len, cap - 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len == cap - 1) {
+			err = -EFBIG;
+			break;
+		}
+	}
+	close(fd);
+	if (!err) {
+		buf[len] = '\0';
+		err = portset_parse(buf, out);
+	}
+	free(buf);
+	return err;
+}
+
+int portset_write(const char *path, const struct portset *s)
+{
+	char *text = portset_format(s);
+	size_t len;
+	ssize_t n;
+	int fd, err = 0;
+
+	if (!text)
+		return -ENOMEM;
+	len = strlen(text);
+	/* The kernel parses one write(); "" would be refused, "\n" clears the set. */
+	text[len++] = '\n';
+	fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC);
+	if (fd < 0) {
+		err = -errno;
+	} else {
+		n = write(fd, text, len);
+		if (n < 0)
+			err = -errno;
+		else if ((size_t)n != len)
+			err = -EIO;
+		if (close(fd) && !err)
+			err = -errno;
+	}
+	free(text);
+	return err;
+}
+
+int sysctl_ports_sync(const char *path, const struct portset *wanted, struct portset *owned,
+		      bool *changed)
+{
+	struct portset *cur = malloc(sizeof(*cur)), *next = malloc(sizeof(*next));
+	bool write_needed = false, owned_changed = false;
+	int err;
+
+	if (changed)
+		*changed = false;
+	if (!cur || !next) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	err = portset_read(path, cur);
+	if (err)
+		goto cleanup;
+	*next = *cur;
+	for (size_t i = 0; i < 1024; i++) {
+		uint64_t add = wanted->w[i] & ~cur->w[i];
+		uint64_t drop = owned->w[i] & ~wanted->w[i];
+
+		next->w[i] = (cur->w[i] | add) & ~drop;
+		if (next->w[i] != cur->w[i])
+			write_needed = true;
+		if (add || drop)
+			owned_changed = true;
+	}
+	if (write_needed) {
+		err = portset_write(path, next);
+		if (err)
+			goto cleanup;
+	}
+	for (size_t i = 0; i < 1024; i++) {
+		uint64_t add = wanted->w[i] & ~cur->w[i];
+		uint64_t drop = owned->w[i] & ~wanted->w[i];
+
+		owned->w[i] = (owned->w[i] | add) & ~drop;
+	}
+	if (changed)
+		*changed = owned_changed;
+cleanup:
+	free(cur);
+	free(next);
+	return err;
+}
+
+int sysctl_port_range(const char *path, uint16_t *lo, uint16_t *hi)
+{
+	unsigned int a, b;
+	FILE *f = fopen(path, "re");
+	int n;
+
+	if (!f)
+		return -errno;
+	n = fscanf(f, "%u %u", &a, &b);
+	fclose(f);
+	if (n != 2 || a > 65535 || b > 65535 || a > b)
+		return -EINVAL;
+	*lo = (uint16_t)a;
+	*hi = (uint16_t)b;
+	return 0;
+}
