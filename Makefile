@@ -154,9 +154,12 @@ $(OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(HEADERS) $(SKEL)
 tests: $(TEST_BINS)
 fuzz: $(FUZZ_BINS)
 
-# Kernel tests need root; run them one process at a time per test (Criterion forks).
-check: all $(TEST_BINS) $(FUZZ_BINS)
-	$(Q)scripts/run-tests.sh $(TEST_BINS) -- $(FUZZ_BINS)
+# `make check` installs what is missing (Debian), builds, and runs every test:
+# Criterion binaries, shell tests (tests/*.sh), then each fuzz target briefly.
+check:
+	$(Q)scripts/install-deps.sh
+	$(Q)$(MAKE) --no-print-directory all tests fuzz
+	$(Q)scripts/run-tests.sh $(TEST_BINS) $(wildcard tests/*.sh) -- $(FUZZ_BINS)
 
 bench: all $(OUT)/bench
 	$(Q)$(OUT)/bench
