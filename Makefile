@@ -2,6 +2,7 @@
 # portres: port reservations for Linux, enforced by cgroup eBPF.
 #
 #   make            build BPF object + skeleton, libportres, portresd, portresctl
+#   make run        install deps, build, run portresd in the foreground (root)
 #   make check      build and run every test (root: real kernel, real BPF)
 #   make bench      run the benchmarks and print a table
 #   make fuzz       build the libFuzzer targets
@@ -54,12 +55,12 @@ LIB_SRC    := $(wildcard user/lib/*.c)
 COMMON_SRC := $(wildcard user/common/*.c)
 AGENT_SRC  := $(wildcard user/portresd/*.c)
 CTL_SRC    := $(wildcard user/portresctl/*.c)
-HEADERS    := $(wildcard include/*.h user/common/*.h user/lib/*.h)
+HEADERS    := $(wildcard include/*.h user/*/*.h)
 
-LIB_OBJ    := $(patsubst user/lib/%.c,$(OUT)/lib/%.o,$(LIB_SRC))
-COMMON_OBJ := $(patsubst user/common/%.c,$(OUT)/common/%.o,$(COMMON_SRC))
-AGENT_OBJ  := $(patsubst user/portresd/%.c,$(OUT)/portresd/%.o,$(AGENT_SRC))
-CTL_OBJ    := $(patsubst user/portresctl/%.c,$(OUT)/portresctl/%.o,$(CTL_SRC))
+LIB_OBJ    := $(patsubst user/lib/%.c,$(OUT)/obj/lib/%.o,$(LIB_SRC))
+COMMON_OBJ := $(patsubst user/common/%.c,$(OUT)/obj/common/%.o,$(COMMON_SRC))
+AGENT_OBJ  := $(patsubst user/portresd/%.c,$(OUT)/obj/portresd/%.o,$(AGENT_SRC))
+CTL_OBJ    := $(patsubst user/portresctl/%.c,$(OUT)/obj/portresctl/%.o,$(CTL_SRC))
 
 LIB_SO     := $(OUT)/libportres.so.$(VERSION)
 LIB_A      := $(OUT)/libportres.a
@@ -84,19 +85,19 @@ $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(Q)$(BPFTOOL) gen skeleton $< name $(subst .skel.h,,$(notdir $@))_bpf > $@
 
 # --- user space ----------------------------------------------------------------
-$(OUT)/lib/%.o: user/lib/%.c $(HEADERS) | $(OUT)
+$(OUT)/obj/lib/%.o: user/lib/%.c $(HEADERS) | $(OUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -c $< -o $@
 
-$(OUT)/common/%.o: user/common/%.c $(HEADERS) $(SKEL) | $(OUT)
+$(OUT)/obj/common/%.o: user/common/%.c $(HEADERS) $(SKEL) | $(OUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(OUT)/portresd/%.o: user/portresd/%.c $(HEADERS) $(SKEL) | $(OUT)
+$(OUT)/obj/portresd/%.o: user/portresd/%.c $(HEADERS) $(SKEL) | $(OUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(OUT)/portresctl/%.o: user/portresctl/%.c $(HEADERS) $(SKEL) | $(OUT)
+$(OUT)/obj/portresctl/%.o: user/portresctl/%.c $(HEADERS) $(SKEL) | $(OUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
@@ -161,6 +162,12 @@ check:
 	$(Q)$(MAKE) --no-print-directory all tests fuzz
 	$(Q)scripts/run-tests.sh $(TEST_BINS) $(wildcard tests/*.sh) -- $(FUZZ_BINS)
 
+# `sudo make run`: install what is missing, build, run the agent in the foreground.
+run:
+	$(Q)scripts/install-deps.sh
+	$(Q)$(MAKE) --no-print-directory all
+	exec $(OUT)/portresd --foreground $(ARGS)
+
 bench: all $(OUT)/bench
 	$(Q)$(OUT)/bench
 
@@ -188,5 +195,5 @@ uninstall:
 clean:
 	rm -rf $(OUT)
 
-.PHONY: all tests fuzz check bench install uninstall clean
+.PHONY: all tests fuzz check run bench install uninstall clean
 .SECONDARY:

@@ -107,6 +107,22 @@ struct {
 	__type(value, __u32);
 } portres_ncg SEC(".maps");
 
+/*
+ * Where the next allocation of a reservation starts probing (next fit). A
+ * port handed back is thus taken again only after the rest of the block has
+ * been offered: cgroup/sock_release runs before the kernel unhashes the
+ * socket, so for a moment a port is free in our books but still bound, and a
+ * closed TCP connection may keep its port in TIME_WAIT for a minute. LRU:
+ * entries of deleted reservations go away by themselves; a lost entry only
+ * means the next probe starts at a random port.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PORTRES_MAX_RESV);
+	__type(key, __u64);
+	__type(value, __u32);
+} portres_next SEC(".maps");
+
 struct ratelimit {
 	__u64 window_ns;
 	__u64 sent;
@@ -219,6 +235,24 @@ static __always_inline struct portres_port *port_ent(__u64 netns, __u8 proto, __
 	return bpf_map_lookup_elem(&portres_ports, &key);
 }
 
+/* The clock of portres_port.released: ~microseconds, wrapping every ~73 minutes. */
+static __always_inline __u32 now_us(void)
+{
+	return bpf_ktime_get_ns() >> 10;
+}
+
+/*
+ * Drops one claim of a port. The time is stamped first (the atomic add
+ * orders it): an allocator that sees users == 0 sees the new stamp.
+ */
+static __always_inline void release_port(struct portres_port *ent)
+{
+	if (ent->users == 0)
+		return;
+	ent->released = now_us();
+	__sync_fetch_and_add(&ent->users, -1);
+}
+
 /* Drops the claim a socket holds on a port, if the port still belongs to its token. */
 static __always_inline void unclaim(struct portres_sk *ps, __u64 netns, __u8 proto)
 {
@@ -228,8 +262,8 @@ static __always_inline void unclaim(struct portres_sk *ps, __u64 netns, __u8 pro
 		return;
 	ps->flags &= ~PORTRES_SK_CLAIMED;
 	ent = port_ent(netns, proto, ps->claim_port);
-	if (ent && ent->token == ps->claim_token && ent->users > 0)
-		__sync_fetch_and_add(&ent->users, -1);
+	if (ent && ent->token == ps->claim_token)
+		release_port(ent);
 }
 
 static __always_inline void set_claim(struct portres_sk *ps, __u64 token, __u16 port)
@@ -239,20 +273,42 @@ static __always_inline void set_claim(struct portres_sk *ps, __u64 token, __u16 
 	ps->flags |= PORTRES_SK_CLAIMED;
 }
 
+/*
+ * A port whose last claim was dropped less than this long ago (now_us units,
+ * ~10 ms) is handed out only when no other port is free: cgroup/sock_release
+ * runs before the kernel unhashes the socket, so for a moment the port is
+ * free in our books but still bound, and a bind to it would fail.
+ */
+#define QUARANTINE_US (10 * 1000)
+
+/* Scans of the block by one allocation before it stops minding the quarantine. */
+#define ALLOC_TRIES 4
+
 struct alloc_ctx {
 	__u64 netns;
 	__u64 token;
 	__u32 start;
 	__u32 count;
 	__u32 offset;
-	__u32 port;   /* result, 0 if none */
+	__u32 now;        /* now_us() */
+	__u32 port;       /* result, 0 if none */
+	__u32 oldest;     /* the free port in quarantine released longest ago, 0 if none */
+	__s32 oldest_age;
 	__u8  proto;
+	bool  any;        /* last resort: ignore the quarantine */
 };
+
+/* Another CPU may race us to the same port: only one cmpxchg wins. */
+static __always_inline bool claim_free(struct portres_port *ent)
+{
+	return __sync_val_compare_and_swap(&ent->users, 0, 1) == 0;
+}
 
 static long alloc_step(__u32 i, struct alloc_ctx *a)
 {
 	__u32 idx = a->offset + i;
 	struct portres_port *ent;
+	__s32 age;
 	__u16 port;
 
 	if (idx >= a->count)
@@ -261,16 +317,28 @@ static long alloc_step(__u32 i, struct alloc_ctx *a)
 	ent = port_ent(a->netns, a->proto, port);
 	if (!ent || ent->token != a->token || ent->users)
 		return 0;
-	/* Another CPU may race us to the same port: only one cmpxchg wins. */
-	if (__sync_val_compare_and_swap(&ent->users, 0, 1) != 0)
+	/* Negative when the port was released after our scan began: just now. */
+	age = a->now - ent->released;
+	if (age < 0)
+		age = 0;
+	if (!a->any && age < QUARANTINE_US) {
+		if (!a->oldest || age > a->oldest_age) {
+			a->oldest = port;
+			a->oldest_age = age;
+		}
+		return 0;
+	}
+	if (!claim_free(ent))
 		return 0;
 	a->port = port;
 	return 1;
 }
 
 /*
- * Claims a free port of reservation r, starting the linear probe at a random
- * offset so that concurrent allocators spread out. Returns 0 when none is free.
+ * Claims a free port of reservation r, probing linearly from where the last
+ * allocation of r stopped (portres_next), ports out of quarantine first.
+ * Concurrent allocators that start at the same port are sorted out by the
+ * cmpxchg in claim_free. Returns 0 when no port is free.
  */
 static __always_inline __u16 alloc_port(__u64 token, const struct portres_resv *r, __u64 netns)
 {
@@ -278,11 +346,43 @@ static __always_inline __u16 alloc_port(__u64 token, const struct portres_resv *
 		.netns = netns, .token = token, .proto = r->proto,
 		.start = r->start, .count = r->count,
 	};
+	struct portres_port *ent;
+	__u32 *next, after;
+	int i;
 
 	if (!a.count)
 		return 0;
-	a.offset = bpf_get_prandom_u32() % a.count;
-	bpf_loop(a.count, alloc_step, &a, 0);
+	next = bpf_map_lookup_elem(&portres_next, &token);
+	a.offset = (next ? *next : bpf_get_prandom_u32()) % a.count;
+	a.now = now_us();
+	for (i = 0; i < ALLOC_TRIES; i++) {
+		a.oldest = 0;
+		a.oldest_age = 0;
+		bpf_loop(a.count, alloc_step, &a, 0);
+		if (a.port || !a.oldest)
+			break;
+		/* Only ports in quarantine are free: the one released longest ago. */
+		ent = port_ent(netns, a.proto, a.oldest);
+		if (ent && ent->token == token && claim_free(ent)) {
+			a.port = a.oldest;
+			break;
+		}
+		/* Another CPU took that one: look again. */
+	}
+	if (!a.port && a.oldest) {
+		/* Still racing: any free port. */
+		a.any = true;
+		bpf_loop(a.count, alloc_step, &a, 0);
+	}
+	if (!a.port)
+		return 0;
+	after = a.port - a.start + 1;
+	if (after >= a.count)
+		after = 0;
+	if (next)
+		*next = after; /* a racing writer may win: it is only where probing starts */
+	else
+		bpf_map_update_elem(&portres_next, &token, &after, BPF_ANY);
 	return a.port;
 }
 
@@ -334,7 +434,14 @@ static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 	__u16 port;
 	__u64 netns;
 
-	if (!sk || !inet_proto(ctx->user_family, ctx->type, ctx->protocol))
+	/*
+	 * The socket's family, not the address's: inet_bind takes an AF_UNSPEC
+	 * address with INADDR_ANY as AF_INET, and must not get past us with it.
+	 */
+	if (!sk || !inet_proto(ctx->family, ctx->type, ctx->protocol))
+		return 1;
+	/* Already bound: the kernel refuses the bind (EINVAL); keep claims as they are. */
+	if (sk->src_port)
 		return 1;
 	if (g)
 		g->decisions++;
@@ -405,17 +512,43 @@ int portres_bind6(struct bpf_sock_addr *ctx)
 	return do_bind(ctx, AF_INET6);
 }
 
+/* Ports tried by one connect() before it gives up with EADDRNOTAVAIL. */
+#define CONNECT_TRIES 8
+
+static __always_inline long bind_port(struct bpf_sock_addr *ctx, __u8 family, __u16 port)
+{
+	if (family == AF_INET) {
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = bpf_htons(port) };
+
+		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = bpf_htons(port) };
+
+	return bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
+}
+
+/* Gives back a port claimed by alloc_port that was not used (and is quarantined for it). */
+static __always_inline void drop_port(__u64 netns, __u8 proto, __u16 port)
+{
+	struct portres_port *ent = port_ent(netns, proto, port);
+
+	if (ent)
+		release_port(ent);
+}
+
 /* connect() of an unbound associated socket: bind it to a port of its block first. */
 static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct portres_resv *own;
 	struct portres_sk *ps;
+	__u16 tried[CONNECT_TRIES];
+	int i, ntried = 0;
 	__u64 netns;
 	__u16 port;
 	long err;
 
-	if (!sk || !inet_proto(ctx->user_family, ctx->type, ctx->protocol))
+	if (!sk || !inet_proto(ctx->family, ctx->type, ctx->protocol))
 		return 1;
 	if (sk->src_port)
 		return 1;
@@ -426,28 +559,36 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 	own = live_resv(ps->token);
 	if (!own || own->netns != netns)
 		return 1;
-	port = alloc_port(ps->token, own, netns);
+	/*
+	 * A port free in our books may still be held in the kernel by a TCP
+	 * connection closed earlier (FIN_WAIT2, TIME_WAIT): bpf_bind then says
+	 * EADDRINUSE and the next free port is tried. Ports tried stay claimed
+	 * until the end, so that each try picks another one.
+	 */
+	port = 0;
+	err = 0;
+	for (i = 0; i < CONNECT_TRIES; i++) {
+		port = alloc_port(ps->token, own, netns);
+		if (!port)
+			break;
+		err = bind_port(ctx, family, port);
+		if (!err)
+			break;
+		tried[ntried++] = port;
+		port = 0;
+		if (err != -EADDRINUSE)
+			break;
+	}
+	for (i = 0; i < ntried && i < CONNECT_TRIES; i++)
+		drop_port(netns, ctx->protocol, tried[i]);
+	if (err && err != -EADDRINUSE)
+		return deny(-err);
 	if (!port) {
+		/* No free port, or only ports the kernel still holds. */
 		count(ps->token, C_EXHAUSTED);
 		emit(PORTRES_EV_EXHAUSTED, ps->token, netns, ctx->protocol, family, 0,
 		     EADDRNOTAVAIL);
 		return deny(EADDRNOTAVAIL);
-	}
-	if (family == AF_INET) {
-		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = bpf_htons(port) };
-
-		err = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-	} else {
-		struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = bpf_htons(port) };
-
-		err = bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
-	}
-	if (err) {
-		struct portres_port *ent = port_ent(netns, ctx->protocol, port);
-
-		if (ent && ent->users > 0)
-			__sync_fetch_and_add(&ent->users, -1);
-		return deny(-err);
 	}
 	unclaim(ps, netns, ctx->protocol);
 	set_claim(ps, ps->token, port);

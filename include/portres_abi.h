@@ -111,7 +111,10 @@ struct portres_port_key {
 struct portres_port {
 	__u64 token;
 	__u32 users;      /* sockets associated with token that claimed this port */
-	__u32 pad;
+	__u32 released;   /* data plane only (user space writes 0): when users was
+			     last decremented, bpf_ktime_get_ns() >> 10, wrapping.
+			     bind(0) offers a port released moments ago last, as
+			     the kernel may not have unbound its socket yet. */
 };
 
 enum portres_grant_type {

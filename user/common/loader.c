@@ -209,6 +209,7 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	if (opts->max_resv) {
 		bpf_map__set_max_entries(l->skel->maps.portres_resv, opts->max_resv);
 		bpf_map__set_max_entries(l->skel->maps.portres_stats, opts->max_resv);
+		bpf_map__set_max_entries(l->skel->maps.portres_next, opts->max_resv);
 	}
 	if (opts->max_ports)
 		bpf_map__set_max_entries(l->skel->maps.portres_ports, opts->max_ports);

@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* agent.c - the end-to-end fixture (see agent.h). */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+struct agent_fx ag;
+
+static void write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+	cr_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write %s: %s", path, strerror(errno));
+	close(fd);
+}
+
+static const char *cgroup2_root(void)
+{
+	static char root[1024];
+	char line[1024];
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *dash = strstr(line, " - ");
+
+		if (dash && !strncmp(dash + 3, "cgroup2 ", 8) && sscanf(line, "%*s %*s %*s %*s %1023s", root) == 1)
+			break;
+	}
+	fclose(f);
+	cr_assert(root[0], "no cgroup2 mount in /proc/self/mountinfo");
+	return root;
+}
+
+/* Cgroups left by a crashed run: their pid is gone. */
+static void sweep_stale_cgroups(const char *root)
+{
+	DIR *d = opendir(root);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char path[8192];
+		int pid;
+
+		if (sscanf(e->d_name, "portres-e2e-%d", &pid) != 1 || kill(pid, 0) == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", root, e->d_name);
+		rmdir(path);
+	}
+	closedir(d);
+}
+
+void ag_setup(void)
+{
+	struct ifreq ifr = { 0 };
+	char path[8192], line[2048];
+	const char *root = cgroup2_root();
+	FILE *f;
+	int fd;
+
+	memset(&ag, 0, sizeof(ag));
+	/* own mount and network namespace: private bpffs, private sysctls */
+	cr_assert(unshare(CLONE_NEWNS | CLONE_NEWNET) == 0, "unshare: %s", strerror(errno));
+	cr_assert(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0, "make-rprivate: %s", strerror(errno));
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	ifr.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
+	cr_assert(ioctl(fd, SIOCSIFFLAGS, &ifr) == 0, "lo up: %s", strerror(errno));
+	close(fd);
+
+	strcpy(ag.tmp, "/tmp/portres-e2e-XXXXXX");
+	cr_assert(mkdtemp(ag.tmp));
+	chmod(ag.tmp, 0755); /* the setuid children reach the socket through it */
+	snprintf(ag.bpffs, sizeof(ag.bpffs), "%s/bpf", ag.tmp);
+	mkdir(ag.bpffs, 0700);
+	cr_assert(mount("bpf", ag.bpffs, "bpf", 0, "mode=0700") == 0, "mount bpffs: %s", strerror(errno));
+	strcat(ag.bpffs, "/portres");
+	snprintf(ag.sock, sizeof(ag.sock), "%s/portresd.sock", ag.tmp);
+	snprintf(ag.state, sizeof(ag.state), "%s/state", ag.tmp);
+	snprintf(ag.log, sizeof(ag.log), "%s/agent.log", ag.tmp);
+	mkdir(ag.state, 0700);
+	setenv(PORTRES_SOCKET_ENV, ag.sock, 1);
+
+	/* own cgroup, with the test in it */
+	sweep_stale_cgroups(root);
+	f = fopen("/proc/self/cgroup", "r");
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(ag.home_cgroup, sizeof(ag.home_cgroup), "%s%s", root, line + 3);
+		}
+	fclose(f);
+	if (!ag.home_cgroup[0])
+		snprintf(ag.home_cgroup, sizeof(ag.home_cgroup), "%s", root);
+	snprintf(ag.cgroup, sizeof(ag.cgroup), "%s/portres-e2e-%d", root, (int)getpid());
+	cr_assert(mkdir(ag.cgroup, 0755) == 0, "mkdir %s: %s", ag.cgroup, strerror(errno));
+	snprintf(path, sizeof(path), "%s/cgroup.procs", ag.cgroup);
+	write_file(path, "0");
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(p);
+}
+
+void ag_teardown(void)
+{
+	char path[8192];
+	int fd;
+
+	ag_kill9();
+	if (ag.home_cgroup[0]) {
+		snprintf(path, sizeof(path), "%s/cgroup.procs", ag.home_cgroup);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			if (write(fd, "0", 1) < 0)
+				fprintf(stderr, "e2e: leaving cgroup: %s\n", strerror(errno));
+			close(fd);
+		}
+	}
+	if (ag.tmp[0]) {
+		snprintf(path, sizeof(path), "%s/bpf", ag.tmp);
+		umount2(path, MNT_DETACH);
+		snprintf(path, sizeof(path), "%s/state", ag.tmp);
+		umount2(path, MNT_DETACH); /* the disk-full test mounts a tmpfs here */
+		nftw(ag.tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	}
+	/* Children of the test (setuid helpers) are gone by now; the cgroup is empty. */
+	for (int i = 0; ag.cgroup[0] && i < 50 && rmdir(ag.cgroup) && errno == EBUSY; i++)
+		usleep(20000);
+}
+
+static void agent_argv(const char **argv, size_t max, const char *const *extra)
+{
+	const char *bin = getenv("PORTRESD_BIN");
+	size_t n = 0;
+
+	argv[n++] = bin && *bin ? bin : "build/portresd";
+	argv[n++] = "--foreground";
+	argv[n++] = "--cgroup";
+	argv[n++] = ag.cgroup;
+	argv[n++] = "--bpffs";
+	argv[n++] = ag.bpffs;
+	argv[n++] = "--socket";
+	argv[n++] = ag.sock;
+	argv[n++] = "--state-dir";
+	argv[n++] = ag.state;
+	argv[n++] = "-v";
+	for (size_t i = 0; extra && extra[i] && n < max - 1; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+}
+
+static pid_t spawn(const char *const *extra)
+{
+	const char *argv[64];
+	pid_t pid;
+
+	agent_argv(argv, 64, extra);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int fd = open(ag.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+		if (fd >= 0) {
+			dup2(fd, STDERR_FILENO);
+			dup2(fd, STDOUT_FILENO);
+		}
+		execv(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+void ag_start(const char *const *extra)
+{
+	struct timespec t0, t;
+
+	ag.pid = spawn(extra);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int c, status;
+
+		if (waitpid(ag.pid, &status, WNOHANG) == ag.pid) {
+			ag.pid = 0;
+			cr_assert_fail("portresd exited at start (status %d); log %s", status, ag.log);
+		}
+		c = ag_connect();
+		if (c >= 0) {
+			close(c);
+			return;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		cr_assert(t.tv_sec - t0.tv_sec < 10, "portresd did not start serving in 10 s");
+		usleep(10000);
+	}
+}
+
+int ag_run(const char *const *extra)
+{
+	pid_t pid = spawn(extra);
+	int status;
+
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void ag_kill9(void)
+{
+	if (ag.pid > 0) {
+		kill(ag.pid, SIGKILL);
+		waitpid(ag.pid, NULL, 0);
+	}
+	ag.pid = 0;
+}
+
+void ag_stop(void)
+{
+	int status;
+
+	if (ag.pid <= 0)
+		return;
+	kill(ag.pid, SIGTERM);
+	cr_assert(waitpid(ag.pid, &status, 0) == ag.pid);
+	ag.pid = 0;
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "portresd exit status %d", status);
+}
+
+bool ag_log_has(const char *text)
+{
+	static char buf[1 << 20];
+	FILE *f = fopen(ag.log, "r");
+	size_t n;
+
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strstr(buf, text) != NULL;
+}
+
+int ag_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int c = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	if (strlen(ag.sock) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, ag.sock, strlen(ag.sock) + 1);
+	if (connect(c, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(c);
+		return -1;
+	}
+	return c;
+}
+
+json_t *ag_raw(int c, const void *buf, size_t len, int fd)
+{
+	static char reply[70000];
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct timeval tv = { .tv_sec = 10 };
+	ssize_t n;
+
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.b;
+		mh.msg_controllen = sizeof(ctl.b);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (sendmsg(c, &mh, MSG_NOSIGNAL) < 0)
+		return NULL;
+	n = recv(c, reply, sizeof(reply), 0);
+	if (n <= 0)
+		return NULL;
+	return json_loadb(reply, (size_t)n, 0, NULL);
+}
+
+json_t *ag_req(const char *json_text, int fd)
+{
+	int c = ag_connect();
+	json_t *r;
+
+	cr_assert(c >= 0, "cannot connect to %s", ag.sock);
+	r = ag_raw(c, json_text, strlen(json_text), fd);
+	close(c);
+	cr_assert(r, "no reply to %s", json_text);
+	return r;
+}
+
+const char *ag_errno(json_t *reply)
+{
+	const char *e = json_string_value(json_object_get(reply, "errno"));
+
+	return json_is_true(json_object_get(reply, "ok")) ? "" : e ? e : "?";
+}
+
+const char *ag_sysctl(void)
+{
+	static char buf[4096];
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_reserved_ports", "r");
+	size_t n;
+
+	cr_assert(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return buf;
+}
+
+void ag_sysctl_set(const char *text)
+{
+	write_file("/proc/sys/net/ipv4/ip_local_reserved_ports", text);
+}
+
+int ag_bind(int proto, uint16_t port, int *keep)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, proto);
+	int one = 1, ret = 0;
+
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		ret = -errno;
+	if (!ret && proto == IPPROTO_TCP)
+		listen(fd, 1);
+	if (keep && !ret)
+		*keep = fd;
+	else
+		close(fd);
+	return ret;
+}
+
+int ag_as_nobody(int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups)
+{
+	pid_t pid = fork();
+	int status;
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		if (setgroups((size_t)ngroups, groups) || setgid(65534) || setuid(65534))
+			_exit(126);
+		_exit(fn(arg));
+	}
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int ag_in_child(int (*fn)(void *arg), void *arg)
+{
+	pid_t pid = fork();
+	int status;
+
+	cr_assert(pid >= 0);
+	if (pid == 0)
+		_exit(fn(arg));
+	cr_assert(waitpid(pid, &status, 0) == pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool ag_has_token(portres_token_t token)
+{
+	json_t *r = ag_req("{\"v\":1,\"op\":\"list\"}", -1), *v;
+	char tok[17];
+	size_t i;
+	bool found = false;
+
+	snprintf(tok, sizeof(tok), "%016" PRIx64, token);
+	json_array_foreach(json_object_get(r, "reservations"), i, v)
+		found |= !strcmp(json_string_value(json_object_get(v, "token")), tok);
+	json_decref(r);
+	return found;
+}
+
+bool ag_wait_gone(portres_token_t token)
+{
+	for (int i = 0; i < 500; i++) {
+		if (!ag_has_token(token))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}

@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * test_lifetime.c - a runtime reservation ends when its socket closes, its
+ * process exits or is killed, or on release; its block and sysctl entries
+ * are free again afterwards.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+TestSuite(lifetime, .init = ag_setup, .fini = ag_teardown, .timeout = 60);
+
+static bool sysctl_has(uint16_t port)
+{
+	char needle[16];
+	const char *s = ag_sysctl();
+
+	/* blocks chosen by the agent are above 60999 here: a plain search is exact enough */
+	snprintf(needle, sizeof(needle), "%u", port);
+	return strstr(s, needle) != NULL;
+}
+
+/* The block is reserved: foreign binds denied, sysctl holds it. */
+static void assert_held(const struct portres_instance *in)
+{
+	cr_assert_eq(ag_bind(IPPROTO_TCP, in->range.start, NULL), -EACCES, "foreign bind into a live block");
+	cr_assert(sysctl_has(in->range.start), "sysctl %s lacks %u", ag_sysctl(), in->range.start);
+}
+
+static void assert_freed(const struct portres_instance *in)
+{
+	cr_assert(ag_wait_gone(in->token), "reservation still listed");
+	cr_assert_eq(ag_bind(IPPROTO_TCP, in->range.start, NULL), 0, "block not free after the end");
+	cr_assert_not(sysctl_has(in->range.start), "sysctl %s still has %u", ag_sysctl(), in->range.start);
+}
+
+Test(lifetime, close_ends_it)
+{
+	struct portres_instance in;
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ag_start(NULL);
+	cr_assert_eq(portres_acquire(s, &(struct portres_range){ 0, 4 }, &in), 0, "%s", strerror(errno));
+	assert_held(&in);
+	close(s);
+	assert_freed(&in);
+	cr_assert(ag_log_has("socket closed"));
+}
+
+Test(lifetime, release_ends_it)
+{
+	struct portres_instance in;
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ag_start(NULL);
+	cr_assert_eq(portres_acquire(s, &(struct portres_range){ 62000, 4 }, &in), 0, "%s", strerror(errno));
+	cr_assert_eq(in.range.start, 62000);
+	assert_held(&in);
+	cr_assert_eq(portres_release(s, in.token), 0);
+	cr_assert_not(ag_has_token(in.token));
+	assert_freed(&in);
+	/* the same block can be acquired again */
+	cr_assert_eq(portres_acquire(s, &(struct portres_range){ 62000, 4 }, &in), 0, "%s", strerror(errno));
+	close(s);
+}
+
+/* A child acquires, reports the reservation through a pipe, then ends as told. */
+static pid_t child_acquire(struct portres_instance *in, int how)
+{
+	int p[2];
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct portres_instance got = { 0 };
+		int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		close(p[0]);
+		if (portres_acquire(s, &(struct portres_range){ 0, 4 }, &got))
+			_exit(1);
+		if (write(p[1], &got, sizeof(got)) != sizeof(got))
+			_exit(2);
+		if (how == 0)
+			_exit(0); /* exit: the kernel closes the socket */
+		pause();      /* wait for kill -9 */
+		_exit(3);
+	}
+	close(p[1]);
+	cr_assert_eq(read(p[0], in, sizeof(*in)), (ssize_t)sizeof(*in), "child did not acquire");
+	close(p[0]);
+	return pid;
+}
+
+Test(lifetime, exit_ends_it)
+{
+	struct portres_instance in;
+	pid_t pid;
+
+	ag_start(NULL);
+	pid = child_acquire(&in, 0);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	assert_freed(&in);
+}
+
+Test(lifetime, kill9_ends_it)
+{
+	struct portres_instance in;
+	pid_t pid;
+
+	ag_start(NULL);
+	pid = child_acquire(&in, 1);
+	assert_held(&in);
+	kill(pid, SIGKILL);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	assert_freed(&in);
+}
+
+Test(lifetime, wildcard_blocks_do_not_overlap)
+{
+	struct portres_instance in[8];
+	int s[8];
+
+	ag_start(NULL);
+	for (int i = 0; i < 8; i++) {
+		s[i] = socket(AF_INET, (i % 2 ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+		cr_assert_eq(portres_acquire(s[i], &(struct portres_range){ 0, 100 }, &in[i]), 0);
+		/* outside the ephemeral range (32768-60999 by default) */
+		cr_assert(in[i].range.start > 60999 || in[i].range.start + 100 <= 32768, "start %u", in[i].range.start);
+		for (int j = 0; j < i; j++)
+			if (j % 2 == i % 2)
+				cr_assert(in[i].range.start >= in[j].range.start + 100 ||
+					  in[j].range.start >= in[i].range.start + 100, "blocks %d and %d overlap", i, j);
+	}
+	for (int i = 0; i < 8; i++)
+		close(s[i]);
+}

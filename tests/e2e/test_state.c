@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* test_state.c - the agent and its state file: corrupt or unwritable, never emptied. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+TestSuite(state, .init = ag_setup, .fini = ag_teardown, .timeout = 60);
+
+static char *slurp(const char *path)
+{
+	static char buf[65536];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	if (!f)
+		return NULL;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+static void put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+Test(state, corrupt_file_stops_the_agent_unchanged)
+{
+	static const char *const bad[] = {
+		"{\"version\":1,\"reservations\":[{\"token\":\"00000000000000aa\",\"proto\":\"tcp\",",
+		"{\"version\":1,\"reservations\":[{\"token\":\"0000000000000000\",\"proto\":\"tcp\",\"start\":1,\"count\":1}]}",
+		"{\"version\":1,\"reservations\":[{\"token\":\"00000000000000aa\",\"proto\":\"tcp\",\"start\":100,\"count\":10},"
+		"{\"token\":\"00000000000000bb\",\"proto\":\"tcp\",\"start\":105,\"count\":1}]}",
+		"",
+	};
+	char path[400], *before, *after;
+	struct stat st0, st1;
+
+	snprintf(path, sizeof(path), "%s/state.json", ag.state);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put(path, bad[i]);
+		before = slurp(path);
+		cr_assert_eq(stat(path, &st0), 0);
+		cr_assert_neq(ag_run(NULL), 0, "agent started with bad state %zu", i);
+		cr_assert(ag_log_has(path), "the message does not name %s", path);
+		cr_assert(ag_log_has("refusing to start"));
+		after = slurp(path);
+		cr_assert_str_eq(after, before, "state file changed");
+		cr_assert_eq(stat(path, &st1), 0);
+		cr_assert_eq(st0.st_ino, st1.st_ino, "state file replaced");
+		free(before);
+		free(after);
+	}
+}
+
+Test(state, full_disk_keeps_old_state)
+{
+	char path[400], fill[400], *before, *after;
+	portres_token_t t;
+	int fd;
+
+	/* A tiny filesystem for the state directory, then fill it up. */
+	cr_assert_eq(mount("tmpfs", ag.state, "tmpfs", 0, "size=64k,mode=0700"), 0, "%s", strerror(errno));
+	ag_start(NULL);
+	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 8000, 10, &t), 0);
+	snprintf(path, sizeof(path), "%s/state.json", ag.state);
+	before = slurp(path);
+	cr_assert(before && strstr(before, "8000"));
+	snprintf(fill, sizeof(fill), "%s/fill", ag.state);
+	fd = open(fill, O_WRONLY | O_CREAT, 0600);
+	{
+		char block[4096] = { 0 };
+
+		while (write(fd, block, sizeof(block)) > 0)
+			;
+	}
+	close(fd);
+	errno = 0;
+	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), -1);
+	cr_assert_eq(errno, EIO, "errno %s", strerror(errno));
+	after = slurp(path);
+	cr_assert_str_eq(after, before, "state changed on a failed save");
+	/* and nothing else changed either */
+	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 9000, 10, &t), -1);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 9005, NULL), 0);
+	cr_assert_str_eq(ag_sysctl(), "8000-8009");
+	/* room again: works */
+	unlink(fill);
+	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), 0);
+	free(before);
+	free(after);
+}

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * test_bind.c - bind(2) against a reservation, for both families and both
+ * protocols: unreserved ports stay free, reserved ports are denied to others,
+ * associated sockets get ports from their block until it is exhausted, and a
+ * closed socket's port can be handed out again.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define START 20000
+#define COUNT 4
+
+TestSuite(bind, .init = fx_setup, .fini = fx_teardown);
+
+static uint64_t reserve_enforced(int proto)
+{
+	return fx_reserve(proto, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+}
+
+static int assoc_socket(const struct fp *p, uint64_t token)
+{
+	int fd = fx_socket(p->family, p->proto);
+
+	cr_assert_eq(h_associate(fd, token), 0, "%s: associate: %s", fp_name(p->family, p->proto),
+		     strerror(errno));
+	return fd;
+}
+
+/* Ports outside every block, and ports of a block of the other protocol, are left to the kernel. */
+FP_TEST(bind, not_reserved_allowed)
+{
+	const char *n = fp_name(p->family, p->proto);
+	int fd;
+
+	reserve_enforced(p->proto);
+	fx_reserve(other_proto(p->proto), 21000, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(fx_bind(fd, p->family, START + COUNT), 0, "%s: port after the block", n);
+	close(fd);
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(fx_bind(fd, p->family, START - 1), 0, "%s: port before the block", n);
+	close(fd);
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(fx_bind(fd, p->family, 21001), 0, "%s: port of the other protocol's block", n);
+	close(fd);
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(fx_bind(fd, p->family, 0), 0, "%s: bind(0) of an unassociated socket", n);
+	cr_expect(fx_local_port(fd) < START || fx_local_port(fd) >= START + COUNT,
+		  "%s: unassociated bind(0) got reserved port %u", n, fx_local_port(fd));
+	close(fd);
+}
+
+FP_TEST(bind, reserved_denied)
+{
+	const char *n = fp_name(p->family, p->proto);
+	const char *lo = p->family == AF_INET ? "127.0.0.1" : "::1";
+	uint16_t port;
+	int fd;
+
+	reserve_enforced(p->proto);
+	for (port = START; port < START + COUNT; port++) {
+		fd = fx_socket(p->family, p->proto);
+		cr_expect_eq(fx_bind(fd, p->family, port), -EACCES, "%s: unassociated bind of %u", n,
+			     port);
+		close(fd);
+	}
+	/* The address does not matter: the port is reserved on every address. */
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(h_bind_addr(fd, p->family, lo, START + 1), -EACCES, "%s: bind %s:%u", n, lo,
+		     START + 1);
+	close(fd);
+}
+
+FP_TEST(bind, associated_bind0_in_block)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = reserve_enforced(p->proto);
+	int fd = assoc_socket(p, t);
+	uint16_t port;
+
+	cr_assert_eq(fx_bind(fd, p->family, 0), 0, "%s: associated bind(0)", n);
+	port = fx_local_port(fd);
+	cr_expect(port >= START && port < START + COUNT, "%s: bind(0) got %u, block %u-%u", n, port,
+		  START, START + COUNT - 1);
+	cr_expect_eq(h_users(p->proto, port), 1, "%s: users of %u after bind(0)", n, port);
+	close(fd);
+}
+
+FP_TEST(bind, associated_explicit_in_block)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = reserve_enforced(p->proto);
+	int fd = assoc_socket(p, t), fd2;
+
+	cr_assert_eq(fx_bind(fd, p->family, START + 2), 0, "%s: associated bind of %u", n, START + 2);
+	cr_expect_eq(fx_local_port(fd), START + 2, "%s: local port", n);
+	cr_expect_eq(h_users(p->proto, START + 2), 1, "%s: users after explicit bind", n);
+	/* The explicitly bound port is not handed out by bind(0). */
+	fd2 = assoc_socket(p, t);
+	cr_assert_eq(fx_bind(fd2, p->family, 0), 0, "%s: second associated bind(0)", n);
+	cr_expect_neq(fx_local_port(fd2), START + 2, "%s: bind(0) handed out a held port", n);
+	close(fd2);
+	close(fd);
+}
+
+FP_TEST(bind, exhaustion)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = reserve_enforced(p->proto);
+	bool seen[COUNT] = { false };
+	int fds[COUNT], extra, i;
+
+	for (i = 0; i < COUNT; i++) {
+		uint16_t port;
+
+		fds[i] = assoc_socket(p, t);
+		cr_assert_eq(fx_bind(fds[i], p->family, 0), 0, "%s: bind(0) #%d of a block of %d", n,
+			     i + 1, COUNT);
+		port = fx_local_port(fds[i]);
+		cr_assert(port >= START && port < START + COUNT, "%s: bind(0) #%d got %u", n, i + 1, port);
+		cr_expect_not(seen[port - START], "%s: port %u handed out twice", n, port);
+		seen[port - START] = true;
+	}
+	extra = assoc_socket(p, t);
+	cr_expect_eq(fx_bind(extra, p->family, 0), -EADDRINUSE, "%s: bind(0) #%d of a block of %d", n,
+		     COUNT + 1, COUNT);
+	/* The failed bind claimed nothing. */
+	for (i = 0; i < COUNT; i++)
+		cr_expect_eq(h_users(p->proto, START + i), 1, "%s: users of %u", n, START + i);
+	close(extra);
+	for (i = 0; i < COUNT; i++)
+		close(fds[i]);
+}
+
+FP_TEST(bind, release_on_close)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = reserve_enforced(p->proto);
+	int fds[COUNT], fd, i, victim = 1;
+	uint16_t freed;
+
+	for (i = 0; i < COUNT; i++) {
+		fds[i] = assoc_socket(p, t);
+		cr_assert_eq(fx_bind(fds[i], p->family, 0), 0, "%s: bind(0) #%d", n, i + 1);
+	}
+	freed = fx_local_port(fds[victim]);
+	close(fds[victim]);
+	cr_expect_eq(h_users(p->proto, freed), 0, "%s: users of %u after close", n, freed);
+
+	fd = assoc_socket(p, t);
+	cr_assert_eq(fx_bind(fd, p->family, 0), 0, "%s: bind(0) after a close in a full block", n);
+	cr_expect_eq(fx_local_port(fd), freed, "%s: got %u, the freed port was %u", n,
+		     fx_local_port(fd), freed);
+	fds[victim] = fd;
+	for (i = 0; i < COUNT; i++)
+		close(fds[i]);
+	for (i = 0; i < COUNT; i++)
+		cr_expect_eq(h_users(p->proto, START + i), 0, "%s: users of %u after all closed", n,
+			     START + i);
+}
+
+/* A second bind attempt on the same socket drops the first claim. */
+FP_TEST(bind, failed_bind_then_rebind)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = reserve_enforced(p->proto);
+	int a = assoc_socket(p, t), b = assoc_socket(p, t);
+
+	cr_assert_eq(fx_bind(a, p->family, START), 0, "%s: bind %u", n, START);
+	cr_expect_eq(fx_bind(b, p->family, START), -EADDRINUSE, "%s: second bind of %u", n, START);
+	cr_expect_eq(fx_bind(b, p->family, START + 1), 0, "%s: rebind after a failed bind", n);
+	close(a);
+	cr_expect_eq(h_users(p->proto, START), 0, "%s: users of %u after its holder closed", n, START);
+	close(b);
+	cr_expect_eq(h_users(p->proto, START + 1), 0, "%s: users of %u after close", n, START + 1);
+}
+
+/*
+ * inet_bind accepts AF_UNSPEC with INADDR_ANY as AF_INET ("compatibility
+ * games"): the reservation must hold for such a bind as well.
+ */
+Test(bind, unspec_family_is_ipv4)
+{
+	int protos[2] = { IPPROTO_TCP, IPPROTO_UDP }, i;
+
+	for (i = 0; i < 2; i++) {
+		struct sockaddr_in sin = { .sin_family = AF_UNSPEC, .sin_port = htons(START + 1) };
+		uint64_t t = fx_reserve(protos[i], START, COUNT, PORTRES_KIND_PERSISTENT,
+					PORTRES_MODE_ENFORCE);
+		int fd = fx_socket(AF_INET, protos[i]);
+
+		errno = 0;
+		cr_expect_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), -1,
+			     "%s: AF_UNSPEC bind of a reserved port succeeded", proto_name(protos[i]));
+		cr_expect_eq(errno, EACCES, "%s: AF_UNSPEC bind: %s", proto_name(protos[i]),
+			     strerror(errno));
+		close(fd);
+
+		/* Associated: bind(0) through AF_UNSPEC is served from the block too. */
+		fd = fx_socket(AF_INET, protos[i]);
+		cr_assert_eq(h_associate(fd, t), 0);
+		sin.sin_port = 0;
+		cr_expect_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "%s: %s",
+			     proto_name(protos[i]), strerror(errno));
+		cr_expect(fx_local_port(fd) >= START && fx_local_port(fd) < START + COUNT,
+			  "%s: AF_UNSPEC bind(0) got %u", proto_name(protos[i]), fx_local_port(fd));
+		close(fd);
+	}
+}
+
+/* Sockets of another network namespace are neither restricted nor served. */
+static uint64_t other_ns_token[2]; /* tcp, udp */
+
+static int other_netns_child(void *arg)
+{
+	int i, fd, err;
+
+	if (unshare(CLONE_NEWNET))
+		return h_fail("unshare: %s", strerror(errno));
+	for (i = 0; i < 4; i++) {
+		const struct fp *p = &fp_all[i];
+
+		fd = h_socket(p->family, p->proto);
+		if (fd < 0)
+			return h_fail("socket: %s", strerror(-fd));
+		err = fx_bind(fd, p->family, START + 1);
+		if (err)
+			return h_fail("%s: bind of a port reserved in another netns: %s",
+				      fp_name(p->family, p->proto), strerror(-err));
+		close(fd);
+		fd = h_socket(p->family, p->proto);
+		err = h_setassoc(fd, other_ns_token[p->proto == IPPROTO_UDP]);
+		if (err != -EINVAL)
+			return h_fail("%s: associating a token of another netns: %s (want EINVAL)",
+				      fp_name(p->family, p->proto), strerror(-err));
+		close(fd);
+	}
+	return 0;
+}
+
+Test(bind, other_netns_unaffected)
+{
+	other_ns_token[0] = reserve_enforced(IPPROTO_TCP);
+	other_ns_token[1] = reserve_enforced(IPPROTO_UDP);
+	h_expect_child(other_netns_child, NULL, "bind in a new netns");
+}

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * test_concurrency.c - many threads taking ports from one block with bind(0)
+ * at once, v4 and v6 mixed: no port is handed out twice, every bind succeeds
+ * while the block has free ports, and once everything is closed every port is
+ * free again.
+ *
+ * Duplicates are caught by a table of who holds which port. With SO_REUSEPORT
+ * on every socket the kernel itself would accept a second socket on a port, so
+ * a double hand-out by the data plane shows as a duplicate instead of hiding
+ * behind the kernel's EADDRINUSE.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define START   28000
+#define COUNT   64
+#define THREADS 8
+#define HOLD    4     /* sockets a thread holds at once: THREADS * HOLD < COUNT */
+#define ITERS   3000
+
+TestSuite(concurrency, .init = fx_setup, .fini = fx_teardown);
+
+struct race {
+	uint64_t token;
+	int proto;
+	bool reuseport;
+	pthread_barrier_t go;
+	atomic_int holder[COUNT]; /* 0: free, else thread number + 1 */
+	atomic_int binds, failed, dups, outside;
+	atomic_int first_err;     /* errno of the first failed bind */
+	atomic_int first_dup;     /* port of the first duplicate */
+};
+
+struct worker {
+	struct race *r;
+	int id;
+};
+
+/* getsockname without Criterion asserts (threads): 0 on failure. */
+static uint16_t local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len))
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* Forget the port in the table, then close: nobody may get it before it is forgotten. */
+static void put_back(struct race *r, int fd, uint16_t port)
+{
+	atomic_store(&r->holder[port - START], 0);
+	close(fd);
+}
+
+static void *run(void *arg)
+{
+	struct worker *w = arg;
+	struct race *r = w->r;
+	int family = w->id % 2 ? AF_INET6 : AF_INET;
+	int fds[HOLD], one = 1, i, slot, zero;
+	uint16_t ports[HOLD];
+
+	for (i = 0; i < HOLD; i++)
+		fds[i] = -1;
+	pthread_barrier_wait(&r->go);
+	for (i = 0; i < ITERS; i++) {
+		int fd, err;
+		uint16_t port;
+
+		slot = i % HOLD;
+		if (fds[slot] >= 0)
+			put_back(r, fds[slot], ports[slot]);
+		fds[slot] = -1;
+		fd = h_socket(family, r->proto);
+		if (fd < 0 || (r->reuseport &&
+			       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) ||
+		    h_associate(fd, r->token)) {
+			zero = 0;
+			atomic_compare_exchange_strong(&r->first_err, &zero, fd < 0 ? -fd : errno);
+			atomic_fetch_add(&r->failed, 1);
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		err = fx_bind(fd, family, 0);
+		atomic_fetch_add(&r->binds, 1);
+		if (err) {
+			zero = 0;
+			atomic_compare_exchange_strong(&r->first_err, &zero, -err);
+			atomic_fetch_add(&r->failed, 1);
+			close(fd);
+			continue;
+		}
+		port = local_port(fd);
+		if (port < START || port >= START + COUNT) {
+			atomic_fetch_add(&r->outside, 1);
+			close(fd);
+			continue;
+		}
+		zero = 0;
+		if (!atomic_compare_exchange_strong(&r->holder[port - START], &zero, w->id + 1)) {
+			int none = 0;
+
+			atomic_fetch_add(&r->dups, 1);
+			atomic_compare_exchange_strong(&r->first_dup, &none, port);
+			close(fd);
+			continue;
+		}
+		fds[slot] = fd;
+		ports[slot] = port;
+	}
+	for (i = 0; i < HOLD; i++)
+		if (fds[i] >= 0)
+			put_back(r, fds[i], ports[i]);
+	return NULL;
+}
+
+static void race(int proto, bool reuseport)
+{
+	const char *n = proto_name(proto);
+	static struct race r;
+	struct worker w[THREADS];
+	pthread_t th[THREADS];
+	int fds[COUNT + 1], i;
+
+	memset(&r, 0, sizeof(r));
+	r.proto = proto;
+	r.reuseport = reuseport;
+	r.token = fx_reserve(proto, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	cr_assert_eq(pthread_barrier_init(&r.go, NULL, THREADS), 0);
+	for (i = 0; i < THREADS; i++) {
+		w[i].r = &r;
+		w[i].id = i;
+		cr_assert_eq(pthread_create(&th[i], NULL, run, &w[i]), 0);
+	}
+	for (i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&r.go);
+
+	cr_expect_eq(atomic_load(&r.binds), THREADS * ITERS, "%s: %d binds of %d", n,
+		     atomic_load(&r.binds), THREADS * ITERS);
+	cr_expect_eq(atomic_load(&r.dups), 0, "%s: %d ports handed out twice (first %d)", n,
+		     atomic_load(&r.dups), atomic_load(&r.first_dup));
+	cr_expect_eq(atomic_load(&r.failed), 0, "%s: %d binds failed with free ports left (first: %s)",
+		     n, atomic_load(&r.failed), strerror(atomic_load(&r.first_err)));
+	cr_expect_eq(atomic_load(&r.outside), 0, "%s: %d binds outside the block", n,
+		     atomic_load(&r.outside));
+	cr_expect_eq(h_stats(r.token).allocated, (uint64_t)THREADS * ITERS, "%s: counter allocated", n);
+
+	/* Everything closed: every port free, and the whole block can be taken again. */
+	for (i = 0; i < COUNT; i++)
+		cr_expect_eq(h_users(proto, START + i), 0, "%s: users of %u after all closed", n,
+			     START + i);
+	for (i = 0; i <= COUNT; i++) {
+		fds[i] = fx_socket(i % 2 ? AF_INET6 : AF_INET, proto);
+		cr_assert_eq(h_associate(fds[i], r.token), 0);
+		cr_expect_eq(fx_bind(fds[i], i % 2 ? AF_INET6 : AF_INET, 0), i < COUNT ? 0 : -EADDRINUSE,
+			     "%s: bind(0) #%d of a block of %d after the race", n, i + 1, COUNT);
+	}
+	for (i = 0; i <= COUNT; i++)
+		close(fds[i]);
+}
+
+Test(concurrency, tcp_bind0_reuseport, .timeout = 120)
+{
+	race(IPPROTO_TCP, true);
+}
+
+Test(concurrency, udp_bind0_reuseport, .timeout = 120)
+{
+	race(IPPROTO_UDP, true);
+}
+
+Test(concurrency, tcp_bind0, .timeout = 120)
+{
+	race(IPPROTO_TCP, false);
+}
+
+Test(concurrency, udp_bind0, .timeout = 120)
+{
+	race(IPPROTO_UDP, false);
+}

@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * test_loader.c - the loader against the real kernel: a re-open adopts the
+ * pins of an earlier loader without a moment of non-enforcement, reservations
+ * are added all or nothing, and teardown leaves no pin and no program behind.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <bpf/bpf.h>
+
+#include "helpers.h"
+
+#define START 29000
+#define COUNT 10
+
+TestSuite(loader, .init = fx_setup, .fini = fx_teardown);
+
+static const enum bpf_attach_type hooks[] = {
+	BPF_CGROUP_INET4_BIND, BPF_CGROUP_INET6_BIND, BPF_CGROUP_INET4_CONNECT,
+	BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET_SOCK_CREATE, BPF_CGROUP_INET_SOCK_RELEASE,
+	BPF_CGROUP_SETSOCKOPT, BPF_CGROUP_GETSOCKOPT,
+};
+#define NHOOKS (int)(sizeof(hooks) / sizeof(hooks[0]))
+
+/* Opens a loader as the fixture does (same directory, cgroup and map sizes). */
+static int open_again(struct portres_loader **l)
+{
+	struct portres_loader_opts opts = {
+		.bpffs_dir = fx.bpffs, .cgroup_path = fx.cgroup, .max_resv = 70000, .max_ports = 70000,
+	};
+
+	return portres_loader_open(&opts, l);
+}
+
+/* Programs attached to the test's cgroup at one hook. */
+static int progs_at(enum bpf_attach_type type)
+{
+	int fd = open(fx.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	__u32 cnt = 0;
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(bpf_prog_query(fd, type, 0, NULL, NULL, &cnt), 0, "bpf_prog_query %d: %s", type,
+		     strerror(errno));
+	close(fd);
+	return cnt;
+}
+
+/* Entries of a bpffs directory, less those a fresh bpffs has (bpf_preload's *.debug). */
+static int entries_in(const char *dir)
+{
+	char fresh[400], names[16][256];
+	int n = 0, nfresh = 0, i;
+	struct dirent *de;
+	bool known;
+	DIR *d;
+
+	snprintf(fresh, sizeof(fresh), "%s/fresh", fx.tmp);
+	cr_assert_eq(mkdir(fresh, 0700), 0);
+	cr_assert_eq(mount("bpf", fresh, "bpf", 0, NULL), 0, "mount bpffs: %s", strerror(errno));
+	d = opendir(fresh);
+	cr_assert_not_null(d);
+	while ((de = readdir(d)) && nfresh < 16)
+		snprintf(names[nfresh++], sizeof(names[0]), "%s", de->d_name);
+	closedir(d);
+	umount2(fresh, MNT_DETACH);
+	rmdir(fresh);
+
+	d = opendir(dir);
+	cr_assert_not_null(d, "opendir %s: %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		for (known = false, i = 0; i < nfresh; i++)
+			known |= !strcmp(de->d_name, names[i]);
+		if (!known)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static int count_resv(uint64_t token, const struct portres_resv *r, void *arg)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int bind_port(int family, int proto, uint16_t port)
+{
+	int fd = fx_socket(family, proto), err = fx_bind(fd, family, port);
+
+	close(fd);
+	return err;
+}
+
+Test(loader, fresh_open_attaches_once)
+{
+	int i;
+
+	cr_expect_not(portres_loader_adopted(fx.l), "a fresh open adopted something");
+	for (i = 0; i < NHOOKS; i++)
+		cr_expect_eq(progs_at(hooks[i]), 1, "programs at hook %d", hooks[i]);
+}
+
+Test(loader, reopen_adopts_and_keeps_enforcing)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct portres_resv r;
+	struct portres_port pp;
+	char a[4200];
+	uint64_t cgid;
+	uint16_t held;
+	int s, s2, i, err, n = 0;
+
+	s = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_assert_eq(h_associate(s, t), 0);
+	cr_assert_eq(fx_bind(s, AF_INET, 0), 0);
+	held = fx_local_port(s);
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, 4242), 0);
+	fx_child_cgroup("a", a, sizeof(a));
+	cr_assert_eq(portres_cgroup_id(a, &cgid), 0);
+	cr_assert_eq(portres_cgroup_attach(fx.l, cgid, t, 0), 0);
+
+	portres_loader_close(fx.l);
+	fx.l = NULL;
+	/* No loader: the pinned links still enforce and serve. */
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START + 1), -EACCES, "bind with the loader closed");
+	s2 = fx_socket(AF_INET6, IPPROTO_TCP);
+	cr_expect_eq(h_associate(s2, t), 0, "associate with the loader closed");
+	cr_expect_eq(fx_bind(s2, AF_INET6, 0), 0);
+	cr_expect(fx_local_port(s2) >= START && fx_local_port(s2) < START + COUNT &&
+		  fx_local_port(s2) != held, "bind(0) with the loader closed got %u", fx_local_port(s2));
+
+	err = open_again(&fx.l);
+	cr_assert_eq(err, 0, "re-open: %s", strerror(-err));
+	cr_expect(portres_loader_adopted(fx.l), "re-open did not adopt");
+	for (i = 0; i < NHOOKS; i++)
+		cr_expect_eq(progs_at(hooks[i]), 1, "programs at hook %d after re-open", hooks[i]);
+	cr_assert_eq(portres_resv_get(fx.l, t, &r), 0, "reservation lost by re-open");
+	cr_expect(r.start == START && r.count == COUNT && r.proto == IPPROTO_TCP &&
+		  r.mode == PORTRES_MODE_ENFORCE && r.netns == fx.netns, "reservation changed");
+	cr_assert_eq(portres_resv_foreach(fx.l, count_resv, &n), 0);
+	cr_expect_eq(n, 1, "%d reservations after re-open", n);
+	cr_assert_eq(portres_port_owner(fx.l, fx.netns, IPPROTO_TCP, held, &pp), 0);
+	cr_expect(pp.token == t && pp.users == 1, "claim of %u lost: token %#llx users %u", held,
+		  (unsigned long long)pp.token, pp.users);
+	cr_expect_eq(h_stats(t).denied, 1, "denial while closed not counted");
+	cr_expect_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_UID, 4242), 0, "grant lost");
+	cr_expect_eq(portres_cgroup_detach(fx.l, cgid), 0, "cgroup attachment lost");
+
+	cr_expect_eq(bind_port(AF_INET6, IPPROTO_TCP, START + 2), -EACCES, "bind after re-open");
+	close(s);
+	close(s2);
+	cr_expect_eq(h_users(IPPROTO_TCP, held), 0, "release after re-open");
+}
+
+/*
+ * A child binds a reserved port over and over while the loader is closed
+ * and re-opened: not one bind may get through.
+ */
+static int hammer(void *arg)
+{
+	int stop = *(int *)arg, fd, err, n = 0;
+	char c;
+
+	for (;;) {
+		if (read(stop, &c, 1) == 0)
+			break;
+		fd = h_socket(n % 2 ? AF_INET6 : AF_INET, IPPROTO_UDP);
+		if (fd < 0)
+			return h_fail("socket: %s", strerror(-fd));
+		err = fx_bind(fd, n % 2 ? AF_INET6 : AF_INET, START + 3);
+		close(fd);
+		if (err != -EACCES)
+			return h_fail("bind #%d during close/re-open: %s", n, strerror(-err));
+		n++;
+	}
+	return n > 0 ? 0 : h_fail("no bind tried");
+}
+
+Test(loader, enforcement_never_stops)
+{
+	int stop[2], status, i, err;
+	pid_t pid;
+
+	fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	cr_assert_eq(pipe2(stop, O_NONBLOCK | O_CLOEXEC), 0);
+	/* Not h_child: the child must run while this process works. */
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		close(stop[1]);
+		_exit(hammer(&stop[0]));
+	}
+	close(stop[0]);
+	for (i = 0; i < 10; i++) {
+		portres_loader_close(fx.l);
+		fx.l = NULL;
+		err = open_again(&fx.l);
+		cr_assert_eq(err, 0, "re-open #%d: %s", i + 1, strerror(-err));
+		cr_expect(portres_loader_adopted(fx.l), "re-open #%d did not adopt", i + 1);
+	}
+	close(stop[1]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "a bind got through while the loader was re-opened (status %#x)", status);
+	for (i = 0; i < NHOOKS; i++)
+		cr_expect_eq(progs_at(hooks[i]), 1, "programs at hook %d after 10 re-opens", hooks[i]);
+}
+
+Test(loader, overlap_rejected_leaves_nothing)
+{
+	static const struct { uint16_t start, count; } bad[] = {
+		{ START - 5, 6 },          /* ends on the first port */
+		{ START + COUNT - 1, 3 },  /* starts on the last port */
+		{ START + 3, 2 },          /* inside */
+		{ START - 10, COUNT + 20 },/* around */
+		{ START, COUNT },          /* the same */
+	};
+	uint64_t a = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct portres_resv r = { 0 }, got;
+	struct portres_stats st;
+	struct portres_port pp;
+	uint64_t b = 0xb0b0b0b0ULL;
+	int i, n = 0;
+	uint32_t p;
+
+	r.netns = fx.netns;
+	r.proto = IPPROTO_TCP;
+	r.kind = PORTRES_KIND_PERSISTENT;
+	for (i = 0; i < (int)(sizeof(bad) / sizeof(bad[0])); i++) {
+		r.start = bad[i].start;
+		r.count = bad[i].count;
+		cr_expect_eq(portres_resv_add(fx.l, b, &r), -EADDRINUSE, "%u+%u over %u+%u", r.start,
+			     r.count, START, COUNT);
+		cr_expect_eq(portres_resv_get(fx.l, b, &got), -ENOENT, "%u+%u left its reservation",
+			     r.start, r.count);
+		cr_expect_eq(portres_resv_stats(fx.l, b, &st), -ENOENT, "%u+%u left its counters",
+			     r.start, r.count);
+		for (p = r.start; p < (uint32_t)r.start + r.count; p++) {
+			cr_assert_eq(portres_port_owner(fx.l, fx.netns, IPPROTO_TCP, p, &pp), 0);
+			cr_expect(pp.token == (p >= START && p < START + COUNT ? a : 0),
+				  "%u+%u: port %u now owned by %#llx", r.start, r.count, p,
+				  (unsigned long long)pp.token);
+		}
+		/* Binds outside the original block are still free. */
+		if (r.start < START)
+			cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, r.start), 0, "bind %u", r.start);
+	}
+	/* Adjacent blocks, the other protocol and another netns do not overlap. */
+	r.start = START + COUNT;
+	r.count = 5;
+	cr_expect_eq(portres_resv_add(fx.l, b, &r), 0, "adjacent block");
+	cr_expect_eq(portres_resv_add(fx.l, b, &r), -EEXIST, "same token twice");
+	r.start = START;
+	r.count = COUNT;
+	r.proto = IPPROTO_UDP;
+	cr_expect_eq(portres_resv_add(fx.l, b + 1, &r), 0, "same ports, other protocol");
+	r.proto = IPPROTO_TCP;
+	r.netns = fx.netns + 1;
+	cr_expect_eq(portres_resv_add(fx.l, b + 2, &r), 0, "same ports, other netns");
+	cr_assert_eq(portres_resv_foreach(fx.l, count_resv, &n), 0);
+	cr_expect_eq(n, 4, "%d reservations", n);
+}
+
+Test(loader, invalid_ranges)
+{
+	struct portres_resv ok = { 0 }, r;
+	uint64_t tok = 0x1234;
+	int n = 0;
+
+	ok.netns = fx.netns;
+	ok.proto = IPPROTO_UDP;
+	ok.kind = PORTRES_KIND_PERSISTENT;
+	ok.mode = PORTRES_MODE_ENFORCE;
+	ok.start = 65000;
+	ok.count = 536; /* up to 65535 exactly */
+
+#define BAD(field, value, what)                                                           \
+	do {                                                                               \
+		r = ok;                                                                    \
+		r.field = value;                                                           \
+		cr_expect_eq(portres_resv_add(fx.l, tok, &r), -EINVAL, "%s", what);        \
+	} while (0)
+	BAD(count, 0, "count 0");
+	BAD(start, 0, "start 0");
+	BAD(count, 537, "start + count = 65537");
+	BAD(start, 65535, "start 65535 count 536");
+	BAD(proto, IPPROTO_ICMP, "proto icmp");
+	BAD(proto, 0, "proto 0");
+	BAD(kind, 0, "kind 0");
+	BAD(kind, 3, "kind 3");
+	BAD(mode, 3, "mode 3");
+#undef BAD
+	cr_expect_eq(portres_resv_add(fx.l, 0, &ok), -EINVAL, "token 0");
+	cr_expect_eq(portres_resv_add(fx.l, tok, NULL), -EINVAL, "no reservation");
+	cr_assert_eq(portres_resv_foreach(fx.l, count_resv, &n), 0);
+	cr_expect_eq(n, 0, "an invalid add left %d reservations", n);
+	cr_expect_eq(h_users(IPPROTO_UDP, 65000), 0);
+
+	cr_expect_eq(portres_resv_add(fx.l, tok, &ok), 0, "65000+536");
+	r = ok;
+	r.start = 1;
+	r.count = 1;
+	cr_expect_eq(portres_resv_add(fx.l, tok + 1, &r), 0, "port 1 alone");
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_UDP, 65535), -EACCES, "port 65535 reserved");
+	cr_expect_eq(portres_resv_del(fx.l, tok + 7), -ENOENT, "delete of an unknown token");
+}
+
+Test(loader, resv_del_frees_ports)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct portres_stats st;
+	struct portres_port pp;
+	int s = fx_socket(AF_INET, IPPROTO_TCP);
+
+	cr_assert_eq(h_associate(s, t), 0);
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START), -EACCES);
+	cr_assert_eq(portres_resv_del(fx.l, t), 0);
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START), 0, "bind after delete");
+	cr_assert_eq(portres_port_owner(fx.l, fx.netns, IPPROTO_TCP, START, &pp), 0);
+	cr_expect_eq(pp.token, 0, "port entry left by delete");
+	cr_expect_eq(portres_resv_stats(fx.l, t, &st), -ENOENT, "counters left by delete");
+	/* A socket associated before: ordinary bind(0) now. */
+	cr_expect_eq(fx_bind(s, AF_INET, 0), 0);
+	cr_expect(fx_local_port(s) < START || fx_local_port(s) >= START + COUNT, "got %u",
+		  fx_local_port(s));
+	close(s);
+}
+
+Test(loader, teardown_leaves_nothing)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	int i, fd, err;
+
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START), -EACCES);
+	cr_expect_gt(entries_in(fx.bpffs), 0, "nothing pinned before teardown");
+	err = portres_loader_teardown(fx.l);
+	fx.l = NULL;
+	cr_expect_eq(err, 0, "teardown: %s", strerror(-err));
+	cr_expect_eq(entries_in(fx.bpffs), 0, "bpffs not empty after teardown");
+	for (i = 0; i < NHOOKS; i++)
+		cr_expect_eq(progs_at(hooks[i]), 0, "programs left at hook %d", hooks[i]);
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START), 0, "bind after teardown");
+	cr_expect_eq(bind_port(AF_INET6, IPPROTO_TCP, START + 1), 0, "bind after teardown");
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_expect_eq(h_associate(fd, t), -EINVAL, "associate with nothing loaded");
+	close(fd);
+
+	/* A new open starts from scratch. */
+	err = open_again(&fx.l);
+	cr_assert_eq(err, 0, "open after teardown: %s", strerror(-err));
+	cr_expect_not(portres_loader_adopted(fx.l), "open after teardown adopted");
+	cr_expect_eq(portres_resv_get(fx.l, t, &(struct portres_resv){ 0 }), -ENOENT,
+		     "reservation survived teardown");
+}

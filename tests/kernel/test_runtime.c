@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * test_runtime.c - the lifetime of a RUNTIME reservation: it lives as long as
+ * its anchor socket (portres_anchor_add). Closing the socket, or the death of
+ * its process, marks it PORTRES_RESV_DEAD, sends PORTRES_EV_RELEASED and gives
+ * its ports back to everyone.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define START 27000
+#define COUNT 4
+
+TestSuite(runtime, .init = fx_setup, .fini = fx_teardown);
+
+static uint8_t resv_flags(uint64_t token)
+{
+	struct portres_resv r;
+
+	cr_assert_eq(portres_resv_get(fx.l, token, &r), 0, "portres_resv_get %#llx",
+		     (unsigned long long)token);
+	return r.flags;
+}
+
+static const struct portres_event *released_event(struct h_events *log, uint64_t token)
+{
+	int i, waited;
+
+	for (waited = 0; waited < 1000; waited += 20) {
+		for (i = 0; i < log->n; i++)
+			if (log->ev[i].type == PORTRES_EV_RELEASED && log->ev[i].token == token)
+				return &log->ev[i];
+		portres_events_poll(fx.l, 20);
+	}
+	return NULL;
+}
+
+FP_TEST(runtime, anchor_close_ends_reservation)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = fx_reserve(p->proto, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	const struct portres_event *ev;
+	struct h_events log;
+	int anchor, fd, held;
+
+	h_events_open(&log);
+	/* The owner uses it; others are kept out. */
+	held = fx_socket(p->family, p->proto);
+	cr_assert_eq(h_associate(held, t), 0, "%s: owner associates: %s", n, strerror(errno));
+	cr_assert_eq(fx_bind(held, p->family, START), 0, "%s: owner binds %u", n, START);
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(fx_bind(fd, p->family, START + 1), -EACCES, "%s: foreign bind while alive", n);
+	close(fd);
+
+	anchor = fx_socket(p->family, p->proto);
+	cr_assert_eq(portres_anchor_add(fx.l, anchor, t), 0);
+	cr_expect_eq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "%s: dead before its anchor closed", n);
+	cr_expect_null(h_events_wait(&log, PORTRES_EV_RELEASED, 0), "%s: RELEASED before close", n);
+	close(anchor);
+
+	cr_expect_neq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "%s: not dead after its anchor closed", n);
+	ev = released_event(&log, t);
+	cr_assert_not_null(ev, "%s: no RELEASED event", n);
+	cr_expect_eq(ev->proto, p->proto, "%s: RELEASED proto", n);
+	cr_expect_eq(ev->port, START, "%s: RELEASED port %u", n, ev->port);
+	cr_expect_eq(ev->netns, fx.netns, "%s: RELEASED netns", n);
+	cr_expect_eq(ev->pid, (uint32_t)getpid(), "%s: RELEASED pid", n);
+
+	/* Its ports are ordinary ports again, and the token associates no more. */
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(fx_bind(fd, p->family, START + 1), 0, "%s: foreign bind after release", n);
+	close(fd);
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(h_associate(fd, t), -EINVAL, "%s: associating a dead token", n);
+	close(fd);
+	cr_expect_eq(h_stats(t).denied, 1, "%s: denied", n);
+	close(held);
+}
+
+/* The usual shape: the reservation is acquired on the very socket that uses it. */
+FP_TEST(runtime, anchor_is_the_bound_socket)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = fx_reserve(p->proto, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	int s = fx_socket(p->family, p->proto), fd;
+	uint16_t port;
+
+	cr_assert_eq(portres_anchor_add(fx.l, s, t), 0);
+	cr_assert_eq(h_associate(s, t), 0);
+	cr_assert_eq(fx_bind(s, p->family, 0), 0);
+	port = fx_local_port(s);
+	cr_expect(port >= START && port < START + COUNT, "%s: bind(0) got %u", n, port);
+	close(s);
+	cr_expect_neq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "%s: not dead", n);
+	cr_expect_eq(h_users(p->proto, port), 0, "%s: users of %u", n, port);
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(fx_bind(fd, p->family, port), 0, "%s: bind of the freed port by another", n);
+	close(fd);
+}
+
+Test(runtime, anchor_capacity_and_kinds)
+{
+	uint64_t t[PORTRES_MAX_ANCHORS + 1], pers;
+	struct h_events log;
+	int s = fx_socket(AF_INET, IPPROTO_UDP), i;
+
+	h_events_open(&log);
+	for (i = 0; i <= PORTRES_MAX_ANCHORS; i++)
+		t[i] = fx_reserve(IPPROTO_UDP, START + 10 * i, 2, PORTRES_KIND_RUNTIME,
+				  PORTRES_MODE_ENFORCE);
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++)
+		cr_assert_eq(portres_anchor_add(fx.l, s, t[i]), 0, "anchor #%d", i + 1);
+	cr_expect_eq(portres_anchor_add(fx.l, s, t[0]), 0, "anchoring twice is a no-op");
+	cr_expect_eq(portres_anchor_add(fx.l, s, t[PORTRES_MAX_ANCHORS]), -ENOSPC,
+		     "anchor #%d on one socket", PORTRES_MAX_ANCHORS + 1);
+	cr_expect_eq(portres_anchor_del(fx.l, s, t[PORTRES_MAX_ANCHORS]), -ENOENT, "del of no anchor");
+	close(s);
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
+		cr_expect_neq(resv_flags(t[i]) & PORTRES_RESV_DEAD, 0, "token #%d not dead", i + 1);
+		cr_expect_not_null(released_event(&log, t[i]), "no RELEASED for token #%d", i + 1);
+	}
+	cr_expect_eq(resv_flags(t[PORTRES_MAX_ANCHORS]) & PORTRES_RESV_DEAD, 0,
+		     "the token that was not anchored died");
+
+	/* A persistent reservation is never ended by a socket. */
+	pers = fx_reserve(IPPROTO_UDP, START + 200, 2, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	s = fx_socket(AF_INET, IPPROTO_UDP);
+	cr_assert_eq(portres_anchor_add(fx.l, s, pers), 0);
+	close(s);
+	cr_expect_eq(resv_flags(pers) & PORTRES_RESV_DEAD, 0, "persistent reservation ended by close");
+}
+
+Test(runtime, anchor_del_keeps_reservation)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	int s = fx_socket(AF_INET6, IPPROTO_TCP), fd;
+
+	cr_assert_eq(portres_anchor_add(fx.l, s, t), 0);
+	cr_assert_eq(portres_anchor_del(fx.l, s, t), 0);
+	close(s);
+	cr_expect_eq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "ended by a socket that no longer anchors it");
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_expect_eq(fx_bind(fd, AF_INET, START), -EACCES, "still enforced");
+	close(fd);
+}
+
+/* The process dies without closing: the kernel closes its sockets, and that ends it. */
+static uint64_t dying_token;
+
+static int anchor_and_die(void *arg)
+{
+	int s = h_socket(AF_INET, IPPROTO_TCP), err;
+
+	if (s < 0)
+		return h_fail("socket: %s", strerror(-s));
+	err = portres_anchor_add(fx.l, s, dying_token);
+	if (err)
+		return h_fail("portres_anchor_add: %s", strerror(-err));
+	return 0; /* _exit with the socket open */
+}
+
+Test(runtime, process_exit_ends_reservation)
+{
+	struct h_events log;
+	int fd;
+
+	h_events_open(&log);
+	dying_token = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	h_expect_child(anchor_and_die, NULL, "anchor in a child that exits");
+	cr_expect_neq(resv_flags(dying_token) & PORTRES_RESV_DEAD, 0, "not dead after its process exited");
+	cr_expect_not_null(released_event(&log, dying_token), "no RELEASED event");
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_expect_eq(fx_bind(fd, AF_INET, START + 2), 0, "bind after the owner died");
+	close(fd);
+}
+
+/* A socket associated before the end binds like an unassociated one afterwards. */
+Test(runtime, associated_socket_outlives_reservation)
+{
+	uint64_t t = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	int anchor = fx_socket(AF_INET, IPPROTO_UDP), s = fx_socket(AF_INET, IPPROTO_UDP);
+
+	cr_assert_eq(portres_anchor_add(fx.l, anchor, t), 0);
+	cr_assert_eq(h_associate(s, t), 0);
+	close(anchor);
+	cr_expect_eq(fx_bind(s, AF_INET, 0), 0, "bind(0) after the reservation ended");
+	cr_expect(fx_local_port(s) < START || fx_local_port(s) >= START + COUNT,
+		  "bind(0) served from a dead reservation: %u", fx_local_port(s));
+	close(s);
+}

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * test_sockopt.c - the SOL_PORTRES socket options and the errno table of
+ * SPEC §3 that the data plane owns, through portres_associate and through the
+ * raw setsockopt, and who may associate a token (runtime owner, grants).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/ip.h>
+#include <sys/un.h>
+
+#include "helpers.h"
+
+#define START 25000
+#define COUNT 4
+#define NOBODY 65534
+#define GROUP 4242
+
+TestSuite(sockopt, .init = fx_setup, .fini = fx_teardown);
+
+/* Both ways to associate: the library call and the raw socket option. */
+typedef int (*assoc_fn)(int fd, uint64_t token);
+static const struct {
+	assoc_fn fn;
+	const char *name;
+} ways[2] = { { h_associate, "portres_associate" }, { h_setassoc, "setsockopt" } };
+
+FP_TEST(sockopt, getsockopt_reads_token)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = fx_reserve(p->proto, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	uint64_t t2 = fx_reserve(p->proto, START + 10, COUNT, PORTRES_KIND_PERSISTENT,
+				 PORTRES_MODE_ENFORCE);
+	uint64_t got, small[2] = { 0, 0 };
+	socklen_t len;
+	int w;
+
+	for (w = 0; w < 2; w++) {
+		int fd = fx_socket(p->family, p->proto);
+
+		cr_expect_eq(h_getassoc(fd, &got), -ENOENT, "%s: getsockopt before association", n);
+		cr_assert_eq(ways[w].fn(fd, t), 0, "%s: %s: %s", n, ways[w].name, strerror(errno));
+		cr_expect_eq(h_getassoc(fd, &got), 0, "%s: getsockopt: %s", n, strerror(errno));
+		cr_expect_eq(got, t, "%s: getsockopt read %#llx, want %#llx", n,
+			     (unsigned long long)got, (unsigned long long)t);
+		/* Before bind the association may change; the last one counts. */
+		cr_assert_eq(ways[w].fn(fd, t2), 0, "%s: %s again", n, ways[w].name);
+		cr_expect_eq(h_getassoc(fd, &got), 0);
+		cr_expect_eq(got, t2, "%s: re-association not read back", n);
+		/* optlen shorter than a token */
+		len = 4;
+		cr_expect_eq(getsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATION, small, &len), -1);
+		cr_expect_eq(errno, EINVAL, "%s: getsockopt optlen 4: %s", n, strerror(errno));
+		/* optlen longer: the token, and optlen says 8 */
+		len = sizeof(small);
+		cr_expect_eq(getsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATION, small, &len), 0);
+		cr_expect_eq(len, sizeof(uint64_t), "%s: optlen %u after getsockopt", n, len);
+		cr_expect_eq(small[0], t2);
+		/* Once bound, the association is fixed. */
+		cr_assert_eq(fx_bind(fd, p->family, 0), 0);
+		cr_expect_eq(ways[w].fn(fd, t), -EINVAL, "%s: %s after bind", n, ways[w].name);
+		cr_expect_eq(h_getassoc(fd, &got), 0);
+		cr_expect_eq(got, t2, "%s: association changed after bind", n);
+		cr_expect(fx_local_port(fd) >= START + 10 && fx_local_port(fd) < START + 10 + COUNT,
+			  "%s: bind(0) got %u, not from the re-associated block", n, fx_local_port(fd));
+		close(fd);
+	}
+}
+
+FP_TEST(sockopt, einval)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = fx_reserve(p->proto, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	uint64_t big[2] = { t, 0 };
+	uint32_t small = (uint32_t)t;
+	int w, fd;
+
+	for (w = 0; w < 2; w++) {
+		fd = fx_socket(p->family, p->proto);
+		cr_expect_eq(ways[w].fn(fd, t ^ 0x5a5a5a5a00000000ULL), -EINVAL, "%s: %s unknown token",
+			     n, ways[w].name);
+		cr_expect_eq(ways[w].fn(fd, 0), -EINVAL, "%s: %s token 0", n, ways[w].name);
+		cr_expect_eq(h_getassoc(fd, &big[1]), -ENOENT, "%s: failed association left a token", n);
+		close(fd);
+
+		fd = fx_socket(p->family, p->proto);
+		cr_assert_eq(fx_bind(fd, p->family, START + 100), 0);
+		cr_expect_eq(ways[w].fn(fd, t), -EINVAL, "%s: %s on a bound socket", n, ways[w].name);
+		close(fd);
+
+		/* A deleted reservation is an unknown token. */
+		if (w == 1) {
+			uint64_t gone = fx_reserve(p->proto, START + 50, 1, PORTRES_KIND_PERSISTENT,
+						   PORTRES_MODE_ENFORCE);
+
+			cr_assert_eq(portres_resv_del(fx.l, gone), 0);
+			fd = fx_socket(p->family, p->proto);
+			cr_expect_eq(h_associate(fd, gone), -EINVAL, "%s: deleted token", n);
+			cr_expect_eq(h_setassoc(fd, gone), -EINVAL, "%s: deleted token (raw)", n);
+			close(fd);
+		}
+	}
+	fd = fx_socket(p->family, p->proto);
+	cr_expect_eq(setsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATE, &small, sizeof(small)), -1);
+	cr_expect_eq(errno, EINVAL, "%s: optlen 4: %s", n, strerror(errno));
+	cr_expect_eq(setsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATE, big, sizeof(big)), -1);
+	cr_expect_eq(errno, EINVAL, "%s: optlen 16: %s", n, strerror(errno));
+	cr_expect_eq(setsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATE, NULL, 0), -1);
+	cr_expect_eq(errno, EINVAL, "%s: optlen 0: %s", n, strerror(errno));
+	cr_expect_eq(h_getassoc(fd, &big[1]), -ENOENT, "%s: bad optlen left a token", n);
+	close(fd);
+}
+
+FP_TEST(sockopt, eprototype)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t other = fx_reserve(other_proto(p->proto), START, COUNT, PORTRES_KIND_PERSISTENT,
+				    PORTRES_MODE_ENFORCE);
+	uint64_t got;
+	int w;
+
+	for (w = 0; w < 2; w++) {
+		int fd = fx_socket(p->family, p->proto);
+
+		cr_expect_eq(ways[w].fn(fd, other), -EPROTOTYPE, "%s: %s with a %s token", n,
+			     ways[w].name, proto_name(other_proto(p->proto)));
+		cr_expect_eq(h_getassoc(fd, &got), -ENOENT, "%s: EPROTOTYPE left a token", n);
+		close(fd);
+	}
+}
+
+/* Sockets that are not TCP or UDP over IPv4/IPv6. */
+static int odd_socket(int i, const char **name)
+{
+	static const struct {
+		int domain, type, protocol;
+		const char *name;
+	} odd[] = {
+		{ AF_UNIX, SOCK_STREAM, 0, "unix stream" },
+		{ AF_UNIX, SOCK_DGRAM, 0, "unix dgram" },
+		{ AF_INET, SOCK_RAW, IPPROTO_ICMP, "raw icmp" },
+		{ AF_INET6, SOCK_RAW, IPPROTO_ICMPV6, "raw icmpv6" },
+		{ AF_INET, SOCK_RAW, IPPROTO_UDP, "raw udp" },
+	};
+	int fd;
+
+	if (i >= (int)(sizeof(odd) / sizeof(odd[0])))
+		return -1;
+	*name = odd[i].name;
+	fd = socket(odd[i].domain, odd[i].type | SOCK_CLOEXEC, odd[i].protocol);
+	cr_assert(fd >= 0, "socket %s: %s", odd[i].name, strerror(errno));
+	return fd;
+}
+
+Test(sockopt, eopnotsupp)
+{
+	uint64_t t = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	const char *name;
+	uint64_t got;
+	int i, w, fd;
+
+	for (i = 0; (fd = odd_socket(i, &name)) >= 0; i++) {
+		for (w = 0; w < 2; w++)
+			cr_expect_eq(ways[w].fn(fd, t), -EOPNOTSUPP, "%s: %s", name, ways[w].name);
+		cr_expect_eq(h_getassoc(fd, &got), -EOPNOTSUPP, "%s: getsockopt", name);
+		close(fd);
+	}
+}
+
+Test(sockopt, enotsock)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	char path[300];
+	int pipefd[2], fd;
+
+	cr_assert_eq(pipe(pipefd), 0);
+	cr_expect_eq(h_associate(pipefd[0], t), -ENOTSOCK, "pipe");
+	cr_expect_eq(h_setassoc(pipefd[1], t), -ENOTSOCK, "pipe (raw)");
+	close(pipefd[0]);
+	close(pipefd[1]);
+	snprintf(path, sizeof(path), "%s/file", fx.tmp);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	cr_assert(fd >= 0);
+	cr_expect_eq(h_associate(fd, t), -ENOTSOCK, "regular file");
+	close(fd);
+	unlink(path);
+	cr_expect_eq(h_associate(-1, t), -EBADF, "fd -1");
+}
+
+/* Unknown option names of our level are ENOPROTOOPT, other levels still reach the kernel. */
+Test(sockopt, other_options)
+{
+	int fd = fx_socket(AF_INET, IPPROTO_TCP), one = 1, val = 0;
+	socklen_t len = sizeof(val);
+	uint64_t t = 1;
+
+	cr_expect_eq(setsockopt(fd, SOL_PORTRES, 77, &t, sizeof(t)), -1);
+	cr_expect_eq(errno, ENOPROTOOPT, "setsockopt optname 77: %s", strerror(errno));
+	len = sizeof(t);
+	cr_expect_eq(getsockopt(fd, SOL_PORTRES, 77, &t, &len), -1);
+	cr_expect_eq(errno, ENOPROTOOPT, "getsockopt optname 77: %s", strerror(errno));
+	cr_expect_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0, "SO_REUSEADDR: %s",
+		     strerror(errno));
+	len = sizeof(val);
+	cr_expect_eq(getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &val, &len), 0);
+	cr_expect_eq(val, 1, "SO_REUSEADDR read back %d", val);
+	len = sizeof(val);
+	cr_expect_eq(getsockopt(fd, SOL_SOCKET, SO_TYPE, &val, &len), 0);
+	cr_expect_eq(val, SOCK_STREAM);
+	close(fd);
+}
+
+/* Options longer than a page are not copied for cgroup programs: they must reach the kernel intact. */
+Test(sockopt, long_options_pass_through)
+{
+	static char buf[8192];
+	int fd = fx_socket(AF_INET6, IPPROTO_UDP);
+	socklen_t len = sizeof(buf);
+
+	snprintf(buf, sizeof(buf), "lo");
+	cr_expect_eq(setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, buf, sizeof(buf)), 0,
+		     "SO_BINDTODEVICE with optlen %zu: %s", sizeof(buf), strerror(errno));
+	memset(buf, 0, sizeof(buf));
+	cr_expect_eq(getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, buf, &len), 0,
+		     "getsockopt with optlen %zu: %s", sizeof(buf), strerror(errno));
+	cr_expect_str_eq(buf, "lo");
+	cr_expect_eq(len, 3, "optlen %u", len);
+	close(fd);
+}
+
+/* --- who may associate ---------------------------------------------------- */
+
+struct who {
+	uint64_t token;
+	int want;            /* 0 or -errno */
+	uid_t uid;           /* 0: stay root */
+	gid_t gid;
+	const char *cgroup;  /* entered first (as root), or NULL */
+	int proto;
+};
+
+static int try_associate(void *arg)
+{
+	const struct who *w = arg;
+	int fd, err, i;
+
+	if (w->cgroup && (err = h_enter_cgroup(w->cgroup)))
+		return h_fail("enter %s: %s", w->cgroup, strerror(-err));
+	if (w->uid) {
+		if (setgroups(0, NULL) || setgid(w->gid) || setuid(w->uid))
+			return h_fail("drop to %u:%u: %s", w->uid, w->gid, strerror(errno));
+	}
+	for (i = 0; i < 2; i++) {
+		fd = h_socket(AF_INET, w->proto);
+		if (fd < 0)
+			return h_fail("socket: %s", strerror(-fd));
+		err = ways[i].fn(fd, w->token);
+		if (err != w->want)
+			return h_fail("%s as uid %u gid %u: got %s, want %s", ways[i].name, getuid(),
+				      getgid(), strerror(-err), strerror(-w->want));
+		if (!err) {
+			uint64_t got;
+
+			err = fx_bind(fd, AF_INET, 0);
+			if (err || h_getassoc(fd, &got) || got != w->token)
+				return h_fail("associated socket: bind(0) %s", strerror(-err));
+		}
+		close(fd);
+	}
+	return 0;
+}
+
+Test(sockopt, runtime_token_other_process)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	struct who w = { .token = t, .want = -EACCES, .proto = IPPROTO_TCP };
+	int fd = fx_socket(AF_INET, IPPROTO_TCP);
+
+	/* The owner may; its child, even as root, may not. */
+	cr_expect_eq(h_associate(fd, t), 0, "owner: %s", strerror(errno));
+	close(fd);
+	h_expect_child(try_associate, &w, "runtime token from a child process");
+}
+
+Test(sockopt, persistent_needs_grant)
+{
+	uint64_t t = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct who w = { .token = t, .uid = NOBODY, .gid = NOBODY, .proto = IPPROTO_UDP };
+	char granted[4200], other[4200];
+	uint64_t cgid;
+
+	w.want = 0;
+	w.uid = 0;
+	h_expect_child(try_associate, &w, "root without a grant");
+
+	w.uid = NOBODY;
+	w.want = -EACCES;
+	h_expect_child(try_associate, &w, "uid 65534 without a grant");
+
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, NOBODY + 1), 0);
+	h_expect_child(try_associate, &w, "uid 65534 with a grant for uid 65535");
+
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, NOBODY), 0);
+	w.want = 0;
+	h_expect_child(try_associate, &w, "uid 65534 with a uid grant");
+	cr_assert_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_UID, NOBODY), 0);
+	w.want = -EACCES;
+	h_expect_child(try_associate, &w, "uid 65534 after the grant was deleted");
+
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_GID, GROUP), 0);
+	h_expect_child(try_associate, &w, "gid 65534 with a grant for gid 4242");
+	w.gid = GROUP;
+	w.want = 0;
+	h_expect_child(try_associate, &w, "primary gid 4242 with a gid grant");
+	cr_assert_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_GID, GROUP), 0);
+	w.want = -EACCES;
+	h_expect_child(try_associate, &w, "gid 4242 after the grant was deleted");
+
+	/* A cgroup grant covers the cgroup and everything below it. */
+	w.gid = NOBODY;
+	fx_child_cgroup("granted", granted, sizeof(granted));
+	fx_child_cgroup("granted/below", granted, sizeof(granted));
+	fx_child_cgroup("other", other, sizeof(other));
+	snprintf(granted, sizeof(granted), "%s/granted", fx.cgroup);
+	cr_assert_eq(portres_cgroup_id(granted, &cgid), 0);
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_CGROUP, cgid), 0);
+	w.cgroup = other;
+	h_expect_child(try_associate, &w, "uid 65534 in a cgroup without a grant");
+	w.want = 0;
+	w.cgroup = granted;
+	h_expect_child(try_associate, &w, "uid 65534 in a granted cgroup");
+	snprintf(granted, sizeof(granted), "%s/granted/below", fx.cgroup);
+	h_expect_child(try_associate, &w, "uid 65534 below a granted cgroup");
+
+	/* Deleting the reservation deletes its grants. */
+	cr_assert_eq(portres_resv_del(fx.l, t), 0);
+	cr_expect_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_CGROUP, cgid), -ENOENT,
+		     "grant left behind by portres_resv_del");
+}

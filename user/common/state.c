@@ -1,0 +1,646 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* state.c - load, validate and atomically save portresd's state file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "portres_abi.h"
+#include "state.h"
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* --- spellings ------------------------------------------------------------ */
+
+const char *state_proto_name(uint8_t proto)
+{
+	return proto == IPPROTO_TCP ? "tcp" : proto == IPPROTO_UDP ? "udp" : NULL;
+}
+
+int state_proto_parse(const char *s)
+{
+	if (!strcmp(s, "tcp"))
+		return IPPROTO_TCP;
+	if (!strcmp(s, "udp"))
+		return IPPROTO_UDP;
+	return -1;
+}
+
+static const char *const mode_names[] = {
+	[PORTRES_MODE_ENFORCE] = "enforce",
+	[PORTRES_MODE_AUDIT] = "audit",
+	[PORTRES_MODE_ADVISORY] = "advisory",
+};
+
+const char *state_mode_name(uint8_t mode)
+{
+	return mode < 3 ? mode_names[mode] : NULL;
+}
+
+int state_mode_parse(const char *s)
+{
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(s, mode_names[i]))
+			return i;
+	return -1;
+}
+
+static const char *const grant_names[] = {
+	[PORTRES_GRANT_UID] = "uid",
+	[PORTRES_GRANT_GID] = "gid",
+	[PORTRES_GRANT_CGROUP] = "cgroup",
+};
+
+const char *state_grant_name(uint32_t type)
+{
+	return type >= 1 && type <= 3 ? grant_names[type] : NULL;
+}
+
+int state_grant_parse(const char *s)
+{
+	for (int i = 1; i <= 3; i++)
+		if (!strcmp(s, grant_names[i]))
+			return i;
+	return -1;
+}
+
+void state_token_format(uint64_t token, char out[17])
+{
+	snprintf(out, 17, "%016" PRIx64, token);
+}
+
+int state_token_parse(const char *s, uint64_t *token)
+{
+	uint64_t v = 0;
+
+	if (strlen(s) != 16)
+		return -EINVAL;
+	for (int i = 0; i < 16; i++) {
+		char c = s[i];
+		unsigned d;
+
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			d = (unsigned)(c - 'A' + 10);
+		else
+			return -EINVAL;
+		v = v << 4 | d;
+	}
+	if (!v)
+		return -EINVAL;
+	*token = v;
+	return 0;
+}
+
+bool state_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > STATE_NAME_MAX || s[0] == '-' || s[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* --- arrays --------------------------------------------------------------- */
+
+void state_resv_free(struct state_resv *r)
+{
+	for (size_t i = 0; i < r->n_grants; i++)
+		free(r->grants[i].path);
+	free(r->grants);
+	free(r->name);
+	memset(r, 0, sizeof(*r));
+}
+
+void state_free(struct state *st)
+{
+	if (!st)
+		return;
+	for (size_t i = 0; i < st->n_resv; i++)
+		state_resv_free(&st->resv[i]);
+	for (size_t i = 0; i < st->n_attach; i++)
+		free(st->attach[i].path);
+	free(st->resv);
+	free(st->attach);
+	memset(st, 0, sizeof(*st));
+}
+
+static int resv_copy(struct state_resv *dst, const struct state_resv *src)
+{
+	*dst = *src;
+	dst->name = NULL;
+	dst->grants = NULL;
+	dst->n_grants = 0;
+	if (src->name && !(dst->name = strdup(src->name)))
+		goto nomem;
+	if (src->n_grants) {
+		dst->grants = calloc(src->n_grants, sizeof(*dst->grants));
+		if (!dst->grants)
+			goto nomem;
+		for (size_t i = 0; i < src->n_grants; i++) {
+			dst->grants[i] = src->grants[i];
+			dst->grants[i].path = NULL;
+			dst->n_grants = i + 1;
+			if (src->grants[i].path && !(dst->grants[i].path = strdup(src->grants[i].path)))
+				goto nomem;
+		}
+	}
+	return 0;
+nomem:
+	state_resv_free(dst);
+	return -ENOMEM;
+}
+
+int state_add_resv(struct state *st, const struct state_resv *r)
+{
+	struct state_resv *n = realloc(st->resv, (st->n_resv + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	st->resv = n;
+	if (resv_copy(&st->resv[st->n_resv], r))
+		return -ENOMEM;
+	st->n_resv++;
+	return 0;
+}
+
+void state_del_resv(struct state *st, size_t i)
+{
+	state_resv_free(&st->resv[i]);
+	memmove(&st->resv[i], &st->resv[i + 1], (st->n_resv - i - 1) * sizeof(st->resv[0]));
+	st->n_resv--;
+}
+
+int state_add_attach(struct state *st, const struct state_attach *a)
+{
+	struct state_attach *n = realloc(st->attach, (st->n_attach + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	st->attach = n;
+	n[st->n_attach] = *a;
+	if (!(n[st->n_attach].path = strdup(a->path)))
+		return -ENOMEM;
+	st->n_attach++;
+	return 0;
+}
+
+void state_del_attach(struct state *st, size_t i)
+{
+	free(st->attach[i].path);
+	memmove(&st->attach[i], &st->attach[i + 1], (st->n_attach - i - 1) * sizeof(st->attach[0]));
+	st->n_attach--;
+}
+
+struct state_resv *state_find_token(const struct state *st, uint64_t token)
+{
+	for (size_t i = 0; i < st->n_resv; i++)
+		if (st->resv[i].token == token)
+			return &st->resv[i];
+	return NULL;
+}
+
+struct state_resv *state_find_name(const struct state *st, const char *name)
+{
+	for (size_t i = 0; i < st->n_resv; i++)
+		if (st->resv[i].name && !strcmp(st->resv[i].name, name))
+			return &st->resv[i];
+	return NULL;
+}
+
+/* --- validation ----------------------------------------------------------- */
+
+int state_validate(const struct state *st, const char *what, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < st->n_resv; i++) {
+		const struct state_resv *r = &st->resv[i];
+
+		if (!r->token)
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].token: must not be 0", what, i);
+		if (!state_proto_name(r->proto))
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].proto: not tcp or udp", what, i);
+		if (r->start == 0 || r->count == 0 || (uint32_t)r->start + r->count > 65536)
+			return fail(err, errlen, -EINVAL,
+				    "%s: reservations[%zu]: bad range start %u count %u", what, i,
+				    r->start, r->count);
+		if (!state_mode_name(r->mode))
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].mode: unknown", what, i);
+		if (r->name && !state_name_valid(r->name))
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: invalid name", what, i);
+		for (size_t g = 0; g < r->n_grants; g++) {
+			const struct state_grant *gr = &r->grants[g];
+
+			if (!state_grant_name(gr->type))
+				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].grants[%zu].type: unknown",
+					    what, i, g);
+			if (gr->type != PORTRES_GRANT_CGROUP && gr->id > UINT32_MAX)
+				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].grants[%zu].id: out of range",
+					    what, i, g);
+		}
+		for (size_t j = 0; j < i; j++) {
+			const struct state_resv *o = &st->resv[j];
+
+			if (o->token == r->token)
+				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].token: same as reservations[%zu]",
+					    what, i, j);
+			if (r->name && o->name && !strcmp(r->name, o->name))
+				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: \"%s\" used twice",
+					    what, i, r->name);
+			if (o->proto == r->proto && r->start < o->start + o->count &&
+			    o->start < r->start + r->count)
+				return fail(err, errlen, -EINVAL,
+					    "%s: reservations[%zu] (%s %u-%u) overlaps reservations[%zu] (%u-%u)",
+					    what, i, state_proto_name(r->proto), r->start, r->start + r->count - 1,
+					    j, o->start, o->start + o->count - 1);
+		}
+	}
+	for (size_t i = 0; i < st->n_attach; i++) {
+		const struct state_attach *a = &st->attach[i];
+
+		if (!a->path || a->path[0] != '/')
+			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: not an absolute path", what, i);
+		if (!state_find_token(st, a->token))
+			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].token: no such reservation", what, i);
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(st->attach[j].path, a->path))
+				return fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: attached twice", what, i);
+	}
+	return 0;
+}
+
+/* --- JSON ----------------------------------------------------------------- */
+
+static json_t *resv_to_json(const struct state_resv *r)
+{
+	char tok[17];
+	json_t *o, *grants = json_array();
+
+	state_token_format(r->token, tok);
+	for (size_t g = 0; grants && g < r->n_grants; g++) {
+		json_t *go = json_pack("{s:s, s:I}", "type", state_grant_name(r->grants[g].type),
+				       "id", (json_int_t)r->grants[g].id);
+
+		if (go && r->grants[g].path)
+			json_object_set_new(go, "path", json_string(r->grants[g].path));
+		json_array_append_new(grants, go);
+	}
+	o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:o}", "token", tok, "proto", state_proto_name(r->proto),
+		      "start", r->start, "count", r->count, "mode", state_mode_name(r->mode),
+		      "grants", grants);
+	if (o && r->name)
+		json_object_set_new(o, "name", json_string(r->name));
+	return o;
+}
+
+static json_t *state_to_json(const struct state *st)
+{
+	json_t *root, *resv = json_array(), *att = json_array();
+	char *added = portset_format(&st->sysctl_added);
+
+	for (size_t i = 0; resv && i < st->n_resv; i++)
+		json_array_append_new(resv, resv_to_json(&st->resv[i]));
+	for (size_t i = 0; att && i < st->n_attach; i++) {
+		char tok[17];
+
+		state_token_format(st->attach[i].token, tok);
+		json_array_append_new(att, json_pack("{s:s, s:I, s:s, s:b}", "path", st->attach[i].path,
+						     "cgroup_id", (json_int_t)st->attach[i].cgroup_id,
+						     "token", tok, "confine", st->attach[i].confine));
+	}
+	root = json_pack("{s:i, s:o, s:o, s:s?}", "version", STATE_VERSION, "reservations", resv,
+			 "attachments", att, "sysctl_added", added);
+	free(added);
+	return root;
+}
+
+struct jctx {
+	const char *file;
+	char *err;
+	size_t errlen;
+};
+
+static int get_uint(struct jctx *c, json_t *o, const char *key, const char *where, uint64_t min,
+		    uint64_t max, bool required, uint64_t *out)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!v) {
+		if (!required)
+			return 1;
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.%s: missing", c->file, where, key);
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max)
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.%s: must be an integer %" PRIu64 "..%" PRIu64,
+			    c->file, where, key, min, max);
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int get_str(struct jctx *c, json_t *o, const char *key, const char *where, bool required,
+		   const char **out)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!v) {
+		if (!required)
+			return 1;
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.%s: missing", c->file, where, key);
+	}
+	if (!json_is_string(v))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.%s: must be a string", c->file, where, key);
+	*out = json_string_value(v);
+	return 0;
+}
+
+static int get_token(struct jctx *c, json_t *o, const char *where, uint64_t *tok)
+{
+	const char *s = NULL;
+	int err = get_str(c, o, "token", where, true, &s);
+
+	if (err)
+		return err;
+	if (state_token_parse(s, tok))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.token: must be 16 hex digits, not 0",
+			    c->file, where);
+	return 0;
+}
+
+static int resv_from_json(struct jctx *c, json_t *o, const char *where, struct state_resv *r)
+{
+	const char *s = NULL;
+	uint64_t v;
+	json_t *grants;
+	char gw[96];
+	int err, n;
+
+	if (!json_is_object(o))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s: must be an object", c->file, where);
+	if ((err = get_token(c, o, where, &r->token)))
+		return err;
+	if ((err = get_str(c, o, "proto", where, true, &s)))
+		return err;
+	if ((n = state_proto_parse(s)) < 0)
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.proto: \"%s\" is not tcp or udp", c->file, where, s);
+	r->proto = (uint8_t)n;
+	if ((err = get_uint(c, o, "start", where, 1, 65535, true, &v)))
+		return err;
+	r->start = (uint16_t)v;
+	if ((err = get_uint(c, o, "count", where, 1, 65535, true, &v)))
+		return err;
+	r->count = (uint16_t)v;
+	r->mode = PORTRES_MODE_ENFORCE;
+	err = get_str(c, o, "mode", where, false, &s);
+	if (err < 0)
+		return err;
+	if (!err) {
+		if ((n = state_mode_parse(s)) < 0)
+			return fail(c->err, c->errlen, -EINVAL, "%s: %s.mode: \"%s\" is not enforce, audit or advisory",
+				    c->file, where, s);
+		r->mode = (uint8_t)n;
+	}
+	err = get_str(c, o, "name", where, false, &s);
+	if (err < 0)
+		return err;
+	if (!err && !(r->name = strdup(s)))
+		return -ENOMEM;
+	grants = json_object_get(o, "grants");
+	if (!grants)
+		return 0;
+	if (!json_is_array(grants))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.grants: must be an array", c->file, where);
+	r->grants = calloc(json_array_size(grants) + 1, sizeof(*r->grants));
+	if (!r->grants)
+		return -ENOMEM;
+	for (size_t g = 0; g < json_array_size(grants); g++) {
+		json_t *go = json_array_get(grants, g);
+		struct state_grant *gr = &r->grants[g];
+
+		snprintf(gw, sizeof(gw), "%s.grants[%zu]", where, g);
+		if (!json_is_object(go))
+			return fail(c->err, c->errlen, -EINVAL, "%s: %s: must be an object", c->file, gw);
+		if ((err = get_str(c, go, "type", gw, true, &s)))
+			return err;
+		if ((n = state_grant_parse(s)) < 0)
+			return fail(c->err, c->errlen, -EINVAL, "%s: %s.type: \"%s\" is not uid, gid or cgroup",
+				    c->file, gw, s);
+		gr->type = (uint32_t)n;
+		if ((err = get_uint(c, go, "id", gw, 0, n == PORTRES_GRANT_CGROUP ? INT64_MAX : UINT32_MAX,
+				    true, &gr->id)))
+			return err;
+		r->n_grants = g + 1;
+		err = get_str(c, go, "path", gw, false, &s);
+		if (err < 0)
+			return err;
+		if (!err && !(gr->path = strdup(s)))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int state_from_json(struct jctx *c, json_t *root, struct state *st)
+{
+	json_t *arr, *o;
+	const char *s = NULL;
+	uint64_t v;
+	char where[64];
+	int err;
+
+	if (!json_is_object(root))
+		return fail(c->err, c->errlen, -EINVAL, "%s: top level: must be an object", c->file);
+	if ((err = get_uint(c, root, "version", "top level", 0, INT64_MAX, true, &v)))
+		return err;
+	if (v != STATE_VERSION)
+		return fail(c->err, c->errlen, -EINVAL, "%s: version: %" PRIu64 " is not supported (this is %d)",
+			    c->file, v, STATE_VERSION);
+	arr = json_object_get(root, "reservations");
+	if (arr && !json_is_array(arr))
+		return fail(c->err, c->errlen, -EINVAL, "%s: reservations: must be an array", c->file);
+	for (size_t i = 0; arr && i < json_array_size(arr); i++) {
+		struct state_resv r = { 0 };
+
+		snprintf(where, sizeof(where), "reservations[%zu]", i);
+		err = resv_from_json(c, json_array_get(arr, i), where, &r);
+		if (!err)
+			err = state_add_resv(st, &r);
+		state_resv_free(&r);
+		if (err)
+			return err;
+	}
+	arr = json_object_get(root, "attachments");
+	if (arr && !json_is_array(arr))
+		return fail(c->err, c->errlen, -EINVAL, "%s: attachments: must be an array", c->file);
+	for (size_t i = 0; arr && i < json_array_size(arr); i++) {
+		struct state_attach a = { 0 };
+		json_t *cf;
+
+		o = json_array_get(arr, i);
+		snprintf(where, sizeof(where), "attachments[%zu]", i);
+		if (!json_is_object(o))
+			return fail(c->err, c->errlen, -EINVAL, "%s: %s: must be an object", c->file, where);
+		if ((err = get_str(c, o, "path", where, true, &s)))
+			return err;
+		a.path = (char *)s;
+		if ((err = get_uint(c, o, "cgroup_id", where, 0, INT64_MAX, true, &a.cgroup_id)))
+			return err;
+		if ((err = get_token(c, o, where, &a.token)))
+			return err;
+		cf = json_object_get(o, "confine");
+		if (cf && !json_is_boolean(cf))
+			return fail(c->err, c->errlen, -EINVAL, "%s: %s.confine: must be true or false", c->file, where);
+		a.confine = cf && json_is_true(cf);
+		if ((err = state_add_attach(st, &a)))
+			return err;
+	}
+	err = get_str(c, root, "sysctl_added", "top level", false, &s);
+	if (err < 0)
+		return err;
+	if (!err && portset_parse(s, &st->sysctl_added))
+		return fail(c->err, c->errlen, -EINVAL, "%s: sysctl_added: \"%.64s\" is not a port list like \"1,2-5\"",
+			    c->file, s);
+	return state_validate(st, c->file, c->err, c->errlen);
+}
+
+static int state_path(const char *dir, char *buf, size_t len)
+{
+	if ((size_t)snprintf(buf, len, "%s/%s", dir, STATE_FILE) >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int state_load(const char *dir, struct state *st, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	struct jctx c = { .file = path, .err = err, .errlen = errlen };
+	json_error_t jerr;
+	json_t *root;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	if ((ret = state_path(dir, path, sizeof(path))))
+		return fail(err, errlen, ret, "%s: state directory path too long", dir);
+	if (access(path, F_OK) && errno == ENOENT)
+		return 0;
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		if (json_error_code(&jerr) == json_error_cannot_open_file)
+			return fail(err, errlen, -EIO, "%s: %s", path, jerr.text);
+		return fail(err, errlen, -EINVAL, "%s:%d:%d: %s (torn or corrupt state file; not modified)",
+			    path, jerr.line, jerr.column, jerr.text);
+	}
+	ret = state_from_json(&c, root, st);
+	json_decref(root);
+	if (ret) {
+		if (ret == -ENOMEM)
+			fail(err, errlen, ret, "%s: out of memory", path);
+		state_free(st);
+	}
+	return ret;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int state_save(const char *dir, const struct state *st, bool durable, char *err, size_t errlen)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	json_t *root = NULL;
+	char *text = NULL;
+	int fd = -1, dfd = -1, ret;
+
+	if ((ret = state_path(dir, path, sizeof(path))))
+		return fail(err, errlen, ret, "%s: state directory path too long", dir);
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", path) >= sizeof(tmp))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: state directory path too long", dir);
+	root = state_to_json(st);
+	text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	if (!text) {
+		ret = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+		goto cleanup;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		ret = fail(err, errlen, -errno, "%s: cannot create temporary file: %s", tmp, strerror(errno));
+		goto cleanup;
+	}
+	if (fchmod(fd, 0600) || (ret = write_all(fd, text, strlen(text))) ||
+	    (ret = write_all(fd, "\n", 1)) || (durable && fsync(fd))) {
+		ret = ret ? ret : -errno;
+		fail(err, errlen, ret, "%s: cannot write: %s (old state kept)", tmp, strerror(-ret));
+		goto cleanup;
+	}
+	if (close(fd)) {
+		fd = -1;
+		ret = fail(err, errlen, -errno, "%s: cannot write: %s (old state kept)", tmp, strerror(errno));
+		goto cleanup;
+	}
+	fd = -1;
+	if (rename(tmp, path)) {
+		ret = fail(err, errlen, -errno, "%s: cannot rename into place: %s", path, strerror(errno));
+		goto cleanup;
+	}
+	tmp[0] = '\0';
+	if (durable) {
+		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd)) {
+			ret = fail(err, errlen, -errno, "%s: cannot fsync directory: %s", dir, strerror(errno));
+			goto cleanup;
+		}
+	}
+	ret = 0;
+cleanup:
+	if (dfd >= 0)
+		close(dfd);
+	if (fd >= 0)
+		close(fd);
+	if (tmp[0] && ret)
+		unlink(tmp);
+	free(text);
+	json_decref(root);
+	return ret;
+}

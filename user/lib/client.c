@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * client.c - the management calls of libportres: one request to portresd per
+ * call over its SOCK_SEQPACKET socket (protocol: user/common/proto.h), the
+ * socket passed by SCM_RIGHTS where the call takes one. The agent decides;
+ * its errno name becomes the caller's errno. Nothing here prints.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "portres.h"
+#include "proto_errno.h"
+
+#define CLIENT_TIMEOUT_SEC 30
+#define CLIENT_MAX_REPLY   (64 * 1024)
+
+static const char *socket_path(void)
+{
+	/* secure_getenv: a set-uid caller must not be pointed at another agent. */
+	const char *p = secure_getenv(PORTRES_SOCKET_ENV);
+
+	return p && *p ? p : PORTRES_DEFAULT_SOCKET;
+}
+
+static int agent_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = CLIENT_TIMEOUT_SEC };
+	const char *path = socket_path();
+	int fd, err;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		err = errno;
+		close(fd);
+		/* No socket file is no agent, as is nobody listening on it. */
+		return err == ENOENT || err == ENOTDIR ? -ECONNREFUSED : -err;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* One round trip; passfd >= 0 travels with the request. 0 and *out, or -errno. */
+static int agent_call(json_t *req, int passfd, json_t **out)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	char *text = NULL, *buf = NULL;
+	struct iovec iov;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	json_t *reply = NULL, *ok, *v;
+	ssize_t n;
+	int fd = -1, err;
+
+	*out = NULL;
+	if (!req || json_object_set_new(req, "v", json_integer(1)) || !(text = json_dumps(req, JSON_COMPACT)) ||
+	    !(buf = malloc(CLIENT_MAX_REPLY))) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	if ((fd = agent_connect()) < 0) {
+		err = fd;
+		goto cleanup;
+	}
+	iov = (struct iovec){ .iov_base = text, .iov_len = strlen(text) };
+	if (passfd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof(ctl.buf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
+	}
+	do
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		err = errno == EAGAIN ? -ETIMEDOUT : -errno;
+		goto cleanup;
+	}
+	do
+		n = recv(fd, buf, CLIENT_MAX_REPLY, 0);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		/* The agent went away mid-call, or did not answer in time. */
+		err = n == 0 ? -ECONNRESET : errno == EAGAIN ? -ETIMEDOUT : -errno;
+		goto cleanup;
+	}
+	reply = json_loadb(buf, (size_t)n, 0, NULL);
+	ok = json_object_get(reply, "ok");
+	v = json_object_get(reply, "v");
+	if (!json_is_object(reply) || !json_is_boolean(ok) || !json_is_integer(v) || json_integer_value(v) != 1) {
+		err = -EPROTO;
+		goto cleanup;
+	}
+	if (json_is_false(ok)) {
+		json_t *name = json_object_get(reply, "errno");
+		int code = json_is_string(name) ? proto_errno_from_name(json_string_value(name)) : 0;
+
+		err = code ? -code : -EPROTO;
+		goto cleanup;
+	}
+	*out = reply;
+	reply = NULL;
+	err = 0;
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	json_decref(reply);
+	json_decref(req);
+	free(buf);
+	free(text);
+	return err;
+}
+
+static int set_errno(int err)
+{
+	if (!err)
+		return 0;
+	errno = -err;
+	return -1;
+}
+
+static const char *proto_name(int proto)
+{
+	return proto == IPPROTO_TCP ? "tcp" : proto == IPPROTO_UDP ? "udp" : NULL;
+}
+
+static void token_format(portres_token_t token, char out[17])
+{
+	snprintf(out, 17, "%016" PRIx64, token);
+}
+
+/* Reads reply[key] as a 16-hex-digit token; -EPROTO when it is not one. */
+static int token_get(json_t *reply, const char *key, portres_token_t *token)
+{
+	const char *s = json_string_value(json_object_get(reply, key));
+	portres_token_t v = 0;
+
+	if (!s || strlen(s) != 16)
+		return -EPROTO;
+	for (int i = 0; i < 16; i++) {
+		char c = s[i];
+
+		if (c >= '0' && c <= '9')
+			v = v << 4 | (portres_token_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v << 4 | (portres_token_t)(c - 'a' + 10);
+		else
+			return -EPROTO;
+	}
+	if (!v)
+		return -EPROTO;
+	*token = v;
+	return 0;
+}
+
+static int port_get(json_t *reply, const char *key, uint16_t *port)
+{
+	json_t *v = json_object_get(reply, key);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 65535)
+		return -EPROTO;
+	*port = (uint16_t)json_integer_value(v);
+	return 0;
+}
+
+int portres_acquire(int sockfd, const struct portres_range *want, struct portres_instance *out)
+{
+	struct portres_instance got;
+	json_t *reply;
+	int err;
+
+	if (!want || !out)
+		return set_errno(-EINVAL);
+	err = agent_call(json_pack("{s:s, s:i, s:i}", "op", "acquire", "start", want->start, "count", want->count),
+			 sockfd, &reply);
+	if (err)
+		return set_errno(err);
+	if (!(err = token_get(reply, "token", &got.token)) && !(err = port_get(reply, "start", &got.range.start)))
+		err = port_get(reply, "count", &got.range.count);
+	json_decref(reply);
+	if (!err)
+		*out = got;
+	return set_errno(err);
+}
+
+int portres_release(int sockfd, portres_token_t token)
+{
+	char tok[17];
+	json_t *reply;
+	int err;
+
+	if (!token)
+		return set_errno(-EINVAL);
+	token_format(token, tok);
+	err = agent_call(json_pack("{s:s, s:s}", "op", "release", "token", tok), sockfd, &reply);
+	json_decref(reply);
+	return set_errno(err);
+}
+
+/* create, lookup and delete of one block; token_out receives the token if non-NULL. */
+static int persistent_call(const char *op, int proto, uint16_t start, uint16_t count, portres_token_t *token_out)
+{
+	const char *name = proto_name(proto);
+	portres_token_t token;
+	json_t *reply;
+	int err;
+
+	if (!name)
+		return set_errno(-EINVAL);
+	err = agent_call(json_pack("{s:s, s:s, s:i, s:i}", "op", op, "proto", name, "start", start, "count", count),
+			 -1, &reply);
+	if (!err && token_out && !(err = token_get(reply, "token", &token)))
+		*token_out = token;
+	json_decref(reply);
+	return set_errno(err);
+}
+
+int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	if (!token)
+		return set_errno(-EINVAL);
+	return persistent_call("create", proto, start, count, token);
+}
+
+int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	if (!token)
+		return set_errno(-EINVAL);
+	return persistent_call("lookup", proto, start, count, token);
+}
+
+int portres_delete_persistent(int proto, uint16_t start, uint16_t count)
+{
+	return persistent_call("delete", proto, start, count, NULL);
+}

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * ctl.h - what every portresctl subcommand shares: exit codes, the options
+ * every command takes (--socket, --json, --help), the conversation with
+ * portresd (user/common/proto.h), error reporting and argument parsing.
+ *
+ * Errors go to stderr as one line "portresctl: <what>: <cause>"; a command
+ * returns CTL_OK, CTL_FAIL (the operation failed) or CTL_USAGE (bad command
+ * line), which main() turns into the exit status.
+ */
+#ifndef PORTRESCTL_CTL_H
+#define PORTRESCTL_CTL_H
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum { CTL_OK = 0, CTL_FAIL = 1, CTL_USAGE = 2 };
+
+struct ctl_opts {
+	const char *socket; /* --socket, $PORTRES_SOCKET, or the default */
+	const char *cmd;    /* the subcommand being run */
+	bool json;
+};
+extern struct ctl_opts ctl;
+
+/* Options every subcommand accepts; ctl_common_opt() handles them. */
+#define CTL_OPT_JSON   0x100
+#define CTL_OPT_SOCKET 0x101
+#define CTL_COMMON_OPTIONS                                   \
+	{ "json", no_argument, NULL, CTL_OPT_JSON },         \
+	{ "socket", required_argument, NULL, CTL_OPT_SOCKET }, \
+	{ "help", no_argument, NULL, 'h' }
+
+/*
+ * Handles an option that is not the command's own: --json, --socket, --help
+ * or a getopt error. Returns false to go on parsing, true when the command
+ * must return *status now (CTL_OK after --help, CTL_USAGE on an error).
+ */
+bool ctl_common_opt(int c, int *status);
+/* Prints the command's usage (stdout for help, stderr otherwise). */
+void ctl_usage(const char *cmd, bool to_stderr);
+/* "portresctl: <fmt>" on stderr; returns CTL_FAIL. */
+int ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "portresctl: <cmd>: <fmt>" and a hint on stderr; returns CTL_USAGE. */
+int ctl_bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* --- the agent ------------------------------------------------------------ */
+
+/*
+ * Sends one request (borrowed) and returns the reply when ok. On an error reply
+ * prints "portresctl: <what>: <error>" (the agent's message) and returns NULL;
+ * *err_out (may be NULL) gets the errno of the reply or of the transport.
+ */
+json_t *ctl_request(const char *what, json_t *req, int *err_out);
+/* A request object {"v":1,"op":op}. */
+json_t *ctl_req(const char *op);
+/* Connection for a long conversation (events); -1 with a message printed. */
+int ctl_connect(void);
+/* Sends one message and reads the reply into a new object; 0 or -errno. */
+int ctl_transact(int fd, json_t *req, json_t **reply);
+/* Reads one message (blocking up to timeout_ms, -1 forever); 0, -ETIMEDOUT, -errno. */
+int ctl_recv(int fd, json_t **msg, int timeout_ms);
+/* Closes the shared connection (a later request opens a new one). */
+void ctl_disconnect(void);
+/* The agent's errno name of an error reply ("EADDRINUSE"), or "". */
+const char *ctl_reply_errno(const json_t *reply);
+
+/* --- arguments ------------------------------------------------------------ */
+
+/* Each prints a usage error and returns -1 when s is not valid. */
+int ctl_parse_proto(const char *s, const char **out);            /* "tcp" | "udp" */
+int ctl_parse_port(const char *opt, const char *s, bool zero_ok, uint16_t *out);
+int ctl_parse_count(const char *s, uint16_t *out);
+int ctl_parse_token(const char *s, uint64_t *out);
+int ctl_parse_name(const char *s);
+int ctl_parse_mode(const char *s);
+/* A selector: token and name set into req, exactly one given. */
+int ctl_set_selector(json_t *req, const char *token, const char *name, bool required);
+/* An id from a number or a user/group name; -1 after a usage message. */
+int ctl_parse_uid(const char *s, uint64_t *out);
+int ctl_parse_gid(const char *s, uint64_t *out);
+
+/* --- cgroups -------------------------------------------------------------- */
+
+/* The cgroup2 mount point (from /proc/self/mountinfo), or NULL. */
+const char *ctl_cgroup2_root(void);
+/* The calling process's cgroup2 directory into buf; 0 or -errno. */
+int ctl_own_cgroup(char *buf, size_t len);
+/* An absolute cgroup path: absolute as is, "./x" from the cwd, else below the cgroup2 mount. */
+int ctl_cgroup_path(const char *in, char *out, size_t len);
+/* The path of a cgroup id (cached; best effort): NULL when unknown. */
+const char *ctl_cgroup_from_id(uint64_t id);
+
+/* --- output --------------------------------------------------------------- */
+
+/* Prints obj as one JSON document (pretty unless compact) on stdout. */
+void ctl_print_json(json_t *obj, bool compact);
+/* Drops "v" and "ok" of a reply: what --json prints. */
+json_t *ctl_reply_data(json_t *reply);
+/* json_object_get + json_*_value with defaults. */
+const char *ctl_jstr(const json_t *o, const char *key, const char *dflt);
+long long ctl_jint(const json_t *o, const char *key, long long dflt);
+
+#endif /* PORTRESCTL_CTL_H */

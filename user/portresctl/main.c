@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * portresctl - the command line of portres: a client of portresd's protocol
+ * (user/common/proto.h). main() reads the global options and hands argv to
+ * the subcommand of the table below.
+ *
+ * Exit status: 0 ok, 1 the operation failed, 2 usage error.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "portres.h"
+#include "subcommands.h"
+
+#define VERSION "0.1.0"
+
+const struct subcommand subcommands[] = {
+	{ "create", cmd_create, "Creates a persistent reservation and prints its token.",
+	  "create --proto tcp|udp --start P --count N [--name NAME] [--mode enforce|audit|advisory]\n"
+	  "                  [--grant-uid U]... [--grant-gid G]... [--grant-cgroup PATH]...",
+	  "portresctl create --proto tcp --start 8000 --count 10 --name web --grant-uid www-data" },
+	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match).",
+	  "lookup (--proto tcp|udp --start P --count N | --name NAME)",
+	  "portresctl lookup --proto tcp --start 8000 --count 10" },
+	{ "delete", cmd_delete, "Deletes a reservation.",
+	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME)",
+	  "portresctl delete --name web" },
+	{ "list", cmd_list, "Lists every reservation, persistent and runtime.",
+	  "list [--json]",
+	  "portresctl list --json | jq -r '.reservations[].token'" },
+	{ "show", cmd_show, "Shows a reservation: its ports in use and by whom, attached cgroups, counters.",
+	  "show (TOKEN | NAME | --token T | --name NAME) [--json]",
+	  "portresctl show web" },
+	{ "who", cmd_who, "Tells which reservation owns a port and which sockets hold it.",
+	  "who PORT [--proto tcp|udp] [--json]",
+	  "portresctl who 8005 --proto tcp" },
+	{ "attach", cmd_attach, "Ties a cgroup subtree to a reservation: its sockets are associated with it.\n"
+	  "--confine also denies the subtree's binds outside its reservation.",
+	  "attach --cgroup PATH (--token T | --name NAME) [--confine]",
+	  "portresctl attach --cgroup system.slice/nginx.service --name web --confine" },
+	{ "detach", cmd_detach, "Unties a cgroup from its reservation.",
+	  "detach --cgroup PATH",
+	  "portresctl detach --cgroup system.slice/nginx.service" },
+	{ "run", cmd_run, "Runs CMD in a fresh cgroup tied to a reservation, with PORTRES_TOKEN, PORTRES_START,\n"
+	  "PORTRES_COUNT (and PORTRES_PROTO) in its environment; exits with CMD's status (128+N if killed by\n"
+	  "signal N). --acquire N holds a runtime reservation of N ports exactly as long as CMD runs.",
+	  "run (--token T | --name NAME | --acquire N [--proto tcp|udp] [--start P]) [--confine]\n"
+	  "                  [--cgroup-parent PATH] -- CMD [ARG...]",
+	  "portresctl run --acquire 10 -- python3 -m http.server 0" },
+	{ "apply", cmd_apply, "Makes the named persistent reservations and cgroup attachments those of FILE.\n"
+	  "Checks the whole plan first; a conflict changes nothing. --prune also deletes named\n"
+	  "reservations (and detaches cgroups) the file does not list.",
+	  "apply -f FILE [--dry-run] [--prune] [--json]",
+	  "portresctl apply -f /etc/portres/reservations.json --dry-run" },
+	{ "events", cmd_events, "Prints the agent's recent events (denials, audits, exhaustion, changes);\n"
+	  "--follow keeps printing new ones. --json: one JSON object per line.",
+	  "events [--follow] [--json] [--count N] [--timeout SEC]",
+	  "portresctl events --follow --json" },
+	{ "metrics", cmd_metrics, "Prints the agent's counters in the Prometheus text format.",
+	  "metrics [--json]",
+	  "portresctl metrics | grep portres_denied_total" },
+	{ "status", cmd_status, "Shows the agent: version, paths, reservations, clients, data-plane counters.",
+	  "status [--json]",
+	  "portresctl status" },
+	{ "help", cmd_help, "Shows the commands, or the usage of one.",
+	  "help [COMMAND]",
+	  "portresctl help run" },
+};
+const size_t n_subcommands = sizeof(subcommands) / sizeof(subcommands[0]);
+
+static void show_usage(FILE *f)
+{
+	fprintf(f, "usage: portresctl [--socket PATH] COMMAND [OPTIONS]\n\n"
+		   "Port reservations for Linux, enforced by cgroup eBPF (agent: portresd).\n\ncommands:\n");
+	for (size_t i = 0; i < n_subcommands; i++) {
+		const char *d = subcommands[i].description;
+
+		fprintf(f, "  %-8s %.*s\n", subcommands[i].name, (int)strcspn(d, "\n"), d);
+	}
+	fprintf(f, "\nThe agent's socket: --socket PATH, $%s, or %s.\n"
+		   "Exit status: 0 ok, 1 operation failed, 2 usage error.\n"
+		   "'portresctl help COMMAND' or 'portresctl COMMAND --help' shows a command's usage.\n",
+		PORTRES_SOCKET_ENV, PORTRES_DEFAULT_SOCKET);
+}
+
+int cmd_help(int argc, char *argv[])
+{
+	if (argc < 2) {
+		show_usage(stdout);
+		return CTL_OK;
+	}
+	for (size_t i = 0; i < n_subcommands; i++)
+		if (!strcmp(subcommands[i].name, argv[1])) {
+			ctl_usage(argv[1], false);
+			return CTL_OK;
+		}
+	ctl.cmd = NULL;
+	return ctl_bad_usage("help: no command \"%s\"", argv[1]);
+}
+
+int main(int argc, char *argv[])
+{
+	int i = 1;
+
+	ctl.socket = getenv(PORTRES_SOCKET_ENV);
+	if (!ctl.socket || !ctl.socket[0])
+		ctl.socket = PORTRES_DEFAULT_SOCKET;
+	/* global options before the command */
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+			ctl.socket = argv[++i];
+		} else if (!strncmp(argv[i], "--socket=", 9)) {
+			ctl.socket = argv[i] + 9;
+		} else if (!strcmp(argv[i], "--json")) {
+			ctl.json = true;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			show_usage(stdout);
+			return CTL_OK;
+		} else if (!strcmp(argv[i], "--version")) {
+			printf("portresctl %s\n", VERSION);
+			return CTL_OK;
+		} else {
+			fprintf(stderr, "portresctl: unknown option %s\n", argv[i]);
+			show_usage(stderr);
+			return CTL_USAGE;
+		}
+	}
+	if (i == argc) {
+		show_usage(stderr);
+		return CTL_USAGE;
+	}
+	for (size_t k = 0; k < n_subcommands; k++) {
+		if (strcmp(subcommands[k].name, argv[i]))
+			continue;
+		ctl.cmd = subcommands[k].name;
+		optind = 0; /* glibc: start getopt afresh on the command's argv */
+		return subcommands[k].fn(argc - i, argv + i);
+	}
+	fprintf(stderr, "portresctl: unknown command \"%s\"\n", argv[i]);
+	show_usage(stderr);
+	return CTL_USAGE;
+}

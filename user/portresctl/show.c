@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * show.c - list, show, who: what is reserved, which ports are in use and by
+ * whom. --json prints the agent's reply (without "v" and "ok"), each socket
+ * completed with the path of its cgroup ("cgroup") when it can be found.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "state.h"
+#include "subcommands.h"
+
+enum { OPT_NAME = 'n', OPT_TOKEN = 't', OPT_PROTO = 'p' };
+
+static void add_cgroup_paths(json_t *sockets)
+{
+	size_t i;
+	json_t *s;
+
+	json_array_foreach(sockets, i, s) {
+		const char *path = ctl_cgroup_from_id((uint64_t)ctl_jint(s, "cgroup_id", 0));
+
+		if (path)
+			json_object_set_new(s, "cgroup", json_string(path));
+	}
+}
+
+static void print_sockets(const json_t *sockets)
+{
+	size_t i;
+	json_t *s;
+
+	if (!json_is_array(sockets)) {
+		printf("  sockets: unknown (the agent could not list them)\n");
+		return;
+	}
+	if (!json_array_size(sockets)) {
+		printf("  sockets: none\n");
+		return;
+	}
+	printf("  %-6s %-5s %-6s %-8s %-16s %-6s %s\n", "PORT", "PROTO", "FAMILY", "PID", "COMMAND", "UID", "CGROUP");
+	json_array_foreach(sockets, i, s) {
+		char pid[16] = "-";
+
+		if (json_object_get(s, "pid"))
+			snprintf(pid, sizeof(pid), "%lld", ctl_jint(s, "pid", 0));
+		printf("  %-6lld %-5s %-6s %-8s %-16s %-6lld %s\n", ctl_jint(s, "port", 0), ctl_jstr(s, "proto", "?"),
+		       ctl_jstr(s, "family", "?"), pid, ctl_jstr(s, "comm", "-"), ctl_jint(s, "uid", -1),
+		       ctl_jstr(s, "cgroup", "-"));
+	}
+}
+
+/* "tcp 8000-8009 persistent enforce" (+ " name web" / " pid 42") */
+static void resv_line(const json_t *r, char *buf, size_t len)
+{
+	long long start = ctl_jint(r, "start", 0), count = ctl_jint(r, "count", 0);
+	int n;
+
+	n = snprintf(buf, len, "%s %lld", ctl_jstr(r, "proto", "?"), start);
+	if (count > 1)
+		n += snprintf(buf + n, len - (size_t)n, "-%lld", start + count - 1);
+	n += snprintf(buf + n, len - (size_t)n, " %s %s", ctl_jstr(r, "kind", "?"), ctl_jstr(r, "mode", "?"));
+	if (json_object_get(r, "name"))
+		snprintf(buf + n, len - (size_t)n, " name %s", ctl_jstr(r, "name", ""));
+	else if (json_object_get(r, "owner_pid"))
+		snprintf(buf + n, len - (size_t)n, " owner pid %lld", ctl_jint(r, "owner_pid", 0));
+}
+
+int cmd_list(int argc, char *argv[])
+{
+	static const struct option opts[] = { CTL_COMMON_OPTIONS, { 0 } };
+	json_t *req, *reply, *r, *arr;
+	size_t i;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+		if (ctl_common_opt(c, &ret))
+			return ret;
+	if (optind < argc)
+		return ctl_bad_usage("unexpected argument \"%s\"", argv[optind]);
+	req = ctl_req("list");
+	reply = ctl_request("list", req, NULL);
+	json_decref(req);
+	if (!reply)
+		return CTL_FAIL;
+	arr = json_object_get(reply, "reservations");
+	if (ctl.json) {
+		ctl_print_json(ctl_reply_data(reply), false);
+	} else if (!json_array_size(arr)) {
+		printf("no reservations\n");
+	} else {
+		printf("%-16s  %-5s %-11s %-10s %-8s %s\n", "TOKEN", "PROTO", "PORTS", "KIND", "MODE", "NAME/OWNER");
+		json_array_foreach(arr, i, r) {
+			long long start = ctl_jint(r, "start", 0), end = start + ctl_jint(r, "count", 1) - 1;
+			char ports[16], owner[32] = "";
+
+			snprintf(ports, sizeof(ports), end > start ? "%lld-%lld" : "%lld", start, end);
+			if (json_object_get(r, "name"))
+				snprintf(owner, sizeof(owner), "%s", ctl_jstr(r, "name", ""));
+			else if (json_object_get(r, "owner_pid"))
+				snprintf(owner, sizeof(owner), "pid %lld", ctl_jint(r, "owner_pid", 0));
+			printf("%-16s  %-5s %-11s %-10s %-8s %s\n", ctl_jstr(r, "token", "?"), ctl_jstr(r, "proto", "?"),
+			       ports, ctl_jstr(r, "kind", "?"), ctl_jstr(r, "mode", "?"), owner);
+		}
+	}
+	json_decref(reply);
+	return CTL_OK;
+}
+
+/* TOKEN or NAME: a token when it is one of the agent's, else a name. */
+static int positional_selector(json_t *req, const char *arg)
+{
+	uint64_t t;
+
+	if (!state_token_parse(arg, &t)) {
+		json_t *lreq = ctl_req("list"), *reply = ctl_request("show", lreq, NULL), *r;
+		bool found = false;
+		size_t i;
+
+		json_decref(lreq);
+		if (!reply)
+			return CTL_FAIL;
+		json_array_foreach(json_object_get(reply, "reservations"), i, r) {
+			uint64_t rt;
+
+			if (!state_token_parse(ctl_jstr(r, "token", ""), &rt) && rt == t)
+				found = true;
+		}
+		json_decref(reply);
+		if (found || !state_name_valid(arg))
+			return ctl_set_selector(req, arg, NULL, true);
+	}
+	if (!state_name_valid(arg))
+		return ctl_bad_usage("\"%s\" is neither a token (16 hex digits) nor a name", arg);
+	return ctl_set_selector(req, NULL, arg, true);
+}
+
+int cmd_show(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, OPT_NAME },
+		{ "token", required_argument, NULL, OPT_TOKEN },
+		CTL_COMMON_OPTIONS,
+		{ 0 }
+	};
+	const char *name = NULL, *token = NULL, *arg;
+	json_t *req = ctl_req("show"), *reply = NULL, *r, *x;
+	char what[96], line[128];
+	int c, ret = CTL_USAGE;
+	size_t i;
+
+	while ((c = getopt_long(argc, argv, "hn:t:", opts, NULL)) != -1) {
+		if (c == OPT_NAME || c == OPT_TOKEN) {
+			*(c == OPT_NAME ? &name : &token) = optarg;
+			continue;
+		}
+		if (ctl_common_opt(c, &ret))
+			goto out;
+	}
+	if (argc - optind > 1 || (argc - optind == 1 && (name || token))) {
+		ret = ctl_bad_usage("name one reservation: TOKEN, NAME, --token or --name");
+		goto out;
+	}
+	arg = optind < argc ? argv[optind] : token ? token : name;
+	if (optind < argc)
+		ret = positional_selector(req, arg);
+	else
+		ret = ctl_set_selector(req, token, name, true);
+	if (ret)
+		goto out;
+	snprintf(what, sizeof(what), "show %s", arg);
+	ret = CTL_FAIL;
+	if (!(reply = ctl_request(what, req, NULL)))
+		goto out;
+	r = json_object_get(reply, "reservation");
+	add_cgroup_paths(json_object_get(r, "sockets"));
+	ret = CTL_OK;
+	if (ctl.json) {
+		ctl_print_json(ctl_reply_data(reply), false);
+		goto out;
+	}
+	resv_line(r, line, sizeof(line));
+	printf("reservation %s: %s\n", ctl_jstr(r, "token", "?"), line);
+	if (json_is_true(json_object_get(r, "dead")))
+		printf("  ended: its socket is closed, the agent is removing it\n");
+	json_array_foreach(json_object_get(r, "grants"), i, x) {
+		if (json_object_get(x, "path"))
+			printf("  grant: cgroup %s\n", ctl_jstr(x, "path", ""));
+		else
+			printf("  grant: %s %lld\n", ctl_jstr(x, "type", "?"), ctl_jint(x, "id", 0));
+	}
+	json_array_foreach(json_object_get(r, "attachments"), i, x)
+		printf("  attached: %s%s\n", ctl_jstr(x, "path", "?"),
+		       json_is_true(json_object_get(x, "confine")) ? " (confined)" : "");
+	x = json_object_get(r, "stats");
+	if (x)
+		printf("  counters: allowed %lld, denied %lld, allocated %lld, exhausted %lld, audited %lld\n",
+		       ctl_jint(x, "allowed", 0), ctl_jint(x, "denied", 0), ctl_jint(x, "allocated", 0),
+		       ctl_jint(x, "exhausted", 0), ctl_jint(x, "audited", 0));
+	print_sockets(json_object_get(r, "sockets"));
+out:
+	json_decref(reply);
+	json_decref(req);
+	return ret;
+}
+
+int cmd_who(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "proto", required_argument, NULL, OPT_PROTO },
+		CTL_COMMON_OPTIONS,
+		{ 0 }
+	};
+	const char *proto = NULL;
+	json_t *req, *reply, *r;
+	char what[64], line[128];
+	uint16_t port;
+	int c, ret;
+	size_t i;
+
+	while ((c = getopt_long(argc, argv, "hp:", opts, NULL)) != -1) {
+		if (c == OPT_PROTO) {
+			proto = optarg;
+			continue;
+		}
+		if (ctl_common_opt(c, &ret))
+			return ret;
+	}
+	if (argc - optind != 1)
+		return ctl_bad_usage("give one PORT");
+	if (ctl_parse_port("PORT", argv[optind], false, &port) || (proto && ctl_parse_proto(proto, &proto)))
+		return CTL_USAGE;
+	req = json_pack("{s:i, s:s, s:i}", "v", 1, "op", "who", "port", port);
+	if (proto)
+		json_object_set_new(req, "proto", json_string(proto));
+	snprintf(what, sizeof(what), "who %u", port);
+	reply = ctl_request(what, req, NULL);
+	json_decref(req);
+	if (!reply)
+		return CTL_FAIL;
+	add_cgroup_paths(json_object_get(reply, "sockets"));
+	if (ctl.json) {
+		ctl_print_json(ctl_reply_data(reply), false);
+		json_decref(reply);
+		return CTL_OK;
+	}
+	if (!json_array_size(json_object_get(reply, "reservations")))
+		printf("port %u%s%s: no reservation\n", port, proto ? "/" : "", proto ? proto : "");
+	json_array_foreach(json_object_get(reply, "reservations"), i, r) {
+		resv_line(r, line, sizeof(line));
+		printf("port %u/%s: reservation %s: %s\n", port, ctl_jstr(r, "proto", "?"), ctl_jstr(r, "token", "?"),
+		       line);
+	}
+	print_sockets(json_object_get(reply, "sockets"));
+	json_decref(reply);
+	return CTL_OK;
+}

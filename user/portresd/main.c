@@ -1,0 +1,479 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * portresd - the agent that owns portres's BPF programs, maps, state file and
+ * sysctl entries, and serves the management API on a Unix socket.
+ *
+ * Start: flags -> feature probe -> state file -> loader (load or adopt pins,
+ * attach) -> reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
+ * the agent and leave enforcement in place; --teardown removes it.
+ */
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <libgen.h>
+#include <linux/magic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "portres.h"
+#include "portresd.h"
+
+#define MIN_KERNEL_MAJOR 6
+#define MIN_KERNEL_MINOR 1
+
+static const char usage[] =
+	"usage: portresd [options]\n"
+	"  --cgroup PATH           cgroup2 directory to attach at (default: the cgroup2 mount)\n"
+	"  --bpffs DIR             pins go here (default /sys/fs/bpf/portres)\n"
+	"  --socket PATH           API socket (default " PORTRES_DEFAULT_SOCKET ")\n"
+	"  --state-dir DIR         persistent state (default /var/lib/portres)\n"
+	"  --admin-group NAME      group allowed to manage persistent reservations (default portres)\n"
+	"  --metrics-listen A:P    serve Prometheus metrics on http://A:P/metrics\n"
+	"  --quota N               runtime ports per uid (default 4096; root is exempt)\n"
+	"  --log-format text|json  log lines on stderr (default text)\n"
+	"  --foreground            do not detach from the terminal\n"
+	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
+	"  -v, --verbose           debug logs, libbpf's included\n";
+
+static int verbose_level;
+
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	/* libbpf's own logs are debug output unless -v. */
+	if (level == LIBBPF_DEBUG && verbose_level < 2)
+		return 0;
+	if (level != LIBBPF_WARN && !verbose_level)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+/* The cgroup2 mount point from /proc/self/mountinfo (field 5, fstype after " - "). */
+static char *cgroup2_mount(void)
+{
+	char line[4096], mnt[4096], *dash;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *found = NULL;
+
+	if (!f)
+		return NULL;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char fstype[64];
+
+		dash = strstr(line, " - ");
+		if (!dash || sscanf(dash + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
+			continue;
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) == 1)
+			found = strdup(mnt);
+	}
+	fclose(f);
+	return found;
+}
+
+static bool fs_is(const char *path, long magic)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) == 0 && sf.f_type == magic;
+}
+
+/* The pin directory on a bpf filesystem; mounts bpffs at /sys/fs/bpf if nothing is there. */
+static int ensure_bpffs(const char *dir, char *why, size_t len)
+{
+	char *copy = strdup(dir), *parent;
+	int err = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	parent = dirname(copy);
+	if (fs_is(dir, BPF_FS_MAGIC))
+		goto out;
+	if (!fs_is(parent, BPF_FS_MAGIC)) {
+		if (strcmp(parent, "/sys/fs/bpf") || mount("bpf", parent, "bpf", 0, "mode=0700")) {
+			snprintf(why, len, "bpffs: %s is not on a bpf filesystem (mount -t bpf bpf %s)", dir, parent);
+			err = -ENODEV;
+			goto out;
+		}
+		log_msg(LOG_INFO, "start", "mounted bpffs at %s", parent);
+	}
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		snprintf(why, len, "bpffs: cannot create %s: %s", dir, strerror(errno));
+		err = -errno;
+	}
+out:
+	free(copy);
+	return err;
+}
+
+/* Names the first missing feature in why. */
+static int probe(struct agent_opts *o, char *why, size_t len)
+{
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	if (geteuid() != 0) {
+		snprintf(why, len, "privileges: portresd runs as root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)");
+		return -EPERM;
+	}
+	if (uname(&u) || sscanf(u.release, "%d.%d", &major, &minor) != 2 ||
+	    major < MIN_KERNEL_MAJOR || (major == MIN_KERNEL_MAJOR && minor < MIN_KERNEL_MINOR)) {
+		snprintf(why, len, "kernel: %s is older than %d.%d (needs bpf_set_retval, cgroup/sock_release, "
+			 "SO_NETNS_COOKIE, sk_storage from sockopt programs)", u.release, MIN_KERNEL_MAJOR,
+			 MIN_KERNEL_MINOR);
+		return -ENOSYS;
+	}
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+		snprintf(why, len, "BTF: /sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF)");
+		return -ENOENT;
+	}
+	if (!o->cgroup) {
+		snprintf(why, len, "cgroup2: no cgroup2 mount in /proc/self/mountinfo (mount -t cgroup2 none /sys/fs/cgroup)");
+		return -ENOENT;
+	}
+	if (!fs_is(o->cgroup, CGROUP2_SUPER_MAGIC)) {
+		snprintf(why, len, "cgroup2: %s is not a cgroup2 directory", o->cgroup);
+		return -ENOTDIR;
+	}
+	return ensure_bpffs(o->bpffs, why, len);
+}
+
+/* --- reconcile ------------------------------------------------------------ */
+
+struct seen {
+	uint64_t token;
+	struct portres_resv r;
+};
+
+struct seen_list {
+	struct seen *v;
+	size_t n;
+};
+
+static int collect_resv(uint64_t token, const struct portres_resv *r, void *arg)
+{
+	struct seen_list *l = arg;
+	struct seen *n = realloc(l->v, (l->n + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	l->v = n;
+	n[l->n++] = (struct seen){ token, *r };
+	return 0;
+}
+
+struct seen_cg {
+	uint64_t id;
+	struct portres_cgroup c;
+};
+
+struct seen_cg_list {
+	struct seen_cg *v;
+	size_t n;
+};
+
+static int collect_cg(uint64_t id, const struct portres_cgroup *c, void *arg)
+{
+	struct seen_cg_list *l = arg;
+	struct seen_cg *n = realloc(l->v, (l->n + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	l->v = n;
+	n[l->n++] = (struct seen_cg){ id, *c };
+	return 0;
+}
+
+static uint32_t uid_of_pid(uint32_t pid)
+{
+	char path[64], line[256];
+	unsigned int uid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%u/status", pid);
+	if (!(f = fopen(path, "re")))
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Uid: %u", &uid) == 1)
+			break;
+	fclose(f);
+	return uid;
+}
+
+/*
+ * The state file is the truth for persistent reservations, the maps for
+ * runtime ones: dead runtime reservations (their socket closed while no agent
+ * ran) are swept, persistent entries the file does not know are removed,
+ * those it has and the maps lack are added, with their grants and attachments.
+ */
+static int reconcile(struct agent *a)
+{
+	struct seen_list seen = { 0 };
+	struct seen_cg_list cgs = { 0 };
+	char err_msg[STATE_ERR_LEN];
+	bool changed = false;
+	int err;
+
+	if ((err = portres_resv_foreach(a->loader, collect_resv, &seen)))
+		goto cleanup;
+	for (size_t i = 0; i < seen.n; i++) {
+		const struct seen *s = &seen.v[i];
+		const struct state_resv *sr = state_find_token(&a->st, s->token);
+		char tok[17];
+
+		state_token_format(s->token, tok);
+		if (s->r.flags & PORTRES_RESV_DEAD) {
+			log_msg(LOG_INFO, "reconcile", "token %s: released while no agent ran; removed", tok);
+			portres_resv_del(a->loader, s->token);
+		} else if (s->r.kind == PORTRES_KIND_RUNTIME) {
+			struct netns *ns = netns_get(a, s->r.netns, -1);
+
+			if (!ns || (err = resv_insert(a, s->token, &s->r, uid_of_pid(s->r.owner_tgid), ns)))
+				goto cleanup;
+			log_msg(LOG_INFO, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
+		} else if (!sr || s->r.netns != a->own_ns->cookie || s->r.proto != sr->proto ||
+			   s->r.start != sr->start || s->r.count != sr->count) {
+			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the state file; removed", tok);
+			portres_resv_del(a->loader, s->token);
+		} else {
+			struct portres_resv r = s->r;
+
+			if (r.mode != sr->mode) {
+				portres_resv_set_mode(a->loader, s->token, sr->mode);
+				r.mode = sr->mode;
+			}
+			if ((err = resv_insert(a, s->token, &r, 0, a->own_ns)))
+				goto cleanup;
+		}
+	}
+	for (size_t i = 0; i < a->st.n_resv; i++) {
+		const struct state_resv *sr = &a->st.resv[i];
+		struct portres_resv r = { .netns = a->own_ns->cookie, .start = sr->start, .count = sr->count,
+					  .proto = sr->proto, .kind = PORTRES_KIND_PERSISTENT, .mode = sr->mode };
+		char tok[17];
+
+		state_token_format(sr->token, tok);
+		if (!resv_find(a, sr->token)) {
+			if ((err = portres_resv_add(a->loader, sr->token, &r))) {
+				log_msg(LOG_ERR, "reconcile", "persistent token %s (%s %u-%u): cannot load: %s", tok,
+					state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, strerror(-err));
+				goto cleanup;
+			}
+			if ((err = resv_insert(a, sr->token, &r, 0, a->own_ns)))
+				goto cleanup;
+			log_msg(LOG_INFO, "reconcile", "persistent token %s loaded from the state file", tok);
+		}
+		for (size_t g = 0; g < sr->n_grants; g++)
+			portres_grant_add(a->loader, sr->token, sr->grants[g].type, sr->grants[g].id);
+	}
+	/* Attachments: drop those of gone tokens, re-resolve the saved ones by path. */
+	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
+		goto cleanup;
+	for (size_t i = 0; i < cgs.n; i++) {
+		struct resv *r = resv_find(a, cgs.v[i].c.token);
+		bool saved = false;
+
+		for (size_t j = 0; j < a->st.n_attach; j++)
+			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == cgs.v[i].c.token;
+		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
+			char path[64];
+			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
+						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE };
+
+			/* Runtime attachments are not saved; only the id is known now. */
+			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
+			state_add_attach(&a->st, &at);
+		} else if (!saved) {
+			portres_cgroup_detach(a->loader, cgs.v[i].id);
+		}
+	}
+	for (size_t j = a->st.n_attach; j-- > 0;) {
+		struct state_attach *at = &a->st.attach[j];
+		uint64_t id;
+
+		if (!state_find_token(&a->st, at->token))
+			continue;
+		if (portres_cgroup_id(at->path, &id)) {
+			log_msg(LOG_WARN, "reconcile", "cgroup %s is gone; attachment dropped", at->path);
+			state_del_attach(&a->st, j);
+			changed = true;
+			continue;
+		}
+		if (id != at->cgroup_id) {
+			portres_cgroup_detach(a->loader, at->cgroup_id);
+			at->cgroup_id = id;
+			changed = true;
+		}
+		portres_cgroup_attach(a->loader, at->cgroup_id, at->token, at->confine ? PORTRES_CG_CONFINE : 0);
+	}
+	if (changed)
+		agent_save(a, true, err_msg, sizeof(err_msg));
+	netns_sync_sysctl(a, a->own_ns);
+	err = 0;
+cleanup:
+	free(seen.v);
+	free(cgs.v);
+	return err;
+}
+
+/* --- teardown ------------------------------------------------------------- */
+
+static int teardown(struct agent *a)
+{
+	char err_msg[STATE_ERR_LEN];
+	bool have_state;
+	int err;
+
+	have_state = state_load(a->opts.state_dir, &a->st, err_msg, sizeof(err_msg)) == 0;
+	if (!have_state)
+		log_msg(LOG_WARN, "teardown", "%s; ip_local_reserved_ports left as it is", err_msg);
+	if (have_state && !portset_empty(&a->st.sysctl_added)) {
+		struct portset none;
+
+		portset_clear(&none);
+		if ((err = sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, &a->st.sysctl_added, NULL)))
+			log_msg(LOG_WARN, "teardown", "ip_local_reserved_ports: %s", strerror(-err));
+		else
+			agent_save(a, true, err_msg, sizeof(err_msg));
+	}
+	err = portres_loader_teardown(a->loader);
+	a->loader = NULL;
+	if (err) {
+		log_msg(LOG_ERR, "teardown", "removing programs and pins: %s", strerror(-err));
+		return 1;
+	}
+	log_msg(LOG_INFO, "teardown", "programs, links and pins under %s removed; the state file is kept", a->opts.bpffs);
+	return 0;
+}
+
+/* --- main ----------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA };
+	static const struct option longopts[] = {
+		{ "cgroup", required_argument, NULL, O_CGROUP },
+		{ "bpffs", required_argument, NULL, O_BPFFS },
+		{ "socket", required_argument, NULL, O_SOCKET },
+		{ "state-dir", required_argument, NULL, O_STATE },
+		{ "admin-group", required_argument, NULL, O_ADMIN },
+		{ "metrics-listen", required_argument, NULL, O_METRICS },
+		{ "foreground", no_argument, NULL, O_FG },
+		{ "teardown", no_argument, NULL, O_TEARDOWN },
+		{ "log-format", required_argument, NULL, O_LOGFMT },
+		{ "quota", required_argument, NULL, O_QUOTA },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
+				     .state_dir = "/var/lib/portres", .admin_group = "portres",
+				     .quota = PORTRESD_QUOTA } };
+	struct portres_loader_opts lo = { 0 };
+	char why[512], err_msg[STATE_ERR_LEN], *end, *cg_default = NULL, *dir;
+	struct group *gr;
+	int c, err, ret = 1;
+
+	while ((c = getopt_long(argc, argv, "vhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_CGROUP: a.opts.cgroup = optarg; break;
+		case O_BPFFS: a.opts.bpffs = optarg; break;
+		case O_SOCKET: a.opts.socket = optarg; break;
+		case O_STATE: a.opts.state_dir = optarg; break;
+		case O_ADMIN: a.opts.admin_group = optarg; break;
+		case O_METRICS: a.opts.metrics_listen = optarg; break;
+		case O_FG: a.opts.foreground = true; break;
+		case O_TEARDOWN: a.opts.teardown = true; break;
+		case O_LOGFMT:
+			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
+				fprintf(stderr, "portresd: --log-format: text or json\n%s", usage);
+				return 2;
+			}
+			a.opts.json_log = !strcmp(optarg, "json");
+			break;
+		case O_QUOTA:
+			errno = 0;
+			a.opts.quota = (uint32_t)strtoul(optarg, &end, 10);
+			if (errno || *end || !*optarg || strtoul(optarg, NULL, 10) > 65536) {
+				fprintf(stderr, "portresd: --quota: a number of ports 0..65536\n");
+				return 2;
+			}
+			break;
+		case 'v': a.opts.verbose++; break;
+		case 'h': fputs(usage, stdout); return 0;
+		case 'V': puts("portresd " PORTRESD_VERSION); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "portresd: unexpected argument %s\n%s", argv[optind], usage);
+		return 2;
+	}
+	log_setup(a.opts.json_log, a.opts.verbose);
+	verbose_level = a.opts.verbose;
+	libbpf_set_print(libbpf_log);
+	if (!a.opts.cgroup)
+		a.opts.cgroup = cg_default = cgroup2_mount();
+	a.started = time(NULL);
+
+	/* probe -> state -> loader -> reconcile -> serve */
+	if ((err = probe(&a.opts, why, sizeof(why)))) {
+		log_msg(LOG_ERR, "probe", "missing feature: %s", why);
+		goto cleanup;
+	}
+	gr = getgrnam(a.opts.admin_group);
+	a.admin_gid = gr ? gr->gr_gid : (gid_t)-1;
+	if (!gr && !a.opts.teardown)
+		log_msg(LOG_INFO, "start", "group %s does not exist: only root manages persistent reservations",
+			a.opts.admin_group);
+	if (mkdir(a.opts.state_dir, 0700) && errno != EEXIST) {
+		log_msg(LOG_ERR, "start", "state directory %s: %s", a.opts.state_dir, strerror(errno));
+		goto cleanup;
+	}
+	if (!a.opts.teardown && state_load(a.opts.state_dir, &a.st, err_msg, sizeof(err_msg))) {
+		log_msg(LOG_ERR, "state", "%s", err_msg);
+		log_msg(LOG_ERR, "start", "refusing to start with this state file; fix or move it away");
+		goto cleanup;
+	}
+	lo.bpffs_dir = a.opts.bpffs;
+	lo.cgroup_path = a.opts.cgroup;
+	if ((err = portres_loader_open(&lo, &a.loader))) {
+		log_msg(LOG_ERR, "start", "loading the BPF programs: %s", strerror(-err));
+		goto cleanup;
+	}
+	if (a.opts.teardown) {
+		ret = teardown(&a);
+		goto cleanup;
+	}
+	log_msg(LOG_INFO, "start", "%s programs at %s, pins in %s", portres_loader_adopted(a.loader) ?
+		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs);
+	if ((err = netns_own(&a))) {
+		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
+		goto cleanup;
+	}
+	if ((err = reconcile(&a))) {
+		log_msg(LOG_ERR, "start", "reconciling the maps with the state file: %s", strerror(-err));
+		goto cleanup;
+	}
+	dir = strdup(a.opts.socket);
+	if (dir) {
+		mkdir(dirname(dir), 0755);
+		free(dir);
+	}
+	ret = server_run(&a) ? 1 : 0;
+cleanup:
+	portres_loader_close(a.loader);
+	netns_release_all(&a);
+	state_free(&a.st);
+	free(a.resv);
+	free(cg_default);
+	return ret;
+}

@@ -1,0 +1,669 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * ops.c - the protocol's operations. Each handler checks, then changes the
+ * maps, the table and the state file in an order that leaves nothing behind
+ * when a step fails, and answers with a reply or an errno and a message.
+ *
+ * Authorisation (SPEC §4): create, delete, update, attach - root or the admin
+ * group; acquire - anyone within the per-uid quota; release - the acquiring
+ * process only; lookup, list, show, who, status, metrics, events - anyone.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "portresd.h"
+#include "sockdiag.h"
+
+struct reply {
+	int code;        /* 0: ok */
+	char msg[512];
+	json_t *fields;  /* ok: extra fields */
+};
+
+static int fail(struct reply *rp, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(struct reply *rp, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	rp->code = code;
+	va_start(ap, fmt);
+	vsnprintf(rp->msg, sizeof(rp->msg), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static bool is_admin(struct agent *a, const struct peer *p)
+{
+	if (p->uid == 0)
+		return true;
+	if (a->admin_gid == (gid_t)-1)
+		return false;
+	if (p->gid == a->admin_gid)
+		return true;
+	for (int i = 0; i < p->ngroups; i++)
+		if (p->groups[i] == a->admin_gid)
+			return true;
+	return false;
+}
+
+static int need_admin(struct agent *a, const struct peer *p, struct reply *rp, const char *what)
+{
+	if (is_admin(a, p))
+		return 0;
+	return fail(rp, EACCES, "%s needs root or membership of group %s", what, a->opts.admin_group);
+}
+
+static const char *range_str(uint8_t proto, uint32_t start, uint32_t count)
+{
+	static char buf[64];
+
+	snprintf(buf, sizeof(buf), "%s %u-%u", state_proto_name(proto), start, start + count - 1);
+	return buf;
+}
+
+static const char *tok_str(uint64_t token)
+{
+	static char buf[17];
+
+	state_token_format(token, buf);
+	return buf;
+}
+
+/* The reservation a request names by token or name (any kind) or by range (persistent). */
+static struct resv *select_resv(struct agent *a, const struct proto_req *req, struct reply *rp)
+{
+	struct state_resv *sr;
+	struct resv *r = NULL;
+
+	switch (req->sel) {
+	case PROTO_SEL_TOKEN:
+		if (!(r = resv_find(a, req->token)))
+			fail(rp, ENOENT, "no reservation with token %s", tok_str(req->token));
+		return r;
+	case PROTO_SEL_NAME:
+		if (!(sr = state_find_name(&a->st, req->name)) || !(r = resv_find(a, sr->token)))
+			fail(rp, ENOENT, "no reservation named %s", req->name);
+		return r;
+	case PROTO_SEL_RANGE:
+		r = resv_find_range(a, a->own_ns->cookie, req->proto, req->start, req->count);
+		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT) {
+			fail(rp, ENOENT, "no persistent reservation %s", range_str(req->proto, req->start, req->count));
+			return NULL;
+		}
+		return r;
+	case PROTO_SEL_NONE:
+		break;
+	}
+	fail(rp, EINVAL, "no reservation named");
+	return NULL;
+}
+
+static int overlap_msg(struct agent *a, struct resv *o, struct reply *rp, uint8_t proto, uint32_t start,
+		       uint32_t count)
+{
+	const struct state_resv *sr = state_find_token(&a->st, o->token);
+	char other[128];
+
+	snprintf(other, sizeof(other), "%s reservation %s%s%s", o->r.kind == PORTRES_KIND_RUNTIME ? "runtime" : "persistent",
+		 range_str(o->r.proto, o->r.start, o->r.count), sr && sr->name ? " named " : "",
+		 sr && sr->name ? sr->name : "");
+	return fail(rp, EADDRINUSE, "%s overlaps %s", range_str(proto, start, count), other);
+}
+
+/* --- acquire / release ---------------------------------------------------- */
+
+/* ENOTSOCK / EOPNOTSUPP checks of a passed fd; fills proto and netns cookie. */
+static int check_socket(int fd, uint8_t *proto, __u64 *netns, struct reply *rp)
+{
+	struct stat sb;
+	int domain, type, protocol;
+	socklen_t len = sizeof(int);
+
+	if (fd < 0)
+		return fail(rp, EINVAL, "the socket must be passed with the request (SCM_RIGHTS)");
+	if (fstat(fd, &sb) || !S_ISSOCK(sb.st_mode))
+		return fail(rp, ENOTSOCK, "the descriptor passed is not a socket");
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &(socklen_t){ sizeof(int) }) ||
+	    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &(socklen_t){ sizeof(int) }))
+		return fail(rp, EOPNOTSUPP, "cannot read the socket's family and protocol: %s", strerror(errno));
+	if ((domain != AF_INET && domain != AF_INET6) ||
+	    !((type == SOCK_STREAM && protocol == IPPROTO_TCP) || (type == SOCK_DGRAM && protocol == IPPROTO_UDP)))
+		return fail(rp, EOPNOTSUPP, "the socket is not TCP or UDP over IPv4/IPv6");
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, netns, &(socklen_t){ sizeof(*netns) }))
+		return fail(rp, EOPNOTSUPP, "cannot read the socket's network namespace: %s", strerror(errno));
+	*proto = (uint8_t)protocol;
+	return 0;
+}
+
+static int op_acquire(struct agent *a, const struct peer *p, const struct proto_req *req, int fd,
+		      struct reply *rp)
+{
+	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
+				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
+	uint64_t token, used;
+	char held[400];
+	struct netns *ns;
+	struct resv *o;
+	int err;
+
+	if (check_socket(fd, &r.proto, &r.netns, rp))
+		return -1;
+	used = resv_runtime_ports(a, p->uid);
+	if (p->uid != 0 && used + req->count > a->opts.quota)
+		return fail(rp, EDQUOT, "uid %u holds %llu runtime ports; %u more would pass the quota of %u",
+			    p->uid, (unsigned long long)used, req->count, a->opts.quota);
+	if (!(ns = netns_get(a, r.netns, fd)))
+		return fail(rp, ENOMEM, "out of memory");
+	if (req->start) {
+		r.start = req->start;
+		if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
+			return overlap_msg(a, o, rp, r.proto, r.start, r.count);
+		err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
+		if (err == -EADDRINUSE)
+			return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
+	} else {
+		err = pick_block(a, ns, r.proto, r.count, &r.start);
+		if (err == -EADDRINUSE)
+			return fail(rp, EADDRINUSE, "no free block of %u %s ports", r.count, state_proto_name(r.proto));
+	}
+	if (err)
+		return fail(rp, -err, "cannot inspect the socket's network namespace: %s", strerror(-err));
+	if ((err = resv_new_token(a, &token)))
+		return fail(rp, -err, "no random token: %s", strerror(-err));
+	if ((err = portres_resv_add(a->loader, token, &r)))
+		return fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
+	if ((err = portres_anchor_add(a->loader, fd, token))) {
+		portres_resv_del(a->loader, token);
+		return fail(rp, -err, "cannot tie the reservation to the socket: %s", strerror(-err));
+	}
+	if (resv_insert(a, token, &r, p->uid, ns)) {
+		portres_anchor_del(a->loader, fd, token);
+		portres_resv_del(a->loader, token);
+		return fail(rp, ENOMEM, "out of memory");
+	}
+	netns_sync_sysctl(a, ns);
+	log_msg(LOG_INFO, "acquire", "runtime %s token %s for pid %d uid %u", range_str(r.proto, r.start, r.count),
+		tok_str(token), p->pid, p->uid);
+	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
+			       r.count, "proto", state_proto_name(r.proto));
+	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
+	return 0;
+}
+
+static int op_release(struct agent *a, const struct peer *p, const struct proto_req *req, int fd,
+		      struct reply *rp)
+{
+	struct resv *r = resv_find(a, req->token);
+	struct stat sb;
+
+	if (fd >= 0 && (fstat(fd, &sb) || !S_ISSOCK(sb.st_mode)))
+		return fail(rp, ENOTSOCK, "the descriptor passed is not a socket");
+	if (!r)
+		return fail(rp, EINVAL, "no reservation with token %s", tok_str(req->token));
+	if (r->r.kind != PORTRES_KIND_RUNTIME)
+		return fail(rp, EINVAL, "token %s is a persistent reservation: delete it instead", tok_str(req->token));
+	if (r->r.owner_tgid != (uint32_t)p->pid)
+		return fail(rp, EACCES, "token %s belongs to pid %u", tok_str(req->token), r->r.owner_tgid);
+	/* The anchor may be another socket of the owner: it then just has a stale token. */
+	if (fd >= 0)
+		portres_anchor_del(a->loader, fd, req->token);
+	runtime_end(a, req->token, "released");
+	return 0;
+}
+
+/* --- persistent ----------------------------------------------------------- */
+
+static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	struct portres_resv r = { .netns = a->own_ns->cookie, .start = req->start, .count = req->count,
+				  .proto = req->proto, .kind = PORTRES_KIND_PERSISTENT,
+				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
+	struct state_grant grants[PROTO_MAX_GRANTS];
+	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
+				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants };
+	char err_msg[STATE_ERR_LEN] = "", held[400];
+	size_t g = 0;
+	struct resv *o;
+	int err;
+
+	if (need_admin(a, p, rp, "creating a persistent reservation"))
+		return -1;
+	if (req->name && state_find_name(&a->st, req->name))
+		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
+	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
+		return overlap_msg(a, o, rp, r.proto, r.start, r.count);
+	err = ports_held(a, a->own_ns, r.proto, r.start, r.count, held, sizeof(held));
+	if (err == -EADDRINUSE)
+		return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
+	if (err)
+		return fail(rp, -err, "cannot list sockets: %s", strerror(-err));
+	for (size_t i = 0; i < req->n_grants; i++) {
+		grants[i] = (struct state_grant){ .type = req->grants[i].type, .id = req->grants[i].id,
+						  .path = (char *)req->grants[i].path };
+		if (req->grants[i].path && (err = portres_cgroup_id(req->grants[i].path, &grants[i].id)))
+			return fail(rp, EINVAL, "grant cgroup %s: %s", req->grants[i].path, strerror(-err));
+	}
+	if ((err = resv_new_token(a, &sr.token)))
+		return fail(rp, -err, "no random token: %s", strerror(-err));
+	/* maps, then the state file (the truth for persistent reservations), then the sysctl */
+	if ((err = portres_resv_add(a->loader, sr.token, &r)))
+		return fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
+	for (g = 0; g < sr.n_grants; g++)
+		if ((err = portres_grant_add(a->loader, sr.token, grants[g].type, grants[g].id)))
+			goto rollback;
+	if ((err = state_add_resv(&a->st, &sr)) || (err = resv_insert(a, sr.token, &r, 0, a->own_ns)))
+		goto rollback;
+	if ((err = agent_save(a, true, err_msg, sizeof(err_msg)))) {
+		resv_remove(a, sr.token);
+		goto rollback;
+	}
+	netns_sync_sysctl(a, a->own_ns);
+	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s by uid %u",
+		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
+		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
+	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
+	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
+				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
+	return 0;
+rollback:
+	if ((o = resv_find(a, sr.token)) == NULL && state_find_token(&a->st, sr.token))
+		state_del_resv(&a->st, (size_t)(state_find_token(&a->st, sr.token) - a->st.resv));
+	while (g-- > 0)
+		portres_grant_del(a->loader, sr.token, grants[g].type, grants[g].id);
+	portres_resv_del(a->loader, sr.token);
+	if (err == -ENOMEM)
+		return fail(rp, ENOMEM, "out of memory");
+	if (g < sr.n_grants && err_msg[0] == '\0')
+		return fail(rp, -err, "cannot add grant: %s", strerror(-err));
+	return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+}
+
+static int op_lookup(struct agent *a, const struct proto_req *req, struct reply *rp)
+{
+	struct resv *r = select_resv(a, req, rp);
+
+	if (!r)
+		return -1;
+	rp->fields = json_pack("{s:s}", "token", tok_str(r->token));
+	return 0;
+}
+
+static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	char err_msg[STATE_ERR_LEN];
+	struct state keep = { 0 };
+	struct resv *r;
+	uint64_t token;
+
+	if (need_admin(a, p, rp, "deleting a reservation"))
+		return -1;
+	if (!(r = select_resv(a, req, rp)))
+		return -1;
+	token = r->token;
+	if (r->r.kind == PORTRES_KIND_RUNTIME) {
+		runtime_end(a, token, "deleted by an administrator");
+		return 0;
+	}
+	/* The state file first: if it cannot be written, nothing changes. */
+	if (state_add_resv(&keep, state_find_token(&a->st, token)))
+		return fail(rp, ENOMEM, "out of memory");
+	state_del_resv(&a->st, (size_t)(state_find_token(&a->st, token) - a->st.resv));
+	if (agent_save(a, true, err_msg, sizeof(err_msg))) {
+		state_add_resv(&a->st, &keep.resv[0]);
+		state_free(&keep);
+		return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+	}
+	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
+		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
+	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "deleted", "token", tok_str(token),
+				      "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count));
+	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
+		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
+	state_free(&keep);
+	resv_unload(a, token);
+	resv_remove(a, token);
+	netns_sync_sysctl(a, a->own_ns);
+	return 0;
+}
+
+static int op_update(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	char err_msg[STATE_ERR_LEN];
+	struct state_resv *sr;
+	struct resv *r;
+	uint8_t old;
+	int err;
+
+	if (need_admin(a, p, rp, "changing a reservation"))
+		return -1;
+	if (!(r = select_resv(a, req, rp)))
+		return -1;
+	old = r->r.mode;
+	if ((err = portres_resv_set_mode(a->loader, r->token, (uint8_t)req->mode)))
+		return fail(rp, -err, "cannot change mode: %s", strerror(-err));
+	r->r.mode = (uint8_t)req->mode;
+	if ((sr = state_find_token(&a->st, r->token))) {
+		sr->mode = (uint8_t)req->mode;
+		if (agent_save(a, true, err_msg, sizeof(err_msg))) {
+			sr->mode = old;
+			r->r.mode = old;
+			portres_resv_set_mode(a->loader, r->token, old);
+			return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+		}
+	}
+	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
+	return 0;
+}
+
+/* --- cgroups -------------------------------------------------------------- */
+
+/* The cgroup must be the attach root or below it. */
+static int cgroup_resolve(struct agent *a, const char *path, uint64_t *id, uid_t *owner, struct reply *rp)
+{
+	char real[PATH_MAX], root[PATH_MAX];
+	struct stat sb;
+	size_t n;
+	int err;
+
+	if (!realpath(path, real) || stat(real, &sb) || !S_ISDIR(sb.st_mode))
+		return fail(rp, ENOENT, "cgroup %s: %s", path, strerror(errno ? errno : ENOTDIR));
+	if (!realpath(a->opts.cgroup, root))
+		return fail(rp, EIO, "cgroup root %s: %s", a->opts.cgroup, strerror(errno));
+	n = strlen(root);
+	if (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0'))
+		return fail(rp, EINVAL, "cgroup %s is not below the attach root %s", path, root);
+	if ((err = portres_cgroup_id(real, id)))
+		return fail(rp, -err, "cgroup %s: %s", path, strerror(-err));
+	*owner = sb.st_uid;
+	return 0;
+}
+
+/* Admin, or the process owning a runtime reservation acting on a cgroup its uid owns. */
+static int may_attach(struct agent *a, const struct peer *p, const struct resv *r, uid_t cg_owner,
+		      struct reply *rp)
+{
+	if (is_admin(a, p))
+		return 0;
+	if (r && r->r.kind == PORTRES_KIND_RUNTIME && r->r.owner_tgid == (uint32_t)p->pid && cg_owner == p->uid)
+		return 0;
+	return fail(rp, EACCES, "attaching needs root, group %s, or (runtime reservations) the owning process on its own cgroup",
+		    a->opts.admin_group);
+}
+
+static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine };
+	char err_msg[STATE_ERR_LEN];
+	struct resv *r;
+	uid_t owner = (uid_t)-1;
+	int err;
+
+	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, &at.cgroup_id, &owner, rp) ||
+	    may_attach(a, p, r, owner, rp))
+		return -1;
+	at.token = r->token;
+	for (size_t i = 0; i < a->st.n_attach; i++)
+		if (a->st.attach[i].cgroup_id == at.cgroup_id || !strcmp(a->st.attach[i].path, at.path)) {
+			state_del_attach(&a->st, i);
+			break;
+		}
+	if ((err = portres_cgroup_attach(a->loader, at.cgroup_id, at.token, at.confine ? PORTRES_CG_CONFINE : 0)))
+		return fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
+	if ((err = state_add_attach(&a->st, &at)))
+		return fail(rp, ENOMEM, "out of memory");
+	if (r->r.kind == PORTRES_KIND_PERSISTENT && agent_save(a, true, err_msg, sizeof(err_msg))) {
+		portres_cgroup_detach(a->loader, at.cgroup_id);
+		state_del_attach(&a->st, a->st.n_attach - 1);
+		return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+	}
+	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
+		req->confine ? " confined" : "", p->uid);
+	return 0;
+}
+
+static int op_detach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
+	struct state_attach *at = NULL;
+	struct stat sb;
+	size_t i;
+
+	for (i = 0; i < a->st.n_attach; i++)
+		if (!strcmp(a->st.attach[i].path, req->cgroup) ||
+		    (realpath(req->cgroup, real) && !strcmp(a->st.attach[i].path, real))) {
+			at = &a->st.attach[i];
+			break;
+		}
+	if (!at)
+		return fail(rp, ENOENT, "cgroup %s is not attached", req->cgroup);
+	if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
+		return -1;
+	portres_cgroup_detach(a->loader, at->cgroup_id);
+	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
+	state_del_attach(&a->st, i);
+	agent_save(a, true, err_msg, sizeof(err_msg));
+	return 0;
+}
+
+/* --- reading -------------------------------------------------------------- */
+
+static json_t *stats_json(struct agent *a, uint64_t token)
+{
+	struct portres_stats s = { 0 };
+
+	portres_resv_stats(a->loader, token, &s);
+	return json_pack("{s:I, s:I, s:I, s:I, s:I}", "allowed", (json_int_t)s.allowed, "denied",
+			 (json_int_t)s.denied, "allocated", (json_int_t)s.allocated, "exhausted",
+			 (json_int_t)s.exhausted, "audited", (json_int_t)s.audited);
+}
+
+struct socks_ctx {
+	uint8_t proto;
+	uint32_t start, count;
+	json_t *arr;
+};
+
+static int socks_in_ns(void *arg)
+{
+	struct socks_ctx *c = arg;
+	struct sockdiag_sock *s;
+	size_t n;
+	int err = sockdiag_list(c->proto, c->start, c->count, &s, &n);
+
+	if (err)
+		return err;
+	sockdiag_find_pids(s, n);
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
+				      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4",
+				      "uid", s[i].uid, "inode", (json_int_t)s[i].inode, "cgroup_id",
+				      (json_int_t)s[i].cgroup_id);
+
+		if (o && s[i].pid) {
+			json_object_set_new(o, "pid", json_integer(s[i].pid));
+			json_object_set_new(o, "comm", json_string(s[i].comm));
+		}
+		json_array_append_new(c->arr, o);
+	}
+	free(s);
+	return 0;
+}
+
+static json_t *sockets_json(struct agent *a, struct netns *ns, uint8_t proto, uint32_t start, uint32_t count)
+{
+	struct socks_ctx c = { .proto = proto, .start = start, .count = count, .arr = json_array() };
+
+	if (netns_run(a, ns, socks_in_ns, &c)) {
+		json_decref(c.arr);
+		return json_null();
+	}
+	return c.arr;
+}
+
+static int op_show(struct agent *a, const struct proto_req *req, struct reply *rp)
+{
+	struct resv *r = select_resv(a, req, rp);
+	json_t *o, *att;
+
+	if (!r)
+		return -1;
+	o = resv_json(a, r);
+	att = json_array();
+	for (size_t i = 0; i < a->st.n_attach; i++)
+		if (a->st.attach[i].token == r->token)
+			json_array_append_new(att, json_pack("{s:s, s:I, s:b}", "path", a->st.attach[i].path,
+							     "cgroup_id", (json_int_t)a->st.attach[i].cgroup_id,
+							     "confine", a->st.attach[i].confine));
+	json_object_set_new(o, "attachments", att);
+	json_object_set_new(o, "stats", stats_json(a, r->token));
+	json_object_set_new(o, "sockets", sockets_json(a, r->ns, r->r.proto, r->r.start, r->r.count));
+	rp->fields = json_pack("{s:o}", "reservation", o);
+	return 0;
+}
+
+static int op_list(struct agent *a, struct reply *rp)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; i < a->n_resv; i++)
+		json_array_append_new(arr, resv_json(a, &a->resv[i]));
+	rp->fields = json_pack("{s:o}", "reservations", arr);
+	return 0;
+}
+
+static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp)
+{
+	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
+	json_t *owners = json_array();
+
+	for (size_t i = 0; i < 2; i++) {
+		struct resv *r;
+
+		if (req->proto && req->proto != protos[i])
+			continue;
+		r = resv_overlap(a, a->own_ns->cookie, protos[i], req->port, 1);
+		if (r)
+			json_array_append_new(owners, resv_json(a, r));
+	}
+	rp->fields = json_pack("{s:i, s:o, s:o}", "port", req->port, "reservations", owners, "sockets",
+			       sockets_json(a, a->own_ns, req->proto, req->port, 1));
+	return 0;
+}
+
+static int op_status(struct agent *a, struct reply *rp)
+{
+	struct portres_gstats g = { 0 };
+	size_t persistent = 0;
+
+	portres_global_stats(a->loader, &g);
+	for (size_t i = 0; i < a->n_resv; i++)
+		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
+	rp->fields = json_pack("{s:s, s:i, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
+			       " s:{s:I, s:I, s:I}}",
+			       "version", PORTRESD_VERSION, "pid", (int)getpid(), "uptime_s",
+			       (json_int_t)(time(NULL) - a->started), "adopted", portres_loader_adopted(a->loader),
+			       "cgroup", a->opts.cgroup, "bpffs", a->opts.bpffs, "state_dir", a->opts.state_dir,
+			       "socket", a->opts.socket, "quota", a->opts.quota, "reservations", "persistent",
+			       (json_int_t)persistent, "runtime", (json_int_t)(a->n_resv - persistent), "clients",
+			       (json_int_t)a->n_clients, "requests", (json_int_t)a->requests, "kernel", "decisions",
+			       (json_int_t)g.decisions, "events_sent", (json_int_t)g.events_sent, "events_dropped",
+			       (json_int_t)g.events_dropped);
+	return 0;
+}
+
+static int op_metrics(struct agent *a, struct reply *rp)
+{
+	char *text = metrics_text(a);
+
+	if (!text)
+		return fail(rp, ENOMEM, "out of memory");
+	rp->fields = json_pack("{s:s}", "text", text);
+	free(text);
+	return 0;
+}
+
+/* --- dispatch ------------------------------------------------------------- */
+
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, bool *subscribe)
+{
+	struct reply rp = { 0 };
+	struct proto_req req;
+	struct proto_err perr;
+	char *out;
+
+	a->requests++;
+	if (proto_parse_request(buf, len, &req, &perr)) {
+		rp.code = perr.code;
+		snprintf(rp.msg, sizeof(rp.msg), "%s", perr.msg);
+		goto reply;
+	}
+	log_msg(LOG_DEBUG, "request", "%s from pid %d uid %u", proto_op_name(req.op), p->pid, p->uid);
+	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE) {
+		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
+		goto reply;
+	}
+	switch (req.op) {
+	case PROTO_OP_ACQUIRE: op_acquire(a, p, &req, fd, &rp); break;
+	case PROTO_OP_RELEASE: op_release(a, p, &req, fd, &rp); break;
+	case PROTO_OP_CREATE:  op_create(a, p, &req, &rp); break;
+	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &rp); break;
+	case PROTO_OP_DELETE:  op_delete(a, p, &req, &rp); break;
+	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &rp); break;
+	case PROTO_OP_SHOW:    op_show(a, &req, &rp); break;
+	case PROTO_OP_WHO:     op_who(a, &req, &rp); break;
+	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;
+	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
+	case PROTO_OP_STATUS:  op_status(a, &rp); break;
+	case PROTO_OP_METRICS: op_metrics(a, &rp); break;
+	case PROTO_OP_EVENTS:  *subscribe = true; break;
+	case PROTO_OP__COUNT:  break;
+	}
+reply:
+	if (rp.code) {
+		a->errors++;
+		json_decref(rp.fields);
+		log_msg(rp.code == EACCES ? LOG_WARN : LOG_DEBUG, "refused", "%s from pid %d uid %u: %s: %s",
+			req.root ? proto_op_name(req.op) : "request", p->pid, p->uid, proto_errno_name(rp.code), rp.msg);
+		out = proto_err_reply(rp.code, rp.msg);
+	} else {
+		out = proto_ok_reply(rp.fields);
+	}
+	proto_req_free(&req);
+	return out;
+}
+
+static const char *const event_names[] = {
+	[PORTRES_EV_DENY] = "deny", [PORTRES_EV_AUDIT] = "audit",
+	[PORTRES_EV_EXHAUSTED] = "exhausted", [PORTRES_EV_RELEASED] = "anchor_closed",
+};
+
+json_t *event_json(const struct portres_event *ev)
+{
+	char comm[17];
+	int e = ev->err < 0 ? -ev->err : ev->err;
+
+	memcpy(comm, ev->comm, 16);
+	comm[16] = '\0';
+	for (char *c = comm; *c; c++)
+		if (*c < 0x20 || *c > 0x7e)
+			*c = '?';
+	return json_pack("{s:s, s:s, s:s?, s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
+			 ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
+			 tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
+			 ev->family == AF_INET6 ? "ipv6" : "ipv4", "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
+			 "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
+			 "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
+			 (json_int_t)ev->ts_ns);
+}

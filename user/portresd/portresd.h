@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * portresd.h - the agent's internals, shared by its files:
+ *
+ *   main.c     flags, feature probe, start-up (load, adopt, reconcile), teardown
+ *   server.c   the epoll loop: listening socket, clients, BPF events, signals
+ *   ops.c      one handler per protocol op (proto.h), authorisation
+ *   resv.c     the reservation table, network namespaces, sysctl merging, state saving
+ *   metrics.c  Prometheus text, served by the metrics op and --metrics-listen
+ *   log.c      one line per event on stderr, text or JSON
+ */
+#ifndef PORTRESD_H
+#define PORTRESD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "loader.h"
+#include "proto.h"
+#include "state.h"
+#include "sysctl_ports.h"
+
+#define PORTRESD_VERSION     "0.1.0"
+#define PORTRESD_MAX_CLIENTS 1024
+#define PORTRESD_IDLE_SEC    60      /* a silent client (not subscribed to events) is dropped */
+#define PORTRESD_OUTQ_MAX    256     /* queued replies/events per client */
+#define PORTRESD_QUOTA       4096    /* runtime ports per uid (root is exempt) */
+
+struct agent_opts {
+	const char *cgroup;
+	const char *bpffs;
+	const char *socket;
+	const char *state_dir;
+	const char *admin_group;
+	const char *metrics_listen;
+	bool foreground;
+	bool teardown;
+	bool json_log;
+	int verbose;
+	uint32_t quota;
+};
+
+/* A network namespace portres has reservations in. */
+struct netns {
+	uint64_t cookie;
+	int fd;               /* open netns fd; -1 when unknown (adopted after a restart) */
+	bool own;             /* the agent's namespace: owned ports are saved in the state file */
+	struct portset owned; /* ports portres added to its sysctl (own: unused, see state) */
+};
+
+/* One reservation, persistent or runtime, as the agent knows it. */
+struct resv {
+	uint64_t token;
+	struct portres_resv r;
+	uint32_t uid;         /* runtime: the acquirer's uid, for the quota */
+	struct netns *ns;
+	time_t created;
+};
+
+/* Who sent a request. */
+struct peer {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	int ngroups;
+	gid_t groups[64];
+};
+
+struct agent {
+	struct agent_opts opts;
+	struct portres_loader *loader;
+	struct state st;
+	gid_t admin_gid;      /* (gid_t)-1: no admin group on this system */
+	struct resv *resv;
+	size_t n_resv;
+	struct netns **ns;
+	size_t n_ns;
+	struct netns *own_ns;
+	time_t started;
+	int epfd;
+	bool stop;
+	uint64_t requests, errors, events_seen;
+	size_t n_clients, n_subscribers;
+	void *mhd;            /* struct MHD_Daemon * */
+};
+
+/* log.c */
+enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+void log_setup(bool json, int verbose);
+void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* resv.c */
+struct resv *resv_find(struct agent *a, uint64_t token);
+struct resv *resv_find_range(struct agent *a, uint64_t netns, uint8_t proto, uint16_t start, uint16_t count);
+struct resv *resv_overlap(struct agent *a, uint64_t netns, uint8_t proto, uint32_t start, uint32_t count);
+int resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid, struct netns *ns);
+void resv_remove(struct agent *a, uint64_t token);
+int resv_new_token(struct agent *a, uint64_t *token);
+uint64_t resv_runtime_ports(struct agent *a, uint32_t uid);
+json_t *resv_json(struct agent *a, const struct resv *r);
+
+int netns_own(struct agent *a);
+struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd);
+/* Runs fn inside ns (setns and back); -ENOENT when ns cannot be entered. */
+int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg);
+/* Brings ns's ip_local_reserved_ports in line with its reservations. */
+int netns_sync_sysctl(struct agent *a, struct netns *ns);
+void netns_release_all(struct agent *a);
+
+/* Saves the state file; durable for persistent changes. 0 or -errno (logged). */
+int agent_save(struct agent *a, bool durable, char *err, size_t errlen);
+/* Ends a runtime reservation: maps, attachments, sysctl (idempotent). */
+void runtime_end(struct agent *a, uint64_t token, const char *why);
+/* Removes a persistent or runtime reservation from the maps with its grants and attachments. */
+void resv_unload(struct agent *a, uint64_t token);
+
+/* Picks a free block for a wildcard acquire, in ns; 0 or -EADDRINUSE. */
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start);
+/* sock_diag holders of [start, start+count) in ns: 0 none, -EADDRINUSE with msg, -errno. */
+int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
+	       char *msg, size_t len);
+
+/* ops.c: handles one request; fd is the passed socket or -1. Returns the reply (malloc'd). */
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
+		 bool *subscribe);
+json_t *event_json(const struct portres_event *ev);
+
+/* server.c */
+int server_run(struct agent *a);
+/* Sends an event message to every subscriber. */
+void server_broadcast(struct agent *a, json_t *event);
+
+/* metrics.c */
+char *metrics_text(struct agent *a);
+int metrics_start(struct agent *a, int *fd);
+void metrics_run(struct agent *a);
+void metrics_stop(struct agent *a);
+
+#endif /* PORTRESD_H */

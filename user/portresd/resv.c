@@ -1,0 +1,466 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * resv.c - the agent's table of reservations and the network namespaces they
+ * live in: sysctl merging, wildcard block choice, holders of ports, saving.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "portresd.h"
+#include "sockdiag.h"
+
+/* --- the table ------------------------------------------------------------ */
+
+struct resv *resv_find(struct agent *a, uint64_t token)
+{
+	for (size_t i = 0; i < a->n_resv; i++)
+		if (a->resv[i].token == token)
+			return &a->resv[i];
+	return NULL;
+}
+
+struct resv *resv_find_range(struct agent *a, uint64_t netns, uint8_t proto, uint16_t start, uint16_t count)
+{
+	for (size_t i = 0; i < a->n_resv; i++) {
+		struct resv *r = &a->resv[i];
+
+		if (r->r.netns == netns && r->r.proto == proto && r->r.start == start && r->r.count == count)
+			return r;
+	}
+	return NULL;
+}
+
+struct resv *resv_overlap(struct agent *a, uint64_t netns, uint8_t proto, uint32_t start, uint32_t count)
+{
+	for (size_t i = 0; i < a->n_resv; i++) {
+		struct resv *r = &a->resv[i];
+
+		if (r->r.netns == netns && r->r.proto == proto && start < (uint32_t)r->r.start + r->r.count &&
+		    r->r.start < start + count)
+			return r;
+	}
+	return NULL;
+}
+
+int resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid, struct netns *ns)
+{
+	struct resv *n = realloc(a->resv, (a->n_resv + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	a->resv = n;
+	n[a->n_resv++] = (struct resv){ .token = token, .r = *r, .uid = uid, .ns = ns, .created = time(NULL) };
+	return 0;
+}
+
+void resv_remove(struct agent *a, uint64_t token)
+{
+	struct resv *r = resv_find(a, token);
+
+	if (!r)
+		return;
+	*r = a->resv[--a->n_resv];
+}
+
+int resv_new_token(struct agent *a, uint64_t *token)
+{
+	do {
+		if (getrandom(token, sizeof(*token), 0) != sizeof(*token))
+			return -errno;
+	} while (*token == 0 || resv_find(a, *token));
+	return 0;
+}
+
+uint64_t resv_runtime_ports(struct agent *a, uint32_t uid)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < a->n_resv; i++)
+		if (a->resv[i].r.kind == PORTRES_KIND_RUNTIME && a->resv[i].uid == uid)
+			n += a->resv[i].r.count;
+	return n;
+}
+
+json_t *resv_json(struct agent *a, const struct resv *r)
+{
+	const struct state_resv *sr = r->r.kind == PORTRES_KIND_PERSISTENT ? state_find_token(&a->st, r->token) : NULL;
+	char tok[17];
+	json_t *o, *grants = json_array();
+
+	state_token_format(r->token, tok);
+	o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:I, s:b}", "token", tok, "proto",
+		      state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "end",
+		      r->r.start + r->r.count - 1, "kind",
+		      r->r.kind == PORTRES_KIND_RUNTIME ? "runtime" : "persistent", "mode",
+		      state_mode_name(r->r.mode) ? state_mode_name(r->r.mode) : "?", "netns",
+		      (json_int_t)r->r.netns, "dead", (r->r.flags & PORTRES_RESV_DEAD) != 0);
+	if (!o)
+		return NULL;
+	if (r->r.kind == PORTRES_KIND_RUNTIME) {
+		json_object_set_new(o, "owner_pid", json_integer(r->r.owner_tgid));
+		json_object_set_new(o, "uid", json_integer(r->uid));
+	}
+	if (sr && sr->name)
+		json_object_set_new(o, "name", json_string(sr->name));
+	for (size_t g = 0; sr && g < sr->n_grants; g++) {
+		json_t *go = json_pack("{s:s, s:I}", "type", state_grant_name(sr->grants[g].type), "id",
+				       (json_int_t)sr->grants[g].id);
+
+		if (go && sr->grants[g].path)
+			json_object_set_new(go, "path", json_string(sr->grants[g].path));
+		json_array_append_new(grants, go);
+	}
+	json_object_set_new(o, "grants", grants);
+	return o;
+}
+
+/* --- network namespaces --------------------------------------------------- */
+
+int netns_own(struct agent *a)
+{
+	struct netns *ns = calloc(1, sizeof(*ns));
+	int err;
+
+	if (!ns)
+		return -ENOMEM;
+	ns->own = true;
+	ns->fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (ns->fd < 0 || (err = portres_netns_cookie(&ns->cookie))) {
+		err = ns->fd < 0 ? -errno : err;
+		if (ns->fd >= 0)
+			close(ns->fd);
+		free(ns);
+		return err;
+	}
+	a->ns = calloc(1, sizeof(*a->ns));
+	if (!a->ns) {
+		close(ns->fd);
+		free(ns);
+		return -ENOMEM;
+	}
+	a->ns[a->n_ns++] = ns;
+	a->own_ns = ns;
+	return 0;
+}
+
+/*
+ * The context of a netns by cookie. sockfd (or -1) is a socket of that netns:
+ * SIOCGSKNS gives an fd of the socket's own namespace, which outlives the
+ * process that sent it, so its sysctl can be cleaned when the reservation ends.
+ */
+struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd)
+{
+	struct netns **arr, *ns;
+
+	for (size_t i = 0; i < a->n_ns; i++) {
+		if (a->ns[i]->cookie != cookie)
+			continue;
+		if (a->ns[i]->fd < 0 && sockfd >= 0)
+			a->ns[i]->fd = ioctl(sockfd, SIOCGSKNS);
+		return a->ns[i];
+	}
+	ns = calloc(1, sizeof(*ns));
+	arr = realloc(a->ns, (a->n_ns + 1) * sizeof(*arr));
+	if (!ns || !arr) {
+		free(ns);
+		if (arr)
+			a->ns = arr;
+		return NULL;
+	}
+	a->ns = arr;
+	ns->cookie = cookie;
+	ns->fd = sockfd >= 0 ? ioctl(sockfd, SIOCGSKNS) : -1;
+	if (ns->fd >= 0)
+		fcntl(ns->fd, F_SETFD, FD_CLOEXEC);
+	a->ns[a->n_ns++] = ns;
+	return ns;
+}
+
+/* Forgets a foreign netns that holds no reservation any more. */
+static void netns_gc(struct agent *a, struct netns *ns)
+{
+	if (ns->own)
+		return;
+	for (size_t i = 0; i < a->n_resv; i++)
+		if (a->resv[i].ns == ns)
+			return;
+	for (size_t i = 0; i < a->n_ns; i++) {
+		if (a->ns[i] != ns)
+			continue;
+		a->ns[i] = a->ns[--a->n_ns];
+		if (ns->fd >= 0)
+			close(ns->fd);
+		free(ns);
+		return;
+	}
+}
+
+void netns_release_all(struct agent *a)
+{
+	for (size_t i = 0; i < a->n_ns; i++) {
+		if (a->ns[i]->fd >= 0)
+			close(a->ns[i]->fd);
+		free(a->ns[i]);
+	}
+	free(a->ns);
+	a->ns = NULL;
+	a->n_ns = 0;
+	a->own_ns = NULL;
+}
+
+int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg)
+{
+	int ret;
+
+	if (ns->own)
+		return fn(arg);
+	if (ns->fd < 0)
+		return -ENOENT;
+	if (setns(ns->fd, CLONE_NEWNET))
+		return -errno;
+	ret = fn(arg);
+	if (setns(a->own_ns->fd, CLONE_NEWNET)) {
+		/* Going on in the wrong namespace would corrupt every later operation. */
+		log_msg(LOG_ERR, "netns", "cannot return to own network namespace: %s", strerror(errno));
+		abort();
+	}
+	return ret;
+}
+
+struct sync_ctx {
+	const struct portset *wanted;
+	struct portset *owned;
+	bool changed;
+};
+
+static int sync_in_ns(void *arg)
+{
+	struct sync_ctx *c = arg;
+
+	return sysctl_ports_sync(SYSCTL_RESERVED_PORTS, c->wanted, c->owned, &c->changed);
+}
+
+int netns_sync_sysctl(struct agent *a, struct netns *ns)
+{
+	struct portset *wanted = calloc(1, sizeof(*wanted));
+	struct sync_ctx c = { .wanted = wanted, .owned = ns->own ? &a->st.sysctl_added : &ns->owned };
+	char err[STATE_ERR_LEN];
+	int ret;
+
+	if (!wanted)
+		return -ENOMEM;
+	for (size_t i = 0; i < a->n_resv; i++)
+		if (a->resv[i].ns == ns && !(a->resv[i].r.flags & PORTRES_RESV_DEAD))
+			portset_add(wanted, a->resv[i].r.start, a->resv[i].r.count);
+	ret = netns_run(a, ns, sync_in_ns, &c);
+	free(wanted);
+	if (ret) {
+		log_msg(LOG_WARN, "sysctl", "netns %llu: ip_local_reserved_ports not updated: %s",
+			(unsigned long long)ns->cookie, strerror(-ret));
+		return ret;
+	}
+	/* Runtime changes need not survive a reboot (the sysctl does not): no fsync. */
+	if (ns->own && c.changed)
+		agent_save(a, false, err, sizeof(err));
+	return 0;
+}
+
+/* --- saving --------------------------------------------------------------- */
+
+int agent_save(struct agent *a, bool durable, char *err, size_t errlen)
+{
+	struct state view = a->st;
+	int ret;
+
+	/* Attachments of runtime tokens die with them: only persistent ones are saved. */
+	view.attach = calloc(a->st.n_attach + 1, sizeof(*view.attach));
+	if (!view.attach)
+		return -ENOMEM;
+	view.n_attach = 0;
+	for (size_t i = 0; i < a->st.n_attach; i++)
+		if (state_find_token(&a->st, a->st.attach[i].token))
+			view.attach[view.n_attach++] = a->st.attach[i];
+	ret = state_save(a->opts.state_dir, &view, durable, err, errlen);
+	free(view.attach);
+	if (ret)
+		log_msg(LOG_ERR, "state", "%s", err);
+	return ret;
+}
+
+/* --- ending reservations -------------------------------------------------- */
+
+void resv_unload(struct agent *a, uint64_t token)
+{
+	const struct state_resv *sr = state_find_token(&a->st, token);
+	int err;
+
+	for (size_t i = 0; sr && i < sr->n_grants; i++)
+		portres_grant_del(a->loader, token, sr->grants[i].type, sr->grants[i].id);
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		if (a->st.attach[i].token != token)
+			continue;
+		portres_cgroup_detach(a->loader, a->st.attach[i].cgroup_id);
+		state_del_attach(&a->st, i);
+	}
+	err = portres_resv_del(a->loader, token);
+	if (err && err != -ENOENT)
+		log_msg(LOG_WARN, "maps", "deleting token %016llx: %s", (unsigned long long)token, strerror(-err));
+}
+
+void runtime_end(struct agent *a, uint64_t token, const char *why)
+{
+	struct resv *r = resv_find(a, token);
+	struct netns *ns;
+	char tok[17];
+	json_t *ev;
+
+	if (!r || r->r.kind != PORTRES_KIND_RUNTIME)
+		return;
+	ns = r->ns;
+	state_token_format(token, tok);
+	log_msg(LOG_INFO, "release", "runtime %s %u-%u token %s of pid %u ended (%s)",
+		state_proto_name(r->r.proto), r->r.start, r->r.start + r->r.count - 1, tok, r->r.owner_tgid, why);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "released", "token", tok, "proto",
+		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "why", why);
+	resv_unload(a, token);
+	resv_remove(a, token);
+	netns_sync_sysctl(a, ns);
+	netns_gc(a, ns);
+	server_broadcast(a, ev);
+}
+
+/* --- choosing a block ----------------------------------------------------- */
+
+struct pick_ctx {
+	struct agent *a;
+	struct netns *ns;
+	uint8_t proto;
+	uint16_t count;
+	uint16_t start;
+};
+
+/* First run of count free ports in [lo, hi], scanning up or down. */
+static int find_run(const struct portset *busy, uint32_t lo, uint32_t hi, uint32_t count, bool down)
+{
+	uint32_t run = 0;
+
+	if (lo > hi || hi - lo + 1 < count)
+		return -1;
+	for (uint32_t i = 0; i <= hi - lo; i++) {
+		uint32_t p = down ? hi - i : lo + i;
+
+		run = portset_test(busy, (uint16_t)p) ? 0 : run + 1;
+		if (run == count)
+			return (int)(down ? p : p - count + 1);
+	}
+	return -1;
+}
+
+/*
+ * A wildcard block is chosen where it disturbs least:
+ *   1. above the ephemeral range (ip_local_port_range hi+1..65535), lowest
+ *      first: nothing allocates there automatically and few services listen;
+ *   2. below it, from lo-1 downwards: the ports nearest the ephemeral range,
+ *      as far as possible from the well-known service ports low down (never
+ *      below 1024);
+ *   3. inside the ephemeral range, from its top downwards. The kernel's
+ *      connect() allocator spreads over the whole range from a random offset,
+ *      so no part is idle; a block there is only taken when 1 and 2 are full,
+ *      and merging it into ip_local_reserved_ports takes it out of that use.
+ * Free means: in no reservation of this protocol and netns, not in
+ * ip_local_reserved_ports already (someone keeps those for something), and
+ * with no socket of this protocol bound to it (sock_diag).
+ */
+static int pick_in_ns(void *arg)
+{
+	struct pick_ctx *c = arg;
+	struct portset *busy = calloc(1, sizeof(*busy));
+	struct sockdiag_sock *socks = NULL;
+	uint16_t lo = 32768, hi = 60999;
+	size_t n = 0;
+	int s, err;
+
+	if (!busy)
+		return -ENOMEM;
+	err = portset_read(SYSCTL_RESERVED_PORTS, busy);
+	if (err)
+		goto cleanup;
+	sysctl_port_range(SYSCTL_PORT_RANGE, &lo, &hi);
+	if (lo < 1024)
+		lo = 1024;
+	portset_add(busy, 0, 1024);
+	for (size_t i = 0; i < c->a->n_resv; i++) {
+		const struct resv *r = &c->a->resv[i];
+
+		if (r->ns == c->ns && r->r.proto == c->proto)
+			portset_add(busy, r->r.start, r->r.count);
+	}
+	err = sockdiag_list(c->proto, 0, 65536, &socks, &n);
+	if (err)
+		goto cleanup;
+	for (size_t i = 0; i < n; i++)
+		portset_add(busy, socks[i].port, 1);
+	err = -EADDRINUSE;
+	if ((s = find_run(busy, (uint32_t)hi + 1, 65535, c->count, false)) >= 0 ||
+	    (s = find_run(busy, 1024, lo - 1u, c->count, true)) >= 0 ||
+	    (s = find_run(busy, lo, hi, c->count, true)) >= 0) {
+		c->start = (uint16_t)s;
+		err = 0;
+	}
+cleanup:
+	free(socks);
+	free(busy);
+	return err;
+}
+
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start)
+{
+	struct pick_ctx c = { .a = a, .ns = ns, .proto = proto, .count = count };
+	int err = netns_run(a, ns, pick_in_ns, &c);
+
+	if (!err)
+		*start = c.start;
+	return err;
+}
+
+struct held_ctx {
+	uint8_t proto;
+	uint16_t start, count;
+	char *msg;
+	size_t len;
+};
+
+static int held_in_ns(void *arg)
+{
+	struct held_ctx *c = arg;
+	struct sockdiag_sock *socks;
+	size_t n;
+	int err = sockdiag_list(c->proto, c->start, c->count, &socks, &n);
+
+	if (err)
+		return err;
+	if (n) {
+		sockdiag_find_pids(socks, n);
+		sockdiag_describe(socks, n, c->msg, c->len);
+		err = -EADDRINUSE;
+	}
+	free(socks);
+	return err;
+}
+
+int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
+	       char *msg, size_t len)
+{
+	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len };
+
+	return netns_run(a, ns, held_in_ns, &c);
+}
