@@ -72,7 +72,7 @@ TEST_BINS  := $(addprefix $(OUT)/test_,$(TEST_KINDS))
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(OUT)/%,$(FUZZ_SRC))
 
-all: $(LIB_SO) $(LIB_A) $(PROGS) $(OUT)/libportres.pc
+all: $(LIB_SO) $(LIB_A) $(PROGS)
 
 # --- BPF: object -> skeleton -------------------------------------------------
 $(OUT)/%.bpf.o: bpf/%.bpf.c include/portres_abi.h | $(OUT)
@@ -104,7 +104,7 @@ $(OUT)/obj/portresctl/%.o: user/portresctl/%.c $(HEADERS) $(SKEL) | $(OUT)
 $(LIB_SO): $(LIB_OBJ) user/lib/libportres.map
 	$(call msg,LD,$@)
 	$(Q)$(CC) -shared -Wl,-soname,libportres.so.$(SOVERSION) \
-		-Wl,--version-script=user/lib/libportres.map -o $@ $(LIB_OBJ)
+		-Wl,--version-script=user/lib/libportres.map -o $@ $(LIB_OBJ) -ljansson
 	$(Q)ln -sf $(notdir $@) $(OUT)/libportres.so.$(SOVERSION)
 	$(Q)ln -sf $(notdir $@) $(OUT)/libportres.so
 
@@ -124,9 +124,6 @@ $(OUT)/portresctl: $(CTL_OBJ) $(COMMON_A) $(LIB_A)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL)
 
-$(OUT)/libportres.pc: user/lib/libportres.pc.in | $(OUT)
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|' $< > $@
-
 $(OUT):
 	$(Q)mkdir -p $@
 
@@ -138,9 +135,9 @@ $(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(COMMON_A) $(LIB_A) $(S
 	$(Q)$(CC) $(CPPFLAGS) -Itests/$* $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) \
 		-lcriterion $(LIBS_ALL) $(MHD_LIBS)
 
-$(OUT)/bench: tests/bench/bench.c $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h
+$(OUT)/bench: tests/bench/bench.c tests/bench/ctlbench.c tests/bench/bench.h $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) $(LIBS_ALL)
+	$(Q)$(CC) $(CPPFLAGS) -Itests/bench $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) $(LIBS_ALL)
 
 $(OUT)/scan.bpf.o: tests/bench/scan.bpf.c | $(OUT)
 	$(call msg,BPF,$@)
@@ -169,7 +166,7 @@ run:
 	exec $(OUT)/portresd --foreground $(ARGS)
 
 bench: all $(OUT)/bench
-	$(Q)$(OUT)/bench
+	$(Q)PORTRESD_BIN=$(OUT)/portresd $(OUT)/bench
 
 # --- install -----------------------------------------------------------------
 install: all
@@ -179,7 +176,8 @@ install: all
 	ln -sf libportres.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libportres.so.$(SOVERSION)
 	ln -sf libportres.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libportres.so
 	install -m 0644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
-	install -m 0644 $(OUT)/libportres.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|' \
+		user/lib/libportres.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libportres.pc
 	$(if $(AGENT_SRC),install -m 0755 $(OUT)/portresd $(DESTDIR)$(SBINDIR)/portresd)
 	$(if $(CTL_SRC),install -m 0755 $(OUT)/portresctl $(DESTDIR)$(BINDIR)/portresctl)
 	$(foreach m,$(wildcard scripts/man/*.8),install -D -m 0644 $(m) $(DESTDIR)$(MANDIR)/man8/$(notdir $(m));)

@@ -339,12 +339,16 @@ static long alloc_step(__u32 i, struct alloc_ctx *a)
  * allocation of r stopped (portres_next), ports out of quarantine first.
  * Concurrent allocators that start at the same port are sorted out by the
  * cmpxchg in claim_free. Returns 0 when no port is free.
+ *
+ * A global function: the verifier checks it once, not at each of the call
+ * sites (connect() calls it in a loop).
  */
-static __always_inline __u16 alloc_port(__u64 token, const struct portres_resv *r, __u64 netns)
+__attribute__((noinline)) int portres_alloc(__u64 token, __u64 netns, __u32 start, __u32 count,
+					    __u32 proto)
 {
 	struct alloc_ctx a = {
-		.netns = netns, .token = token, .proto = r->proto,
-		.start = r->start, .count = r->count,
+		.netns = netns, .token = token, .proto = proto,
+		.start = start, .count = count,
 	};
 	struct portres_port *ent;
 	__u32 *next, after;
@@ -384,6 +388,11 @@ static __always_inline __u16 alloc_port(__u64 token, const struct portres_resv *
 	else
 		bpf_map_update_elem(&portres_next, &token, &after, BPF_ANY);
 	return a.port;
+}
+
+static __always_inline __u16 alloc_port(__u64 token, const struct portres_resv *r, __u64 netns)
+{
+	return portres_alloc(token, netns, r->start, r->count, r->proto);
 }
 
 static __always_inline bool inet_proto(__u32 family, __u32 type, __u32 protocol)

@@ -44,16 +44,19 @@ extern "C" {
 #ifndef __bpf__
 #include <stdint.h>
 
+/* libportres is built with hidden visibility; only these are exported. */
+#define PORTRES_API __attribute__((visibility("default")))
+
 typedef uint64_t portres_token_t;                       /* 0 is never a valid token */
 struct portres_range    { uint16_t start; uint16_t count; };  /* start 0 = any free block */
 struct portres_instance { struct portres_range range; portres_token_t token; };
 
-int portres_acquire(int sockfd, const struct portres_range *want, struct portres_instance *out);
-int portres_associate(int sockfd, portres_token_t token);
-int portres_release(int sockfd, portres_token_t token);
-int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token);
-int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token);
-int portres_delete_persistent(int proto, uint16_t start, uint16_t count);
+PORTRES_API int portres_acquire(int sockfd, const struct portres_range *want, struct portres_instance *out);
+PORTRES_API int portres_associate(int sockfd, portres_token_t token);
+PORTRES_API int portres_release(int sockfd, portres_token_t token);
+PORTRES_API int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token);
+PORTRES_API int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token);
+PORTRES_API int portres_delete_persistent(int proto, uint16_t start, uint16_t count);
 #endif /* !__bpf__ */
 
 #ifdef __cplusplus

@@ -31,6 +31,8 @@
  *   S associated with live token T:
  *     P == 0                    -> a port of T with no claim is chosen and
  *                                  written into the bind; none free: EADDRINUSE
+ *                                  (ports are chosen in turn; one released
+ *                                  moments ago only when no other is free)
  *     P inside T                -> allowed (P claimed by S)
  *     P inside another token U  -> U enforce: EACCES; audit: allowed + event;
  *                                  advisory: allowed
@@ -44,8 +46,9 @@
  *   gets EACCES and the event {DENY, tcp, 8005, A}.
  *
  * connect(2) of an unbound socket associated with T binds it first to a
- * free port of T (bpf_bind); none free: EADDRNOTAVAIL, as the kernel says when
- * its ephemeral range is exhausted.
+ * free port of T (bpf_bind); a port the kernel still holds (a closed TCP
+ * connection in TIME_WAIT) is skipped; none usable: EADDRNOTAVAIL, as the
+ * kernel says when its ephemeral range is exhausted.
  *
  * A token of kind RUNTIME is usable only by owner_tgid; when its anchor
  * socket is released the data plane marks it PORTRES_RESV_DEAD at once (it

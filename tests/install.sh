@@ -19,7 +19,7 @@ done
 
 soname=$(readelf -d "$dest/usr/lib/libportres.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 [ "$soname" = libportres.so.0 ] || fail "soname is '$soname'"
-exported=$(nm -D --defined-only "$dest/usr/lib/libportres.so" | awk '$2=="T"{print $3}' | sort | tr '\n' ' ')
+exported=$(nm -D --defined-only "$dest/usr/lib/libportres.so" | awk '$2=="T"{sub(/@.*/, "", $3); print $3}' | sort | tr '\n' ' ')
 want="portres_acquire portres_associate portres_create_persistent portres_delete_persistent portres_lookup_persistent portres_release "
 [ "$exported" = "$want" ] || fail "exported symbols: $exported"
 
@@ -34,7 +34,7 @@ int main(void)
 	return portres_lookup_persistent(6, 8080, 10, &t) == 0 && portres_acquire(-1, 0, &inst) == 0;
 }
 C
-flags=$(PKG_CONFIG_SYSROOT_DIR="$dest" PKG_CONFIG_LIBDIR="$dest/usr/lib/pkgconfig" pkg-config --cflags --libs libportres)
+flags=$(PKG_CONFIG_SYSROOT_DIR="$dest" PKG_CONFIG_PATH="$dest/usr/lib/pkgconfig" pkg-config --cflags --libs libportres)
 cc -Wall -Werror -o "$dest/prog" "$dest/prog.c" $flags || fail "prog.c does not build against the installed tree"
 LD_LIBRARY_PATH="$dest/usr/lib" "$dest/prog" >/dev/null || true
 

@@ -248,6 +248,31 @@ pid_t cli_spawn(const char *out_path, const char *arg, ...)
 	return pid;
 }
 
+json_t *cli_list(void)
+{
+	struct cli_result r = cli_ctl("list", "--json", NULL);
+	json_t *j;
+
+	CLI_ASSERT_STATUS(r, 0);
+	j = cli_json(&r);
+	cli_result_free(&r);
+	return j;
+}
+
+json_t *cli_show(const char *sel)
+{
+	struct cli_result r = cli_ctl("show", sel, "--json", NULL);
+	json_t *j, *res;
+
+	CLI_ASSERT_STATUS(r, 0);
+	j = cli_json(&r);
+	res = json_incref(json_object_get(j, "reservation"));
+	cr_assert_not_null(res, "show %s: no reservation in %s", sel, r.out);
+	json_decref(j);
+	cli_result_free(&r);
+	return res;
+}
+
 const char *cli_create(const char *proto, unsigned start_port, unsigned count, const char *name)
 {
 	static char token[17];

@@ -42,6 +42,14 @@ pid_t cli_spawn(const char *out_path, const char *arg, ...) __attribute__((senti
 /* Waits for a cli_spawn'ed process (up to timeout_ms): its status as cli_ctl gives it, -1 on timeout. */
 int cli_wait(pid_t pid, int timeout_ms);
 
+/* A cli_result's exit status, with its output in the message when it is not want. */
+#define CLI_ASSERT_STATUS(r, want) \
+	cr_assert_eq((r).status, (want), "exit %d (want %d); stdout: %s; stderr: %s", (r).status, (want), (r).out, (r).err)
+
+/* `portresctl list --json`, parsed. */
+json_t *cli_list(void);
+/* The "reservation" of `portresctl show SEL --json` (a new reference). */
+json_t *cli_show(const char *sel);
 /* Creates a persistent reservation through the CLI; returns its token (static buffer). */
 const char *cli_create(const char *proto, unsigned start, unsigned count, const char *name);
 /* A cgroup below the test's (created); path gets its absolute path. */

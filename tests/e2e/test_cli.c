@@ -18,8 +18,6 @@
 
 TestSuite(cli, .init = cli_setup, .fini = cli_teardown, .timeout = 90);
 
-#define ASSERT_STATUS(r, want) \
-	cr_assert_eq((r).status, (want), "exit %d (want %d); stdout: %s; stderr: %s", (r).status, (want), (r).out, (r).err)
 #define ASSERT_ERR_HAS(r, text) cr_assert(strstr((r).err, (text)), "stderr lacks \"%s\": %s", (text), (r).err)
 #define ASSERT_OUT_HAS(r, text) cr_assert(strstr((r).out, (text)), "stdout lacks \"%s\": %s", (text), (r).out)
 
@@ -37,12 +35,12 @@ Test(cli, usage_and_help)
 {
 	struct cli_result r = cli_ctlv((const char *const[]){ NULL });
 
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	ASSERT_ERR_HAS(r, "usage: portresctl");
 	cli_result_free(&r);
 
 	r = cli_ctl("help", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	for (const char *const *c = (const char *const[]){ "create", "lookup", "delete", "list", "show", "who", "attach",
 							    "detach", "run", "apply", "events", "metrics", "status", NULL };
 	     *c; c++)
@@ -50,42 +48,42 @@ Test(cli, usage_and_help)
 	cli_result_free(&r);
 
 	r = cli_ctl("help", "run", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, "usage: portresctl run");
 	ASSERT_OUT_HAS(r, "example:");
 	cli_result_free(&r);
 
 	r = cli_ctl("create", "--help", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, "usage: portresctl create");
 	ASSERT_OUT_HAS(r, "example:\n  portresctl create");
 	cli_result_free(&r);
 
 	r = cli_ctl("frobnicate", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	ASSERT_ERR_HAS(r, "unknown command \"frobnicate\"");
 	cli_result_free(&r);
 
 	r = cli_ctl("create", "--proto", "sctp", "--start", "8000", "--count", "10", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	ASSERT_ERR_HAS(r, "not tcp or udp");
 	cli_result_free(&r);
 
 	r = cli_ctl("create", "--proto", "tcp", "--start", "65530", "--count", "10", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	ASSERT_ERR_HAS(r, "past port 65535");
 	cli_result_free(&r);
 
 	r = cli_ctl("create", "--proto", "tcp", "--start", "8000", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 
 	r = cli_ctl("list", "--bogus", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 
 	r = cli_ctl("delete", "--token", "xyz", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	ASSERT_ERR_HAS(r, "not a token");
 	cli_result_free(&r);
 }
@@ -97,7 +95,7 @@ Test(cli, no_agent)
 
 	snprintf(path, sizeof(path), "%s/nobody.sock", ag.tmp);
 	r = cli_ctl("--socket", path, "status", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	cr_assert(strstr(r.err, "portresctl: no agent at ") && strstr(r.err, path) && strstr(r.err, "(start portresd)"),
 		  "%s", r.err);
 	cli_result_free(&r);
@@ -105,11 +103,11 @@ Test(cli, no_agent)
 	/* PORTRES_SOCKET is honoured, and --socket after the command too */
 	setenv("PORTRES_SOCKET", path, 1);
 	r = cli_ctl("list", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, path);
 	cli_result_free(&r);
 	r = cli_ctl("list", "--socket", ag.sock, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	setenv("PORTRES_SOCKET", ag.sock, 1);
 }
@@ -125,12 +123,12 @@ Test(cli, create_lookup_delete)
 	cr_assert(is_token(token));
 
 	r = cli_ctl("lookup", "--proto", "tcp", "--start", "20000", "--count", "10", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert(!strncmp(r.out, token, 16) && r.out[16] == '\n', "lookup printed %s, create %s", r.out, token);
 	cli_result_free(&r);
 
 	r = cli_ctl("lookup", "--name", "web", "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "token")), token);
 	json_decref(j);
@@ -138,13 +136,13 @@ Test(cli, create_lookup_delete)
 
 	/* start and count must match exactly */
 	r = cli_ctl("lookup", "--proto", "tcp", "--start", "20000", "--count", "9", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "portresctl: lookup tcp 20000-20008: ");
 	cli_result_free(&r);
 
 	/* overlap: the message names the command, the range and the other reservation */
 	r = cli_ctl("create", "--proto", "tcp", "--start", "20005", "--count", "10", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "portresctl: create tcp 20005-20014: ");
 	ASSERT_ERR_HAS(r, "web");
 	cli_result_free(&r);
@@ -152,7 +150,7 @@ Test(cli, create_lookup_delete)
 	/* ports held by a socket: the holder is named */
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 21003, &held), 0);
 	r = cli_ctl("create", "--proto", "tcp", "--start", "21000", "--count", "10", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "portresctl: create tcp 21000-21009: ");
 	{
 		char pid[32];
@@ -165,7 +163,7 @@ Test(cli, create_lookup_delete)
 
 	r = cli_ctl("create", "--proto", "udp", "--start", "21000", "--count", "10", "--mode", "audit",
 		    "--grant-uid", "1000", "--grant-gid", "root", "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	cr_assert(is_token(json_string_value(json_object_get(j, "token"))));
 	cr_assert_str_eq(json_string_value(json_object_get(j, "proto")), "udp");
@@ -177,36 +175,36 @@ Test(cli, create_lookup_delete)
 
 	/* a name is unique */
 	r = cli_ctl("create", "--proto", "tcp", "--start", "22000", "--count", "1", "--name", "web", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "web");
 	cli_result_free(&r);
 
 	/* delete by name, token, range */
 	r = cli_ctl("delete", "--name", "web", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert_str_eq(r.out, "");
 	cli_result_free(&r);
 	r = cli_ctl("delete", "--name", "web", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "portresctl: delete web: no reservation named web");
 	cli_result_free(&r);
 	r = cli_ctl("lookup", "--proto", "tcp", "--start", "20000", "--count", "10", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	cli_result_free(&r);
 
 	snprintf(token, sizeof(token), "%s", cli_create("tcp", 23000, 5, NULL));
 	r = cli_ctl("delete", "--token", token, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	r = cli_ctl("delete", "--proto", "udp", "--start", "21000", "--count", "10", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	r = cli_ctl("delete", "--proto", "udp", "--start", "21000", "--count", "10", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "portresctl: delete udp 21000-21009: ");
 	cli_result_free(&r);
 	r = cli_ctl("delete", "--name", "a", "--token", token, NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 }
 
@@ -230,14 +228,14 @@ Test(cli, list_show_who)
 	snprintf(pidstr, sizeof(pidstr), "%d", (int)getpid());
 
 	r = cli_ctl("list", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, token);
 	ASSERT_OUT_HAS(r, "24000-24009");
 	ASSERT_OUT_HAS(r, "app");
 	cli_result_free(&r);
 
 	r = cli_ctl("list", "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	res = json_array_get(json_object_get(j, "reservations"), 0);
 	cr_assert_str_eq(json_string_value(json_object_get(res, "token")), token);
@@ -249,7 +247,7 @@ Test(cli, list_show_who)
 
 	/* show by name and by token: the socket, its process and cgroup */
 	r = cli_ctl("show", "app", "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	res = json_object_get(j, "reservation");
 	cr_assert_str_eq(json_string_value(json_object_get(res, "token")), token);
@@ -262,7 +260,7 @@ Test(cli, list_show_who)
 	cli_result_free(&r);
 
 	r = cli_ctl("show", token, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, "24000-24009");
 	ASSERT_OUT_HAS(r, "24004");
 	ASSERT_OUT_HAS(r, pidstr);
@@ -270,16 +268,16 @@ Test(cli, list_show_who)
 	cli_result_free(&r);
 
 	r = cli_ctl("show", "--name", "nosuch", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "portresctl: show nosuch: no reservation named nosuch");
 	cli_result_free(&r);
 	r = cli_ctl("show", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 
 	/* who: the owner and the holder */
 	r = cli_ctl("who", "24004", "--proto", "tcp", "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	res = json_array_get(json_object_get(j, "reservations"), 0);
 	cr_assert_str_eq(json_string_value(json_object_get(res, "token")) ?: "", token);
@@ -290,19 +288,19 @@ Test(cli, list_show_who)
 	cli_result_free(&r);
 
 	r = cli_ctl("who", "24004", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, token);
 	ASSERT_OUT_HAS(r, pidstr);
 	cli_result_free(&r);
 
 	r = cli_ctl("who", "25000", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, "port 25000: no reservation");
 	ASSERT_OUT_HAS(r, "sockets: none");
 	cli_result_free(&r);
 
 	r = cli_ctl("who", "70000", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 	close(fd);
 }
@@ -338,7 +336,7 @@ Test(cli, attach_confine_detach)
 	cli_cgroup("box", cg, sizeof(cg));
 
 	r = cli_ctl("attach", "--cgroup", cg, "--name", "box", "--confine", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 
 	/* inside: bind(0) lands in the block, inside binds work, outside ones are denied */
@@ -350,39 +348,36 @@ Test(cli, attach_confine_detach)
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 26007, NULL), -EACCES);
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 27000, NULL), 0);
 
-	r = cli_ctl("show", "box", "--json", NULL);
-	ASSERT_STATUS(r, 0);
-	j = cli_json(&r);
-	att = json_array_get(json_object_get(json_object_get(j, "reservation"), "attachments"), 0);
+	j = cli_show("box");
+	att = json_array_get(json_object_get(j, "attachments"), 0);
 	cr_assert_str_eq(json_string_value(json_object_get(att, "path")) ?: "", cg);
 	cr_assert(json_is_true(json_object_get(att, "confine")));
 	json_decref(j);
-	cli_result_free(&r);
 
 	/* a relative cgroup is below the cgroup2 mount */
 	snprintf(rel, sizeof(rel), "%s/box", strrchr(ag.cgroup, '/') + 1);
 	r = cli_ctl("detach", "--cgroup", rel, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	cr_assert_eq(cli_in_cgroup(cg, bind_port, (void *)(uintptr_t)27000), 0, "detached: still confined");
 
 	r = cli_ctl("detach", "--cgroup", cg, NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "not attached");
 	cli_result_free(&r);
 
 	r = cli_ctl("attach", "--cgroup", "/sys/fs/cgroup/no/such/cgroup", "--name", "box", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "does not exist");
 	cli_result_free(&r);
 
 	r = cli_ctl("attach", "--cgroup", cg, NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	ASSERT_ERR_HAS(r, "--token");
 	cli_result_free(&r);
 
 	r = cli_ctl("attach", "--cgroup", cg, "--name", "nosuch", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	ASSERT_ERR_HAS(r, "no reservation named nosuch");
 	cli_result_free(&r);
 }
@@ -396,14 +391,14 @@ Test(cli, status_and_metrics)
 
 	cli_create("tcp", 28000, 4, "m");
 	r = cli_ctl("status", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, "portresd");
 	ASSERT_OUT_HAS(r, ag.sock);
 	ASSERT_OUT_HAS(r, "1 persistent");
 	cli_result_free(&r);
 
 	r = cli_ctl("status", "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "socket")) ?: "", ag.sock);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "cgroup")) ?: "", ag.cgroup);
@@ -412,14 +407,14 @@ Test(cli, status_and_metrics)
 	cli_result_free(&r);
 
 	r = cli_ctl("metrics", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	ASSERT_OUT_HAS(r, "# TYPE portres_reservations gauge");
 	ASSERT_OUT_HAS(r, "portres_reservations{kind=\"persistent\"} 1");
 	ASSERT_OUT_HAS(r, "name=\"m\"");
 	cli_result_free(&r);
 
 	r = cli_ctl("metrics", "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	json_array_foreach(json_object_get(j, "samples"), i, s)
 		if (!strcmp(json_string_value(json_object_get(s, "name")) ?: "", "portres_reservations") &&
@@ -428,33 +423,53 @@ Test(cli, status_and_metrics)
 	cr_assert(found, "no portres_reservations{kind=persistent} 1 sample in %s", r.out);
 	json_decref(j);
 	cli_result_free(&r);
+
+	/* events without --follow: what the agent keeps, then exit */
+	r = cli_ctl("events", "--json", NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cli_result_free(&r);
+	r = cli_ctl("events", "--count", "0", NULL);
+	CLI_ASSERT_STATUS(r, 2);
+	cli_result_free(&r);
+}
+
+/* The first line of text holding needle, parsed as JSON (every line must be JSON). */
+static json_t *event_line(const char *text, const char *needle)
+{
+	json_t *found = NULL;
+
+	for (const char *line = text; *line;) {
+		size_t n = strcspn(line, "\n");
+		json_t *ev = json_loadb(line, n, 0, NULL);
+
+		cr_assert_not_null(ev, "an event line is not JSON: %.*s", (int)n, line);
+		if (!found && memmem(line, n, needle, strlen(needle)))
+			found = json_incref(ev);
+		json_decref(ev);
+		line += n + (line[n] == '\n');
+	}
+	return found;
 }
 
 Test(cli, events_follow_sees_a_denial)
 {
-	char out[400], token[17], line[4096];
+	char out[400], token[17];
+	char *text;
 	json_t *ev;
 	pid_t pid;
 	int status;
 
 	snprintf(token, sizeof(token), "%s", cli_create("tcp", 29000, 10, "guarded"));
 	snprintf(out, sizeof(out), "%s/events.out", ag.tmp);
-	pid = cli_spawn(out, "events", "--follow", "--json", "--count", "1", "--timeout", "30", NULL);
+	pid = cli_spawn(out, "events", "--follow", "--json", "--timeout", "60", NULL);
 	/* the subscription starts at some point: deny until the event shows */
 	for (int i = 0; i < 100 && !cli_wait_file(out, "\"deny\"", 100); i++)
 		cr_assert_eq(ag_bind(IPPROTO_TCP, 29005, NULL), -EACCES);
-	status = cli_wait(pid, 10000);
-	cr_assert_eq(status, 0, "events exited %d: %s", status, cli_read(out));
-	{
-		char *text = cli_read(out);
-
-		cr_assert(sscanf(text, "%4095[^\n]", line) == 1, "no line in %s", text);
-		cr_assert(!strchr(text, '\n') || !strchr(strchr(text, '\n') + 1, '\n'), "one line per event: %s", text);
-		free(text);
-	}
-	ev = json_loads(line, 0, NULL);
-	cr_assert_not_null(ev, "not JSON: %s", line);
-	cr_assert_str_eq(json_string_value(json_object_get(ev, "type")) ?: "", "deny");
+	kill(pid, SIGTERM);
+	cli_wait(pid, 10000);
+	text = cli_read(out);
+	ev = event_line(text, "\"deny\"");
+	cr_assert_not_null(ev, "no deny event in %s", text);
 	cr_assert_str_eq(json_string_value(json_object_get(ev, "protocol")) ?: "", "tcp");
 	cr_assert_eq(json_integer_value(json_object_get(ev, "port")), 29005);
 	cr_assert_eq(json_integer_value(json_object_get(ev, "pid")), getpid());
@@ -464,14 +479,34 @@ Test(cli, events_follow_sees_a_denial)
 	cr_assert_str_eq(json_string_value(json_object_get(ev, "cgroup")) ?: "", ag.cgroup);
 	cr_assert_str_eq(json_string_value(json_object_get(ev, "errno")) ?: "", "EACCES");
 	cr_assert_not_null(json_string_value(json_object_get(ev, "command")));
-	cr_assert(strlen(json_string_value(json_object_get(ev, "time")) ?: "") >= 20, "time: %s", line);
+	cr_assert(strlen(json_string_value(json_object_get(ev, "time")) ?: "") >= 20, "%s", text);
 	json_decref(ev);
+	free(text);
 
-	/* text form: one line naming port, pid and reservation */
+	/* without --follow: the agent's recent events, the denial among them, then exit */
+	{
+		struct cli_result r = cli_ctl("events", "--json", NULL);
+
+		cr_assert_eq(r.status, 0, "%s", r.err);
+		ev = event_line(r.out, "\"deny\"");
+		cr_assert_not_null(ev, "recent events lack the denial: %s", r.out);
+		json_decref(ev);
+		cli_result_free(&r);
+	}
+
+	/* text form: one line naming port, pid and reservation; --count ends it */
 	snprintf(out, sizeof(out), "%s/events.txt", ag.tmp);
-	pid = cli_spawn(out, "events", "--follow", "--count", "1", "--timeout", "30", NULL);
-	for (int i = 0; i < 100 && !cli_wait_file(out, "deny", 100); i++)
+	pid = cli_spawn(out, "events", "--follow", "--timeout", "30", NULL);
+	for (int i = 0; i < 100 && !cli_wait_file(out, "port 29006", 100); i++)
 		ag_bind(IPPROTO_TCP, 29006, NULL);
-	cr_assert_eq(cli_wait(pid, 10000), 0);
-	cr_assert(cli_wait_file(out, "port 29006", 0) && cli_wait_file(out, token, 0), "%s", cli_read(out));
+	kill(pid, SIGTERM);
+	cli_wait(pid, 10000);
+	text = cli_read(out);
+	cr_assert(strstr(text, "deny") && strstr(text, "port 29006") && strstr(text, token), "%s", text);
+	free(text);
+	pid = cli_spawn(out, "events", "--follow", "--count", "2", "--timeout", "30", NULL);
+	status = -1;
+	for (int i = 0; i < 100 && (status = cli_wait(pid, 100)) < 0; i++)
+		ag_bind(IPPROTO_TCP, 29007, NULL);
+	cr_assert_eq(status, 0, "events --count 2 did not end by itself (%d)", status);
 }

@@ -17,9 +17,6 @@
 
 TestSuite(cli_apply, .init = cli_setup, .fini = cli_teardown, .timeout = 90);
 
-#define ASSERT_STATUS(r, want) \
-	cr_assert_eq((r).status, (want), "exit %d (want %d); stdout: %s; stderr: %s", (r).status, (want), (r).out, (r).err)
-
 /* The agent's reservation named name (borrowed from l), or NULL. */
 static json_t *named(json_t *l, const char *name)
 {
@@ -30,17 +27,6 @@ static json_t *named(json_t *l, const char *name)
 		if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
 			return r;
 	return NULL;
-}
-
-static json_t *list(void)
-{
-	struct cli_result r = cli_ctl("list", "--json", NULL);
-	json_t *j;
-
-	ASSERT_STATUS(r, 0);
-	j = cli_json(&r);
-	cli_result_free(&r);
-	return j;
 }
 
 static const char *file_with(const char *cg, const char *dns_mode)
@@ -71,31 +57,29 @@ Test(cli_apply, idempotent_dry_run_prune)
 	snprintf(file, sizeof(file), "%s", file_with(cg, "audit"));
 
 	r = cli_ctl("apply", "-f", file, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert(strstr(r.out, "create web tcp 40000-40009") && strstr(r.out, "create kubelet tcp 10250") &&
 		  strstr(r.out, "attach ") && strstr(r.out, "4 changes applied"), "%s", r.out);
 	cli_result_free(&r);
-	l = list();
+	l = cli_list();
 	cr_assert_not_null(named(l, "web"));
 	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "mode")), "audit");
 	cr_assert_eq(json_integer_value(json_object_get(named(l, "kubelet"), "count")), 1);
 	snprintf(web_token, sizeof(web_token), "%s", json_string_value(json_object_get(named(l, "web"), "token")));
 	snprintf(dns_token, sizeof(dns_token), "%s", json_string_value(json_object_get(named(l, "dns"), "token")));
 	json_decref(l);
-	r = cli_ctl("show", "web", "--json", NULL);
-	j = cli_json(&r);
-	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(j,
-		"reservation"), "attachments"), 0), "path")) ?: "", cg);
+	j = cli_show("web");
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "attachments"), 0), "path"))
+			 ?: "", cg);
 	json_decref(j);
-	cli_result_free(&r);
 
 	/* again: nothing to do, and it says so */
 	r = cli_ctl("apply", "-f", file, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert(strstr(r.out, "no changes"), "%s", r.out);
 	cli_result_free(&r);
 	r = cli_ctl("apply", "-f", file, "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	j = cli_json(&r);
 	cr_assert_eq(json_array_size(json_object_get(j, "changes")), 0);
 	cr_assert_eq(json_integer_value(json_object_get(j, "unchanged")), 4);
@@ -105,16 +89,16 @@ Test(cli_apply, idempotent_dry_run_prune)
 	/* a mode change: dry run shows it and changes nothing */
 	snprintf(file, sizeof(file), "%s", file_with(cg, "enforce"));
 	r = cli_ctl("apply", "-f", file, "--dry-run", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert(strstr(r.out, "would update dns mode audit -> enforce") && strstr(r.out, "dry run"), "%s", r.out);
 	cli_result_free(&r);
-	l = list();
+	l = cli_list();
 	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "mode")), "audit");
 	json_decref(l);
 	r = cli_ctl("apply", "-f", file, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
-	l = list();
+	l = cli_list();
 	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "mode")), "enforce");
 	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "token")), dns_token, "token changed");
 	cr_assert_str_eq(json_string_value(json_object_get(named(l, "web"), "token")), web_token);
@@ -124,17 +108,17 @@ Test(cli_apply, idempotent_dry_run_prune)
 	cli_create("tcp", 41000, 2, "old");
 	cli_create("tcp", 41100, 2, NULL);
 	r = cli_ctl("apply", "-f", file, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert(strstr(r.out, "no changes"), "%s", r.out);
 	cli_result_free(&r);
 	r = cli_ctl("apply", "-f", file, "--prune", "--dry-run", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert(strstr(r.out, "would delete old tcp 41000-41001"), "%s", r.out);
 	cli_result_free(&r);
 	r = cli_ctl("apply", "-f", file, "--prune", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
-	l = list();
+	l = cli_list();
 	cr_assert_null(named(l, "old"));
 	cr_assert_eq(json_array_size(json_object_get(l, "reservations")), 4, "unnamed ones stay: %s",
 		     json_dumps(l, 0));
@@ -154,11 +138,11 @@ Test(cli_apply, conflict_changes_nothing)
 	cli_create("tcp", 43005, 1, NULL);
 	file = cli_write_tmp("conflict.json", text);
 	r = cli_ctl("apply", "-f", file, NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	cr_assert(strstr(r.err, "b (tcp 43000-43009) overlaps persistent reservation tcp 43005") &&
 		  strstr(r.err, "nothing changed"), "%s", r.err);
 	cli_result_free(&r);
-	l = list();
+	l = cli_list();
 	cr_assert_null(named(l, "a"), "a was created although the apply failed");
 	cr_assert_eq(json_array_size(json_object_get(l, "reservations")), 1);
 	json_decref(l);
@@ -179,16 +163,16 @@ Test(cli_apply, failure_midway_rolls_back)
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 45003, &fd), 0);
 	file = cli_write_tmp("midway.json", text);
 	r = cli_ctl("apply", "-f", file, NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	cr_assert(strstr(r.err, "create held tcp 45000-45009") && strstr(r.err, "rolled back"), "%s", r.err);
 	cli_result_free(&r);
-	l = list();
+	l = cli_list();
 	cr_assert_eq(json_array_size(json_object_get(l, "reservations")), 0, "left behind: %s", json_dumps(l, 0));
 	json_decref(l);
 	close(fd);
 	/* once the port is free the same file applies */
 	r = cli_ctl("apply", "-f", file, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 }
 
@@ -206,6 +190,10 @@ Test(cli_apply, bad_files)
 		  " { \"name\": \"y\", \"proto\": \"tcp\", \"ports\": 85 } ] }", "overlap" },
 		{ "{ \"attachments\": [ { \"cgroup\": \"/sys/fs/cgroup/nope/nope\", \"reservation\": \"x\" } ] }",
 		  "no reservation named x" },
+		{ "{ \"reservations\": [ { \"name\": \"x\", \"proto\": \"tcp\", \"ports\": 80 } ],"
+		  " \"attachments\": [ { \"cgroup\": \"/sys/fs/cgroup/nope/nope\", \"reservation\": \"x\" } ] }",
+		  "cgroup /sys/fs/cgroup/nope/nope does not exist" },
+		{ "[ 1, 2 ]", "must be a JSON object" },
 	};
 	struct cli_result r;
 
@@ -213,17 +201,92 @@ Test(cli_apply, bad_files)
 		const char *file = cli_write_tmp("bad.json", cases[i].text);
 
 		r = cli_ctl("apply", "-f", file, NULL);
-		ASSERT_STATUS(r, 1);
+		CLI_ASSERT_STATUS(r, 1);
 		cr_assert(strstr(r.err, cases[i].expect), "case %zu: stderr lacks \"%s\": %s", i, cases[i].expect, r.err);
 		cli_result_free(&r);
 	}
 	r = cli_ctl("apply", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 	r = cli_ctl("apply", "-f", "/nonexistent/file.json", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	cr_assert(strstr(r.err, "/nonexistent/file.json"), "%s", r.err);
 	cli_result_free(&r);
+}
+
+Test(cli_apply, replace_keeps_cgroups_attached)
+{
+	char cg[4200], old_token[17];
+	struct cli_result r;
+	const char *file;
+	json_t *res, *att;
+
+	snprintf(old_token, sizeof(old_token), "%s", cli_create("tcp", 47000, 5, "svc"));
+	cli_cgroup("svc", cg, sizeof(cg));
+	r = cli_ctl("attach", "--cgroup", cg, "--name", "svc", "--confine", NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cli_result_free(&r);
+
+	/* the file moves svc to other ports: deleted, created again, its cgroup attached again */
+	file = cli_write_tmp("svc.json", "{ \"reservations\": [ { \"name\": \"svc\", \"proto\": \"tcp\", \"ports\": \"47100-47109\" } ] }");
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cr_assert(strstr(r.out, "delete svc tcp 47000-47004") && strstr(r.out, "create svc tcp 47100-47109"), "%s", r.out);
+	cli_result_free(&r);
+	res = cli_show("svc");
+	att = json_array_get(json_object_get(res, "attachments"), 0);
+	cr_assert_eq(json_integer_value(json_object_get(res, "start")), 47100);
+	cr_assert_str_neq(json_string_value(json_object_get(res, "token")), old_token);
+	cr_assert_str_eq(json_string_value(json_object_get(att, "path")) ?: "", cg);
+	cr_assert(json_is_true(json_object_get(att, "confine")));
+	json_decref(res);
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cr_assert(strstr(r.out, "no changes"), "%s", r.out);
+	cli_result_free(&r);
+}
+
+/* The JSON of the shipped ConfigMap (scripts/kubernetes), unindented. */
+static char *configmap_json(void)
+{
+	char *yaml = cli_read("scripts/kubernetes/reservations-configmap.yaml"), *p, *out, *o;
+
+	p = strstr(yaml, "reservations.json: |\n");
+	cr_assert_not_null(p, "no reservations.json in the ConfigMap");
+	p = strchr(p, '\n') + 1;
+	out = o = calloc(1, strlen(p) + 1);
+	while (!strncmp(p, "    ", 4)) {
+		size_t n = strcspn(p, "\n") + 1;
+
+		memcpy(o, p + 4, n - 4);
+		o += n - 4;
+		p += n;
+	}
+	free(yaml);
+	return out;
+}
+
+Test(cli_apply, shipped_kubernetes_configmap)
+{
+	char *text = configmap_json();
+	const char *file = cli_write_tmp("configmap.json", text);
+	struct cli_result r;
+	json_t *l;
+
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cli_result_free(&r);
+	l = cli_list();
+	cr_assert_eq(json_integer_value(json_object_get(named(l, "nodeports-tcp"), "start")), 30000);
+	cr_assert_eq(json_integer_value(json_object_get(named(l, "nodeports-udp"), "count")), 2768);
+	json_decref(l);
+	/* a NodePort is refused to whoever is not tied to it */
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 31000, NULL), -EACCES);
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cr_assert(strstr(r.out, "no changes"), "%s", r.out);
+	cli_result_free(&r);
+	free(text);
 }
 
 /* --- the planner alone ----------------------------------------------------- */

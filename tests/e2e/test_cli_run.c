@@ -19,9 +19,6 @@
 
 TestSuite(cli_run, .init = cli_setup, .fini = cli_teardown, .timeout = 120);
 
-#define ASSERT_STATUS(r, want) \
-	cr_assert_eq((r).status, (want), "exit %d (want %d); stdout: %s; stderr: %s", (r).status, (want), (r).out, (r).err)
-
 /* No portresctl-run-* cgroup is left below the test's. */
 static bool no_run_cgroups(void)
 {
@@ -35,17 +32,6 @@ static bool no_run_cgroups(void)
 			none = false;
 	closedir(d);
 	return none;
-}
-
-static json_t *list(void)
-{
-	struct cli_result r = cli_ctl("list", "--json", NULL);
-	json_t *j;
-
-	ASSERT_STATUS(r, 0);
-	j = cli_json(&r);
-	cli_result_free(&r);
-	return j;
 }
 
 Test(cli_run, acquire_python_http_server)
@@ -67,7 +53,7 @@ Test(cli_run, acquire_python_http_server)
 	cr_assert(port, "python3 -m http.server never listened; output: %s", cli_read(out));
 
 	/* its port is one of the runtime block the run holds */
-	l = list();
+	l = cli_list();
 	res = cli_find_runtime(l, 5);
 	cr_assert_not_null(res, "no runtime reservation of 5 ports while CMD runs");
 	start = json_integer_value(json_object_get(res, "start"));
@@ -78,7 +64,7 @@ Test(cli_run, acquire_python_http_server)
 	/* who names the block and the python process */
 	snprintf(path, sizeof(path), "%u", port);
 	r = cli_ctl("who", path, "--json", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	who = cli_json(&r);
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(who, "reservations"), 0),
 							   "token")) ?: "",
@@ -99,7 +85,7 @@ Test(cli_run, acquire_python_http_server)
 	kill(pid, SIGTERM);
 	status = cli_wait(pid, 20000);
 	cr_assert_eq(status, 128 + SIGTERM, "run exited %d: %s", status, cli_read(out));
-	l = list();
+	l = cli_list();
 	cr_assert_null(cli_find_runtime(l, 5), "the runtime reservation outlived CMD");
 	json_decref(l);
 	cr_assert(no_run_cgroups(), "the run's cgroup is left");
@@ -115,7 +101,7 @@ Test(cli_run, environment_and_exit_status)
 
 	r = cli_ctl("run", "--acquire", "3", "--", "sh", "-c",
 		    "echo \"$PORTRES_TOKEN $PORTRES_START $PORTRES_COUNT $PORTRES_PROTO\"; exit 7", NULL);
-	ASSERT_STATUS(r, 7);
+	CLI_ASSERT_STATUS(r, 7);
 	cr_assert_eq(sscanf(r.out, "%16s %u %u", token, &start, &count), 3, "%s", r.out);
 	cr_assert_eq(strlen(token), 16);
 	cr_assert_eq(count, 3);
@@ -124,19 +110,19 @@ Test(cli_run, environment_and_exit_status)
 
 	/* killed by a signal: 128 + N */
 	r = cli_ctl("run", "--acquire", "1", "--proto", "udp", "--", "sh", "-c", "kill -KILL $$", NULL);
-	ASSERT_STATUS(r, 128 + SIGKILL);
+	CLI_ASSERT_STATUS(r, 128 + SIGKILL);
 	cli_result_free(&r);
 
 	/* CMD not found: 127 */
 	r = cli_ctl("run", "--acquire", "1", "--", "/nonexistent/program", NULL);
-	ASSERT_STATUS(r, 127);
+	CLI_ASSERT_STATUS(r, 127);
 	cr_assert(strstr(r.err, "/nonexistent/program"), "%s", r.err);
 	cli_result_free(&r);
 	cr_assert(no_run_cgroups());
 
 	/* a specific block */
 	r = cli_ctl("run", "--acquire", "2", "--start", "31000", "--", "sh", "-c", "echo $PORTRES_START", NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert_str_eq(r.out, "31000\n");
 	cli_result_free(&r);
 }
@@ -158,7 +144,7 @@ Test(cli_run, persistent_name_and_confine)
 
 	snprintf(token, sizeof(token), "%s", cli_create("tcp", 32000, 10, "app"));
 	r = cli_ctl("run", "--name", "app", "--confine", "--", "python3", "-c", script, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert_eq(sscanf(r.out, "%u", &port), 1, "%s", r.out);
 	cr_assert(port >= 32000 && port < 32010, "bind(0) got %u, outside 32000-32009", port);
 	cr_assert(strstr(r.out, "outside-denied"), "confined CMD bound outside its block: %s", r.out);
@@ -166,17 +152,14 @@ Test(cli_run, persistent_name_and_confine)
 
 	/* without --confine outside binds work; --token works as --name */
 	r = cli_ctl("run", "--token", token, "--", "python3", "-c", script, NULL);
-	ASSERT_STATUS(r, 0);
+	CLI_ASSERT_STATUS(r, 0);
 	cr_assert(strstr(r.out, "outside-allowed"), "%s", r.out);
 	cli_result_free(&r);
 
 	/* nothing stays attached */
-	r = cli_ctl("show", "app", "--json", NULL);
-	ASSERT_STATUS(r, 0);
-	j = cli_json(&r);
-	cr_assert_eq(json_array_size(json_object_get(json_object_get(j, "reservation"), "attachments")), 0, "%s", r.out);
+	j = cli_show("app");
+	cr_assert_eq(json_array_size(json_object_get(j, "attachments")), 0, "%s", json_dumps(j, 0));
 	json_decref(j);
-	cli_result_free(&r);
 	cr_assert(no_run_cgroups());
 }
 
@@ -185,27 +168,27 @@ Test(cli_run, errors)
 	struct cli_result r;
 
 	r = cli_ctl("run", "--", "true", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cr_assert(strstr(r.err, "--acquire"), "%s", r.err);
 	cli_result_free(&r);
 
 	r = cli_ctl("run", "--acquire", "1", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 
 	r = cli_ctl("run", "--name", "a", "--acquire", "1", "--", "true", NULL);
-	ASSERT_STATUS(r, 2);
+	CLI_ASSERT_STATUS(r, 2);
 	cli_result_free(&r);
 
 	r = cli_ctl("run", "--name", "nosuch", "--", "true", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	cr_assert(strstr(r.err, "no reservation named nosuch"), "%s", r.err);
 	cli_result_free(&r);
 
 	/* a block that is taken */
 	cli_create("tcp", 34000, 10, NULL);
 	r = cli_ctl("run", "--acquire", "2", "--start", "34005", "--", "true", NULL);
-	ASSERT_STATUS(r, 1);
+	CLI_ASSERT_STATUS(r, 1);
 	cr_assert(strstr(r.err, "portresctl: run: acquire tcp 34005-34006"), "%s", r.err);
 	cli_result_free(&r);
 	cr_assert(no_run_cgroups());

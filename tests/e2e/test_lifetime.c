@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -143,4 +144,38 @@ Test(lifetime, wildcard_blocks_do_not_overlap)
 	}
 	for (int i = 0; i < 8; i++)
 		close(s[i]);
+}
+
+/*
+ * A socket of another network namespace: the reservation lives there, its
+ * ports go into that namespace's ip_local_reserved_ports (the agent enters it
+ * through the socket, SIOCGSKNS), and leave it when the socket closes.
+ */
+static int acquire_in_new_netns(void *arg)
+{
+	struct portres_instance in;
+	char before[256], during[256];
+	int s, c;
+
+	if (unshare(CLONE_NEWNET))
+		return 10;
+	snprintf(before, sizeof(before), "%s", ag_sysctl());
+	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (portres_acquire(s, &(struct portres_range){ 0, 4 }, &in))
+		return 11;
+	snprintf(during, sizeof(during), "%s", ag_sysctl());
+	if (!strstr(during, "-") || !strcmp(before, during))
+		return 12;
+	close(s);
+	for (c = 0; c < 500 && strcmp(ag_sysctl(), before); c++)
+		usleep(10000);
+	return strcmp(ag_sysctl(), before) ? 13 : 0;
+}
+
+Test(lifetime, socket_of_another_netns)
+{
+	ag_start(NULL);
+	cr_assert_eq(ag_in_child(acquire_in_new_netns, NULL), 0);
+	cr_assert_str_eq(ag_sysctl(), "", "the agent's own netns was changed: %s", ag_sysctl());
+	cr_assert(ag_log_has("socket closed"));
 }

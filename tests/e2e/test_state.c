@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,4 +106,42 @@ Test(state, full_disk_keeps_old_state)
 	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), 0);
 	free(before);
 	free(after);
+}
+
+/* The feature probe names what is missing and changes nothing. */
+Test(state, probe_names_the_missing_feature)
+{
+	char plain[400], bad_bpffs[500];
+
+	snprintf(plain, sizeof(plain), "%s/plain", ag.tmp);
+	mkdir(plain, 0700);
+	snprintf(bad_bpffs, sizeof(bad_bpffs), "%s/pins", plain);
+	cr_assert_neq(ag_run((const char *const[]){ "--bpffs", bad_bpffs, NULL }), 0);
+	cr_assert(ag_log_has("missing feature: bpffs"));
+	cr_assert_neq(ag_run((const char *const[]){ "--cgroup", plain, NULL }), 0);
+	cr_assert(ag_log_has("missing feature: cgroup2"));
+	cr_assert_neq(access(bad_bpffs, F_OK), 0);
+}
+
+/* --metrics-listen serves the same text as the metrics op, from the agent's loop. */
+Test(state, metrics_listen)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(9464), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	char buf[16384];
+	portres_token_t t;
+	size_t got = 0;
+	ssize_t n;
+	int c;
+
+	ag_start((const char *const[]){ "--metrics-listen", "127.0.0.1:9464", NULL });
+	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 8000, 10, &t), 0);
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	cr_assert(write(c, "GET /metrics HTTP/1.0\r\n\r\n", 25) == 25);
+	while ((n = read(c, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+	close(c);
+	cr_assert(strstr(buf, "200 OK"), "%s", buf);
+	cr_assert(strstr(buf, "portres_reservations{kind=\"persistent\"} 1"), "%s", buf);
 }

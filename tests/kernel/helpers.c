@@ -109,6 +109,18 @@ int h_listener(int family, uint16_t *port)
 	return fd;
 }
 
+uint16_t h_local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len))
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
 uint32_t h_users(uint8_t proto, uint16_t port)
 {
 	struct portres_port p;

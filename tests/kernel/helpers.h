@@ -58,6 +58,8 @@ int h_bind_addr(int fd, int family, const char *addr, uint16_t port);
 int h_connect_lo(int fd, int family, uint16_t port);
 /* A TCP listener on the loopback of family, on an ephemeral port (outside every block). */
 int h_listener(int family, uint16_t *port);
+/* getsockname's port without Criterion asserts (children, threads): 0 on failure. */
+uint16_t h_local_port(int fd);
 /* users of a port entry (0 when the port is not reserved). */
 uint32_t h_users(uint8_t proto, uint16_t port);
 

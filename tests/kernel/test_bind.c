@@ -167,6 +167,29 @@ FP_TEST(bind, release_on_close)
 			     START + i);
 }
 
+/*
+ * The kernel unbinds a closed socket only after cgroup/sock_release has
+ * dropped its claim: a port released moments ago is offered last, so that
+ * bind(0) does not land on a port that is still bound.
+ */
+FP_TEST(bind, released_port_offered_last)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint64_t t = reserve_enforced(p->proto);
+	uint16_t last = 0, port;
+	int i, fd;
+
+	for (i = 0; i < 3 * COUNT; i++) {
+		fd = assoc_socket(p, t);
+		cr_assert_eq(fx_bind(fd, p->family, 0), 0, "%s: bind(0) #%d", n, i + 1);
+		port = fx_local_port(fd);
+		cr_expect_neq(port, last, "%s: bind(0) #%d got %u, released just before", n, i + 1,
+			      port);
+		close(fd);
+		last = port;
+	}
+}
+
 /* A second bind attempt on the same socket drops the first claim. */
 FP_TEST(bind, failed_bind_then_rebind)
 {

@@ -66,7 +66,7 @@ static int check_in_cgroup(void *arg)
 	}
 	if (err)
 		return h_fail("%s: bind(0): %s", n, strerror(-err));
-	port = fx_local_port(fd);
+	port = h_local_port(fd);
 	if (e->token && (port < e->start || port >= e->start + COUNT))
 		return h_fail("%s: bind(0) got %u, block %u-%u", n, port, e->start,
 			      e->start + COUNT - 1);
@@ -135,7 +135,7 @@ static int connect_in_cgroup(void *arg)
 	err = h_connect_lo(fd, AF_INET6, conn_port);
 	if (err)
 		return h_fail("connect: %s", strerror(-err));
-	lport = fx_local_port(fd);
+	lport = h_local_port(fd);
 	if (lport < START || lport >= START + COUNT)
 		return h_fail("connect autobound to %u", lport);
 	close(fd);

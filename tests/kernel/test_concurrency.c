@@ -43,19 +43,6 @@ struct worker {
 	int id;
 };
 
-/* getsockname without Criterion asserts (threads): 0 on failure. */
-static uint16_t local_port(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-
-	if (getsockname(fd, (struct sockaddr *)&ss, &len))
-		return 0;
-	if (ss.ss_family == AF_INET)
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-}
-
 /* Forget the port in the table, then close: nobody may get it before it is forgotten. */
 static void put_back(struct race *r, int fd, uint16_t port)
 {
@@ -102,7 +89,7 @@ static void *run(void *arg)
 			close(fd);
 			continue;
 		}
-		port = local_port(fd);
+		port = h_local_port(fd);
 		if (port < START || port >= START + COUNT) {
 			atomic_fetch_add(&r->outside, 1);
 			close(fd);

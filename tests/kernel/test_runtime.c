@@ -148,6 +148,26 @@ Test(runtime, anchor_del_keeps_reservation)
 	close(fd);
 }
 
+/* Only sockets that pass through cgroup/sock_release can anchor: others would never end it. */
+Test(runtime, anchor_must_be_tcp_or_udp)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	int u = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int raw = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+	int pipefd[2];
+
+	cr_assert(u >= 0 && raw >= 0);
+	cr_expect_eq(portres_anchor_add(fx.l, u, t), -EOPNOTSUPP, "unix socket as anchor");
+	cr_expect_eq(portres_anchor_add(fx.l, raw, t), -EOPNOTSUPP, "raw socket as anchor");
+	cr_assert_eq(pipe(pipefd), 0);
+	cr_expect_eq(portres_anchor_add(fx.l, pipefd[0], t), -ENOTSOCK, "pipe as anchor");
+	close(pipefd[0]);
+	close(pipefd[1]);
+	close(u);
+	close(raw);
+	cr_expect_eq(resv_flags(t) & PORTRES_RESV_DEAD, 0);
+}
+
 /* The process dies without closing: the kernel closes its sockets, and that ends it. */
 static uint64_t dying_token;
 

@@ -597,11 +597,12 @@ static bool in_own_netns(const struct planner *p, const struct cur *c)
 	return !p->o->netns || !c->netns || c->netns == p->o->netns;
 }
 
-/* Finds every conflict; true if the plan can go ahead. */
-static bool check_conflicts(struct planner *p, bool *after_deletes, char *err, size_t len)
+/* Names every conflict in err; 0 if the plan can go ahead, else -EADDRINUSE (an overlap) or -ENOENT. */
+static int check_conflicts(struct planner *p, bool *after_deletes, char *err, size_t len)
 {
 	char ra[32], rb[32];
 	struct stat sb;
+	int code = 0;
 
 	for (size_t i = 0; i < p->f->n_resv; i++) {
 		const struct apply_resv *d = &p->f->resv[i];
@@ -624,6 +625,7 @@ static bool check_conflicts(struct planner *p, bool *after_deletes, char *err, s
 			add_conflict(err, len, "%s (%s) overlaps %s reservation %s%s%s (token %s)", d->name, ra,
 				     json_string_value(json_object_get(c->j, "kind")) ?: "a", rb, c->name ? " named " : "",
 				     c->name ?: "", c->token);
+			code = -EADDRINUSE;
 		}
 	}
 	for (size_t i = 0; i < p->f->n_attach; i++) {
@@ -640,10 +642,13 @@ static bool check_conflicts(struct planner *p, bool *after_deletes, char *err, s
 		else if (!in_file && p->cur[k].removed)
 			add_conflict(err, len, "cgroup %s: reservation %s is not in the file and --prune deletes it",
 				     a->cgroup, a->resv);
-		if (p->o->check_cgroups && (stat(a->cgroup, &sb) || !S_ISDIR(sb.st_mode)))
+		else if (p->o->check_cgroups && (stat(a->cgroup, &sb) || !S_ISDIR(sb.st_mode)))
 			add_conflict(err, len, "cgroup %s does not exist", a->cgroup);
+		else
+			continue;
+		code = code ?: -ENOENT;
 	}
-	return !err[0];
+	return code;
 }
 
 /* The file's attachment of a cgroup, or NULL. */
@@ -771,10 +776,8 @@ int apply_plan(const struct apply_file *f, const json_t *current, const struct a
 		goto out;
 	}
 	compare_resv(&p);
-	if (!check_conflicts(&p, after, err, len)) {
-		e = strstr(err, "overlaps") ? -EADDRINUSE : -ENOENT;
+	if ((e = check_conflicts(&p, after, err, len)))
 		goto out;
-	}
 	/* what may fail and is easy to undo first, deletes late */
 	for (size_t i = 0; i < f->n_resv; i++)
 		if (p.want[i] == W_NEW && !after[i])
@@ -823,6 +826,7 @@ int apply_execute(const struct apply_plan *plan, apply_call_fn call, void *arg, 
 {
 	char msg[APPLY_ERR_LEN], why[APPLY_ERR_LEN];
 	size_t i, failed_undo = 0, undone = 0;
+	bool recreated = false;
 	int e = 0;
 
 	*done = 0;
@@ -848,17 +852,18 @@ int apply_execute(const struct apply_plan *plan, apply_call_fn call, void *arg, 
 			if (call(arg, u, uerr, sizeof(uerr))) {
 				ok = false;
 				if (!failed_undo++)
-					snprintf(why, sizeof(why), "%s (undoing \"%s\": %s)", apply_action_name(plan->steps[i].action),
-						 plan->steps[i].desc, uerr);
+					snprintf(why, sizeof(why), "%s (%s)", plan->steps[i].desc, uerr);
 			}
 		}
 		undone += ok;
+		recreated |= ok && plan->steps[i].action == APPLY_DELETE;
 	}
 	*done -= undone;
 	if (failed_undo)
 		snprintf(err, len, "%s; rolled back %zu of %zu changes, could not undo: %s", msg, undone, undone + *done,
 			 why);
 	else
-		snprintf(err, len, "%s; nothing changed (%zu change%s rolled back)", msg, undone, undone == 1 ? "" : "s");
+		snprintf(err, len, "%s; nothing changed (%zu change%s rolled back%s)", msg, undone, undone == 1 ? "" : "s",
+			 recreated ? "; deleted reservations were created again, with new tokens" : "");
 	return e;
 }

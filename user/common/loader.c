@@ -611,12 +611,35 @@ int portres_cgroup_foreach(struct portres_loader *l,
 	return 0;
 }
 
+/*
+ * Only TCP and UDP sockets over IPv4/IPv6 pass through cgroup/sock_release:
+ * any other socket would keep its runtime reservations alive for ever.
+ */
+static int check_anchor(int sockfd)
+{
+	int domain, protocol;
+	socklen_t len = sizeof(int);
+
+	if (getsockopt(sockfd, SOL_SOCKET, SO_DOMAIN, &domain, &len))
+		return -errno;
+	len = sizeof(int);
+	if (getsockopt(sockfd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len))
+		return -errno;
+	if ((domain != AF_INET && domain != AF_INET6) ||
+	    (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP))
+		return -EOPNOTSUPP;
+	return 0;
+}
+
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token)
 {
 	int fd = fd_of(l->skel->maps.portres_anchor);
 	struct portres_anchor a;
-	int i;
+	int i, err;
 
+	err = check_anchor(sockfd);
+	if (err)
+		return err;
 	if (bpf_map_lookup_elem(fd, &sockfd, &a)) {
 		if (errno != ENOENT)
 			return -errno;

@@ -20,12 +20,22 @@
 
 enum { OPT_FILE = 'f', OPT_DRY_RUN = 0x200, OPT_PRUNE };
 
-/* The agent's reservations, each with the "attachments" that show gives. */
-static json_t *current_state(void)
+/*
+ * The agent's reservations, each with its "attachments" (from show when list
+ * lacks them), and the agent's netns cookie (overlaps count only there).
+ */
+static json_t *current_state(uint64_t *netns)
 {
-	json_t *req = ctl_req("list"), *list = ctl_request("apply: list", req, NULL), *r;
+	json_t *req = ctl_req("status"), *list = ctl_request("apply: status", req, NULL), *r;
 	size_t i;
 
+	json_decref(req);
+	if (!list)
+		return NULL;
+	*netns = (uint64_t)ctl_jint(list, "netns", 0);
+	json_decref(list);
+	req = ctl_req("list");
+	list = ctl_request("apply: list", req, NULL);
 	json_decref(req);
 	if (!list)
 		return NULL;
@@ -118,7 +128,7 @@ int cmd_apply(int argc, char *argv[])
 	if (apply_file_load(file, ctl_cgroup2_root(), &f, err, sizeof(err)))
 		return ctl_fail("apply: %s", err);
 	ret = CTL_FAIL;
-	if (!(current = current_state()))
+	if (!(current = current_state(&ao.netns)))
 		goto out;
 	if (apply_plan(&f, current, &ao, &plan, err, sizeof(err))) {
 		ctl_fail("apply %s: %s; nothing changed", file, err);

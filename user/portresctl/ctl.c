@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /* ctl.c - portresctl's shared pieces: options, the agent connection, errors, parsing. */
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
 #include <grp.h>
 #include <limits.h>
@@ -324,24 +323,23 @@ int ctl_parse_mode(const char *s)
 
 int ctl_set_selector(json_t *req, const char *token, const char *name, bool required)
 {
+	char canonical[17];
 	uint64_t t;
 
 	if (token && name)
 		return ctl_bad_usage("give --token or --name, not both");
 	if (!token && !name)
 		return required ? ctl_bad_usage("name the reservation with --token T or --name NAME") : 0;
-	if (token) {
-		if (ctl_parse_token(token, &t))
-			return CTL_USAGE;
-		char buf[17];
-
-		state_token_format(t, buf);
-		json_object_set_new(req, "token", json_string(buf));
-	} else {
+	if (name) {
 		if (ctl_parse_name(name))
 			return CTL_USAGE;
 		json_object_set_new(req, "name", json_string(name));
+		return 0;
 	}
+	if (ctl_parse_token(token, &t))
+		return CTL_USAGE;
+	state_token_format(t, canonical);
+	json_object_set_new(req, "token", json_string(canonical));
 	return 0;
 }
 

@@ -76,7 +76,10 @@ int ctl_parse_count(const char *s, uint16_t *out);
 int ctl_parse_token(const char *s, uint64_t *out);
 int ctl_parse_name(const char *s);
 int ctl_parse_mode(const char *s);
-/* A selector: token and name set into req, exactly one given. */
+/*
+ * Puts "token" or "name" into req (at most one given; one needed if required).
+ * 0, or CTL_USAGE after a usage message.
+ */
 int ctl_set_selector(json_t *req, const char *token, const char *name, bool required);
 /* An id from a number or a user/group name; -1 after a usage message. */
 int ctl_parse_uid(const char *s, uint64_t *out);

@@ -91,10 +91,12 @@ static json_t *parse_sample(const char *line)
 				goto bad;
 			}
 			for (p += 2; *p && *p != '"' && vl + 1 < sizeof(val); p++) {
-				if (*p == '\\' && p[1])
-					p++, val[vl++] = *p == 'n' ? '\n' : *p;
-				else
+				if (*p == '\\' && p[1]) {
+					p++;
+					val[vl++] = *p == 'n' ? '\n' : *p;
+				} else {
 					val[vl++] = *p;
+				}
 			}
 			val[vl] = '\0';
 			json_object_set_new(labels, key, json_string(val));

@@ -511,21 +511,27 @@ static json_t *sockets_json(struct agent *a, struct netns *ns, uint8_t proto, ui
 	return c.arr;
 }
 
+static json_t *attachments_json(struct agent *a, uint64_t token)
+{
+	json_t *att = json_array();
+
+	for (size_t i = 0; i < a->st.n_attach; i++)
+		if (a->st.attach[i].token == token)
+			json_array_append_new(att, json_pack("{s:s, s:I, s:b}", "path", a->st.attach[i].path,
+							     "cgroup_id", (json_int_t)a->st.attach[i].cgroup_id,
+							     "confine", a->st.attach[i].confine));
+	return att;
+}
+
 static int op_show(struct agent *a, const struct proto_req *req, struct reply *rp)
 {
 	struct resv *r = select_resv(a, req, rp);
-	json_t *o, *att;
+	json_t *o;
 
 	if (!r)
 		return -1;
 	o = resv_json(a, r);
-	att = json_array();
-	for (size_t i = 0; i < a->st.n_attach; i++)
-		if (a->st.attach[i].token == r->token)
-			json_array_append_new(att, json_pack("{s:s, s:I, s:b}", "path", a->st.attach[i].path,
-							     "cgroup_id", (json_int_t)a->st.attach[i].cgroup_id,
-							     "confine", a->st.attach[i].confine));
-	json_object_set_new(o, "attachments", att);
+	json_object_set_new(o, "attachments", attachments_json(a, r->token));
 	json_object_set_new(o, "stats", stats_json(a, r->token));
 	json_object_set_new(o, "sockets", sockets_json(a, r->ns, r->r.proto, r->r.start, r->r.count));
 	rp->fields = json_pack("{s:o}", "reservation", o);
@@ -536,8 +542,12 @@ static int op_list(struct agent *a, struct reply *rp)
 {
 	json_t *arr = json_array();
 
-	for (size_t i = 0; i < a->n_resv; i++)
-		json_array_append_new(arr, resv_json(a, &a->resv[i]));
+	for (size_t i = 0; i < a->n_resv; i++) {
+		json_t *o = resv_json(a, &a->resv[i]);
+
+		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
+		json_array_append_new(arr, o);
+	}
 	rp->fields = json_pack("{s:o}", "reservations", arr);
 	return 0;
 }
@@ -569,9 +579,10 @@ static int op_status(struct agent *a, struct reply *rp)
 	portres_global_stats(a->loader, &g);
 	for (size_t i = 0; i < a->n_resv; i++)
 		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
-	rp->fields = json_pack("{s:s, s:i, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
+	rp->fields = json_pack("{s:s, s:i, s:I, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
 			       " s:{s:I, s:I, s:I}}",
-			       "version", PORTRESD_VERSION, "pid", (int)getpid(), "uptime_s",
+			       "version", PORTRESD_VERSION, "pid", (int)getpid(), "netns",
+			       (json_int_t)a->own_ns->cookie, "uptime_s",
 			       (json_int_t)(time(NULL) - a->started), "adopted", portres_loader_adopted(a->loader),
 			       "cgroup", a->opts.cgroup, "bpffs", a->opts.bpffs, "state_dir", a->opts.state_dir,
 			       "socket", a->opts.socket, "quota", a->opts.quota, "reservations", "persistent",
@@ -627,7 +638,10 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
 	case PROTO_OP_METRICS: op_metrics(a, &rp); break;
-	case PROTO_OP_EVENTS:  *subscribe = true; break;
+	case PROTO_OP_EVENTS:
+		*subscribe = true;
+		rp.fields = json_pack("{s:o}", "recent", server_recent());
+		break;
 	case PROTO_OP__COUNT:  break;
 	}
 reply:

@@ -131,8 +131,10 @@ json_t *event_json(const struct portres_event *ev);
 
 /* server.c */
 int server_run(struct agent *a);
-/* Sends an event message to every subscriber. */
+/* Sends an event message (taken) to every subscriber and keeps it among the recent ones. */
 void server_broadcast(struct agent *a, json_t *event);
+/* The recent events, oldest first (a new array). */
+json_t *server_recent(void);
 
 /* metrics.c */
 char *metrics_text(struct agent *a);

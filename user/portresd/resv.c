@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -348,6 +349,36 @@ struct pick_ctx {
 	uint16_t start;
 };
 
+/*
+ * Small blocks are checked with bind() probes rather than a sock_diag dump:
+ * the dump walks the kernel's whole TCP hash tables (about 1 ms whatever the
+ * netns holds), a probe costs microseconds and asks the kernel's own rule.
+ * An IPv6 socket with V6ONLY off binding [::]:port conflicts with any IPv4 or
+ * IPv6 socket on that port (TIME_WAIT included, which is fine to avoid).
+ */
+#define PROBE_MAX 64
+
+static bool port_busy(uint8_t proto, uint16_t port)
+{
+	int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC;
+	struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	struct sockaddr_in sa4 = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int off = 0, fd = socket(AF_INET6, type, proto);
+	bool busy;
+
+	if (fd >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == 0) {
+		busy = bind(fd, (struct sockaddr *)&sa6, sizeof(sa6)) && errno == EADDRINUSE;
+	} else {
+		if (fd >= 0)
+			close(fd);
+		fd = socket(AF_INET, type, proto);
+		busy = fd >= 0 && bind(fd, (struct sockaddr *)&sa4, sizeof(sa4)) && errno == EADDRINUSE;
+	}
+	if (fd >= 0)
+		close(fd);
+	return busy;
+}
+
 /* First run of count free ports in [lo, hi], scanning up or down. */
 static int find_run(const struct portset *busy, uint32_t lo, uint32_t hi, uint32_t count, bool down)
 {
@@ -404,17 +435,32 @@ static int pick_in_ns(void *arg)
 		if (r->ns == c->ns && r->r.proto == c->proto)
 			portset_add(busy, r->r.start, r->r.count);
 	}
-	err = sockdiag_list(c->proto, 0, 65536, &socks, &n);
-	if (err)
-		goto cleanup;
-	for (size_t i = 0; i < n; i++)
-		portset_add(busy, socks[i].port, 1);
-	err = -EADDRINUSE;
-	if ((s = find_run(busy, (uint32_t)hi + 1, 65535, c->count, false)) >= 0 ||
-	    (s = find_run(busy, 1024, lo - 1u, c->count, true)) >= 0 ||
-	    (s = find_run(busy, lo, hi, c->count, true)) >= 0) {
-		c->start = (uint16_t)s;
-		err = 0;
+	if (c->count > PROBE_MAX) {
+		err = sockdiag_list(c->proto, 0, 65536, &socks, &n);
+		if (err)
+			goto cleanup;
+		for (size_t i = 0; i < n; i++)
+			portset_add(busy, socks[i].port, 1);
+	}
+	/* A candidate with a busy port marks it and searches again. */
+	for (;;) {
+		bool clean = true;
+
+		err = -EADDRINUSE;
+		if ((s = find_run(busy, (uint32_t)hi + 1, 65535, c->count, false)) < 0 &&
+		    (s = find_run(busy, 1024, lo - 1u, c->count, true)) < 0 &&
+		    (s = find_run(busy, lo, hi, c->count, true)) < 0)
+			break;
+		for (uint32_t p = (uint32_t)s; c->count <= PROBE_MAX && p < (uint32_t)s + c->count; p++)
+			if (port_busy(c->proto, (uint16_t)p)) {
+				portset_add(busy, p, 1);
+				clean = false;
+			}
+		if (clean) {
+			c->start = (uint16_t)s;
+			err = 0;
+			break;
+		}
 	}
 cleanup:
 	free(socks);
@@ -443,9 +489,17 @@ static int held_in_ns(void *arg)
 {
 	struct held_ctx *c = arg;
 	struct sockdiag_sock *socks;
+	bool any = c->count > PROBE_MAX;
 	size_t n;
-	int err = sockdiag_list(c->proto, c->start, c->count, &socks, &n);
+	int err;
 
+	for (uint32_t p = c->start; !any && p < (uint32_t)c->start + c->count; p++)
+		any = (!c->proto || c->proto == IPPROTO_TCP ? port_busy(IPPROTO_TCP, (uint16_t)p) : false) ||
+		      (!c->proto || c->proto == IPPROTO_UDP ? port_busy(IPPROTO_UDP, (uint16_t)p) : false);
+	if (!any)
+		return 0;
+	/* Someone holds a port: the dump names who. */
+	err = sockdiag_list(c->proto, c->start, c->count, &socks, &n);
 	if (err)
 		return err;
 	if (n) {

@@ -134,6 +134,20 @@ static bool client_queue(struct client *c, char *msg)
 	return true;
 }
 
+/* The last RECENT events, oldest first from recent_head, for the events op. */
+#define RECENT 256
+static json_t *recent[RECENT];
+static size_t recent_head, recent_n;
+
+json_t *server_recent(void)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < recent_n; i++)
+		json_array_append(arr, recent[(recent_head + i) % RECENT]);
+	return arr;
+}
+
 void server_broadcast(struct agent *a, json_t *event)
 {
 	json_t *msg;
@@ -141,6 +155,12 @@ void server_broadcast(struct agent *a, json_t *event)
 
 	if (!event)
 		return;
+	if (recent_n == RECENT) {
+		json_decref(recent[recent_head]);
+		recent_head = (recent_head + 1) % RECENT;
+		recent_n--;
+	}
+	recent[(recent_head + recent_n++) % RECENT] = json_incref(event);
 	if (!a->n_subscribers) {
 		json_decref(event);
 		return;
@@ -186,6 +206,8 @@ static void client_accept(int lfd)
 			c->peer.uid = cred.uid;
 			c->peer.gid = cred.gid;
 		}
+		/* A list of many reservations is one message: let it fit (memory is used only in flight). */
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &(int){ 32 << 20 }, sizeof(int));
 		len = sizeof(c->peer.groups);
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, c->peer.groups, &len) == 0)
 			c->peer.ngroups = (int)(len / sizeof(gid_t));
@@ -450,6 +472,11 @@ int server_run(struct agent *a)
 	while (clients)
 		client_close(clients);
 	bury();
+	while (recent_n) {
+		json_decref(recent[recent_head]);
+		recent_head = (recent_head + 1) % RECENT;
+		recent_n--;
+	}
 	metrics_stop(a);
 	close(lfd);
 	unlink(a->opts.socket);
