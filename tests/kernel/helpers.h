@@ -27,7 +27,7 @@ struct fp {
 extern const struct fp fp_all[4];
 /*
  * FP_TEST(suite, name) { ... } is a test run once per family x protocol, with
- * `const struct fp *p` in scope (Criterion forks each instance separately).
+ * `struct fp *p` in scope (Criterion forks each instance separately).
  */
 #define FP_TEST(suite, name)                                                           \
 	ParameterizedTestParameters(suite, name)                                       \

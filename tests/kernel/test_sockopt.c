@@ -11,8 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <netinet/ip.h>
-#include <sys/un.h>
 
 #include "helpers.h"
 
