@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -155,6 +156,14 @@ void server_broadcast(struct agent *a, json_t *event)
 
 	if (!event)
 		return;
+	/* Every event carries its time (CLOCK_MONOTONIC, as the data plane's do). */
+	if (!json_object_get(event, "ts_ns")) {
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		json_object_set_new(event, "ts_ns",
+				    json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
+	}
 	if (recent_n == RECENT) {
 		json_decref(recent[recent_head]);
 		recent_head = (recent_head + 1) % RECENT;
