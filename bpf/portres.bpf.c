@@ -43,19 +43,30 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Read-only configuration, set by the loader before load. */
 const volatile __u32 events_per_sec = 1000;
 
+/* Written by user space only (the data plane edits values in place): no preallocation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, PORTRES_MAX_RESV);
 	__type(key, __u64);
 	__type(value, struct portres_resv);
 } portres_resv SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTRES_PORT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct portres_port);
+} portres_ports SEC(".maps");
+
+/* Rarely used, so not preallocated: entries cost memory only when they exist. */
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, PORTRES_MAX_PORTS);
 	__type(key, struct portres_port_key);
 	__type(value, struct portres_port);
-} portres_ports SEC(".maps");
+} portres_portx SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -99,29 +110,12 @@ struct {
 	__type(value, struct portres_gstats);
 } portres_gstats SEC(".maps");
 
-/* Number of attached cgroups: socket creation skips the ancestor walk when 0. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} portres_ncg SEC(".maps");
-
-/*
- * Where the next allocation of a reservation starts probing (next fit). A
- * port handed back is thus taken again only after the rest of the block has
- * been offered: cgroup/sock_release runs before the kernel unhashes the
- * socket, so for a moment a port is free in our books but still bound, and a
- * closed TCP connection may keep its port in TIME_WAIT for a minute. LRU:
- * entries of deleted reservations go away by themselves; a lost entry only
- * means the next probe starts at a random port.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PORTRES_MAX_RESV);
-	__type(key, __u64);
-	__type(value, __u32);
-} portres_next SEC(".maps");
+	__type(value, struct portres_cfg);
+} portres_cfg SEC(".maps");
 
 struct ratelimit {
 	__u64 window_ns;
@@ -169,7 +163,7 @@ static __always_inline bool event_allowed(void)
 {
 	__u32 zero = 0;
 	struct ratelimit *rl = bpf_map_lookup_elem(&portres_rl, &zero);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns(); /* a one-second window needs no precision */
 
 	if (!rl)
 		return false;
@@ -228,11 +222,27 @@ static __always_inline struct portres_resv *live_resv(__u64 token)
 	return r;
 }
 
+static __always_inline struct portres_cfg *cfg(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&portres_cfg, &zero);
+}
+
+/* The entry of a reserved port in netns, or NULL: the slot, else the overflow. */
 static __always_inline struct portres_port *port_ent(__u64 netns, __u8 proto, __u16 port)
 {
 	struct portres_port_key key = { .netns = netns, .port = port, .proto = proto };
+	__u32 slot = portres_port_slot(proto, port);
+	struct portres_port *ent = bpf_map_lookup_elem(&portres_ports, &slot);
+	struct portres_cfg *c;
 
-	return bpf_map_lookup_elem(&portres_ports, &key);
+	if (ent && ent->token && ent->netns == netns)
+		return ent;
+	c = cfg();
+	if (!c || !c->overflow)
+		return NULL;
+	return bpf_map_lookup_elem(&portres_portx, &key);
 }
 
 /* The clock of portres_port.released: ~microseconds, wrapping every ~73 minutes. */
@@ -249,7 +259,7 @@ static __always_inline void release_port(struct portres_port *ent)
 {
 	if (ent->users == 0)
 		return;
-	ent->released = now_us();
+	ent->released = now_us() | 1; /* never 0: that means never released */
 	__sync_fetch_and_add(&ent->users, -1);
 }
 
@@ -281,7 +291,14 @@ static __always_inline void set_claim(struct portres_sk *ps, __u64 token, __u16 
  */
 #define QUARANTINE_US (10 * 1000)
 
-/* Scans of the block by one allocation before it stops minding the quarantine. */
+/*
+ * Ports probed before settling for the quarantined free port released longest
+ * ago: under heavy churn every free port may be in quarantine, and a scan of
+ * the whole block per bind would cost more than the quarantine saves.
+ */
+#define ALLOC_PATIENCE 64
+
+/* Rounds of one allocation: another CPU may take the port we settled for. */
 #define ALLOC_TRIES 4
 
 struct alloc_ctx {
@@ -293,9 +310,8 @@ struct alloc_ctx {
 	__u32 now;        /* now_us() */
 	__u32 port;       /* result, 0 if none */
 	__u32 oldest;     /* the free port in quarantine released longest ago, 0 if none */
-	__s32 oldest_age;
+	__u32 oldest_age;
 	__u8  proto;
-	bool  any;        /* last resort: ignore the quarantine */
 };
 
 /* Another CPU may race us to the same port: only one cmpxchg wins. */
@@ -308,20 +324,24 @@ static long alloc_step(__u32 i, struct alloc_ctx *a)
 {
 	__u32 idx = a->offset + i;
 	struct portres_port *ent;
-	__s32 age;
+	__u32 age;
 	__u16 port;
 
+	if (a->oldest && i >= ALLOC_PATIENCE)
+		return 1;
 	if (idx >= a->count)
 		idx -= a->count;
 	port = a->start + idx;
 	ent = port_ent(a->netns, a->proto, port);
 	if (!ent || ent->token != a->token || ent->users)
 		return 0;
-	/* Negative when the port was released after our scan began: just now. */
-	age = a->now - ent->released;
-	if (age < 0)
-		age = 0;
-	if (!a->any && age < QUARANTINE_US) {
+	/*
+	 * Released within QUARANTINE_US of now, before or after our scan began
+	 * (the clock wraps: compare differences only). age grows with time
+	 * since the release; 0 in `released` means never released.
+	 */
+	age = a->now - ent->released + QUARANTINE_US;
+	if (ent->released && age < 2 * QUARANTINE_US) {
 		if (!a->oldest || age > a->oldest_age) {
 			a->oldest = port;
 			a->oldest_age = age;
@@ -335,29 +355,28 @@ static long alloc_step(__u32 i, struct alloc_ctx *a)
 }
 
 /*
- * Claims a free port of reservation r, probing linearly from where the last
- * allocation of r stopped (portres_next), ports out of quarantine first.
+ * Claims a free port of a block (start << 16 | count: global functions take
+ * five arguments), probing linearly from offset `next` (where
+ * the last allocation stopped: next fit), ports out of quarantine first.
  * Concurrent allocators that start at the same port are sorted out by the
- * cmpxchg in claim_free. Returns 0 when no port is free.
+ * cmpxchg in claim_free. Returns the port, 0 when none is free.
  *
  * A global function: the verifier checks it once, not at each of the call
  * sites (connect() calls it in a loop).
  */
-__attribute__((noinline)) int portres_alloc(__u64 token, __u64 netns, __u32 start, __u32 count,
-					    __u32 proto)
+__attribute__((noinline)) int portres_alloc(__u64 token, __u64 netns, __u32 block, __u32 proto,
+					    __u32 next)
 {
 	struct alloc_ctx a = {
 		.netns = netns, .token = token, .proto = proto,
-		.start = start, .count = count,
+		.start = block >> 16, .count = block & 0xffff,
 	};
 	struct portres_port *ent;
-	__u32 *next, after;
 	int i;
 
 	if (!a.count)
 		return 0;
-	next = bpf_map_lookup_elem(&portres_next, &token);
-	a.offset = (next ? *next : bpf_get_prandom_u32()) % a.count;
+	a.offset = next % a.count;
 	a.now = now_us();
 	for (i = 0; i < ALLOC_TRIES; i++) {
 		a.oldest = 0;
@@ -365,7 +384,7 @@ __attribute__((noinline)) int portres_alloc(__u64 token, __u64 netns, __u32 star
 		bpf_loop(a.count, alloc_step, &a, 0);
 		if (a.port || !a.oldest)
 			break;
-		/* Only ports in quarantine are free: the one released longest ago. */
+		/* Only ports in quarantine were found free: the one released longest ago. */
 		ent = port_ent(netns, a.proto, a.oldest);
 		if (ent && ent->token == token && claim_free(ent)) {
 			a.port = a.oldest;
@@ -373,26 +392,19 @@ __attribute__((noinline)) int portres_alloc(__u64 token, __u64 netns, __u32 star
 		}
 		/* Another CPU took that one: look again. */
 	}
-	if (!a.port && a.oldest) {
-		/* Still racing: any free port. */
-		a.any = true;
-		bpf_loop(a.count, alloc_step, &a, 0);
-	}
-	if (!a.port)
-		return 0;
-	after = a.port - a.start + 1;
-	if (after >= a.count)
-		after = 0;
-	if (next)
-		*next = after; /* a racing writer may win: it is only where probing starts */
-	else
-		bpf_map_update_elem(&portres_next, &token, &after, BPF_ANY);
 	return a.port;
 }
 
-static __always_inline __u16 alloc_port(__u64 token, const struct portres_resv *r, __u64 netns)
+static __always_inline __u16 alloc_port(__u64 token, struct portres_resv *r, __u64 netns)
 {
-	return portres_alloc(token, netns, r->start, r->count, r->proto);
+	__u32 port = portres_alloc(token, netns, (__u32)r->start << 16 | r->count, r->proto, r->next);
+	__u32 after;
+
+	if (!port)
+		return 0;
+	after = port - r->start + 1;
+	r->next = after < r->count ? after : 0; /* racing writers: either is a fine start */
+	return port;
 }
 
 static __always_inline bool inet_proto(__u32 family, __u32 type, __u32 protocol)
@@ -621,7 +633,7 @@ int portres_conn6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sock_create")
 int portres_create(struct bpf_sock *sk)
 {
-	__u32 zero = 0, *ncg = bpf_map_lookup_elem(&portres_ncg, &zero);
+	struct portres_cfg *conf = cfg();
 	struct portres_cgroup *found = NULL, *c;
 	struct portres_resv *r;
 	struct portres_sk *ps;
@@ -629,7 +641,7 @@ int portres_create(struct bpf_sock *sk)
 	__u64 id;
 	int level;
 
-	if (!ncg || !*ncg || !inet_proto(sk->family, sk->type, sk->protocol))
+	if (!conf || !conf->cgroups || !inet_proto(sk->family, sk->type, sk->protocol))
 		return 1;
 	for (level = 0; level < PORTRES_MAX_CG_DEPTH; level++) {
 		id = bpf_get_current_ancestor_cgroup_id(level);

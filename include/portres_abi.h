@@ -9,11 +9,15 @@
  * (identified by its netns cookie, SO_NETNS_COOKIE). IPv4 and IPv6 share it.
  *
  *   portres_resv     token -> struct portres_resv         what the block is
- *   portres_ports    {netns, proto, port} -> struct portres_port
- *                    one entry per reserved port: its token, and how many
- *                    sockets associated with that token claimed it. Every bind
- *                    decision is one lookup here: O(1) in the number of
- *                    reservations.
+ *   portres_ports    array, slot portres_port_slot(proto, port) -> struct portres_port
+ *                    one entry per reserved port: its token and netns, and how
+ *                    many sockets associated with that token claimed it. Every
+ *                    bind decision is one array lookup here: O(1) in the
+ *                    number of reservations, and no hashing.
+ *   portres_portx    {netns, proto, port} -> struct portres_port: the overflow
+ *                    for a port reserved in several network namespaces at
+ *                    once (the slot holds the first); looked up only while
+ *                    portres_cfg.overflow is non-zero.
  *   portres_grants   {token, type, id} -> 1   who may associate a persistent token
  *   portres_cgroups  cgroup id -> {token, flags}  sockets created in that cgroup
  *                    (or below it, nearest attached ancestor wins) are
@@ -22,6 +26,7 @@
  *   portres_sk       sk_storage: a socket's association and claimed port
  *   portres_anchor   sk_storage: the runtime reservations acquired on a socket;
  *                    closing it ends them (written by the agent only)
+ *   portres_cfg      counts the data plane checks before optional work
  *   portres_stats    per-CPU counters per token
  *   portres_gstats   per-CPU global counters
  *   portres_events   ring buffer of struct portres_event
@@ -72,7 +77,8 @@
 
 /* Sizes of the maps; the loader may lower them (tests) but the BPF side never relies on them. */
 #define PORTRES_MAX_RESV       131072 /* 65,535 per protocol plus room */
-#define PORTRES_MAX_PORTS      131072 /* one netns fully reserved, both protocols */
+#define PORTRES_PORT_SLOTS     (2 * 65536) /* portres_ports: one slot per protocol and port */
+#define PORTRES_MAX_PORTS      65536  /* portres_portx: ports reserved in a second netns */
 #define PORTRES_MAX_GRANTS     4096
 #define PORTRES_MAX_CGROUPS    4096
 #define PORTRES_EVENTS_BYTES   (256 * 1024)
@@ -101,7 +107,8 @@ struct portres_resv {
 	__u8  kind;       /* enum portres_kind */
 	__u8  mode;       /* enum portres_mode */
 	__u8  flags;      /* PORTRES_RESV_* */
-	__u32 pad;
+	__u32 next;       /* data plane only (user space writes 0): where the next
+			     bind(0) starts probing, an offset into the block */
 };
 
 struct portres_port_key {
@@ -111,8 +118,15 @@ struct portres_port_key {
 	__u8  pad[5];
 };
 
+/* The slot of a port in portres_ports: TCP ports first, then UDP. */
+static inline __u32 portres_port_slot(__u8 proto, __u16 port)
+{
+	return (proto == 17 /* IPPROTO_UDP */ ? 65536u : 0u) | port;
+}
+
 struct portres_port {
-	__u64 token;
+	__u64 token;      /* 0: the slot is free */
+	__u64 netns;
 	__u32 users;      /* sockets associated with token that claimed this port */
 	__u32 released;   /* data plane only (user space writes 0): when users was
 			     last decremented, bpf_ktime_get_ns() >> 10, wrapping.
@@ -131,6 +145,11 @@ struct portres_grant_key {
 	__u64 id;
 	__u32 type;       /* enum portres_grant_type */
 	__u32 pad;
+};
+
+struct portres_cfg {
+	__u32 cgroups;    /* entries of portres_cgroups: 0 skips the ancestor walk */
+	__u32 overflow;   /* entries of portres_portx: 0 skips its lookup */
 };
 
 #define PORTRES_CG_CONFINE 0x01

@@ -209,10 +209,9 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	if (opts->max_resv) {
 		bpf_map__set_max_entries(l->skel->maps.portres_resv, opts->max_resv);
 		bpf_map__set_max_entries(l->skel->maps.portres_stats, opts->max_resv);
-		bpf_map__set_max_entries(l->skel->maps.portres_next, opts->max_resv);
 	}
 	if (opts->max_ports)
-		bpf_map__set_max_entries(l->skel->maps.portres_ports, opts->max_ports);
+		bpf_map__set_max_entries(l->skel->maps.portres_portx, opts->max_ports);
 	if (opts->events_per_sec)
 		l->skel->rodata->events_per_sec = opts->events_per_sec;
 	err = set_pin_paths(l);
@@ -309,20 +308,115 @@ static struct portres_port_key port_key(uint64_t netns, uint8_t proto, uint16_t 
 	return k;
 }
 
+/*
+ * The port table: slot portres_port_slot(proto, port) of portres_ports holds
+ * the first netns to reserve a port; a second one goes to the overflow hash
+ * portres_portx, which the data plane consults only while cfg.overflow > 0.
+ */
+static int slot_get(struct portres_loader *l, uint8_t proto, uint16_t port, struct portres_port *v)
+{
+	uint32_t slot = portres_port_slot(proto, port);
+
+	return ret_errno(bpf_map_lookup_elem(fd_of(l->skel->maps.portres_ports), &slot, v));
+}
+
+static int slot_set(struct portres_loader *l, uint8_t proto, uint16_t port, const struct portres_port *v)
+{
+	uint32_t slot = portres_port_slot(proto, port);
+
+	return ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_ports), &slot, v, BPF_ANY));
+}
+
+static int cfg_get(struct portres_loader *l, struct portres_cfg *c)
+{
+	uint32_t zero = 0;
+
+	return ret_errno(bpf_map_lookup_elem(fd_of(l->skel->maps.portres_cfg), &zero, c));
+}
+
+static int cfg_set(struct portres_loader *l, const struct portres_cfg *c)
+{
+	uint32_t zero = 0;
+
+	return ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_cfg), &zero, c, BPF_ANY));
+}
+
+static int overflow_add(struct portres_loader *l, int delta)
+{
+	struct portres_cfg c;
+	int err = cfg_get(l, &c);
+
+	if (err)
+		return err;
+	c.overflow = (int)c.overflow + delta < 0 ? 0 : c.overflow + delta;
+	return cfg_set(l, &c);
+}
+
+/* The entry of a port of netns: 0 and *in_slot set, or -ENOENT. */
+static int port_find(struct portres_loader *l, uint64_t netns, uint8_t proto, uint16_t port,
+		     struct portres_port *v, bool *in_slot)
+{
+	struct portres_port_key k = port_key(netns, proto, port);
+	int err = slot_get(l, proto, port, v);
+
+	if (err)
+		return err;
+	*in_slot = v->token && v->netns == netns;
+	if (*in_slot)
+		return 0;
+	return ret_errno(bpf_map_lookup_elem(fd_of(l->skel->maps.portres_portx), &k, v));
+}
+
 /* Deletes the port entries of [start, last) that belong to token. */
 static void del_ports(struct portres_loader *l, uint64_t token, const struct portres_resv *r,
 		      uint32_t last)
 {
-	int fd = fd_of(l->skel->maps.portres_ports);
+	struct portres_port v, zero = { 0 };
 	struct portres_port_key k;
-	struct portres_port v;
+	bool in_slot;
 	uint32_t p;
 
 	for (p = r->start; p < last; p++) {
+		if (port_find(l, r->netns, r->proto, p, &v, &in_slot) || v.token != token)
+			continue;
+		if (in_slot) {
+			slot_set(l, r->proto, p, &zero);
+			continue;
+		}
 		k = port_key(r->netns, r->proto, p);
-		if (!bpf_map_lookup_elem(fd, &k, &v) && v.token == token)
-			bpf_map_delete_elem(fd, &k);
+		if (!bpf_map_delete_elem(fd_of(l->skel->maps.portres_portx), &k))
+			overflow_add(l, -1);
 	}
+}
+
+/* Inserts one port entry: the slot when free, else the overflow. */
+static int add_port(struct portres_loader *l, uint64_t token, const struct portres_resv *r, uint16_t port)
+{
+	struct portres_port v, cur;
+	struct portres_port_key k;
+	int err;
+
+	memset(&v, 0, sizeof(v));
+	v.token = token;
+	v.netns = r->netns;
+	err = slot_get(l, r->proto, port, &cur);
+	if (err)
+		return err;
+	if (!cur.token)
+		return slot_set(l, r->proto, port, &v);
+	if (cur.netns == r->netns)
+		return -EADDRINUSE;
+	/* Counted before the entry appears, so the data plane never misses it. */
+	err = overflow_add(l, 1);
+	if (err)
+		return err;
+	k = port_key(r->netns, r->proto, port);
+	if (bpf_map_update_elem(fd_of(l->skel->maps.portres_portx), &k, &v, BPF_NOEXIST)) {
+		err = errno == EEXIST ? -EADDRINUSE : -errno;
+		overflow_add(l, -1);
+		return err;
+	}
+	return 0;
 }
 
 static int zero_stats(struct portres_loader *l, uint64_t token)
@@ -343,11 +437,11 @@ static int zero_stats(struct portres_loader *l, uint64_t token)
 
 int portres_resv_add(struct portres_loader *l, uint64_t token, const struct portres_resv *r)
 {
-	int pfd = fd_of(l->skel->maps.portres_ports), rfd = fd_of(l->skel->maps.portres_resv);
-	struct portres_port_key k;
+	int rfd = fd_of(l->skel->maps.portres_resv);
 	struct portres_port v;
 	struct portres_resv cur;
 	uint32_t p, end;
+	bool in_slot;
 	int err;
 
 	if (!token || !r || !r->count || !r->start || (uint32_t)r->start + r->count > 65536 ||
@@ -359,27 +453,26 @@ int portres_resv_add(struct portres_loader *l, uint64_t token, const struct port
 		return -EEXIST;
 	end = (uint32_t)r->start + r->count;
 	for (p = r->start; p < end; p++) {
-		k = port_key(r->netns, r->proto, p);
-		if (!bpf_map_lookup_elem(pfd, &k, &v))
+		err = port_find(l, r->netns, r->proto, p, &v, &in_slot);
+		if (!err)
 			return -EADDRINUSE;
+		if (err != -ENOENT)
+			return err;
 	}
 	err = zero_stats(l, token);
 	if (err)
 		return err;
 	/* Ports first, the reservation last: enforcement starts when it appears. */
-	memset(&v, 0, sizeof(v));
-	v.token = token;
 	for (p = r->start; p < end; p++) {
-		k = port_key(r->netns, r->proto, p);
-		if (bpf_map_update_elem(pfd, &k, &v, BPF_NOEXIST)) {
-			err = errno == EEXIST ? -EADDRINUSE : -errno;
+		err = add_port(l, token, r, p);
+		if (err) {
 			del_ports(l, token, r, p);
 			goto fail;
 		}
 	}
 	cur = *r;
 	cur.flags = 0;
-	cur.pad = 0;
+	cur.next = 0;
 	if (bpf_map_update_elem(rfd, &token, &cur, BPF_NOEXIST)) {
 		err = -errno;
 		del_ports(l, token, r, end);
@@ -464,14 +557,14 @@ int portres_resv_foreach(struct portres_loader *l,
 int portres_port_owner(struct portres_loader *l, uint64_t netns, uint8_t proto, uint16_t port,
 		       struct portres_port *out)
 {
-	struct portres_port_key k = port_key(netns, proto, port);
+	bool in_slot;
+	int err = port_find(l, netns, proto, port, out, &in_slot);
 
-	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_ports), &k, out)) {
-		if (errno != ENOENT)
-			return -errno;
+	if (err == -ENOENT) {
 		memset(out, 0, sizeof(*out));
+		return 0;
 	}
-	return 0;
+	return err;
 }
 
 int portres_resv_stats(struct portres_loader *l, uint64_t token, struct portres_stats *out)
@@ -562,14 +655,20 @@ static int update_ncg(struct portres_loader *l)
 {
 	int fd = fd_of(l->skel->maps.portres_cgroups);
 	uint64_t key, next, *prev = NULL;
-	uint32_t zero = 0, n = 0;
+	struct portres_cfg c;
+	uint32_t n = 0;
+	int err;
 
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
 		key = next;
 		prev = &key;
 		n++;
 	}
-	return ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_ncg), &zero, &n, BPF_ANY));
+	err = cfg_get(l, &c);
+	if (err)
+		return err;
+	c.cgroups = n;
+	return cfg_set(l, &c);
 }
 
 int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, uint64_t token, uint32_t flags)
