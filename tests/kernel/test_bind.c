@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -274,4 +275,65 @@ Test(bind, other_netns_unaffected)
 	other_ns_token[0] = reserve_enforced(IPPROTO_TCP);
 	other_ns_token[1] = reserve_enforced(IPPROTO_UDP);
 	h_expect_child(other_netns_child, NULL, "bind in a new netns");
+}
+
+/*
+ * One port reserved in two network namespaces: the first takes the port's
+ * slot of portres_ports, the second its overflow (portres_portx). Each is
+ * enforced in its own netns only, and deleting one leaves the other whole.
+ */
+Test(bind, same_port_two_netns)
+{
+	struct portres_resv r = { 0 };
+	struct portres_port ent;
+	uint64_t ta = reserve_enforced(IPPROTO_TCP), tb = ta ^ 0xb0b0, nsb;
+	int home, fd, err;
+
+	home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	cr_assert(home >= 0);
+	cr_assert_eq(unshare(CLONE_NEWNET), 0, "unshare: %s", strerror(errno));
+	cr_assert_eq(portres_netns_cookie(&nsb), 0);
+	cr_assert_neq(nsb, fx.netns);
+	r.netns = nsb;
+	r.proto = IPPROTO_TCP;
+	r.start = START;
+	r.count = COUNT;
+	r.kind = PORTRES_KIND_PERSISTENT;
+	err = portres_resv_add(fx.l, tb, &r);
+	cr_assert_eq(err, 0, "second netns, same ports: %s", strerror(-err));
+	cr_assert_eq(portres_resv_add(fx.l, tb ^ 1, &r), -EADDRINUSE, "overlap in the second netns");
+
+	/* In netns B: B's reservation rules. */
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_expect_eq(fx_bind(fd, AF_INET, START + 1), -EACCES, "unassociated bind in B");
+	close(fd);
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_assert_eq(h_setassoc(fd, tb), 0);
+	cr_expect_eq(h_setassoc(fx_socket(AF_INET, IPPROTO_TCP), ta), -EINVAL, "A's token in B");
+	cr_assert_eq(fx_bind(fd, AF_INET, 0), 0);
+	cr_expect(h_local_port(fd) >= START && h_local_port(fd) < START + COUNT);
+	cr_assert_eq(portres_port_owner(fx.l, nsb, IPPROTO_TCP, h_local_port(fd), &ent), 0);
+	cr_expect_eq(ent.token, tb);
+	cr_expect_eq(ent.users, 1);
+	close(fd);
+
+	/* Back in A: A's reservation is untouched by B's. */
+	cr_assert_eq(setns(home, CLONE_NEWNET), 0, "setns: %s", strerror(errno));
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_expect_eq(fx_bind(fd, AF_INET, START + 1), -EACCES, "unassociated bind in A");
+	close(fd);
+	cr_assert_eq(portres_port_owner(fx.l, fx.netns, IPPROTO_TCP, START, &ent), 0);
+	cr_expect_eq(ent.token, ta);
+
+	/* Deleting A leaves B enforced, and B's entries are found from A's slot being free. */
+	cr_assert_eq(portres_resv_del(fx.l, ta), 0);
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_expect_eq(fx_bind(fd, AF_INET, START + 1), 0, "A deleted: bind in A");
+	close(fd);
+	cr_assert_eq(portres_port_owner(fx.l, nsb, IPPROTO_TCP, START, &ent), 0);
+	cr_expect_eq(ent.token, tb, "B's entry after A's deletion");
+	cr_assert_eq(portres_resv_del(fx.l, tb), 0);
+	cr_assert_eq(portres_port_owner(fx.l, nsb, IPPROTO_TCP, START, &ent), 0);
+	cr_expect_eq(ent.token, 0, "B's entry after B's deletion");
+	close(home);
 }
