@@ -567,59 +567,45 @@ int portres_port_owner(struct portres_loader *l, uint64_t netns, uint8_t proto, 
 	return err;
 }
 
-int portres_resv_stats(struct portres_loader *l, uint64_t token, struct portres_stats *out)
+/*
+ * Sums a per-CPU value made only of __u64 counters (portres_stats,
+ * portres_gstats) over the CPUs into out, of size bytes.
+ */
+static int percpu_sum(int fd, const void *key, void *out, size_t size)
 {
-	int i, ncpu = libbpf_num_possible_cpus();
-	struct portres_stats *vals;
-	int err = 0;
+	int ncpu = libbpf_num_possible_cpus();
+	size_t n = size / sizeof(__u64), i;
+	__u64 *vals, *sum = out;
+	int cpu, err = 0;
 
 	if (ncpu < 0)
 		return ncpu;
-	vals = calloc(ncpu, sizeof(*vals));
+	vals = calloc(ncpu, size);
 	if (!vals)
 		return -ENOMEM;
-	memset(out, 0, sizeof(*out));
-	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_stats), &token, vals)) {
+	memset(out, 0, size);
+	if (bpf_map_lookup_elem(fd, key, vals)) {
 		err = -errno;
 		goto cleanup;
 	}
-	for (i = 0; i < ncpu; i++) {
-		out->allowed += vals[i].allowed;
-		out->denied += vals[i].denied;
-		out->allocated += vals[i].allocated;
-		out->exhausted += vals[i].exhausted;
-		out->audited += vals[i].audited;
-	}
+	for (cpu = 0; cpu < ncpu; cpu++)
+		for (i = 0; i < n; i++)
+			sum[i] += vals[cpu * n + i];
 cleanup:
 	free(vals);
 	return err;
 }
 
+int portres_resv_stats(struct portres_loader *l, uint64_t token, struct portres_stats *out)
+{
+	return percpu_sum(fd_of(l->skel->maps.portres_stats), &token, out, sizeof(*out));
+}
+
 int portres_global_stats(struct portres_loader *l, struct portres_gstats *out)
 {
-	int i, ncpu = libbpf_num_possible_cpus();
-	struct portres_gstats *vals;
 	uint32_t zero = 0;
-	int err = 0;
 
-	if (ncpu < 0)
-		return ncpu;
-	vals = calloc(ncpu, sizeof(*vals));
-	if (!vals)
-		return -ENOMEM;
-	memset(out, 0, sizeof(*out));
-	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_gstats), &zero, vals)) {
-		err = -errno;
-		goto cleanup;
-	}
-	for (i = 0; i < ncpu; i++) {
-		out->events_sent += vals[i].events_sent;
-		out->events_dropped += vals[i].events_dropped;
-		out->decisions += vals[i].decisions;
-	}
-cleanup:
-	free(vals);
-	return err;
+	return percpu_sum(fd_of(l->skel->maps.portres_gstats), &zero, out, sizeof(*out));
 }
 
 static struct portres_grant_key grant_key(uint64_t token, uint32_t type, uint64_t id)
