@@ -16,6 +16,10 @@
  *
  * Every function returns 0 on success and -1 with errno set on failure.
  * Ports are in host byte order; proto is IPPROTO_TCP or IPPROTO_UDP.
+ * Besides the errors of the Windows calls (EINVAL, EOPNOTSUPP, EPROTOTYPE,
+ * EACCES, EADDRINUSE, ENOENT, ENOTSOCK), portres_acquire fails with EDQUOT
+ * when the caller's uid would hold more runtime ports than the agent's quota
+ * (portresd --quota; root is exempt); no free block is EADDRINUSE.
  *
  * Association without the library, from any language:
  *   setsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATE, &token, sizeof token);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -187,6 +188,9 @@ static pid_t spawn(const char *const *extra)
 	cr_assert(pid >= 0);
 	if (pid == 0) {
 		int fd = open(ag.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+		/* a test killed on its timeout runs no .fini: its agent must not outlive it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 
 		if (fd >= 0) {
 			dup2(fd, STDERR_FILENO);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "apply.h"
+#include "cgroup.h"
 #include "ctl.h"
 #include "proto.h"
 #include "subcommands.h"
@@ -125,7 +126,7 @@ int cmd_apply(int argc, char *argv[])
 		return ctl_bad_usage("unexpected argument \"%s\"", argv[optind]);
 	if (!file)
 		return ctl_bad_usage("-f FILE is needed");
-	if (apply_file_load(file, ctl_cgroup2_root(), &f, err, sizeof(err)))
+	if (apply_file_load(file, cgroup2_mount(), &f, err, sizeof(err)))
 		return ctl_fail("apply: %s", err);
 	ret = CTL_FAIL;
 	if (!(current = current_state(&ao.netns)))

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /* ctl.c - portresctl's shared pieces: options, the agent connection, errors, parsing. */
 #include <errno.h>
-#include <ftw.h>
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
@@ -15,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "ctl.h"
 #include "portres.h"
 #include "proto.h"
@@ -379,33 +379,9 @@ int ctl_parse_gid(const char *s, uint64_t *out)
 
 /* --- cgroups -------------------------------------------------------------- */
 
-const char *ctl_cgroup2_root(void)
-{
-	static char root[PATH_MAX];
-	char line[8192], mnt[PATH_MAX], fstype[64];
-	FILE *f;
-
-	if (root[0])
-		return root;
-	if (!(f = fopen("/proc/self/mountinfo", "re")))
-		return NULL;
-	while (fgets(line, sizeof(line), f)) {
-		char *sep = strstr(line, " - ");
-
-		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
-			continue;
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) == 1) {
-			snprintf(root, sizeof(root), "%s", mnt);
-			break;
-		}
-	}
-	fclose(f);
-	return root[0] ? root : NULL;
-}
-
 int ctl_own_cgroup(char *buf, size_t len)
 {
-	const char *root = ctl_cgroup2_root();
+	const char *root = cgroup2_mount();
 	char line[PATH_MAX + 8];
 	int err = -ENOENT;
 	FILE *f;
@@ -429,7 +405,7 @@ int ctl_own_cgroup(char *buf, size_t len)
 
 int ctl_cgroup_path(const char *in, char *out, size_t len)
 {
-	const char *root = ctl_cgroup2_root();
+	const char *root = cgroup2_mount();
 
 	if (in[0] == '/') {
 		snprintf(out, len, "%s", in);
@@ -452,36 +428,22 @@ static struct {
 	char *path;
 } *cg_cache;
 static size_t cg_cache_n;
-static uint64_t walk_id;
-static char *walk_found;
-
-static int walk_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	if (type != FTW_D || (uint64_t)sb->st_ino != walk_id)
-		return 0;
-	walk_found = strdup(path);
-	return 1;
-}
 
 const char *ctl_cgroup_from_id(uint64_t id)
 {
-	const char *root = ctl_cgroup2_root();
+	char path[PATH_MAX];
 	void *grown;
 
-	if (!id || !root)
+	if (!id)
 		return NULL;
 	for (size_t i = 0; i < cg_cache_n; i++)
 		if (cg_cache[i].id == id)
 			return cg_cache[i].path;
-	/* A cgroup2 directory's inode number is its cgroup id. */
-	walk_id = id;
-	walk_found = NULL;
-	nftw(root, walk_cb, 16, FTW_PHYS | FTW_MOUNT);
 	if (!(grown = realloc(cg_cache, (cg_cache_n + 1) * sizeof(*cg_cache))))
-		return walk_found;
+		return NULL;
 	cg_cache = grown;
 	cg_cache[cg_cache_n].id = id;
-	cg_cache[cg_cache_n].path = walk_found;
+	cg_cache[cg_cache_n].path = cgroup2_path(id, path, sizeof(path)) ? NULL : strdup(path);
 	return cg_cache[cg_cache_n++].path;
 }
 

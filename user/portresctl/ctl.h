@@ -87,13 +87,14 @@ int ctl_parse_gid(const char *s, uint64_t *out);
 
 /* --- cgroups -------------------------------------------------------------- */
 
-/* The cgroup2 mount point (from /proc/self/mountinfo), or NULL. */
-const char *ctl_cgroup2_root(void);
 /* The calling process's cgroup2 directory into buf; 0 or -errno. */
 int ctl_own_cgroup(char *buf, size_t len);
 /* An absolute cgroup path: absolute as is, "./x" from the cwd, else below the cgroup2 mount. */
 int ctl_cgroup_path(const char *in, char *out, size_t len);
-/* The path of a cgroup id (cached; best effort): NULL when unknown. */
+/*
+ * The path of a cgroup id (cgroup2_path, cached; best effort): NULL when
+ * unknown. For old agents: replies carry the path as "cgroup" themselves.
+ */
 const char *ctl_cgroup_from_id(uint64_t id);
 
 /* --- output --------------------------------------------------------------- */

@@ -106,7 +106,8 @@ static json_t *normalize(json_t *ev)
 		json_object_set_new(out, "reservation", json_null());
 	else if (token && (name = name_of(token)))
 		json_object_set_new(out, "name", json_string(name));
-	if ((cg = ctl_cgroup_from_id((uint64_t)ctl_jint(ev, "cgroup_id", 0))))
+	/* the agent names the cgroup itself; an older one only gives its id */
+	if (!json_object_get(out, "cgroup") && (cg = ctl_cgroup_from_id((uint64_t)ctl_jint(ev, "cgroup_id", 0))))
 		json_object_set_new(out, "cgroup", json_string(cg));
 	return out;
 }

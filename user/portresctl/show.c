@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * show.c - list, show, who: what is reserved, which ports are in use and by
- * whom. --json prints the agent's reply (without "v" and "ok"), each socket
- * completed with the path of its cgroup ("cgroup") when it can be found.
+ * whom. --json prints the agent's reply (without "v" and "ok"); each socket
+ * carries the path of its cgroup ("cgroup") when it can be found.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,15 +14,18 @@
 
 enum { OPT_NAME = 'n', OPT_TOKEN = 't', OPT_PROTO = 'p' };
 
+/* The agent gives each socket's cgroup path; an older agent only its id, which is looked up here. */
 static void add_cgroup_paths(json_t *sockets)
 {
 	size_t i;
 	json_t *s;
 
 	json_array_foreach(sockets, i, s) {
-		const char *path = ctl_cgroup_from_id((uint64_t)ctl_jint(s, "cgroup_id", 0));
+		const char *path;
 
-		if (path)
+		if (json_is_string(json_object_get(s, "cgroup")))
+			continue;
+		if ((path = ctl_cgroup_from_id((uint64_t)ctl_jint(s, "cgroup_id", 0))))
 			json_object_set_new(s, "cgroup", json_string(path));
 	}
 }

@@ -1,5 +1,12 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-/* log.c - one line per event on stderr: "portresd: level event: message" or JSON. */
+/*
+ * log.c - one line per event on stderr: "portresd: level event: message" or
+ * JSON ({"ts","level","event","msg"} plus the event's own fields).
+ *
+ * Data-plane events are rate-limited here (the data plane itself sends up
+ * to 1000 a second per CPU): LOG_EVENTS_PER_SEC lines in each one-second
+ * window, then one "N events suppressed" line when the window is over.
+ */
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,16 +26,13 @@ void log_setup(bool json, int verbose)
 	log_verbose = verbose;
 }
 
-void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
+static void vlog(enum log_level lvl, const char *event, const json_t *fields, const char *fmt, va_list ap)
 {
 	char msg[1024];
-	va_list ap;
 
 	if (lvl == LOG_DEBUG && !log_verbose)
 		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (log_json) {
 		struct timespec ts;
 		json_t *o;
@@ -37,6 +41,8 @@ void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
 		clock_gettime(CLOCK_REALTIME, &ts);
 		o = json_pack("{s:f, s:s, s:s, s:s}", "ts", (double)ts.tv_sec + ts.tv_nsec / 1e9, "level",
 			      level_names[lvl], "event", event, "msg", msg);
+		if (o && fields)
+			json_object_update_missing(o, (json_t *)fields);
 		line = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		if (line)
 			fprintf(stderr, "%s\n", line);
@@ -45,4 +51,75 @@ void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
 	} else {
 		fprintf(stderr, "portresd: %s %s: %s\n", level_names[lvl], event, msg);
 	}
+}
+
+void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(lvl, event, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void log_event(enum log_level lvl, const char *event, const json_t *fields, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(lvl, event, fields, fmt, ap);
+	va_end(ap);
+}
+
+/* --- rate limit of data-plane events --------------------------------------- */
+
+static struct timespec window;   /* start of the current second */
+static unsigned in_window;       /* lines logged in it */
+static unsigned long suppressed; /* events not logged since the last report */
+
+static bool window_over(const struct timespec *now)
+{
+	return now->tv_sec - window.tv_sec > 1 ||
+	       (now->tv_sec - window.tv_sec == 1 && now->tv_nsec >= window.tv_nsec);
+}
+
+static void report(void)
+{
+	json_t *f;
+
+	if (!suppressed)
+		return;
+	f = json_pack("{s:I, s:i}", "suppressed", (json_int_t)suppressed, "limit_per_sec", LOG_EVENTS_PER_SEC);
+	log_event(LOG_WARN, "suppressed", f,
+		  "%lu events suppressed (deny/audit/exhausted: at most %d lines a second; "
+		  "events subscribers and counters have them all)", suppressed, LOG_EVENTS_PER_SEC);
+	json_decref(f);
+	suppressed = 0;
+}
+
+bool log_event_allowed(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (window_over(&now)) {
+		report();
+		window = now;
+		in_window = 0;
+	}
+	if (in_window < LOG_EVENTS_PER_SEC) {
+		in_window++;
+		return true;
+	}
+	suppressed++;
+	return false;
+}
+
+void log_events_flush(bool force)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (suppressed && (force || window_over(&now)))
+		report();
 }

@@ -24,6 +24,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "portres.h"
 #include "portresd.h"
 
@@ -38,7 +39,12 @@ static const char usage[] =
 	"  --state-dir DIR         persistent state (default /var/lib/portres)\n"
 	"  --admin-group NAME      group allowed to manage persistent reservations (default portres)\n"
 	"  --metrics-listen A:P    serve Prometheus metrics on http://A:P/metrics\n"
-	"  --quota N               runtime ports per uid (default 4096; root is exempt)\n"
+	"  --apply FILE            once up, make the named persistent reservations and attachments\n"
+	"                          those of FILE (portresctl apply's format), all or nothing, and again\n"
+	"                          whenever FILE changes; on an error log it and keep what is there\n"
+	"  --apply-prune           with --apply: also delete named persistent reservations FILE lacks\n"
+	"  --quota N               runtime ports per uid (default 4096; root is exempt); an acquire\n"
+	"                          beyond it fails with EDQUOT\n"
 	"  --log-format text|json  log lines on stderr (default text)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
@@ -54,28 +60,6 @@ static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap
 	if (level != LIBBPF_WARN && !verbose_level)
 		return 0;
 	return vfprintf(stderr, fmt, ap);
-}
-
-/* The cgroup2 mount point from /proc/self/mountinfo (field 5, fstype after " - "). */
-static char *cgroup2_mount(void)
-{
-	char line[4096], mnt[4096], *dash;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *found = NULL;
-
-	if (!f)
-		return NULL;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char fstype[64];
-
-		dash = strstr(line, " - ");
-		if (!dash || sscanf(dash + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
-			continue;
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) == 1)
-			found = strdup(mnt);
-	}
-	fclose(f);
-	return found;
 }
 
 static bool fs_is(const char *path, long magic)
@@ -287,7 +271,7 @@ static int reconcile(struct agent *a)
 			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
 						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE };
 
-			/* Runtime attachments are not saved; only the id is known now. */
+			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
 			state_add_attach(&a->st, &at);
 		} else if (!saved) {
@@ -315,6 +299,7 @@ static int reconcile(struct agent *a)
 	}
 	if (changed)
 		agent_save(a, true, err_msg, sizeof(err_msg));
+	a->attach_dirty = true;
 	netns_sync_sysctl(a, a->own_ns);
 	err = 0;
 cleanup:
@@ -357,7 +342,8 @@ static int teardown(struct agent *a)
 
 int main(int argc, char **argv)
 {
-	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA };
+	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
+	       O_APPLY, O_APPLY_PRUNE };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -369,6 +355,8 @@ int main(int argc, char **argv)
 		{ "teardown", no_argument, NULL, O_TEARDOWN },
 		{ "log-format", required_argument, NULL, O_LOGFMT },
 		{ "quota", required_argument, NULL, O_QUOTA },
+		{ "apply", required_argument, NULL, O_APPLY },
+		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -378,7 +366,7 @@ int main(int argc, char **argv)
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
 				     .quota = PORTRESD_QUOTA } };
 	struct portres_loader_opts lo = { 0 };
-	char why[512], err_msg[STATE_ERR_LEN], *end, *cg_default = NULL, *dir;
+	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
 	struct group *gr;
 	int c, err, ret = 1;
 
@@ -391,6 +379,8 @@ int main(int argc, char **argv)
 		case O_ADMIN: a.opts.admin_group = optarg; break;
 		case O_METRICS: a.opts.metrics_listen = optarg; break;
 		case O_FG: a.opts.foreground = true; break;
+		case O_APPLY: a.opts.apply_file = optarg; break;
+		case O_APPLY_PRUNE: a.opts.apply_prune = true; break;
 		case O_TEARDOWN: a.opts.teardown = true; break;
 		case O_LOGFMT:
 			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
@@ -417,11 +407,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "portresd: unexpected argument %s\n%s", argv[optind], usage);
 		return 2;
 	}
+	if (a.opts.apply_prune && !a.opts.apply_file) {
+		fprintf(stderr, "portresd: --apply-prune needs --apply FILE\n%s", usage);
+		return 2;
+	}
 	log_setup(a.opts.json_log, a.opts.verbose);
 	verbose_level = a.opts.verbose;
 	libbpf_set_print(libbpf_log);
 	if (!a.opts.cgroup)
-		a.opts.cgroup = cg_default = cgroup2_mount();
+		a.opts.cgroup = cgroup2_mount();
 	a.started = time(NULL);
 
 	/* probe -> state -> loader -> reconcile -> serve */
@@ -474,6 +468,5 @@ cleanup:
 	netns_release_all(&a);
 	state_free(&a.st);
 	free(a.resv);
-	free(cg_default);
 	return ret;
 }

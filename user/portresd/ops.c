@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "portresd.h"
 #include "sockdiag.h"
 
@@ -403,8 +404,9 @@ static int may_attach(struct agent *a, const struct peer *p, const struct resv *
 
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine };
+	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine }, old = { 0 };
 	char err_msg[STATE_ERR_LEN];
+	bool save;
 	struct resv *r;
 	uid_t owner = (uid_t)-1;
 	int err;
@@ -413,23 +415,47 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	    may_attach(a, p, r, owner, rp))
 		return -1;
 	at.token = r->token;
+	save = r->r.kind == PORTRES_KIND_PERSISTENT;
+	/* The cgroup's attachment so far is replaced; kept aside to be put back on a failure. */
 	for (size_t i = 0; i < a->st.n_attach; i++)
 		if (a->st.attach[i].cgroup_id == at.cgroup_id || !strcmp(a->st.attach[i].path, at.path)) {
+			old = a->st.attach[i];
+			if (!(old.path = strdup(old.path)))
+				return fail(rp, ENOMEM, "out of memory");
+			save |= state_find_token(&a->st, old.token) != NULL;
 			state_del_attach(&a->st, i);
 			break;
 		}
-	if ((err = portres_cgroup_attach(a->loader, at.cgroup_id, at.token, at.confine ? PORTRES_CG_CONFINE : 0)))
-		return fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
-	if ((err = state_add_attach(&a->st, &at)))
-		return fail(rp, ENOMEM, "out of memory");
-	if (r->r.kind == PORTRES_KIND_PERSISTENT && agent_save(a, true, err_msg, sizeof(err_msg))) {
-		portres_cgroup_detach(a->loader, at.cgroup_id);
-		state_del_attach(&a->st, a->st.n_attach - 1);
-		return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+	if ((err = portres_cgroup_attach(a->loader, at.cgroup_id, at.token, at.confine ? PORTRES_CG_CONFINE : 0))) {
+		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
+		goto restore;
 	}
+	if ((err = state_add_attach(&a->st, &at))) {
+		fail(rp, ENOMEM, "out of memory");
+		goto undo_map;
+	}
+	if (save && agent_save(a, true, err_msg, sizeof(err_msg))) {
+		state_del_attach(&a->st, a->st.n_attach - 1);
+		fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+		goto undo_map;
+	}
+	/* the path now names another cgroup: the old one's map entry goes */
+	if (old.path && old.cgroup_id != at.cgroup_id)
+		portres_cgroup_detach(a->loader, old.cgroup_id);
+	free(old.path);
+	a->attach_dirty = true;
 	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
 		req->confine ? " confined" : "", p->uid);
 	return 0;
+undo_map:
+	portres_cgroup_detach(a->loader, at.cgroup_id);
+restore:
+	if (old.path) {
+		portres_cgroup_attach(a->loader, old.cgroup_id, old.token, old.confine ? PORTRES_CG_CONFINE : 0);
+		state_add_attach(&a->st, &old);
+		free(old.path);
+	}
+	return -1;
 }
 
 static int op_detach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
@@ -437,10 +463,13 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
 	struct state_attach *at = NULL;
 	struct stat sb;
+	uint64_t id;
 	size_t i;
 
+	if (portres_cgroup_id(req->cgroup, &id))
+		id = 0;
 	for (i = 0; i < a->st.n_attach; i++)
-		if (!strcmp(a->st.attach[i].path, req->cgroup) ||
+		if (!strcmp(a->st.attach[i].path, req->cgroup) || (id && a->st.attach[i].cgroup_id == id) ||
 		    (realpath(req->cgroup, real) && !strcmp(a->st.attach[i].path, real))) {
 			at = &a->st.attach[i];
 			break;
@@ -452,6 +481,7 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 	portres_cgroup_detach(a->loader, at->cgroup_id);
 	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
 	state_del_attach(&a->st, i);
+	a->attach_dirty = true;
 	agent_save(a, true, err_msg, sizeof(err_msg));
 	return 0;
 }
@@ -478,6 +508,7 @@ static int socks_in_ns(void *arg)
 {
 	struct socks_ctx *c = arg;
 	struct sockdiag_sock *s;
+	char path[PATH_MAX];
 	size_t n;
 	int err = sockdiag_list(c->proto, c->start, c->count, &s, &n);
 
@@ -494,6 +525,8 @@ static int socks_in_ns(void *arg)
 			json_object_set_new(o, "pid", json_integer(s[i].pid));
 			json_object_set_new(o, "comm", json_string(s[i].comm));
 		}
+		if (o && !cgroup2_path(s[i].cgroup_id, path, sizeof(path)))
+			json_object_set_new(o, "cgroup", json_string(path));
 		json_array_append_new(c->arr, o);
 	}
 	free(s);
@@ -665,19 +698,24 @@ static const char *const event_names[] = {
 
 json_t *event_json(const struct portres_event *ev)
 {
-	char comm[17];
+	char comm[17], path[PATH_MAX];
 	int e = ev->err < 0 ? -ev->err : ev->err;
+	json_t *o;
 
 	memcpy(comm, ev->comm, 16);
 	comm[16] = '\0';
 	for (char *c = comm; *c; c++)
 		if (*c < 0x20 || *c > 0x7e)
 			*c = '?';
-	return json_pack("{s:s, s:s, s:s?, s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
-			 ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
-			 tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
-			 ev->family == AF_INET6 ? "ipv6" : "ipv4", "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
-			 "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
-			 "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
-			 (json_int_t)ev->ts_ns);
+	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
+		      ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
+		      tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
+		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
+		      "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
+		      "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
+		      (json_int_t)ev->ts_ns);
+	/* resolved now: the cgroup of a short-lived process may be gone by the time someone reads it */
+	if (o && ev->cgroup_id && !cgroup2_path(ev->cgroup_id, path, sizeof(path)))
+		json_object_set_new(o, "cgroup", json_string(path));
+	return o;
 }

@@ -7,7 +7,9 @@
  *   ops.c      one handler per protocol op (proto.h), authorisation
  *   resv.c     the reservation table, network namespaces, sysctl merging, state saving
  *   metrics.c  Prometheus text, served by the metrics op and --metrics-listen
- *   log.c      one line per event on stderr, text or JSON
+ *   cgwatch.c  attachments of removed cgroups are dropped (inotify)
+ *   autoapply.c  --apply FILE: applied at start and again whenever it changes
+ *   log.c      one line per event on stderr, text or JSON; data-plane events rate-limited
  */
 #ifndef PORTRESD_H
 #define PORTRESD_H
@@ -36,6 +38,8 @@ struct agent_opts {
 	const char *state_dir;
 	const char *admin_group;
 	const char *metrics_listen;
+	const char *apply_file;
+	bool apply_prune;
 	bool foreground;
 	bool teardown;
 	bool json_log;
@@ -85,6 +89,7 @@ struct agent {
 	uint64_t requests, errors, events_seen;
 	size_t n_clients, n_subscribers;
 	void *mhd;            /* struct MHD_Daemon * */
+	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */
 };
 
 /* log.c */
@@ -92,6 +97,18 @@ enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void log_setup(bool json, int verbose);
 void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* log_msg whose JSON line also carries fields (borrowed; may be NULL). */
+void log_event(enum log_level lvl, const char *event, const json_t *fields, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/*
+ * Data-plane events (deny, audit, exhausted) are logged at most
+ * LOG_EVENTS_PER_SEC a second: false when this one is over that (it is
+ * counted); log_events_flush, each turn of the loop, reports the count in one
+ * line once its second is over (force: now, at exit).
+ */
+#define LOG_EVENTS_PER_SEC 10
+bool log_event_allowed(void);
+void log_events_flush(bool force);
 
 /* resv.c */
 struct resv *resv_find(struct agent *a, uint64_t token);
@@ -135,6 +152,19 @@ int server_run(struct agent *a);
 void server_broadcast(struct agent *a, json_t *event);
 /* The recent events, oldest first (a new array). */
 json_t *server_recent(void);
+
+/* cgwatch.c: the inotify fd (or -errno); sync after attachments changed; events; fallback tick */
+int cgwatch_open(struct agent *a);
+void cgwatch_sync(struct agent *a);
+void cgwatch_run(struct agent *a);
+void cgwatch_tick(struct agent *a);
+void cgwatch_close(void);
+
+/* autoapply.c: applies --apply FILE now and watches it (*ifd, *tfd for the loop; -1 if none) */
+void autoapply_start(struct agent *a, int *ifd, int *tfd);
+void autoapply_changed(struct agent *a);  /* inotify events: re-apply after a short settle */
+void autoapply_timer(struct agent *a);    /* the settle time passed */
+void autoapply_stop(void);
 
 /* metrics.c */
 char *metrics_text(struct agent *a);

@@ -311,6 +311,7 @@ void resv_unload(struct agent *a, uint64_t token)
 			continue;
 		portres_cgroup_detach(a->loader, a->st.attach[i].cgroup_id);
 		state_del_attach(&a->st, i);
+		a->attach_dirty = true;
 	}
 	err = portres_resv_del(a->loader, token);
 	if (err && err != -ENOENT)

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * server.c - the single-threaded epoll loop: the listening socket, clients,
- * the BPF event ring, signals and the metrics endpoint.
+ * the BPF event ring, signals, the metrics endpoint, and the inotify
+ * watches of attached cgroups (cgwatch.c) and of the --apply file (autoapply.c).
  *
  * A client never blocks the others: sockets are non-blocking, at most
  * BATCH messages are read from one client per turn, a client whose replies
@@ -27,7 +28,7 @@
 
 #define BATCH 16
 
-enum watch_kind { W_LISTEN, W_CLIENT, W_EVENTS, W_SIGNAL, W_METRICS };
+enum watch_kind { W_LISTEN, W_CLIENT, W_EVENTS, W_SIGNAL, W_METRICS, W_CGROUPS, W_APPLY, W_APPLY_TIMER };
 
 struct watch {
 	enum watch_kind kind;
@@ -51,7 +52,8 @@ struct client {
 static struct agent *agent;
 static struct client *clients, *graveyard;
 static struct watch w_listen = { W_LISTEN }, w_events = { W_EVENTS }, w_signal = { W_SIGNAL },
-		    w_metrics = { W_METRICS };
+		    w_metrics = { W_METRICS }, w_cgroups = { W_CGROUPS }, w_apply = { W_APPLY },
+		    w_apply_timer = { W_APPLY_TIMER };
 
 static void client_close(struct client *c)
 {
@@ -355,6 +357,7 @@ static int handle_ring_event(const struct portres_event *ev, void *arg)
 {
 	struct agent *a = arg;
 	char tok[17];
+	json_t *json;
 
 	a->events_seen++;
 	state_token_format(ev->token, tok);
@@ -362,10 +365,14 @@ static int handle_ring_event(const struct portres_event *ev, void *arg)
 		runtime_end(a, ev->token, "socket closed");
 		return 0;
 	}
-	log_msg(LOG_INFO, ev->type == PORTRES_EV_DENY ? "deny" : ev->type == PORTRES_EV_AUDIT ? "audit" : "exhausted",
-		"%s port %u pid %u (%.16s) uid %u token %s", state_proto_name(ev->proto) ? state_proto_name(ev->proto) : "?",
-		ev->port, ev->pid, ev->comm, ev->uid, tok);
-	server_broadcast(a, event_json(ev));
+	json = event_json(ev);
+	/* The data plane sends up to 1000 events a second per CPU: the log gets a few, subscribers all. */
+	if (log_event_allowed())
+		log_event(LOG_INFO, ev->type == PORTRES_EV_DENY ? "deny" : ev->type == PORTRES_EV_AUDIT ? "audit" : "exhausted",
+			  json, "%s port %u pid %u (%.16s) uid %u token %s",
+			  state_proto_name(ev->proto) ? state_proto_name(ev->proto) : "?", ev->port, ev->pid, ev->comm,
+			  ev->uid, tok);
+	server_broadcast(a, json);
 	return 0;
 }
 
@@ -373,7 +380,7 @@ int server_run(struct agent *a)
 {
 	struct epoll_event evs[64];
 	sigset_t mask;
-	int lfd, sfd, efd, mfd = -1, err;
+	int lfd, sfd, efd, mfd = -1, cgfd, afd, atfd, err;
 
 	agent = a;
 	a->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -426,9 +433,21 @@ int server_run(struct agent *a)
 		}
 		epoll_ctl(a->epfd, EPOLL_CTL_ADD, mfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_metrics });
 	}
+	if ((cgfd = cgwatch_open(a)) >= 0)
+		epoll_ctl(a->epfd, EPOLL_CTL_ADD, cgfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_cgroups });
+	else
+		log_msg(LOG_WARN, "start", "inotify: %s: attachments of removed cgroups stay until the next start",
+			strerror(-cgfd));
 	/* Releases that came between adopting the maps and now. */
 	portres_events_poll(a->loader, 0);
+	cgwatch_sync(a);
 	log_msg(LOG_INFO, "ready", "serving %s (pid %d)", a->opts.socket, (int)getpid());
+	/* Before the loop's first turn: clients that connect meanwhile see its outcome. */
+	autoapply_start(a, &afd, &atfd);
+	if (afd >= 0) {
+		epoll_ctl(a->epfd, EPOLL_CTL_ADD, afd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply });
+		epoll_ctl(a->epfd, EPOLL_CTL_ADD, atfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply_timer });
+	}
 	while (!a->stop) {
 		int n = epoll_wait(a->epfd, evs, 64, 1000);
 
@@ -456,6 +475,15 @@ int server_run(struct agent *a)
 			case W_METRICS:
 				metrics_run(a);
 				break;
+			case W_CGROUPS:
+				cgwatch_run(a);
+				break;
+			case W_APPLY:
+				autoapply_changed(a);
+				break;
+			case W_APPLY_TIMER:
+				autoapply_timer(a);
+				break;
 			case W_CLIENT: {
 				struct client *c = (struct client *)w;
 
@@ -477,7 +505,12 @@ int server_run(struct agent *a)
 		bury();
 		if (mfd >= 0)
 			metrics_run(a);
+		if (a->attach_dirty)
+			cgwatch_sync(a);
+		cgwatch_tick(a);
+		log_events_flush(false);
 	}
+	log_events_flush(true);
 	while (clients)
 		client_close(clients);
 	bury();
@@ -487,6 +520,8 @@ int server_run(struct agent *a)
 		recent_n--;
 	}
 	metrics_stop(a);
+	autoapply_stop();
+	cgwatch_close();
 	close(lfd);
 	unlink(a->opts.socket);
 	close(sfd);

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * cgroup.h - the cgroup2 hierarchy as the agent and the CLI see it: where it
+ * is mounted, and which directory a cgroup id names.
+ *
+ * A cgroup id is what the kernel reports for a socket (sock_diag
+ * INET_DIAG_CGROUP_ID, BPF events) and what portres keys attachments by; on
+ * cgroup2 it is also the inode number of the cgroup's directory and the
+ * content of its file handle (FILEID_KERNFS), so a path is found with one
+ * open_by_handle_at (root, CAP_DAC_READ_SEARCH) or, without that privilege,
+ * by walking the mount.
+ */
+#ifndef PORTRES_CGROUP_H
+#define PORTRES_CGROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The cgroup2 mount point from /proc/self/mountinfo (looked up once), or NULL. */
+const char *cgroup2_mount(void);
+
+/*
+ * The path of the cgroup with this id, below cgroup2_mount(), into buf.
+ * 0; -ENOENT when no such cgroup exists (any more); -ENODEV without a cgroup2
+ * mount; -ENAMETOOLONG.
+ */
+int cgroup2_path(uint64_t id, char *buf, size_t len);
+
+#endif /* PORTRES_CGROUP_H */

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * cgwatch.c - an attachment to a cgroup that is removed is dropped: from the
+ * BPF map, the table and the state file.
+ *
+ * How removals are seen: inotify on the *parent* directory of each attached
+ * cgroup (IN_DELETE carrying the cgroup's name). cgroupfs (kernfs) reports
+ * neither IN_DELETE_SELF nor IN_IGNORED on a removed cgroup directory itself
+ * (tried on 6.18), but an rmdir reaches the parent's watchers as on any file
+ * system. (cgroup2 refuses rename, so a name stays its cgroup's.) Each event
+ * is checked against the cgroup id (cgroup2_path: open_by_handle_at), so a
+ * sibling of the same name made anew never keeps a stale attachment alive,
+ * and a doubt never drops one. No timer and no polling; only when a watch
+ * cannot be added (inotify limits) are those attachments checked every
+ * FALLBACK_SEC on the loop's once-a-second turn.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "portresd.h"
+
+#define FALLBACK_SEC 5
+
+/* One attached cgroup: which watch (of its parent) sees it go, by which name. */
+struct cgw {
+	uint64_t id;
+	int wd;                  /* -1: not watched (fallback) */
+	bool check;              /* an event named it */
+	char name[NAME_MAX + 1];
+};
+
+static struct cgw *cgw;
+static size_t n_cgw;
+static int ifd = -1;
+static time_t last_fallback;
+static bool warned;
+
+static struct cgw *cgw_find(uint64_t id)
+{
+	for (size_t i = 0; i < n_cgw; i++)
+		if (cgw[i].id == id)
+			return &cgw[i];
+	return NULL;
+}
+
+static long attach_index(struct agent *a, uint64_t id)
+{
+	for (size_t i = 0; i < a->st.n_attach; i++)
+		if (a->st.attach[i].cgroup_id == id)
+			return (long)i;
+	return -1;
+}
+
+static void cgw_forget(size_t k)
+{
+	int wd = cgw[k].wd;
+
+	cgw[k] = cgw[--n_cgw];
+	for (size_t i = 0; i < n_cgw; i++)
+		if (cgw[i].wd == wd)
+			return;
+	if (wd >= 0)
+		inotify_rm_watch(ifd, wd);
+}
+
+/*
+ * Whether attachment i still has its cgroup: -ENOENT when the cgroup is gone;
+ * otherwise 0, with real (the cgroup's path; "" if it could not be found).
+ * "cgroup-id:N", the path of a runtime attachment adopted at start, is
+ * replaced by real. Any other failure counts as present: nothing is dropped
+ * on a doubt.
+ */
+static int verify(struct agent *a, size_t i, char *real, size_t len)
+{
+	struct state_attach *at = &a->st.attach[i];
+	char *copy;
+	int err = cgroup2_path(at->cgroup_id, real, len);
+
+	if (err == -ENOENT)
+		return -ENOENT;
+	if (err) {
+		real[0] = '\0';
+		return 0;
+	}
+	if (!strncmp(at->path, "cgroup-id:", 10) && (copy = strdup(real))) {
+		free(at->path);
+		at->path = copy;
+	}
+	return 0;
+}
+
+static void drop(struct agent *a, size_t i, bool *save)
+{
+	struct state_attach *at = &a->st.attach[i];
+	char tok[17];
+
+	state_token_format(at->token, tok);
+	log_msg(LOG_INFO, "cgroup", "%s was removed: its attachment to token %s is dropped", at->path, tok);
+	portres_cgroup_detach(a->loader, at->cgroup_id);
+	*save |= state_find_token(&a->st, at->token) != NULL;
+	state_del_attach(&a->st, i);
+}
+
+/* Watches the parent of attachment i's cgroup (found at real); drops i if the cgroup went meanwhile. */
+static void watch(struct agent *a, size_t i, const char *real, bool *save)
+{
+	struct cgw *w = cgw_find(a->st.attach[i].cgroup_id);
+	char dir[PATH_MAX], again[PATH_MAX];
+	const char *slash = strrchr(real, '/');
+
+	if (!w) {
+		void *grown = realloc(cgw, (n_cgw + 1) * sizeof(*cgw));
+
+		if (!grown)
+			return;
+		cgw = grown;
+		w = &cgw[n_cgw++];
+		*w = (struct cgw){ .id = a->st.attach[i].cgroup_id, .wd = -1 };
+	}
+	if (!slash || slash == real || (size_t)(slash - real) >= sizeof(dir))
+		return; /* "/": never removed */
+	snprintf(w->name, sizeof(w->name), "%s", slash + 1);
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - real), real);
+	w->wd = inotify_add_watch(ifd, dir, IN_DELETE | IN_ONLYDIR);
+	if (w->wd < 0 && !warned) {
+		warned = true;
+		log_msg(LOG_WARN, "cgroup", "cannot watch %s (%s): removed cgroups are noticed within %d s instead",
+			dir, strerror(errno), FALLBACK_SEC);
+	}
+	/* it may have gone between the lookup and the watch */
+	if (w->wd >= 0 && verify(a, i, again, sizeof(again)) == -ENOENT)
+		drop(a, i, save);
+}
+
+static void save_if(struct agent *a, bool save)
+{
+	char err[STATE_ERR_LEN];
+
+	if (save)
+		agent_save(a, true, err, sizeof(err));
+}
+
+int cgwatch_open(struct agent *a)
+{
+	ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (ifd < 0)
+		return -errno;
+	a->attach_dirty = true;
+	return ifd;
+}
+
+void cgwatch_sync(struct agent *a)
+{
+	char real[PATH_MAX];
+	bool save = false;
+
+	a->attach_dirty = false;
+	if (ifd < 0)
+		return;
+	for (size_t k = n_cgw; k-- > 0;)
+		if (attach_index(a, cgw[k].id) < 0)
+			cgw_forget(k);
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct cgw *w = cgw_find(a->st.attach[i].cgroup_id);
+
+		if (w && w->wd >= 0)
+			continue;
+		if (verify(a, i, real, sizeof(real)) == -ENOENT)
+			drop(a, i, &save);
+		else if (real[0])
+			watch(a, i, real, &save);
+	}
+	for (size_t k = n_cgw; k-- > 0;)
+		if (attach_index(a, cgw[k].id) < 0)
+			cgw_forget(k);
+	save_if(a, save);
+}
+
+/* Checks the entries marked (all with all): drops those whose cgroup is gone. */
+static void check_marked(struct agent *a, bool all)
+{
+	char real[PATH_MAX];
+	bool save = false;
+
+	for (size_t k = n_cgw; k-- > 0;) {
+		long i;
+
+		if (!all && !cgw[k].check)
+			continue;
+		cgw[k].check = false;
+		if ((i = attach_index(a, cgw[k].id)) < 0)
+			continue;
+		if (verify(a, (size_t)i, real, sizeof(real)) == -ENOENT)
+			drop(a, (size_t)i, &save);
+	}
+	for (size_t k = n_cgw; k-- > 0;)
+		if (attach_index(a, cgw[k].id) < 0)
+			cgw_forget(k);
+	save_if(a, save);
+}
+
+void cgwatch_run(struct agent *a)
+{
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool any = false, all = false;
+	ssize_t n;
+
+	while ((n = read(ifd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *ev = (const struct inotify_event *)p;
+
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW)
+				all = true;
+			for (size_t k = 0; k < n_cgw; k++) {
+				if (cgw[k].wd != ev->wd)
+					continue;
+				if (ev->mask & IN_IGNORED) {
+					/* the parent itself went (or its file system): check, and watch anew */
+					cgw[k].wd = -1;
+					cgw[k].check = any = true;
+					a->attach_dirty = true;
+				} else if (ev->len && !strcmp(cgw[k].name, ev->name)) {
+					cgw[k].check = any = true;
+				}
+			}
+		}
+	}
+	if (any || all)
+		check_marked(a, all);
+}
+
+void cgwatch_tick(struct agent *a)
+{
+	time_t now = time(NULL);
+	bool any = false;
+
+	if (now - last_fallback < FALLBACK_SEC)
+		return;
+	last_fallback = now;
+	for (size_t k = 0; k < n_cgw; k++)
+		if (cgw[k].wd < 0)
+			cgw[k].check = any = true;
+	if (any)
+		check_marked(a, false);
+}
+
+void cgwatch_close(void)
+{
+	if (ifd >= 0)
+		close(ifd);
+	ifd = -1;
+	free(cgw);
+	cgw = NULL;
+	n_cgw = 0;
+}
