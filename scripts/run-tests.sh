@@ -49,7 +49,9 @@ for fz in "${fuzzers[@]}"; do
 	echo "=== $fz (${PORTRES_FUZZ_SECONDS:-15} s)"
 	work=$(mktemp -d)
 	[ -d "$corpus" ] && cp -r "$corpus"/. "$work"/ 2>/dev/null
+	mkdir -p build/fuzz-artifacts
 	if "$fz" -max_total_time="${PORTRES_FUZZ_SECONDS:-15}" -rss_limit_mb=2048 -print_final_stats=0 \
+		-artifact_prefix="build/fuzz-artifacts/$name-" \
 		"$work" >"$work.log" 2>&1; then
 		passed=$((passed + 1)); tail -n 2 "$work.log"
 	else

@@ -184,3 +184,17 @@ Test(proto, replies)
 	cr_assert_str_eq(proto_errno_name(EPROTOTYPE), "EPROTOTYPE");
 	cr_assert_eq(proto_errno_from_name("EWHAT"), 0);
 }
+
+/* An error message that quotes invalid UTF-8 (or cuts a sequence) still makes a JSON reply. */
+Test(proto, error_reply_with_invalid_utf8)
+{
+	char *r = proto_err_reply(EINVAL, "token: \"5f0B2\\\xc7\x9a\xce\x9d\xc8\x9b\xcb\"");
+	json_t *j;
+
+	cr_assert_not_null(r, "no reply for a message with a cut UTF-8 sequence");
+	j = json_loads(r, 0, NULL);
+	cr_assert_not_null(j);
+	cr_expect_str_eq(json_string_value(json_object_get(j, "errno")), "EINVAL");
+	json_decref(j);
+	free(r);
+}

@@ -333,11 +333,34 @@ char *proto_ok_reply(json_t *fields)
 	return s;
 }
 
+/*
+ * Messages quote what the client sent, cut to a length: the cut may split a
+ * UTF-8 sequence, or the input was not UTF-8 at all, and JSON strings must
+ * be. Such bytes become '?' so that an error always gets its reply.
+ */
+static json_t *text_json(const char *msg)
+{
+	json_t *j = json_string(msg);
+	char *copy;
+
+	if (j)
+		return j;
+	copy = strdup(msg);
+	if (!copy)
+		return NULL;
+	for (unsigned char *c = (unsigned char *)copy; *c; c++)
+		if (*c >= 0x80)
+			*c = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
 char *proto_err_reply(int code, const char *msg)
 {
 	const char *name = proto_errno_name(code);
-	json_t *o = json_pack("{s:i, s:b, s:s, s:s}", "v", PROTO_VERSION, "ok", 0, "errno",
-			      name ? name : "EIO", "error", msg ? msg : strerror(code));
+	json_t *o = json_pack("{s:i, s:b, s:s, s:o}", "v", PROTO_VERSION, "ok", 0, "errno",
+			      name ? name : "EIO", "error", text_json(msg ? msg : strerror(code)));
 	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 	json_decref(o);
