@@ -285,11 +285,11 @@ static __always_inline void set_claim(struct portres_sk *ps, __u64 token, __u16 
 
 /*
  * A port whose last claim was dropped less than this long ago (now_us units,
- * ~10 ms) is handed out only when no other port is free: cgroup/sock_release
+ * ~1 ms) is handed out only when no other port is free: cgroup/sock_release
  * runs before the kernel unhashes the socket, so for a moment the port is
  * free in our books but still bound, and a bind to it would fail.
  */
-#define QUARANTINE_US (10 * 1000)
+#define QUARANTINE_US 1000
 
 /*
  * Ports probed before settling for the quarantined free port released longest
