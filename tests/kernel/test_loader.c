@@ -362,3 +362,33 @@ Test(loader, teardown_leaves_nothing)
 	cr_expect_eq(portres_resv_get(fx.l, t, &(struct portres_resv){ 0 }), -ENOENT,
 		     "reservation survived teardown");
 }
+
+/*
+ * An open that fails part-way (here: a directory stands where the last
+ * program's link is to be pinned) takes back the links and, on a fresh start, the map
+ * pins it made: no half-attached data plane is left behind.
+ */
+Test(loader, failed_fresh_open_leaves_nothing)
+{
+	char dir[400], links[450], blocker[500];
+	struct portres_loader_opts opts = { .cgroup_path = fx.cgroup, .max_resv = 70000, .max_ports = 70000 };
+	struct portres_loader *l = NULL;
+	int i, err;
+
+	snprintf(dir, sizeof(dir), "%s/second", fx.bpffs);
+	snprintf(links, sizeof(links), "%s/links", dir);
+	snprintf(blocker, sizeof(blocker), "%s/portres_getsopt", links);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	cr_assert_eq(mkdir(links, 0700), 0);
+	cr_assert_eq(mkdir(blocker, 0700), 0);
+
+	opts.bpffs_dir = dir;
+	err = portres_loader_open(&opts, &l);
+	cr_assert_neq(err, 0, "open succeeded over a blocked link path");
+	for (i = 0; i < NHOOKS; i++)
+		cr_expect_eq(progs_at(hooks[i]), 1, "hook %d: the failed open left a program", hooks[i]);
+	cr_expect_eq(entries_in(links), 1, "links left besides the blocker");
+	snprintf(links, sizeof(links), "%s/maps", dir);
+	cr_expect_eq(entries_in(links), 0, "map pins left by the failed open");
+	rmdir(blocker);
+}

@@ -29,6 +29,7 @@ struct portres_loader {
 	bool adopted;
 	int nlinks;
 	struct bpf_link *links[16];
+	bool created[16];        /* links[i] was made by this open, not adopted */
 	struct ring_buffer *rb;
 	portres_event_cb cb;
 	void *cb_arg;
@@ -153,8 +154,33 @@ static int attach_one(struct portres_loader *l, struct bpf_program *prog, uint64
 		bpf_link__destroy(link);
 		return err;
 	}
+	l->created[l->nlinks] = true;
 	l->links[l->nlinks++] = link;
 	return 0;
+}
+
+/*
+ * A failed open takes back what it put in place: the links it made, and on a
+ * fresh start (nothing adopted) the maps it pinned. What was adopted stays,
+ * so a failed restart never stops enforcement that was running.
+ */
+static void undo_open(struct portres_loader *l)
+{
+	struct bpf_map *map;
+	int i;
+
+	for (i = l->nlinks - 1; i >= 0; i--) {
+		if (!l->created[i])
+			continue;
+		bpf_link__unpin(l->links[i]);
+		bpf_link__detach(l->links[i]);
+	}
+	if (l->adopted || !l->skel)
+		return;
+	bpf_object__for_each_map(map, l->skel->obj) {
+		if (!bpf_map__is_internal(map) && bpf_map__is_pinned(map))
+			bpf_map__unpin(map, NULL);
+	}
 }
 
 int portres_loader_open(const struct portres_loader_opts *opts, struct portres_loader **out)
@@ -237,6 +263,7 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	return 0;
 
 cleanup:
+	undo_open(l);
 	portres_loader_close(l);
 	return err;
 }
