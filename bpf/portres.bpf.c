@@ -96,10 +96,11 @@ struct {
 	__type(value, struct portres_anchor);
 } portres_anchor SEC(".maps");
 
+/* Indexed by portres_resv.slot: no hashing on the paths that count. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, PORTRES_MAX_RESV);
-	__type(key, __u64);
+	__type(key, __u32);
 	__type(value, struct portres_stats);
 } portres_stats SEC(".maps");
 
@@ -136,9 +137,10 @@ struct {
 
 enum counter { C_ALLOWED, C_DENIED, C_ALLOCATED, C_EXHAUSTED, C_AUDITED };
 
-static __always_inline void count(__u64 token, enum counter c)
+static __always_inline void count(const struct portres_resv *r, enum counter c)
 {
-	struct portres_stats *s = bpf_map_lookup_elem(&portres_stats, &token);
+	__u32 slot = r->slot;
+	struct portres_stats *s = bpf_map_lookup_elem(&portres_stats, &slot);
 
 	if (!s)
 		return;
@@ -433,12 +435,12 @@ static __always_inline int foreign_port(__u64 owner, __u64 netns, __u8 proto, __
 	if (!r)
 		return 1;
 	if (r->mode == PORTRES_MODE_ENFORCE) {
-		count(owner, C_DENIED);
+		count(r, C_DENIED);
 		emit(PORTRES_EV_DENY, owner, netns, proto, family, port, EACCES);
 		return deny(EACCES);
 	}
 	if (r->mode == PORTRES_MODE_AUDIT) {
-		count(owner, C_AUDITED);
+		count(r, C_AUDITED);
 		emit(PORTRES_EV_AUDIT, owner, netns, proto, family, port, 0);
 	}
 	return 1;
@@ -481,27 +483,27 @@ static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 		if (port == 0) {
 			port = alloc_port(ps->token, own, netns);
 			if (!port) {
-				count(ps->token, C_EXHAUSTED);
+				count(own, C_EXHAUSTED);
 				emit(PORTRES_EV_EXHAUSTED, ps->token, netns, proto, family, 0,
 				     EADDRINUSE);
 				return deny(EADDRINUSE);
 			}
 			ctx->user_port = bpf_htons(port);
 			set_claim(ps, ps->token, port);
-			count(ps->token, C_ALLOCATED);
+			count(own, C_ALLOCATED);
 			return 1;
 		}
 		ent = port_ent(netns, proto, port);
 		if (ent && ent->token == ps->token) {
 			__sync_fetch_and_add(&ent->users, 1);
 			set_claim(ps, ps->token, port);
-			count(ps->token, C_ALLOWED);
+			count(own, C_ALLOWED);
 			return 1;
 		}
 		if (ent)
 			return foreign_port(ent->token, netns, proto, family, port);
 		if (ps->flags & PORTRES_SK_CONFINE) {
-			count(ps->token, C_DENIED);
+			count(own, C_DENIED);
 			emit(PORTRES_EV_DENY, ps->token, netns, proto, family, port, EACCES);
 			return deny(EACCES);
 		}
@@ -606,14 +608,14 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 		return deny(-err);
 	if (!port) {
 		/* No free port, or only ports the kernel still holds. */
-		count(ps->token, C_EXHAUSTED);
+		count(own, C_EXHAUSTED);
 		emit(PORTRES_EV_EXHAUSTED, ps->token, netns, ctx->protocol, family, 0,
 		     EADDRNOTAVAIL);
 		return deny(EADDRNOTAVAIL);
 	}
 	unclaim(ps, netns, ctx->protocol);
 	set_claim(ps, ps->token, port);
-	count(ps->token, C_ALLOCATED);
+	count(own, C_ALLOCATED);
 	return 1;
 }
 

@@ -27,7 +27,7 @@
  *   portres_anchor   sk_storage: the runtime reservations acquired on a socket;
  *                    closing it ends them (written by the agent only)
  *   portres_cfg      counts the data plane checks before optional work
- *   portres_stats    per-CPU counters per token
+ *   portres_stats    per-CPU counters per reservation, at portres_resv.slot
  *   portres_gstats   per-CPU global counters
  *   portres_events   ring buffer of struct portres_event
  *
@@ -109,6 +109,8 @@ struct portres_resv {
 	__u8  flags;      /* PORTRES_RESV_* */
 	__u32 next;       /* data plane only (user space writes 0): where the next
 			     bind(0) starts probing, an offset into the block */
+	__u32 slot;       /* its counters: index into portres_stats, chosen by the loader */
+	__u32 pad;
 };
 
 struct portres_port_key {

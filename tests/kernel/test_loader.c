@@ -392,3 +392,33 @@ Test(loader, failed_fresh_open_leaves_nothing)
 	cr_expect_eq(entries_in(links), 0, "map pins left by the failed open");
 	rmdir(blocker);
 }
+
+/*
+ * Counters live in per-CPU slots the loader hands out: an adopting loader
+ * knows the slots in use, so a reservation added after a restart never shares
+ * counters with one from before, and a freed slot starts again from zero.
+ */
+Test(loader, counter_slots_survive_adoption)
+{
+	uint64_t a = fx_reserve(IPPROTO_TCP, START, 1, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	uint64_t b, c;
+	struct portres_resv ra, rb;
+	int err;
+
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START), -EACCES);
+	portres_loader_close(fx.l);
+	err = open_again(&fx.l);
+	cr_assert_eq(err, 0, "re-open: %s", strerror(-err));
+	b = fx_reserve(IPPROTO_TCP, START + 1, 1, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	cr_assert_eq(portres_resv_get(fx.l, a, &ra), 0);
+	cr_assert_eq(portres_resv_get(fx.l, b, &rb), 0);
+	cr_expect_neq(ra.slot, rb.slot, "a slot handed out twice after adoption");
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START + 1), -EACCES);
+	cr_expect_eq(h_stats(a).denied, 1, "denials of the first reservation");
+	cr_expect_eq(h_stats(b).denied, 1, "denials of the second reservation");
+
+	/* A deleted reservation's slot is reused from zero. */
+	cr_assert_eq(portres_resv_del(fx.l, a), 0);
+	c = fx_reserve(IPPROTO_TCP, START + 2, 1, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	cr_expect_eq(h_stats(c).denied, 0, "a reused slot kept old counts");
+}

@@ -30,6 +30,8 @@ struct portres_loader {
 	int nlinks;
 	struct bpf_link *links[16];
 	bool created[16];        /* links[i] was made by this open, not adopted */
+	uint64_t *slots;         /* bitmap of portres_stats slots in use */
+	uint32_t nslots;
 	struct ring_buffer *rb;
 	portres_event_cb cb;
 	void *cb_arg;
@@ -54,6 +56,8 @@ static int mkdir_p(const char *path)
 		return -errno;
 	return 0;
 }
+
+static int slots_init(struct portres_loader *l);
 
 static int path_in(char *buf, size_t len, const char *dir, const char *sub, const char *name)
 {
@@ -249,6 +253,10 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	if (err)
 		goto cleanup;
 
+	err = slots_init(l);
+	if (err)
+		goto cleanup;
+
 	/* Attach every program with a pinned multi-attach link. */
 	bpf_object__for_each_program(prog, l->skel->obj) {
 		if (l->nlinks >= (int)(sizeof(l->links) / sizeof(l->links[0]))) {
@@ -278,6 +286,7 @@ void portres_loader_close(struct portres_loader *l)
 	for (i = l->nlinks - 1; i >= 0; i--)
 		bpf_link__destroy(l->links[i]); /* pinned: stays attached */
 	portres_bpf__destroy(l->skel);
+	free(l->slots);
 	if (l->cgroup_fd >= 0)
 		close(l->cgroup_fd);
 	free(l);
@@ -446,20 +455,61 @@ static int add_port(struct portres_loader *l, uint64_t token, const struct portr
 	return 0;
 }
 
-static int zero_stats(struct portres_loader *l, uint64_t token)
+/*
+ * Counter slots: each reservation owns one index of the per-CPU array
+ * portres_stats (portres_resv.slot). The bitmap is rebuilt from the
+ * reservations at open, so an adopting loader knows which are taken.
+ */
+static int slots_init(struct portres_loader *l)
+{
+	int fd = fd_of(l->skel->maps.portres_resv);
+	uint64_t key, next, *prev = NULL;
+	struct portres_resv r;
+
+	l->nslots = bpf_map__max_entries(l->skel->maps.portres_stats);
+	l->slots = calloc((l->nslots + 63) / 64, sizeof(uint64_t));
+	if (!l->slots)
+		return -ENOMEM;
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (!bpf_map_lookup_elem(fd, &key, &r) && r.slot < l->nslots)
+			l->slots[r.slot / 64] |= 1ull << (r.slot % 64);
+	}
+	return 0;
+}
+
+/* Takes a free slot and zeroes its counters on every CPU. */
+static int slot_take(struct portres_loader *l, uint32_t *slot)
 {
 	int ncpu = libbpf_num_possible_cpus();
 	struct portres_stats *vals;
+	uint32_t i, n = (l->nslots + 63) / 64;
 	int err;
 
+	for (i = 0; i < n && l->slots[i] == ~0ull; i++)
+		;
+	if (i == n)
+		return -ENOSPC;
+	*slot = i * 64 + __builtin_ctzll(~l->slots[i]);
+	if (*slot >= l->nslots)
+		return -ENOSPC;
 	if (ncpu < 0)
 		return ncpu;
 	vals = calloc(ncpu, sizeof(*vals));
 	if (!vals)
 		return -ENOMEM;
-	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_stats), &token, vals, BPF_ANY));
+	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_stats), slot, vals, BPF_ANY));
 	free(vals);
+	if (!err)
+		l->slots[*slot / 64] |= 1ull << (*slot % 64);
 	return err;
+}
+
+static void slot_put(struct portres_loader *l, uint32_t slot)
+{
+	if (slot < l->nslots)
+		l->slots[slot / 64] &= ~(1ull << (slot % 64));
 }
 
 int portres_resv_add(struct portres_loader *l, uint64_t token, const struct portres_resv *r)
@@ -486,7 +536,11 @@ int portres_resv_add(struct portres_loader *l, uint64_t token, const struct port
 		if (err != -ENOENT)
 			return err;
 	}
-	err = zero_stats(l, token);
+	cur = *r;
+	cur.flags = 0;
+	cur.next = 0;
+	cur.pad = 0;
+	err = slot_take(l, &cur.slot);
 	if (err)
 		return err;
 	/* Ports first, the reservation last: enforcement starts when it appears. */
@@ -497,9 +551,6 @@ int portres_resv_add(struct portres_loader *l, uint64_t token, const struct port
 			goto fail;
 		}
 	}
-	cur = *r;
-	cur.flags = 0;
-	cur.next = 0;
 	if (bpf_map_update_elem(rfd, &token, &cur, BPF_NOEXIST)) {
 		err = -errno;
 		del_ports(l, token, r, end);
@@ -507,7 +558,7 @@ int portres_resv_add(struct portres_loader *l, uint64_t token, const struct port
 	}
 	return 0;
 fail:
-	bpf_map_delete_elem(fd_of(l->skel->maps.portres_stats), &token);
+	slot_put(l, cur.slot);
 	return err;
 }
 
@@ -538,7 +589,7 @@ int portres_resv_del(struct portres_loader *l, uint64_t token)
 	if (bpf_map_delete_elem(fd_of(l->skel->maps.portres_resv), &token))
 		return -errno;
 	del_ports(l, token, &r, (uint32_t)r.start + r.count);
-	bpf_map_delete_elem(fd_of(l->skel->maps.portres_stats), &token);
+	slot_put(l, r.slot);
 	del_grants_of(l, token);
 	return 0;
 }
@@ -625,7 +676,12 @@ cleanup:
 
 int portres_resv_stats(struct portres_loader *l, uint64_t token, struct portres_stats *out)
 {
-	return percpu_sum(fd_of(l->skel->maps.portres_stats), &token, out, sizeof(*out));
+	struct portres_resv r;
+	int err = portres_resv_get(l, token, &r);
+
+	if (err)
+		return err;
+	return percpu_sum(fd_of(l->skel->maps.portres_stats), &r.slot, out, sizeof(*out));
 }
 
 int portres_global_stats(struct portres_loader *l, struct portres_gstats *out)
