@@ -52,6 +52,7 @@
 #include "portres.h"
 #include "scan.skel.h"
 #include "bench.h"
+#include "cgroup.h"
 
 #define MAX_ENTRIES   131072 /* max_resv and max_ports: 65,535 reservations fit twice */
 #define NRESV_FULL    65535  /* TCP 1..65535, one port each */
@@ -187,73 +188,6 @@ static int read_str(const char *path, char *buf, size_t len)
 	return 0;
 }
 
-static int enter_cgroup(const char *path)
-{
-	char procs[4400], pid[32];
-
-	snprintf(procs, sizeof(procs), "%s/cgroup.procs", path);
-	snprintf(pid, sizeof(pid), "%d\n", getpid());
-	return write_str(procs, pid);
-}
-
-static int cgroup2_root(char *out, size_t len)
-{
-	char line[8192], mnt[4096], fstype[64];
-	FILE *f = fopen("/proc/self/mountinfo", "r");
-
-	if (!f)
-		return -errno;
-	out[0] = '\0';
-	while (fgets(line, sizeof(line), f)) {
-		char *sep = strstr(line, " - ");
-
-		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
-			continue;
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) == 1) {
-			snprintf(out, len, "%s", mnt);
-			break;
-		}
-	}
-	fclose(f);
-	return out[0] ? 0 : -ENOENT;
-}
-
-static int home_cgroup(const char *root, char *out, size_t len)
-{
-	char line[4096];
-	FILE *f = fopen("/proc/self/cgroup", "r");
-
-	if (!f)
-		return -errno;
-	out[0] = '\0';
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "0::", 3))
-			continue;
-		line[strcspn(line, "\n")] = '\0';
-		snprintf(out, len, "%s%s", root, line + 3);
-	}
-	fclose(f);
-	return out[0] ? 0 : -ENOENT;
-}
-
-static void rmdir_tree(const char *path)
-{
-	char sub[4400];
-	struct dirent *de;
-	DIR *d = opendir(path);
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		if (de->d_type != DT_DIR || de->d_name[0] == '.')
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-		rmdir_tree(sub);
-	}
-	closedir(d);
-	rmdir(path);
-}
-
 /* A benchmark killed by SIGKILL leaves an empty cgroup and temp dir: removed here. */
 static void sweep_stale(const char *cgroot)
 {
@@ -275,7 +209,7 @@ static void sweep_stale(const char *cgroot)
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", dirs[i], de->d_name);
 			if (i == 0) {
-				rmdir_tree(path);
+				cgroup2_remove(path);
 				continue;
 			}
 			snprintf(path, sizeof(path), "%s/%s/bpffs", dirs[i], de->d_name);
@@ -378,10 +312,12 @@ static int world_up(struct world *w)
 	err = private_namespaces();
 	if (err)
 		return err;
-	if ((err = cgroup2_root(w->root, sizeof(w->root))))
+	if ((err = cgroup2_mount() ? 0 : -ENODEV) == 0)
+		snprintf(w->root, sizeof(w->root), "%s", cgroup2_mount());
+	if (err)
 		return fail("no cgroup2 mount in /proc/self/mountinfo", err);
 	sweep_stale(w->root);
-	if ((err = home_cgroup(w->root, w->home, sizeof(w->home))))
+	if ((err = cgroup2_self(w->home, sizeof(w->home))))
 		return fail("no cgroup2 line in /proc/self/cgroup", err);
 	/* Section 3 holds ~2,250 sockets open at once (root may raise the hard limit). */
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < 8192) {
@@ -420,7 +356,7 @@ static int world_up(struct world *w)
 		w->cg[0] = '\0';
 		return err;
 	}
-	if ((err = enter_cgroup(w->cg)))
+	if ((err = cgroup2_enter(w->cg)))
 		return fail("enter the benchmark's cgroup", err);
 	w->entered = true;
 	snprintf(w->cg_none, sizeof(w->cg_none), "%s/none", w->cg);
@@ -432,7 +368,7 @@ static int world_up(struct world *w)
 	    mkdir(w->cg_scan, 0755) || mkdir(w->cg_null, 0755))
 		return fail("mkdir leaf cgroups", errno);
 	/* Leaves only: the process itself waits in the program-free one. */
-	if ((err = enter_cgroup(w->cg_none)))
+	if ((err = cgroup2_enter(w->cg_none)))
 		return fail("enter none/", err);
 
 	/* Maps large enough for 65,535 reservations in both instances. */
@@ -475,10 +411,10 @@ static void world_down(struct world *w)
 	w->one = w->full = NULL;
 	if (w->eph_saved[0])
 		write_str("/proc/sys/net/ipv4/ip_local_port_range", w->eph_saved);
-	if (w->entered && enter_cgroup(w->home))
+	if (w->entered && cgroup2_enter(w->home))
 		fprintf(stderr, "bench: could not go back to %s\n", w->home);
 	if (w->cg[0])
-		rmdir_tree(w->cg);
+		cgroup2_remove(w->cg);
 	if (w->mounted)
 		umount2(w->bpffs, MNT_DETACH);
 	if (w->bpffs[0])
@@ -617,7 +553,7 @@ static int measure_hooks(struct hook_case *cases, int ncase)
 	int r, k, i, err;
 
 	for (i = 0; i < ncase; i++) {
-		if ((err = enter_cgroup(cases[i].cgroup)))
+		if ((err = cgroup2_enter(cases[i].cgroup)))
 			return fail("enter cgroup", err);
 		if ((err = bind_loop(&cases[i], HOOK_BINDS / 4)))
 			return err;
@@ -626,7 +562,7 @@ static int measure_hooks(struct hook_case *cases, int ncase)
 		for (k = 0; k < ncase; k++) {
 			struct hook_case *c = &cases[(k + r) % ncase];
 
-			if ((err = enter_cgroup(c->cgroup)))
+			if ((err = cgroup2_enter(c->cgroup)))
 				return fail("enter cgroup", err);
 			if ((err = prog_runtime(c->prog_fd, &ns0, &cnt0)) ||
 			    (err = aux_runtime(c, &a0)))
@@ -723,7 +659,7 @@ static int measure_sbc(struct world *w, struct sbc_row *row)
 	int r, k, err;
 
 	for (k = 0; k < 2; k++) {
-		if ((err = enter_cgroup(k ? w->cg_full : w->cg_none)))
+		if ((err = cgroup2_enter(k ? w->cg_full : w->cg_none)))
 			return fail("enter cgroup", err);
 		if ((err = sbc_loop(row->proto, row->port, SBC_ITERS / 4, &dummy)))
 			return err;
@@ -732,7 +668,7 @@ static int measure_sbc(struct world *w, struct sbc_row *row)
 		for (k = 0; k < 2; k++) {
 			bool portres = (k + r) % 2;
 
-			if ((err = enter_cgroup(portres ? w->cg_full : w->cg_none)))
+			if ((err = cgroup2_enter(portres ? w->cg_full : w->cg_none)))
 				return fail("enter cgroup", err);
 			if ((err = sbc_loop(row->proto, row->port, SBC_ITERS,
 					    portres ? &withp[r] : &none[r])))
@@ -743,7 +679,7 @@ static int measure_sbc(struct world *w, struct sbc_row *row)
 	row->none = summarize(none, SBC_ROUNDS);
 	row->portres = summarize(withp, SBC_ROUNDS);
 	row->ratio = summarize(ratio, SBC_ROUNDS).med;
-	return enter_cgroup(w->cg_none);
+	return cgroup2_enter(w->cg_none);
 }
 
 /* --- 3. bind(0) from a 1,024-port block against the kernel's ephemeral range -- */
@@ -768,7 +704,7 @@ static int alloc_fill(struct alloc_side *s, const uint16_t *order, int occ)
 {
 	int fd, err;
 
-	if ((err = enter_cgroup(s->cgroup)))
+	if ((err = cgroup2_enter(s->cgroup)))
 		return fail("enter cgroup", err);
 	while (s->nheld < occ) {
 		fd = sock_new(IPPROTO_TCP, s->token);
@@ -790,7 +726,7 @@ static int alloc_batch(struct alloc_side *s, double *ns_per)
 	int fds[ALLOC_BATCH], i, fd, err = 0, port;
 	uint64_t t0;
 
-	if ((err = enter_cgroup(s->cgroup)))
+	if ((err = cgroup2_enter(s->cgroup)))
 		return fail("enter cgroup", err);
 	for (i = 0; i < ALLOC_BATCH; i++) {
 		fds[i] = sock_new(IPPROTO_TCP, s->token);
@@ -912,7 +848,7 @@ cleanup:
 	if (w->eph_saved[0] && !write_str(range, w->eph_saved))
 		w->eph_saved[0] = '\0';
 	portres_resv_del(w->one, ps.token);
-	enter_cgroup(w->cg_none);
+	cgroup2_enter(w->cg_none);
 	return err;
 }
 
@@ -1295,7 +1231,7 @@ static int run(struct world *w, struct results *res)
 				     .prog_fd = w->null_prog, .proto = IPPROTO_UDP,
 				     .port = PORT_FREE };
 	if ((err = stats_on(w)) || (err = measure_hooks(all, 8)) ||
-	    (err = enter_cgroup(w->cg_none)))
+	    (err = cgroup2_enter(w->cg_none)))
 		return err;
 	stats_off(w);
 	memcpy(res->one, &all[0], sizeof(res->one));
@@ -1339,7 +1275,7 @@ static int run(struct world *w, struct results *res)
 		portres_loader_teardown(w->full);
 		w->one = w->full = NULL;
 		res->ctl_err = ctlbench_run(&bw, ctl_row, res);
-		enter_cgroup(w->cg_none);
+		cgroup2_enter(w->cg_none);
 	}
 	return bench_stop ? -EINTR : 0;
 }

@@ -174,7 +174,7 @@ static int bench_concurrent(double *rate, double *p50, double *p99)
 
 int ctlbench_run(const struct bench_world *w, bench_row_cb row, void *arg)
 {
-	char sock[512], state[512], bpffs[512], what[128];
+	char sock[512], state[512], bpffs[512], what[128], path[600];
 	double persistent = 0, runtime = 0, conc = 0, p50 = 0, p99 = 0;
 	const char *old = getenv(PORTRES_SOCKET_ENV);
 	char *saved = old ? strdup(old) : NULL;
@@ -211,6 +211,10 @@ int ctlbench_run(const struct bench_world *w, bench_row_cb row, void *arg)
 	}
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
+	/* teardown keeps the state file (the agent's contract); the benchmark does not */
+	snprintf(path, sizeof(path), "%s/state.json", state);
+	unlink(path);
+	rmdir(state);
 	if (saved)
 		setenv(PORTRES_SOCKET_ENV, saved, 1);
 	else

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "cgroup.h"
 
 struct agent_fx ag;
 
@@ -40,19 +41,9 @@ static void write_file(const char *path, const char *text)
 
 static const char *cgroup2_root(void)
 {
-	static char root[1024];
-	char line[1024];
-	FILE *f = fopen("/proc/self/mountinfo", "r");
+	const char *root = cgroup2_mount();
 
-	cr_assert(f);
-	while (fgets(line, sizeof(line), f)) {
-		char *dash = strstr(line, " - ");
-
-		if (dash && !strncmp(dash + 3, "cgroup2 ", 8) && sscanf(line, "%*s %*s %*s %*s %1023s", root) == 1)
-			break;
-	}
-	fclose(f);
-	cr_assert(root[0], "no cgroup2 mount in /proc/self/mountinfo");
+	cr_assert(root, "no cgroup2 mount in /proc/self/mountinfo");
 	return root;
 }
 
@@ -79,9 +70,7 @@ static void sweep_stale_cgroups(const char *root)
 void ag_setup(void)
 {
 	struct ifreq ifr = { 0 };
-	char path[8192], line[2048];
 	const char *root = cgroup2_root();
-	FILE *f;
 	int fd;
 
 	memset(&ag, 0, sizeof(ag));
@@ -109,20 +98,11 @@ void ag_setup(void)
 
 	/* own cgroup, with the test in it */
 	sweep_stale_cgroups(root);
-	f = fopen("/proc/self/cgroup", "r");
-	cr_assert(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "0::", 3)) {
-			line[strcspn(line, "\n")] = '\0';
-			snprintf(ag.home_cgroup, sizeof(ag.home_cgroup), "%s%s", root, line + 3);
-		}
-	fclose(f);
-	if (!ag.home_cgroup[0])
+	if (cgroup2_self(ag.home_cgroup, sizeof(ag.home_cgroup)))
 		snprintf(ag.home_cgroup, sizeof(ag.home_cgroup), "%s", root);
 	snprintf(ag.cgroup, sizeof(ag.cgroup), "%s/portres-e2e-%d", root, (int)getpid());
 	cr_assert(mkdir(ag.cgroup, 0755) == 0, "mkdir %s: %s", ag.cgroup, strerror(errno));
-	snprintf(path, sizeof(path), "%s/cgroup.procs", ag.cgroup);
-	write_file(path, "0");
+	cr_assert(cgroup2_enter(ag.cgroup) == 0, "enter %s", ag.cgroup);
 }
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -133,18 +113,10 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 void ag_teardown(void)
 {
 	char path[8192];
-	int fd;
 
 	ag_kill9();
-	if (ag.home_cgroup[0]) {
-		snprintf(path, sizeof(path), "%s/cgroup.procs", ag.home_cgroup);
-		fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			if (write(fd, "0", 1) < 0)
-				fprintf(stderr, "e2e: leaving cgroup: %s\n", strerror(errno));
-			close(fd);
-		}
-	}
+	if (ag.home_cgroup[0] && cgroup2_enter(ag.home_cgroup))
+		fprintf(stderr, "e2e: leaving cgroup %s failed\n", ag.cgroup);
 	if (ag.tmp[0]) {
 		snprintf(path, sizeof(path), "%s/bpf", ag.tmp);
 		umount2(path, MNT_DETACH);

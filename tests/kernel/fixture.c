@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <bpf/libbpf.h>
 
+#include "cgroup.h"
 #include "fixture.h"
 
 struct fixture fx;
@@ -29,45 +30,17 @@ static int quiet_libbpf(enum libbpf_print_level level, const char *fmt, va_list 
 
 const char *fx_cgroup2_root(void)
 {
-	static char root[4096];
-	char line[8192], mnt[4096], fstype[64];
-	FILE *f;
+	const char *root = cgroup2_mount();
 
-	if (root[0])
-		return root;
-	f = fopen("/proc/self/mountinfo", "r");
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		char *sep = strstr(line, " - ");
-
-		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
-			continue;
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) == 1) {
-			snprintf(root, sizeof(root), "%s", mnt);
-			break;
-		}
-	}
-	fclose(f);
-	cr_assert(root[0], "no cgroup2 mount in /proc/self/mountinfo");
+	cr_assert_not_null(root, "no cgroup2 mount in /proc/self/mountinfo");
 	return root;
-}
-
-static void write_file(const char *path, const char *s)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-
-	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
-	cr_assert(write(fd, s, strlen(s)) == (ssize_t)strlen(s), "write %s: %s", path, strerror(errno));
-	close(fd);
 }
 
 void fx_enter_cgroup(const char *path)
 {
-	char procs[4200], pid[32];
+	int err = cgroup2_enter(path);
 
-	snprintf(procs, sizeof(procs), "%s/cgroup.procs", path);
-	snprintf(pid, sizeof(pid), "%d\n", getpid());
-	write_file(procs, pid);
+	cr_assert(err == 0, "enter cgroup %s: %s", path, strerror(-err));
 }
 
 /* Test cgroups of processes that died without cleaning up are removed here. */
@@ -109,23 +82,6 @@ void fx_private_namespaces(void)
 	close(fd);
 }
 
-static void home_cgroup(char *out, size_t len)
-{
-	char line[4096];
-	FILE *f = fopen("/proc/self/cgroup", "r");
-
-	cr_assert_not_null(f);
-	out[0] = '\0';
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "0::", 3))
-			continue;
-		line[strcspn(line, "\n")] = '\0';
-		snprintf(out, len, "%s%s", fx_cgroup2_root(), line + 3);
-	}
-	fclose(f);
-	cr_assert(out[0], "no cgroup2 line in /proc/self/cgroup");
-}
-
 void fx_setup(void)
 {
 	struct portres_loader_opts opts = { 0 };
@@ -142,7 +98,8 @@ void fx_setup(void)
 	cr_assert(mount("bpf", fx.bpffs, "bpf", 0, NULL) == 0, "mount bpffs: %s", strerror(errno));
 
 	sweep_stale_cgroups(fx_cgroup2_root());
-	home_cgroup(fx.home_cgroup, sizeof(fx.home_cgroup));
+	err = cgroup2_self(fx.home_cgroup, sizeof(fx.home_cgroup));
+	cr_assert(err == 0, "own cgroup: %s", strerror(-err));
 	snprintf(fx.cgroup, sizeof(fx.cgroup), "%s/portres-test-%d", fx_cgroup2_root(), getpid());
 	cr_assert(mkdir(fx.cgroup, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", fx.cgroup,
 		  strerror(errno));
@@ -157,24 +114,6 @@ void fx_setup(void)
 	cr_assert(portres_netns_cookie(&fx.netns) == 0);
 }
 
-static void rmdir_tree(const char *path)
-{
-	char sub[4200];
-	struct dirent *de;
-	DIR *d = opendir(path);
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		if (de->d_type != DT_DIR || de->d_name[0] == '.')
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-		rmdir_tree(sub);
-	}
-	closedir(d);
-	rmdir(path);
-}
-
 void fx_teardown(void)
 {
 	if (fx.l)
@@ -183,7 +122,7 @@ void fx_teardown(void)
 	if (fx.home_cgroup[0])
 		fx_enter_cgroup(fx.home_cgroup);
 	if (fx.cgroup[0])
-		rmdir_tree(fx.cgroup);
+		cgroup2_remove(fx.cgroup);
 	if (fx.bpffs[0])
 		umount2(fx.bpffs, MNT_DETACH);
 	if (fx.bpffs[0])

@@ -102,3 +102,59 @@ int cgroup2_path(uint64_t id, char *buf, size_t len)
 	nftw(root, walk_cb, 16, FTW_PHYS | FTW_MOUNT);
 	return walk_err;
 }
+
+int cgroup2_self(char *buf, size_t len)
+{
+	const char *root = cgroup2_mount();
+	char line[PATH_MAX + 8];
+	int err = -ENOENT;
+	FILE *f;
+
+	if (!root)
+		return -ENODEV;
+	if (!(f = fopen("/proc/self/cgroup", "re")))
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3))
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		/* "0::/" is the root itself */
+		if ((size_t)snprintf(buf, len, "%s%s", root, strcmp(line + 3, "/") ? line + 3 : "") >= len)
+			err = -ENAMETOOLONG;
+		else
+			err = 0;
+		break;
+	}
+	fclose(f);
+	return err;
+}
+
+int cgroup2_enter(const char *path)
+{
+	char procs[PATH_MAX];
+	int fd, err = 0;
+
+	if ((size_t)snprintf(procs, sizeof(procs), "%s/cgroup.procs", path) >= sizeof(procs))
+		return -ENAMETOOLONG;
+	fd = open(procs, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* "0" is the writing process itself */
+	if (write(fd, "0", 1) != 1)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static int rmdir_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	if (type == FTW_DP)
+		rmdir(path);
+	return 0;
+}
+
+void cgroup2_remove(const char *path)
+{
+	/* Depth first: a cgroup goes only when its children went first. */
+	nftw(path, rmdir_cb, 16, FTW_DEPTH | FTW_PHYS);
+}

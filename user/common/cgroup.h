@@ -26,4 +26,13 @@ const char *cgroup2_mount(void);
  */
 int cgroup2_path(uint64_t id, char *buf, size_t len);
 
+/* The calling process's cgroup2 directory (from /proc/self/cgroup) into buf. */
+int cgroup2_self(char *buf, size_t len);
+
+/* Moves the calling process into the cgroup2 directory path. 0 or -errno. */
+int cgroup2_enter(const char *path);
+
+/* Removes the cgroup path and every cgroup below it (they must hold no process). */
+void cgroup2_remove(const char *path);
+
 #endif /* PORTRES_CGROUP_H */

@@ -379,30 +379,6 @@ int ctl_parse_gid(const char *s, uint64_t *out)
 
 /* --- cgroups -------------------------------------------------------------- */
 
-int ctl_own_cgroup(char *buf, size_t len)
-{
-	const char *root = cgroup2_mount();
-	char line[PATH_MAX + 8];
-	int err = -ENOENT;
-	FILE *f;
-
-	if (!root)
-		return -ENODEV;
-	if (!(f = fopen("/proc/self/cgroup", "re")))
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "0::", 3))
-			continue;
-		line[strcspn(line, "\n")] = '\0';
-		/* "0::/" is the root itself */
-		snprintf(buf, len, "%s%s", root, strcmp(line + 3, "/") ? line + 3 : "");
-		err = 0;
-		break;
-	}
-	fclose(f);
-	return err;
-}
-
 int ctl_cgroup_path(const char *in, char *out, size_t len)
 {
 	const char *root = cgroup2_mount();

@@ -87,8 +87,6 @@ int ctl_parse_gid(const char *s, uint64_t *out);
 
 /* --- cgroups -------------------------------------------------------------- */
 
-/* The calling process's cgroup2 directory into buf; 0 or -errno. */
-int ctl_own_cgroup(char *buf, size_t len);
 /* An absolute cgroup path: absolute as is, "./x" from the cwd, else below the cgroup2 mount. */
 int ctl_cgroup_path(const char *in, char *out, size_t len);
 /*

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "ctl.h"
 #include "portres.h"
 #include "state.h"
@@ -290,7 +291,7 @@ int cmd_run(int argc, char *argv[])
 	if (parent_s)
 		err = ctl_cgroup_path(parent_s, parent, sizeof(parent));
 	else
-		err = ctl_own_cgroup(parent, sizeof(parent));
+		err = cgroup2_self(parent, sizeof(parent));
 	if (err)
 		return ctl_fail("run: cannot find %s: %s", parent_s ? parent_s : "our own cgroup (cgroup2)",
 				strerror(-err));
