@@ -43,9 +43,10 @@ const struct subcommand subcommands[] = {
 	{ "detach", cmd_detach, "Unties a cgroup from its reservation.",
 	  "detach --cgroup PATH",
 	  "portresctl detach --cgroup system.slice/nginx.service" },
-	{ "run", cmd_run, "Runs CMD in a fresh cgroup tied to a reservation, with PORTRES_TOKEN, PORTRES_START,\n"
-	  "PORTRES_COUNT (and PORTRES_PROTO) in its environment; exits with CMD's status (128+N if killed by\n"
-	  "signal N). --acquire N holds a runtime reservation of N ports exactly as long as CMD runs.",
+	{ "run", cmd_run, "Runs CMD in a fresh cgroup tied to a reservation.\n"
+	  "CMD gets PORTRES_TOKEN, PORTRES_START, PORTRES_COUNT (and PORTRES_PROTO) in its environment;\n"
+	  "portresctl exits with CMD's status (128+N if killed by signal N). --acquire N holds a\n"
+	  "runtime reservation of N ports exactly as long as CMD runs.",
 	  "run (--token T | --name NAME | --acquire N [--proto tcp|udp] [--start P]) [--confine]\n"
 	  "                  [--cgroup-parent PATH] -- CMD [ARG...]",
 	  "portresctl run --acquire 10 -- python3 -m http.server 0" },
@@ -54,7 +55,7 @@ const struct subcommand subcommands[] = {
 	  "reservations (and detaches cgroups) the file does not list.",
 	  "apply -f FILE [--dry-run] [--prune] [--json]",
 	  "portresctl apply -f /etc/portres/reservations.json --dry-run" },
-	{ "events", cmd_events, "Prints the agent's recent events (denials, audits, exhaustion, changes);\n"
+	{ "events", cmd_events, "Prints the agent's recent events: denials, audit hits, exhaustion, changes.\n"
 	  "--follow keeps printing new ones. --json: one JSON object per line.",
 	  "events [--follow] [--json] [--count N] [--timeout SEC]",
 	  "portresctl events --follow --json" },
