@@ -14,6 +14,10 @@ for f in usr/include/portres.h usr/lib/libportres.a usr/lib/libportres.so \
 	 usr/lib/libportres.so.0 usr/lib/pkgconfig/libportres.pc; do
 	[ -e "$dest/$f" ] || fail "missing $f"
 done
+for f in usr/share/man/man8/portresd.8 usr/share/man/man8/portresctl.8 \
+	 usr/share/bash-completion/completions/portresctl; do
+	[ -e "$dest/$f" ] || fail "missing $f"
+done
 [ -e build/portresd ] && { [ -x "$dest/usr/sbin/portresd" ] || fail "missing usr/sbin/portresd"; }
 [ -e build/portresctl ] && { [ -x "$dest/usr/bin/portresctl" ] || fail "missing usr/bin/portresctl"; }
 
