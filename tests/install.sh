@@ -21,6 +21,14 @@ done
 [ -e build/portresd ] && { [ -x "$dest/usr/sbin/portresd" ] || fail "missing usr/sbin/portresd"; }
 [ -e build/portresctl ] && { [ -x "$dest/usr/bin/portresctl" ] || fail "missing usr/bin/portresctl"; }
 
+# The systemd unit is valid for the installed agent (systemd-analyze is on Debian's machines).
+if command -v systemd-analyze >/dev/null; then
+	sed "s|/usr/local/sbin/portresd|$dest/usr/sbin/portresd|" scripts/portresd.service >"$dest/portresd.service"
+	out=$(MANPATH="$dest/usr/share/man" systemd-analyze verify "$dest/portresd.service" 2>&1) ||
+		fail "systemd-analyze verify scripts/portresd.service: $out"
+	[ -z "$out" ] || fail "systemd-analyze verify scripts/portresd.service: $out"
+fi
+
 soname=$(readelf -d "$dest/usr/lib/libportres.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 [ "$soname" = libportres.so.0 ] || fail "soname is '$soname'"
 exported=$(nm -D --defined-only "$dest/usr/lib/libportres.so" | awk '$2=="T"{sub(/@.*/, "", $3); print $3}' | sort | tr '\n' ' ')
