@@ -398,3 +398,14 @@ bool ag_wait_gone(portres_token_t token)
 	}
 	return false;
 }
+
+json_t *ag_named(json_t *l, const char *name)
+{
+	json_t *r;
+	size_t i;
+
+	json_array_foreach(json_object_get(l, "reservations"), i, r)
+		if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
+			return r;
+	return NULL;
+}

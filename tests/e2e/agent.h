@@ -54,6 +54,8 @@ int ag_connect(void);
 json_t *ag_raw(int c, const void *buf, size_t len, int fd);
 /* Builds a request from a JSON text, sends it on a new connection, returns the reply. */
 json_t *ag_req(const char *json_text, int fd);
+/* The reservation named name in a list reply (borrowed from l), or NULL. */
+json_t *ag_named(json_t *l, const char *name);
 /* The errno name of a reply ("" for ok). */
 const char *ag_errno(json_t *reply);
 

@@ -29,21 +29,9 @@ static json_t *list(void)
 	return ag_req("{\"v\":1,\"op\":\"list\"}", -1);
 }
 
-/* The reservation named name in a list reply (borrowed), or NULL. */
-static json_t *named(json_t *l, const char *name)
-{
-	json_t *r;
-	size_t i;
-
-	json_array_foreach(json_object_get(l, "reservations"), i, r)
-		if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
-			return r;
-	return NULL;
-}
-
 static const char *field(json_t *l, const char *name, const char *key)
 {
-	return json_string_value(json_object_get(named(l, name), key)) ?: "";
+	return json_string_value(json_object_get(ag_named(l, name), key)) ?: "";
 }
 
 struct named_resv {
@@ -166,7 +154,7 @@ Test(agent_apply, start_change_conflict_rollback)
 	summary(got, sizeof(got));
 	cr_assert_str_eq(got, "dns=audit web=enforce");
 	l = list();
-	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(named(l, "web"), "attachments"), 0),
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(ag_named(l, "web"), "attachments"), 0),
 							   "path")) ?: "", cg);
 	snprintf(dns_token, sizeof(dns_token), "%s", field(l, "dns", "token"));
 	snprintf(web_token, sizeof(web_token), "%s", field(l, "web", "token"));

@@ -17,18 +17,6 @@
 
 TestSuite(cli_apply, .init = cli_setup, .fini = cli_teardown, .timeout = 90);
 
-/* The agent's reservation named name (borrowed from l), or NULL. */
-static json_t *named(json_t *l, const char *name)
-{
-	json_t *r;
-	size_t i;
-
-	json_array_foreach(json_object_get(l, "reservations"), i, r)
-		if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
-			return r;
-	return NULL;
-}
-
 static const char *file_with(const char *cg, const char *dns_mode)
 {
 	static char text[8192];
@@ -62,11 +50,11 @@ Test(cli_apply, idempotent_dry_run_prune)
 		  strstr(r.out, "attach ") && strstr(r.out, "4 changes applied"), "%s", r.out);
 	cli_result_free(&r);
 	l = cli_list();
-	cr_assert_not_null(named(l, "web"));
-	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "mode")), "audit");
-	cr_assert_eq(json_integer_value(json_object_get(named(l, "kubelet"), "count")), 1);
-	snprintf(web_token, sizeof(web_token), "%s", json_string_value(json_object_get(named(l, "web"), "token")));
-	snprintf(dns_token, sizeof(dns_token), "%s", json_string_value(json_object_get(named(l, "dns"), "token")));
+	cr_assert_not_null(ag_named(l, "web"));
+	cr_assert_str_eq(json_string_value(json_object_get(ag_named(l, "dns"), "mode")), "audit");
+	cr_assert_eq(json_integer_value(json_object_get(ag_named(l, "kubelet"), "count")), 1);
+	snprintf(web_token, sizeof(web_token), "%s", json_string_value(json_object_get(ag_named(l, "web"), "token")));
+	snprintf(dns_token, sizeof(dns_token), "%s", json_string_value(json_object_get(ag_named(l, "dns"), "token")));
 	json_decref(l);
 	j = cli_show("web");
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "attachments"), 0), "path"))
@@ -93,15 +81,15 @@ Test(cli_apply, idempotent_dry_run_prune)
 	cr_assert(strstr(r.out, "would update dns mode audit -> enforce") && strstr(r.out, "dry run"), "%s", r.out);
 	cli_result_free(&r);
 	l = cli_list();
-	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "mode")), "audit");
+	cr_assert_str_eq(json_string_value(json_object_get(ag_named(l, "dns"), "mode")), "audit");
 	json_decref(l);
 	r = cli_ctl("apply", "-f", file, NULL);
 	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	l = cli_list();
-	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "mode")), "enforce");
-	cr_assert_str_eq(json_string_value(json_object_get(named(l, "dns"), "token")), dns_token, "token changed");
-	cr_assert_str_eq(json_string_value(json_object_get(named(l, "web"), "token")), web_token);
+	cr_assert_str_eq(json_string_value(json_object_get(ag_named(l, "dns"), "mode")), "enforce");
+	cr_assert_str_eq(json_string_value(json_object_get(ag_named(l, "dns"), "token")), dns_token, "token changed");
+	cr_assert_str_eq(json_string_value(json_object_get(ag_named(l, "web"), "token")), web_token);
 	json_decref(l);
 
 	/* prune: a named reservation the file does not list goes only with --prune */
@@ -119,7 +107,7 @@ Test(cli_apply, idempotent_dry_run_prune)
 	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	l = cli_list();
-	cr_assert_null(named(l, "old"));
+	cr_assert_null(ag_named(l, "old"));
 	cr_assert_eq(json_array_size(json_object_get(l, "reservations")), 4, "unnamed ones stay: %s",
 		     json_dumps(l, 0));
 	json_decref(l);
@@ -143,7 +131,7 @@ Test(cli_apply, conflict_changes_nothing)
 		  strstr(r.err, "nothing changed"), "%s", r.err);
 	cli_result_free(&r);
 	l = cli_list();
-	cr_assert_null(named(l, "a"), "a was created although the apply failed");
+	cr_assert_null(ag_named(l, "a"), "a was created although the apply failed");
 	cr_assert_eq(json_array_size(json_object_get(l, "reservations")), 1);
 	json_decref(l);
 }
@@ -277,8 +265,8 @@ Test(cli_apply, shipped_kubernetes_configmap)
 	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	l = cli_list();
-	cr_assert_eq(json_integer_value(json_object_get(named(l, "nodeports-tcp"), "start")), 30000);
-	cr_assert_eq(json_integer_value(json_object_get(named(l, "nodeports-udp"), "count")), 2768);
+	cr_assert_eq(json_integer_value(json_object_get(ag_named(l, "nodeports-tcp"), "start")), 30000);
+	cr_assert_eq(json_integer_value(json_object_get(ag_named(l, "nodeports-udp"), "count")), 2768);
 	json_decref(l);
 	/* a NodePort is refused to whoever is not tied to it */
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 31000, NULL), -EACCES);
