@@ -18,6 +18,7 @@
 #include "ctl.h"
 #include "proto.h"
 #include "subcommands.h"
+#include "transport.h"
 
 enum { OPT_FILE = 'f', OPT_DRY_RUN = 0x200, OPT_PRUNE };
 
@@ -62,22 +63,17 @@ static json_t *current_state(uint64_t *netns)
 /* apply_call_fn over our connection: quiet, the message goes back to apply_execute. */
 static int call_agent(void *arg, json_t *req, char *err, size_t len)
 {
-	int *fd = arg, e, code;
+	int *fd = arg, e;
 	json_t *reply;
 
-	json_incref(req);
-	if ((e = ctl_transact(*fd, req, &reply))) {
+	if ((e = portres_transport_call(*fd, req, -1, -1, &reply))) {
 		snprintf(err, len, "the agent at %s: %s", ctl.socket, strerror(-e));
 		return e;
 	}
-	if (json_is_true(json_object_get(reply, "ok"))) {
-		json_decref(reply);
-		return 0;
-	}
-	code = proto_errno_from_name(ctl_reply_errno(reply));
-	snprintf(err, len, "%s", ctl_jstr(reply, "error", "refused"));
+	if ((e = portres_transport_error(reply)))
+		snprintf(err, len, "%s", ctl_jstr(reply, "error", "refused"));
 	json_decref(reply);
-	return code ? -code : -EIO;
+	return -e;
 }
 
 static void print_json(const struct apply_plan *plan, bool dry_run, size_t applied)

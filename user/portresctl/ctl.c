@@ -1,17 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-/* ctl.c - portresctl's shared pieces: options, the agent connection, errors, parsing. */
+/* ctl.c - portresctl's shared pieces: options, the agent connection (transport.h), errors, parsing. */
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -20,6 +17,7 @@
 #include "proto.h"
 #include "state.h"
 #include "subcommands.h"
+#include "transport.h"
 
 struct ctl_opts ctl;
 
@@ -92,27 +90,15 @@ bool ctl_common_opt(int c, int *status)
 
 int ctl_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	int fd = portres_transport_connect(ctl.socket);
 
-	if (strlen(ctl.socket) >= sizeof(sa.sun_path)) {
-		ctl_fail("socket path too long: %s", ctl.socket);
-		return -1;
-	}
-	strcpy(sa.sun_path, ctl.socket);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		ctl_fail("socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-		return fd;
-	if (errno == ENOENT || errno == ECONNREFUSED)
+	if (fd == -ECONNREFUSED)
 		ctl_fail("no agent at %s (start portresd)", ctl.socket);
-	else
-		ctl_fail("cannot reach the agent at %s: %s", ctl.socket, strerror(errno));
-	close(fd);
-	return -1;
+	else if (fd == -ENAMETOOLONG)
+		ctl_fail("socket path too long: %s", ctl.socket);
+	else if (fd < 0)
+		ctl_fail("cannot reach the agent at %s: %s", ctl.socket, strerror(-fd));
+	return fd < 0 ? -1 : fd;
 }
 
 void ctl_disconnect(void)
@@ -120,68 +106,6 @@ void ctl_disconnect(void)
 	if (agent_fd >= 0)
 		close(agent_fd);
 	agent_fd = -1;
-}
-
-int ctl_recv(int fd, json_t **msg, int timeout_ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	json_error_t jerr;
-	ssize_t len, n;
-	char *buf;
-	int r;
-
-	*msg = NULL;
-	while ((r = poll(&pfd, 1, timeout_ms)) < 0 && errno == EINTR)
-		;
-	if (r < 0)
-		return -errno;
-	if (r == 0)
-		return -ETIMEDOUT;
-	/* The size of the next message, then the message. */
-	while ((len = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC)) < 0 && errno == EINTR)
-		;
-	if (len < 0)
-		return -errno;
-	if (len == 0)
-		return -ECONNRESET;
-	if (!(buf = malloc((size_t)len)))
-		return -ENOMEM;
-	while ((n = recv(fd, buf, (size_t)len, 0)) < 0 && errno == EINTR)
-		;
-	if (n <= 0) {
-		free(buf);
-		return n < 0 ? -errno : -ECONNRESET;
-	}
-	*msg = json_loadb(buf, (size_t)n, 0, &jerr);
-	free(buf);
-	if (!*msg || !json_is_object(*msg)) {
-		json_decref(*msg);
-		*msg = NULL;
-		return -EPROTO;
-	}
-	return 0;
-}
-
-int ctl_transact(int fd, json_t *req, json_t **reply)
-{
-	char *text = json_dumps(req, JSON_COMPACT);
-	ssize_t n;
-
-	json_decref(req);
-	*reply = NULL;
-	if (!text)
-		return -ENOMEM;
-	while ((n = send(fd, text, strlen(text), MSG_NOSIGNAL)) < 0 && errno == EINTR)
-		;
-	free(text);
-	if (n < 0)
-		return -errno;
-	return ctl_recv(fd, reply, -1);
-}
-
-const char *ctl_reply_errno(const json_t *reply)
-{
-	return ctl_jstr(reply, "errno", "");
 }
 
 json_t *ctl_req(const char *op)
@@ -209,7 +133,7 @@ static const char *strip_context(const char *what, const char *msg)
 json_t *ctl_request(const char *what, json_t *req, int *err_out)
 {
 	json_t *reply = NULL;
-	int err = 0, code;
+	int err = 0;
 
 	if (err_out)
 		*err_out = 0;
@@ -218,8 +142,7 @@ json_t *ctl_request(const char *what, json_t *req, int *err_out)
 			err = ECONNREFUSED;
 			goto out;
 		}
-		json_incref(req);
-		err = -ctl_transact(agent_fd, req, &reply);
+		err = -portres_transport_call(agent_fd, req, -1, -1, &reply);
 		/* The agent drops idle connections: a closed one is reopened once. */
 		if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
 			ctl_disconnect();
@@ -233,8 +156,7 @@ json_t *ctl_request(const char *what, json_t *req, int *err_out)
 	}
 	if (json_is_true(json_object_get(reply, "ok")))
 		goto out;
-	code = proto_errno_from_name(ctl_reply_errno(reply));
-	err = code ? code : EIO;
+	err = portres_transport_error(reply);
 	ctl_fail("%s: %s", what, strip_context(what, ctl_jstr(reply, "error", strerror(err))));
 	json_decref(reply);
 	reply = NULL;

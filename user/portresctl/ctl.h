@@ -56,16 +56,10 @@ int ctl_bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 json_t *ctl_request(const char *what, json_t *req, int *err_out);
 /* A request object {"v":1,"op":op}. */
 json_t *ctl_req(const char *op);
-/* Connection for a long conversation (events); -1 with a message printed. */
+/* Connection for a long conversation (events, apply); -1 with a message printed. */
 int ctl_connect(void);
-/* Sends one message and reads the reply into a new object; 0 or -errno. */
-int ctl_transact(int fd, json_t *req, json_t **reply);
-/* Reads one message (blocking up to timeout_ms, -1 forever); 0, -ETIMEDOUT, -errno. */
-int ctl_recv(int fd, json_t **msg, int timeout_ms);
 /* Closes the shared connection (a later request opens a new one). */
 void ctl_disconnect(void);
-/* The agent's errno name of an error reply ("EADDRINUSE"), or "". */
-const char *ctl_reply_errno(const json_t *reply);
 
 /* --- arguments ------------------------------------------------------------ */
 

@@ -23,6 +23,7 @@
 #include "ctl.h"
 #include "state.h"
 #include "subcommands.h"
+#include "transport.h"
 
 enum { OPT_FOLLOW = 'f', OPT_COUNT = 'n', OPT_TIMEOUT = 0x200 };
 
@@ -164,7 +165,7 @@ int cmd_events(int argc, char *argv[])
 	};
 	long long deadline = -1, count = -1, seen = 0;
 	bool follow = false;
-	json_t *reply = NULL, *ev;
+	json_t *req, *reply = NULL, *ev;
 	int c, ret, fd, err;
 	char *end;
 	size_t i;
@@ -201,7 +202,10 @@ int cmd_events(int argc, char *argv[])
 		return CTL_FAIL;
 	}
 	ret = CTL_FAIL;
-	if ((err = ctl_transact(fd, ctl_req("events"), &reply))) {
+	req = ctl_req("events");
+	err = portres_transport_call(fd, req, -1, -1, &reply);
+	json_decref(req);
+	if (err) {
 		ctl_fail("events: the agent at %s: %s", ctl.socket, strerror(-err));
 		goto out;
 	}
@@ -224,7 +228,7 @@ int cmd_events(int argc, char *argv[])
 
 		if (deadline >= 0 && left <= 0)
 			break;
-		err = ctl_recv(fd, &msg, (int)(left < 0 ? -1 : left));
+		err = portres_transport_recv(fd, &msg, (int)(left < 0 ? -1 : left));
 		if (err == -ETIMEDOUT)
 			break;
 		if (err) {
