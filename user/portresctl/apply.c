@@ -109,7 +109,7 @@ int cmd_apply(int argc, char *argv[])
 	size_t done = 0;
 	int c, ret, e, fd = -1;
 
-	while ((c = getopt_long(argc, argv, "hf:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hf:", opts)) != -1) {
 		switch (c) {
 		case OPT_FILE: file = optarg; continue;
 		case OPT_DRY_RUN: dry_run = true; continue;

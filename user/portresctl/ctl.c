@@ -66,11 +66,114 @@ int ctl_bad_usage(const char *fmt, ...)
 	return CTL_USAGE;
 }
 
+/* --- options -------------------------------------------------------------- */
+
+static const struct option *cur_longopts;
+static char **cur_argv;
+static int cur_argc;
+
+int ctl_getopt(int argc, char *argv[], const char *shortopts, const struct option *longopts)
+{
+	static char buf[64];
+	bool plus = shortopts[0] == '+';
+
+	/* ":" first: a missing argument is ':', not '?'; we say what was wrong */
+	snprintf(buf, sizeof(buf), "%s:%so:", plus ? "+" : "", shortopts + plus);
+	cur_longopts = longopts;
+	cur_argv = argv;
+	cur_argc = argc;
+	opterr = 0;
+	return getopt_long(argc, argv, buf, longopts, NULL);
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64], prev, tmp;
+
+	if (lb >= sizeof(row) / sizeof(row[0]))
+		return (size_t)-1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t best = prev + (a[i - 1] != b[j - 1]);
+
+			/* a swap of two neighbours counts as one typo */
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && best > prev)
+				best = prev;
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			tmp = row[j];
+			row[j] = best;
+			prev = tmp;
+		}
+	}
+	return row[lb];
+}
+
+const char *ctl_suggest(const char *word, const char *const *cands, size_t n)
+{
+	size_t best = (size_t)-1, limit = strlen(word) < 5 ? 1 : 2;
+	const char *pick = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t d = edit_distance(word, cands[i]);
+
+		/* a prefix is a suggestion too: --conf for --confine */
+		if (strlen(word) >= 3 && !strncmp(cands[i], word, strlen(word)))
+			d = 1;
+		if (d < best) {
+			best = d;
+			pick = cands[i];
+		}
+	}
+	return best <= limit ? pick : NULL;
+}
+
+/* "unknown option --nmae; did you mean --name?" for the option getopt stopped at. */
+static void bad_option(int c)
+{
+	const char *arg = optind > 0 && optind <= cur_argc ? cur_argv[optind - 1] : NULL, *cands[64], *hint;
+	char name[64];
+	size_t n = 0;
+
+	if (c == ':') {
+		ctl_bad_usage("option %s needs a value", arg ? arg : "?");
+		return;
+	}
+	if (optopt && optopt < 0x100 && (!arg || strncmp(arg, "--", 2))) {
+		ctl_bad_usage("unknown option -%c", optopt);
+		return;
+	}
+	snprintf(name, sizeof(name), "%s", arg ? arg + strspn(arg, "-") : "?");
+	name[strcspn(name, "=")] = '\0';
+	for (const struct option *o = cur_longopts; o && o->name && n < 64; o++)
+		cands[n++] = o->name;
+	if ((hint = ctl_suggest(name, cands, n)))
+		ctl_bad_usage("unknown option --%s; did you mean --%s?", name, hint);
+	else
+		ctl_bad_usage("unknown option --%s", name);
+}
+
 bool ctl_common_opt(int c, int *status)
 {
 	switch (c) {
 	case CTL_OPT_JSON:
 		ctl.json = true;
+		ctl.jsonpath = NULL;
+		ctl.wide = false;
+		return false;
+	case 'o':
+		if (!ctl_set_output(optarg))
+			return false;
+		*status = CTL_USAGE;
+		return true;
+	case CTL_OPT_NO_HEADERS:
+		ctl.no_headers = true;
 		return false;
 	case CTL_OPT_SOCKET:
 		ctl.socket = optarg;
@@ -80,8 +183,7 @@ bool ctl_common_opt(int c, int *status)
 		*status = CTL_OK;
 		return true;
 	}
-	/* getopt already said what was wrong */
-	fprintf(stderr, "Try 'portresctl help %s'.\n", ctl.cmd);
+	bad_option(c);
 	*status = CTL_USAGE;
 	return true;
 }
@@ -346,12 +448,6 @@ const char *ctl_cgroup_from_id(uint64_t id)
 }
 
 /* --- output --------------------------------------------------------------- */
-
-void ctl_print_json(json_t *obj, bool compact)
-{
-	json_dumpf(obj, stdout, compact ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-}
 
 json_t *ctl_reply_data(json_t *reply)
 {

@@ -19,26 +19,43 @@
 enum { CTL_OK = 0, CTL_FAIL = 1, CTL_USAGE = 2 };
 
 struct ctl_opts {
-	const char *socket; /* --socket, $PORTRES_SOCKET, or the default */
-	const char *cmd;    /* the subcommand being run */
-	bool json;
+	const char *socket;   /* --socket, $PORTRES_SOCKET, or the default */
+	const char *cmd;      /* the subcommand being run */
+	bool json;            /* -o json, -o jsonpath=..., --json: print data as JSON (ctl_print_json) */
+	const char *jsonpath; /* -o jsonpath=TEMPLATE (output.c) */
+	bool wide;            /* -o wide: tables with more columns */
+	bool no_headers;      /* --no-headers: tables without their header line */
 };
 extern struct ctl_opts ctl;
 
 /* Options every subcommand accepts; ctl_common_opt() handles them. */
-#define CTL_OPT_JSON   0x100
-#define CTL_OPT_SOCKET 0x101
-#define CTL_COMMON_OPTIONS                                   \
-	{ "json", no_argument, NULL, CTL_OPT_JSON },         \
-	{ "socket", required_argument, NULL, CTL_OPT_SOCKET }, \
+#define CTL_OPT_JSON       0x100
+#define CTL_OPT_SOCKET     0x101
+#define CTL_OPT_NO_HEADERS 0x102
+#define CTL_COMMON_OPTIONS                                      \
+	{ "json", no_argument, NULL, CTL_OPT_JSON },            \
+	{ "output", required_argument, NULL, 'o' },             \
+	{ "no-headers", no_argument, NULL, CTL_OPT_NO_HEADERS }, \
+	{ "socket", required_argument, NULL, CTL_OPT_SOCKET },  \
 	{ "help", no_argument, NULL, 'h' }
 
 /*
- * Handles an option that is not the command's own: --json, --socket, --help
- * or a getopt error. Returns false to go on parsing, true when the command
- * must return *status now (CTL_OK after --help, CTL_USAGE on an error).
+ * getopt_long for a command: shortopts gets -o (and -h is the command's to
+ * list); errors are left to ctl_common_opt, which names the option and
+ * suggests the nearest one of longopts.
+ */
+int ctl_getopt(int argc, char *argv[], const char *shortopts, const struct option *longopts);
+/*
+ * Handles an option that is not the command's own: --json, -o, --no-headers,
+ * --socket, --help or a getopt error. Returns false to go on parsing, true
+ * when the command must return *status now (CTL_OK after --help, CTL_USAGE
+ * on an error).
  */
 bool ctl_common_opt(int c, int *status);
+/* -o FORMAT: text, wide, json, jsonpath=TEMPLATE (output.c); 0 or CTL_USAGE after a message. */
+int ctl_set_output(const char *spec);
+/* The candidate nearest to word by edit distance, if near enough to be a typo; else NULL. */
+const char *ctl_suggest(const char *word, const char *const *cands, size_t n);
 /* Prints the command's usage (stdout for help, stderr otherwise). */
 void ctl_usage(const char *cmd, bool to_stderr);
 /* "portresctl: <fmt>" on stderr; returns CTL_FAIL. */
@@ -91,7 +108,7 @@ const char *ctl_cgroup_from_id(uint64_t id);
 
 /* --- output --------------------------------------------------------------- */
 
-/* Prints obj as one JSON document (pretty unless compact) on stdout. */
+/* Prints obj as one JSON document (pretty unless compact) on stdout, or through -o jsonpath=. */
 void ctl_print_json(json_t *obj, bool compact);
 /* Drops "v" and "ok" of a reply: what --json prints. */
 json_t *ctl_reply_data(json_t *reply);

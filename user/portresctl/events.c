@@ -170,7 +170,7 @@ int cmd_events(int argc, char *argv[])
 	char *end;
 	size_t i;
 
-	while ((c = getopt_long(argc, argv, "hfn:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hfn:", opts)) != -1) {
 		switch (c) {
 		case OPT_FOLLOW:
 			follow = true;

@@ -86,6 +86,22 @@ static void show_usage(FILE *f)
 		PORTRES_SOCKET_ENV, PORTRES_DEFAULT_SOCKET);
 }
 
+/* "unknown command "lsit"; did you mean "list"?" and where to look, not the whole usage. */
+static int unknown_command(const char *name)
+{
+	const char *cands[32], *hint;
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_subcommands && n < 32; i++)
+		cands[n++] = subcommands[i].name;
+	if ((hint = ctl_suggest(name, cands, n)))
+		fprintf(stderr, "portresctl: unknown command \"%s\"; did you mean \"%s\"?\n", name, hint);
+	else
+		fprintf(stderr, "portresctl: unknown command \"%s\"\n", name);
+	fprintf(stderr, "Try 'portresctl help' for the list of commands.\n");
+	return CTL_USAGE;
+}
+
 int cmd_help(int argc, char *argv[])
 {
 	if (argc < 2) {
@@ -98,7 +114,7 @@ int cmd_help(int argc, char *argv[])
 			return CTL_OK;
 		}
 	ctl.cmd = NULL;
-	return ctl_bad_usage("help: no command \"%s\"", argv[1]);
+	return unknown_command(argv[1]);
 }
 
 int main(int argc, char *argv[])
@@ -116,6 +132,14 @@ int main(int argc, char *argv[])
 			ctl.socket = argv[i] + 9;
 		} else if (!strcmp(argv[i], "--json")) {
 			ctl.json = true;
+		} else if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
+			if (ctl_set_output(argv[++i]))
+				return CTL_USAGE;
+		} else if (!strncmp(argv[i], "--output=", 9)) {
+			if (ctl_set_output(argv[i] + 9))
+				return CTL_USAGE;
+		} else if (!strcmp(argv[i], "--no-headers")) {
+			ctl.no_headers = true;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			show_usage(stdout);
 			return CTL_OK;
@@ -123,8 +147,8 @@ int main(int argc, char *argv[])
 			printf("portresctl %s\n", VERSION);
 			return CTL_OK;
 		} else {
-			fprintf(stderr, "portresctl: unknown option %s\n", argv[i]);
-			show_usage(stderr);
+			fprintf(stderr, "portresctl: unknown option %s (before the command)\n"
+					"Try 'portresctl help'.\n", argv[i]);
 			return CTL_USAGE;
 		}
 	}
@@ -139,7 +163,5 @@ int main(int argc, char *argv[])
 		optind = 0; /* glibc: start getopt afresh on the command's argv */
 		return subcommands[k].fn(argc - i, argv + i);
 	}
-	fprintf(stderr, "portresctl: unknown command \"%s\"\n", argv[i]);
-	show_usage(stderr);
-	return CTL_USAGE;
+	return unknown_command(argv[i]);
 }

@@ -91,7 +91,7 @@ int cmd_create(int argc, char *argv[])
 	char what[96];
 	int c, ret = CTL_USAGE;
 
-	while ((c = getopt_long(argc, argv, "hp:s:c:n:m:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:s:c:n:m:", opts)) != -1) {
 		if (range_opt(c, &r))
 			continue;
 		switch (c) {
@@ -158,7 +158,7 @@ int cmd_lookup(int argc, char *argv[])
 	char what[96];
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "hp:s:c:n:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:s:c:n:", opts)) != -1) {
 		if (range_opt(c, &r))
 			continue;
 		if (c == OPT_NAME) {
@@ -222,7 +222,7 @@ int cmd_delete(int argc, char *argv[])
 	char what[96];
 	int c, ret = CTL_USAGE;
 
-	while ((c = getopt_long(argc, argv, "hp:s:c:n:t:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:s:c:n:t:", opts)) != -1) {
 		if (range_opt(c, &r))
 			continue;
 		if (c == OPT_NAME || c == OPT_TOKEN) {

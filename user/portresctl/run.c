@@ -264,7 +264,7 @@ int cmd_run(int argc, char *argv[])
 	int c, ret, err, sock = -1;
 
 	/* '+': options end at CMD, with or without "--" */
-	while ((c = getopt_long(argc, argv, "+ht:n:a:p:s:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "+ht:n:a:p:s:", opts)) != -1) {
 		switch (c) {
 		case OPT_TOKEN: token = optarg; continue;
 		case OPT_NAME: name = optarg; continue;

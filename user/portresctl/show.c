@@ -78,7 +78,7 @@ int cmd_list(int argc, char *argv[])
 	size_t i;
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+	while ((c = ctl_getopt(argc, argv, "h", opts)) != -1)
 		if (ctl_common_opt(c, &ret))
 			return ret;
 	if (optind < argc)
@@ -154,7 +154,7 @@ int cmd_show(int argc, char *argv[])
 	int c, ret = CTL_USAGE;
 	size_t i;
 
-	while ((c = getopt_long(argc, argv, "hn:t:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hn:t:", opts)) != -1) {
 		if (c == OPT_NAME || c == OPT_TOKEN) {
 			*(c == OPT_NAME ? &name : &token) = optarg;
 			continue;
@@ -223,7 +223,7 @@ int cmd_who(int argc, char *argv[])
 	int c, ret;
 	size_t i;
 
-	while ((c = getopt_long(argc, argv, "hp:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:", opts)) != -1) {
 		if (c == OPT_PROTO) {
 			proto = optarg;
 			continue;

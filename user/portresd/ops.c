@@ -8,6 +8,7 @@
  * group; acquire - anyone within the per-uid quota; release - the acquiring
  * process only; lookup, list, show, who, status, metrics, events - anyone.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -197,7 +198,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		tok_str(token), p->pid, p->uid);
 	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
 			       r.count, "proto", state_proto_name(r.proto));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
 				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
 }
@@ -274,7 +275,7 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
 		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
 	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
 				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
 	return 0;
 rollback:
@@ -327,8 +328,9 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	}
 	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
 		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "deleted", "token", tok_str(token),
-				      "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count));
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token),
+				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
+				 keep.resv[0].name));
 	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
 		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
 	state_free(&keep);
@@ -655,9 +657,23 @@ static int op_metrics(struct agent *a, struct reply *rp)
 	return 0;
 }
 
+static int op_events(struct agent *a, const struct proto_req *req, struct event_sub **sub, struct reply *rp)
+{
+	char msg[256] = "out of memory";
+	json_t *recent;
+	int err;
+
+	if (sub)
+		*sub = NULL;
+	if ((err = events_request(a, req->root, &recent, sub, msg, sizeof(msg))))
+		return fail(rp, -err, "events: %s", msg);
+	rp->fields = json_pack("{s:o}", "recent", recent);
+	return 0;
+}
+
 /* --- dispatch ------------------------------------------------------------- */
 
-char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, bool *subscribe)
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub)
 {
 	struct reply rp = { 0 };
 	struct proto_req req;
@@ -689,10 +705,7 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
 	case PROTO_OP_METRICS: op_metrics(a, &rp); break;
-	case PROTO_OP_EVENTS:
-		*subscribe = true;
-		rp.fields = json_pack("{s:o}", "recent", server_recent());
-		break;
+	case PROTO_OP_EVENTS:  op_events(a, &req, sub, &rp); break;
 	case PROTO_OP__COUNT:  break;
 	}
 reply:
@@ -716,7 +729,11 @@ static const char *const event_names[] = {
 
 json_t *event_json(const struct portres_event *ev)
 {
-	char comm[17], path[PATH_MAX];
+	static const char *const reasons[] = {
+		[PORTRES_REASON_FOREIGN_BLOCK] = "foreign-block", [PORTRES_REASON_CONFINED] = "confined",
+		[PORTRES_REASON_WRONG_NETNS] = "wrong-netns", [PORTRES_REASON_GONE] = "gone",
+	};
+	char comm[17], path[PATH_MAX], addr[INET6_ADDRSTRLEN];
 	int e = ev->err < 0 ? -ev->err : ev->err;
 	json_t *o;
 
@@ -725,13 +742,18 @@ json_t *event_json(const struct portres_event *ev)
 	for (char *c = comm; *c; c++)
 		if (*c < 0x20 || *c > 0x7e)
 			*c = '?';
-	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
+	/* the bind's local address: all zeros is the wildcard, 0.0.0.0 or :: */
+	if (!inet_ntop(ev->family == AF_INET6 ? AF_INET6 : AF_INET, ev->addr, addr, sizeof(addr)))
+		addr[0] = '\0';
+	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
 		      ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
 		      tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
-		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
+		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "addr", addr, "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
 		      "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
 		      "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
 		      (json_int_t)ev->ts_ns);
+	if (o && ev->reason < sizeof(reasons) / sizeof(reasons[0]) && reasons[ev->reason])
+		json_object_set_new(o, "reason", json_string(reasons[ev->reason]));
 	/* resolved now: the cgroup of a short-lived process may be gone by the time someone reads it */
 	if (o && ev->cgroup_id && !cgroup2_path(ev->cgroup_id, path, sizeof(path)))
 		json_object_set_new(o, "cgroup", json_string(path));

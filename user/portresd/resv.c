@@ -337,7 +337,7 @@ void runtime_end(struct agent *a, uint64_t token, const char *why)
 	resv_remove(a, token);
 	netns_sync_sysctl(a, ns);
 	netns_gc(a, ns);
-	server_broadcast(a, ev);
+	events_emit(a, ev);
 }
 
 /* --- choosing a block ----------------------------------------------------- */
