@@ -55,10 +55,13 @@ const struct subcommand subcommands[] = {
 	  "reservations (and detaches cgroups) the file does not list.",
 	  "apply -f FILE [--dry-run] [--prune] [--json]",
 	  "portresctl apply -f /etc/portres/reservations.json --dry-run" },
-	{ "events", cmd_events, "Prints the agent's recent events: denials, audit hits, exhaustion, changes.\n"
-	  "--follow keeps printing new ones. --json: one JSON object per line.",
-	  "events [--follow] [--json] [--count N] [--timeout SEC]",
-	  "portresctl events --follow --json" },
+	{ "events", cmd_events, "Prints the agent's events: denials, audit hits, exhaustion (with reason and address),\n"
+	  "and changes (created, deleted, updated, acquired, released, attached, detached). The agent keeps\n"
+	  "them across restarts (a bounded log). Without --follow the kept ones, then it exits; --follow\n"
+	  "prints new ones as they come (the kept ones first only with --since or --tail).",
+	  "events [--follow] [--since DURATION|TIME] [--tail N] [--name NAME] [--type TYPE[,TYPE]...]\n"
+	  "                  [--count N] [--timeout SEC] [--json]",
+	  "portresctl events --since 1h --type deny --name web" },
 	{ "metrics", cmd_metrics, "Prints the agent's counters in the Prometheus text format.",
 	  "metrics [--json]",
 	  "portresctl metrics | grep portres_denied_total" },

@@ -384,10 +384,9 @@ int events_from_ring(const struct portres_event *ev, void *arg)
 	/* The data plane sends up to 1000 events a second per CPU: the log gets a few, the sink all. */
 	if (json && log_event_allowed())
 		log_event(LOG_INFO, json_string_value(json_object_get(json, "type")), json,
-			  "%s %s port %u pid %u (%s) uid %u token %s%s%s", json_string_value(json_object_get(json, "proto")),
-			  json_string_value(json_object_get(json, "addr")) ?: "", ev->port, ev->pid,
-			  json_string_value(json_object_get(json, "comm")), ev->uid,
-			  json_string_value(json_object_get(json, "token")),
+			  "%s port %u pid %u (%s) uid %u token %s address %s%s%s", json_string_value(json_object_get(json, "proto")),
+			  ev->port, ev->pid, json_string_value(json_object_get(json, "comm")), ev->uid,
+			  json_string_value(json_object_get(json, "token")), json_string_value(json_object_get(json, "addr")) ?: "?",
 			  json_object_get(json, "reason") ? " reason " : "",
 			  json_string_value(json_object_get(json, "reason")) ?: "");
 	events_emit(a, json);

@@ -366,6 +366,9 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 		}
 	}
 	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
+				 state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
+				 state_mode_name(r->r.mode)));
 	return 0;
 }
 
@@ -466,6 +469,9 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	a->attach_dirty = true;
 	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
 		req->confine ? " confined" : "", p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:b}", "type", "attached", "token", tok_str(r->token),
+				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
+				 req->cgroup, "confine", req->confine));
 	return 0;
 undo_map:
 	portres_cgroup_detach(a->loader, at.cgroup_id);
@@ -500,6 +506,7 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		return -1;
 	portres_cgroup_detach(a->loader, at->cgroup_id);
 	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup", at->path));
 	state_del_attach(&a->st, i);
 	a->attach_dirty = true;
 	agent_save(a, true, err_msg, sizeof(err_msg));

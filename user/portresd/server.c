@@ -268,6 +268,8 @@ static int client_read(struct client *c)
 		if (sub && c->sub) {
 			events_sub_free(sub);
 		} else if (sub) {
+			/* events are small: one that does not read pins 256 KiB, not the 32 MiB a list reply may need */
+			setsockopt(c->fd, SOL_SOCKET, SO_SNDBUFFORCE, &(int){ 256 << 10 }, sizeof(int));
 			c->subscriber = true;
 			c->sub = sub;
 			agent->n_subscribers++;
