@@ -24,9 +24,11 @@ const struct subcommand subcommands[] = {
 	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match).",
 	  "lookup (--proto tcp|udp --start P --count N | --name NAME)",
 	  "portresctl lookup --proto tcp --start 8000 --count 10" },
-	{ "delete", cmd_delete, "Deletes a reservation.",
-	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME)",
-	  "portresctl delete --name web" },
+	{ "delete", cmd_delete, "Deletes a reservation. One in use (sockets bound in it, cgroups attached to it) is\n"
+	  "refused, each holder named (pid, command, address; cgroup), unless --force. --dry-run\n"
+	  "checks only.",
+	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME) [--force] [--dry-run]",
+	  "portresctl delete --name web --dry-run" },
 	{ "list", cmd_list, "Lists every reservation, persistent and runtime.",
 	  "list [--json]",
 	  "portresctl list --json | jq -r '.reservations[].token'" },
@@ -52,9 +54,11 @@ const struct subcommand subcommands[] = {
 	  "portresctl run --acquire 10 -- python3 -m http.server 0" },
 	{ "apply", cmd_apply, "Makes the named persistent reservations and cgroup attachments those of FILE.\n"
 	  "Checks the whole plan first; a conflict changes nothing. --prune also deletes named\n"
-	  "reservations (and detaches cgroups) the file does not list.",
-	  "apply -f FILE [--dry-run] [--prune] [--json]",
-	  "portresctl apply -f /etc/portres/reservations.json --dry-run" },
+	  "reservations (and detaches cgroups) the file does not list, but refuses those in use (bound\n"
+	  "sockets, attached cgroups: each holder named) unless --force; the transient cgroups of\n"
+	  "portresctl run are never detached. --dry-run prints the plan and what would be refused.",
+	  "apply -f FILE [--dry-run] [--prune [--force]] [--json]",
+	  "portresctl apply -f /etc/portres/reservations.json --prune --dry-run" },
 	{ "events", cmd_events, "Prints the agent's events: denials, audit hits, exhaustion (with reason and address),\n"
 	  "and changes (created, deleted, updated, acquired, released, attached, detached). The agent keeps\n"
 	  "them across restarts (a bounded log). Without --follow the kept ones, then it exits; --follow\n"

@@ -193,6 +193,10 @@ static void apply_now(struct agent *a)
 		log_msg(LOG_ERR, "apply", "%s: %s; nothing changed", file, err);
 		goto out;
 	}
+	if (apply_check_holders(&plan, call_ops, a, err, sizeof(err))) {
+		log_msg(LOG_ERR, "apply", "%s: %s; nothing changed", file, err);
+		goto out;
+	}
 	if (apply_execute(&plan, call_ops, a, &done, err, sizeof(err))) {
 		log_msg(LOG_ERR, "apply", "%s: %s", file, err);
 		goto out;

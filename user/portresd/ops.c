@@ -22,11 +22,12 @@
 
 #include "cgroup.h"
 #include "portresd.h"
+#include "apply.h"
 #include "sockdiag.h"
 
 struct reply {
 	int code;        /* 0: ok */
-	char msg[512];
+	char msg[2048];
 	json_t *fields;  /* ok: extra fields */
 };
 
@@ -153,7 +154,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
 	uint64_t token, used;
-	char held[400];
+	char held[1536];
 	struct netns *ns;
 	struct resv *o;
 	int err;
@@ -234,7 +235,7 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	struct state_grant grants[PROTO_MAX_GRANTS];
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
 				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants };
-	char err_msg[STATE_ERR_LEN] = "", held[400];
+	char err_msg[STATE_ERR_LEN] = "", held[1536];
 	size_t g = 0;
 	struct resv *o;
 	int err;
@@ -301,9 +302,41 @@ static int op_lookup(struct agent *a, const struct proto_req *req, struct reply 
 	return 0;
 }
 
+/*
+ * What holds r: sockets bound in its block and cgroups attached to it, one
+ * per line after "in use by:" into msg; false when nothing does.
+ */
+static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len)
+{
+	const char *run = APPLY_RUN_CGROUP_PREFIX;
+	int err = ports_held(a, r->ns, r->r.proto, r->r.start, r->r.count, msg, len);
+	bool held = err == -EADDRINUSE;
+	size_t off;
+
+	/* sockets that cannot be listed (the netns is gone) hold nothing */
+	if (!held)
+		snprintf(msg, len, "in use by:");
+	off = strlen(msg);
+	for (size_t i = 0; i < a->st.n_attach && off < len; i++) {
+		const struct state_attach *at = &a->st.attach[i];
+		const char *base = strrchr(at->path, '/') ? strrchr(at->path, '/') + 1 : at->path;
+		int w;
+
+		if (at->token != r->token)
+			continue;
+		w = snprintf(msg + off, len - off, "\n  cgroup %s is attached%s%s", at->path,
+			     at->confine ? " (confined)" : "",
+			     !strncmp(base, run, strlen(run)) ? " (a running portresctl run)" : "");
+		off += w > 0 ? (size_t)w : 0;
+		held = true;
+	}
+	return held;
+}
+
 static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN];
+	char err_msg[STATE_ERR_LEN], held[1536];
+	const struct state_resv *sr;
 	struct state keep = { 0 };
 	struct resv *r;
 	uint64_t token;
@@ -313,6 +346,16 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	if (!(r = select_resv(a, req, rp)))
 		return -1;
 	token = r->token;
+	/* Live sockets or attachments: only a forced delete takes the block from under them. */
+	if (!req->force && holders(a, r, held, sizeof(held))) {
+		sr = state_find_token(&a->st, token);
+		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
+			    sr && sr->name ? " named " : "", sr && sr->name ? sr->name : "", held);
+	}
+	if (req->dry_run) {
+		rp->fields = json_pack("{s:b, s:o}", "dry_run", 1, "reservation", resv_json(a, r));
+		return 0;
+	}
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		runtime_end(a, token, "deleted by an administrator");
 		return 0;
@@ -531,11 +574,22 @@ struct socks_ctx {
 	json_t *arr;
 };
 
+/* ss's names of socket states; an unconnected UDP socket is "unconn". */
+static const char *sock_state(const struct sockdiag_sock *s)
+{
+	static const char *const names[] = { "?", "estab", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2",
+					     "time-wait", "close", "close-wait", "last-ack", "listen", "closing" };
+
+	if (s->proto == IPPROTO_UDP && s->state == 7)
+		return "unconn";
+	return s->state < sizeof(names) / sizeof(names[0]) ? names[s->state] : "?";
+}
+
 static int socks_in_ns(void *arg)
 {
 	struct socks_ctx *c = arg;
 	struct sockdiag_sock *s;
-	char path[PATH_MAX];
+	char path[PATH_MAX], addr[64];
 	size_t n;
 	int err = sockdiag_list(c->proto, c->start, c->count, &s, &n);
 
@@ -543,20 +597,27 @@ static int socks_in_ns(void *arg)
 		return err;
 	sockdiag_find_pids(s, n);
 	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
-				      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4",
-				      "uid", s[i].uid, "inode", (json_int_t)s[i].inode, "cgroup_id",
-				      (json_int_t)s[i].cgroup_id);
+		json_t *o, *procs = json_array();
 
+		inet_ntop(s[i].family == AF_INET6 ? AF_INET6 : AF_INET, s[i].addr, addr, sizeof(addr));
+		o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
+			      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4", "addr",
+			      addr, "state", sock_state(&s[i]), "uid", s[i].uid, "inode", (json_int_t)s[i].inode,
+			      "cgroup_id", (json_int_t)s[i].cgroup_id);
 		if (o && s[i].pid) {
 			json_object_set_new(o, "pid", json_integer(s[i].pid));
 			json_object_set_new(o, "comm", json_string(s[i].comm));
 		}
+		/* every process holding it: a shared listener has them all (nginx's workers) */
+		for (size_t k = 0; k < s[i].n_procs; k++)
+			json_array_append_new(procs, json_pack("{s:i, s:s}", "pid", s[i].procs[k].pid, "comm",
+							       s[i].procs[k].comm));
+		json_object_set_new(o, "processes", procs);
 		if (o && !cgroup2_path(s[i].cgroup_id, path, sizeof(path)))
 			json_object_set_new(o, "cgroup", json_string(path));
 		json_array_append_new(c->arr, o);
 	}
-	free(s);
+	sockdiag_free(s, n);
 	return 0;
 }
 

@@ -505,10 +505,10 @@ static int held_in_ns(void *arg)
 		return err;
 	if (n) {
 		sockdiag_find_pids(socks, n);
-		sockdiag_describe(socks, n, c->msg, c->len);
+		sockdiag_describe(socks, n, "  ", c->msg, c->len);
 		err = -EADDRINUSE;
 	}
-	free(socks);
+	sockdiag_free(socks, n);
 	return err;
 }
 
