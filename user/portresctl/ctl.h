@@ -108,6 +108,8 @@ const char *ctl_cgroup_from_id(uint64_t id);
 
 /* --- output --------------------------------------------------------------- */
 
+/* Sorts a list reply's "reservations" by protocol (tcp first), then first port. */
+void ctl_sort_reservations(json_t *arr);
 /* Prints obj as one JSON document (pretty unless compact) on stdout, or through -o jsonpath=. */
 void ctl_print_json(json_t *obj, bool compact);
 /* Drops "v" and "ok" of a reply: what --json prints. */
@@ -115,5 +117,16 @@ json_t *ctl_reply_data(json_t *reply);
 /* json_object_get + json_*_value with defaults. */
 const char *ctl_jstr(const json_t *o, const char *key, const char *dflt);
 long long ctl_jint(const json_t *o, const char *key, long long dflt);
+
+/*
+ * Tables like kubectl's and ss's: columns as wide as their cells, the header
+ * left out with --no-headers, "-" for an empty cell. Rows are printed in the
+ * order they were added.
+ */
+struct ctl_table;
+struct ctl_table *ctl_table_new(const char *indent, size_t ncols, const char *const *headers);
+void ctl_table_row(struct ctl_table *t, const char *const *cells);
+void ctl_table_print(struct ctl_table *t);
+void ctl_table_free(struct ctl_table *t);
 
 #endif /* PORTRESCTL_CTL_H */

@@ -29,9 +29,11 @@ const struct subcommand subcommands[] = {
 	  "checks only.",
 	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME) [--force] [--dry-run]",
 	  "portresctl delete --name web --dry-run" },
-	{ "list", cmd_list, "Lists every reservation, persistent and runtime.",
-	  "list [--json]",
-	  "portresctl list --json | jq -r '.reservations[].token'" },
+	{ "list", cmd_list, "Lists every reservation, persistent and runtime, by protocol and port.\n"
+	  "-o wide adds ports in use of its size, its network namespace (as lsns shows it) and\n"
+	  "attached cgroups; -o json (or jsonpath=...) has them too, with the counters.",
+	  "list [-o wide|json|jsonpath=TEMPLATE] [--no-headers]",
+	  "portresctl list -o jsonpath='{range .reservations[*]}{.name} {.in_use}{\"\\n\"}{end}'" },
 	{ "show", cmd_show, "Shows a reservation: its ports in use and by whom, attached cgroups, counters.",
 	  "show (TOKEN | NAME | --token T | --name NAME) [--json]",
 	  "portresctl show web" },
@@ -66,6 +68,11 @@ const struct subcommand subcommands[] = {
 	  "events [--follow] [--since DURATION|TIME] [--tail N] [--name NAME] [--type TYPE[,TYPE]...]\n"
 	  "                  [--count N] [--timeout SEC] [--json]",
 	  "portresctl events --since 1h --type deny --name web" },
+	{ "top", cmd_top, "Shows the usage of every block, refreshed like watch: ports in use, binds allowed and\n"
+	  "denied, ports allocated, exhaustion and audit hits per second. --iterations N prints N\n"
+	  "refreshes one after the other and exits.",
+	  "top [--interval SEC] [--iterations N] [--name NAME] [--no-headers]",
+	  "portresctl top --interval 1" },
 	{ "metrics", cmd_metrics, "Prints the agent's counters in the Prometheus text format.",
 	  "metrics [--json]",
 	  "portresctl metrics | grep portres_denied_total" },

@@ -418,3 +418,70 @@ void ctl_print_json(json_t *obj, bool compact)
 		fputc('\n', stdout);
 	free(o.p);
 }
+
+/* --- tables ------------------------------------------------------------------- */
+
+struct ctl_table {
+	size_t ncols, nrows;
+	char **cells;        /* nrows * ncols, row 0 the header */
+	const char *indent;
+};
+
+struct ctl_table *ctl_table_new(const char *indent, size_t ncols, const char *const *headers)
+{
+	struct ctl_table *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->ncols = ncols;
+	t->indent = indent;
+	ctl_table_row(t, headers);
+	return t;
+}
+
+void ctl_table_row(struct ctl_table *t, const char *const *cells)
+{
+	char **grown;
+
+	if (!t || !(grown = realloc(t->cells, (t->nrows + 1) * t->ncols * sizeof(*grown))))
+		return;
+	t->cells = grown;
+	for (size_t c = 0; c < t->ncols; c++)
+		grown[t->nrows * t->ncols + c] = strdup(cells[c] && *cells[c] ? cells[c] : "-");
+	t->nrows++;
+}
+
+/* Columns as wide as their widest cell, two spaces apart; the last one not padded. */
+void ctl_table_print(struct ctl_table *t)
+{
+	size_t *w;
+
+	if (!t || !(w = calloc(t->ncols, sizeof(*w))))
+		return;
+	for (size_t r = ctl.no_headers ? 1 : 0; r < t->nrows; r++)
+		for (size_t c = 0; c < t->ncols; c++)
+			if (t->cells[r * t->ncols + c] && strlen(t->cells[r * t->ncols + c]) > w[c])
+				w[c] = strlen(t->cells[r * t->ncols + c]);
+	for (size_t r = ctl.no_headers ? 1 : 0; r < t->nrows; r++) {
+		fputs(t->indent, stdout);
+		for (size_t c = 0; c < t->ncols; c++) {
+			const char *cell = t->cells[r * t->ncols + c] ?: "";
+
+			if (c + 1 < t->ncols)
+				printf("%-*s  ", (int)w[c], cell);
+			else
+				printf("%s\n", cell);
+		}
+	}
+	free(w);
+}
+
+void ctl_table_free(struct ctl_table *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->nrows * t->ncols; i++)
+		free(t->cells[i]);
+	free(t->cells);
+	free(t);
+}

@@ -659,7 +659,81 @@ static int op_show(struct agent *a, const struct proto_req *req, struct reply *r
 	return 0;
 }
 
-static int op_list(struct agent *a, struct reply *rp)
+/* The sockets of one netns, for the usage of its reservations. */
+struct usage_ctx {
+	struct sockdiag_sock *socks;
+	size_t n;
+};
+
+static int usage_in_ns(void *arg)
+{
+	struct usage_ctx *c = arg;
+
+	return sockdiag_list(0, 0, 65536, &c->socks, &c->n);
+}
+
+/* Ports of [start, start+count) of proto with a socket: socks sorted by protocol and port. */
+static long ports_in_use(const struct usage_ctx *c, uint8_t proto, uint32_t start, uint32_t count)
+{
+	size_t lo = 0, hi = c->n;
+	long used = 0;
+	int last = -1;
+
+	/* the first socket at (proto, start) or after it */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct sockdiag_sock *s = &c->socks[mid];
+		bool before = s->proto != proto ? (s->proto == IPPROTO_TCP) : s->port < start;
+
+		if (before)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < c->n && c->socks[lo].proto == proto && c->socks[lo].port < start + count; lo++)
+		if (c->socks[lo].port != last) {
+			used++;
+			last = c->socks[lo].port;
+		}
+	return used;
+}
+
+/*
+ * list with "usage": each reservation's ports in use ("in_use", from one
+ * sock_diag dump per network namespace, -1 when that fails), counters
+ * ("stats") and its netns's nsfs inode (as lsns shows it) when known.
+ */
+static void add_usage(struct agent *a, json_t *arr)
+{
+	for (size_t k = 0; k < a->n_ns; k++) {
+		struct netns *ns = a->ns[k];
+		struct usage_ctx c = { 0 };
+		bool ok = false, any = false;
+		struct stat sb;
+		json_t *o;
+		size_t i;
+
+		for (i = 0; i < a->n_resv && !any; i++)
+			any = a->resv[i].ns == ns;
+		if (any)
+			ok = !netns_run(a, ns, usage_in_ns, &c);
+		json_array_foreach(arr, i, o) {
+			const struct resv *r = &a->resv[i];
+
+			if (r->ns != ns)
+				continue;
+			json_object_set_new(o, "in_use", json_integer(ok ? ports_in_use(&c, r->r.proto, r->r.start,
+											 r->r.count) : -1));
+			json_object_set_new(o, "stats", stats_json(a, r->token));
+			if (!json_object_get(o, "netns_inode") &&
+			    (ns->fd >= 0 ? !fstat(ns->fd, &sb) : ns->own && !stat("/proc/self/ns/net", &sb)))
+				json_object_set_new(o, "netns_inode", json_integer((json_int_t)sb.st_ino));
+		}
+		sockdiag_free(c.socks, c.n);
+	}
+}
+
+static int op_list(struct agent *a, const struct proto_req *req, struct reply *rp)
 {
 	json_t *arr = json_array();
 
@@ -669,6 +743,8 @@ static int op_list(struct agent *a, struct reply *rp)
 		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
 		json_array_append_new(arr, o);
 	}
+	if (req->usage)
+		add_usage(a, arr);
 	rp->fields = json_pack("{s:o}", "reservations", arr);
 	return 0;
 }
@@ -766,7 +842,7 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &rp); break;
 	case PROTO_OP_DELETE:  op_delete(a, p, &req, &rp); break;
 	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
-	case PROTO_OP_LIST:    op_list(a, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &req, &rp); break;
 	case PROTO_OP_SHOW:    op_show(a, &req, &rp); break;
 	case PROTO_OP_WHO:     op_who(a, &req, &rp); break;
 	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;

@@ -482,6 +482,7 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 struct held_ctx {
 	uint8_t proto;
 	uint16_t start, count;
+	bool reserved;   /* inside a reservation the agent's own probe is refused: dump */
 	char *msg;
 	size_t len;
 };
@@ -490,7 +491,7 @@ static int held_in_ns(void *arg)
 {
 	struct held_ctx *c = arg;
 	struct sockdiag_sock *socks;
-	bool any = c->count > PROBE_MAX;
+	bool any = c->count > PROBE_MAX || c->reserved;
 	size_t n;
 	int err;
 
@@ -515,7 +516,8 @@ static int held_in_ns(void *arg)
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len)
 {
-	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len };
+	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len,
+			      .reserved = resv_overlap(a, ns->cookie, proto, start, count) != NULL };
 
 	return netns_run(a, ns, held_in_ns, &c);
 }
