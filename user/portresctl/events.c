@@ -31,7 +31,7 @@ enum { OPT_FOLLOW = 'f', OPT_TAIL = 'n', OPT_COUNT = 0x200, OPT_TIMEOUT, OPT_SIN
 static const char *const event_types[] = { "deny", "audit", "exhausted", "created", "deleted", "updated",
 					   "acquired", "released", "attached", "detached" };
 
-/* The agent's event with the names of SPEC §7 (command, protocol, reservation, address). */
+/* The agent's event with the names portresctl(8) documents (command, protocol, reservation, address). */
 static json_t *normalize(json_t *ev)
 {
 	static const struct {
