@@ -36,6 +36,14 @@ done
 [ -e build/portresd ] && { [ -x "$dest/usr/sbin/portresd" ] || fail "missing usr/sbin/portresd"; }
 [ -e build/portresctl ] && { [ -x "$dest/usr/bin/portresctl" ] || fail "missing usr/bin/portresctl"; }
 bash -n "$dest/usr/share/bash-completion/completions/portresctl" || fail "the bash completion does not parse"
+complete_words() { # the completions of a command line whose last word is being typed
+	bash -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _portresctl; echo "${COMPREPLY[*]}"' \
+		_ "$dest/usr/share/bash-completion/completions/portresctl" "$@"
+}
+[ "$(complete_words portresctl to)" = top ] || fail "completion of 'portresctl to': $(complete_words portresctl to)"
+[ "$(complete_words portresctl events --type deny,cr)" = "deny,created" ] ||
+	fail "completion of 'events --type deny,cr': $(complete_words portresctl events --type deny,cr)"
+[ "$(complete_words portresctl delete --f)" = --force ] || fail "completion of 'delete --f'"
 
 # Every man page renders without a warning, and the roff of run's paragraph is whole words.
 for m in scripts/man/*.[0-9]; do
