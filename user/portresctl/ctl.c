@@ -35,7 +35,8 @@ void ctl_usage(const char *cmd, bool to_stderr)
 		if (strcmp(s->name, cmd))
 			continue;
 		fprintf(f, "usage: portresctl %s\n%s\n", s->usage, s->description);
-		fprintf(f, "common options: --socket PATH (or $%s), --json, -h/--help\n", PORTRES_SOCKET_ENV);
+		fprintf(f, "common options: --socket PATH (or $%s), --json, -o text|wide|json|jsonpath=TEMPLATE,\n"
+			   "  --no-headers, -h/--help\n", PORTRES_SOCKET_ENV);
 		if (s->example)
 			fprintf(f, "example:\n  %s\n", s->example);
 		return;

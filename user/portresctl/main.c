@@ -24,9 +24,9 @@ const struct subcommand subcommands[] = {
 	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match).",
 	  "lookup (--proto tcp|udp --start P --count N | --name NAME)",
 	  "portresctl lookup --proto tcp --start 8000 --count 10" },
-	{ "delete", cmd_delete, "Deletes a reservation. One in use (sockets bound in it, cgroups attached to it) is\n"
-	  "refused, each holder named (pid, command, address; cgroup), unless --force. --dry-run\n"
-	  "checks only.",
+	{ "delete", cmd_delete, "Deletes a reservation, unless it is in use (then --force does).\n"
+	  "In use: sockets bound in it, cgroups attached to it; each holder is named (pid, command,\n"
+	  "address; cgroup). --dry-run checks only.",
 	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME) [--force] [--dry-run]",
 	  "portresctl delete --name web --dry-run" },
 	{ "list", cmd_list, "Lists every reservation, persistent and runtime, by protocol and port.\n"
@@ -61,16 +61,17 @@ const struct subcommand subcommands[] = {
 	  "portresctl run are never detached. --dry-run prints the plan and what would be refused.",
 	  "apply -f FILE [--dry-run] [--prune [--force]] [--json]",
 	  "portresctl apply -f /etc/portres/reservations.json --prune --dry-run" },
-	{ "events", cmd_events, "Prints the agent's events: denials, audit hits, exhaustion (with reason and address),\n"
-	  "and changes (created, deleted, updated, acquired, released, attached, detached). The agent keeps\n"
-	  "them across restarts (a bounded log). Without --follow the kept ones, then it exits; --follow\n"
-	  "prints new ones as they come (the kept ones first only with --since or --tail).",
+	{ "events", cmd_events, "Prints the agent's events: denials, audit hits, exhaustion and changes.\n"
+	  "Denials and audit hits carry their reason and address; changes are created, deleted, updated,\n"
+	  "acquired, released, attached, detached. The agent keeps them across restarts (a bounded log).\n"
+	  "Without --follow the kept ones, then it exits; --follow prints new ones as they come (the kept\n"
+	  "ones first only with --since or --tail).",
 	  "events [--follow] [--since DURATION|TIME] [--tail N] [--name NAME] [--type TYPE[,TYPE]...]\n"
 	  "                  [--count N] [--timeout SEC] [--json]",
 	  "portresctl events --since 1h --type deny --name web" },
-	{ "top", cmd_top, "Shows the usage of every block, refreshed like watch: ports in use, binds allowed and\n"
-	  "denied, ports allocated, exhaustion and audit hits per second. --iterations N prints N\n"
-	  "refreshes one after the other and exits.",
+	{ "top", cmd_top, "Shows the usage of every block, refreshed like watch.\n"
+	  "Ports in use, binds allowed and denied, ports allocated, exhaustion and audit hits per second.\n"
+	  "--iterations N prints N refreshes one after the other and exits.",
 	  "top [--interval SEC] [--iterations N] [--name NAME] [--no-headers]",
 	  "portresctl top --interval 1" },
 	{ "metrics", cmd_metrics, "Prints the agent's counters in the Prometheus text format.",
