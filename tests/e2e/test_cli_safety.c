@@ -259,17 +259,27 @@ struct as_nobody {
 	const char *const *argv;
 };
 
-/* Runs portresctl argv as uid/gid 65534 in cgroup, stdout and stderr into out; its exit status. */
+/*
+ * Runs portresctl argv as uid/gid 65534 in cgroup, stdout and stderr into out;
+ * its exit status. The binary is copied into the fixture's directory (0755)
+ * first: the checkout may be where that user cannot reach.
+ */
 static int ctl_as_nobody(const struct as_nobody *a)
 {
-	const char *bin = getenv("PORTRESCTL_BIN") && *getenv("PORTRESCTL_BIN") ? getenv("PORTRESCTL_BIN")
+	const char *src = getenv("PORTRESCTL_BIN") && *getenv("PORTRESCTL_BIN") ? getenv("PORTRESCTL_BIN")
 										  : "build/portresctl";
-	const char *argv[32] = { bin };
+	char bin[400], cmd[1200];
+	const char *argv[32];
 	pid_t pid;
 	int status;
 
-	for (size_t i = 0; a->argv[i] && i < 30; i++)
-		argv[i + 1] = a->argv[i];
+	snprintf(bin, sizeof(bin), "%s/portresctl", ag.tmp);
+	snprintf(cmd, sizeof(cmd), "install -m 0755 '%s' '%s'", src, bin);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	argv[0] = bin;
+	for (size_t i = 0; i < 30 && (argv[i + 1] = a->argv[i]); i++)
+		;
+	argv[31] = NULL;
 	fflush(NULL);
 	pid = fork();
 	cr_assert(pid >= 0);
@@ -283,7 +293,7 @@ static int ctl_as_nobody(const struct as_nobody *a)
 				_exit(125);
 			close(p);
 		}
-		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || setgroups(0, NULL) || setgid(65534) ||
+		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || chdir("/") || setgroups(0, NULL) || setgid(65534) ||
 		    setuid(65534))
 			_exit(125);
 		execv(bin, (char *const *)argv);
