@@ -50,7 +50,7 @@ CFLAGS     ?= -O2 -g
 CFLAGS     += $(WARN) -fPIC
 BPF_CFLAGS := -g -O2 --target=bpf -mcpu=v3 -Wall -Werror -Iinclude -I/usr/include/$(ARCH_INC)
 LIBS_BPF   := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf -lelf -lz)
-LIBS_ALL   := $(LIBS_BPF) -ljansson -lmnl -lpthread
+LIBS_ALL   := $(LIBS_BPF) -ljansson -lmnl -lsqlite3 -lpthread
 MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 BPF_SRC    := bpf/portres.bpf.c
