@@ -246,27 +246,38 @@ int portset_read(const char *path, struct portset *out)
 int portset_write(const char *path, const struct portset *s)
 {
 	char *text = portset_format(s);
-	size_t len;
-	ssize_t n;
+	size_t len, off = 0;
 	int fd, err = 0;
 
 	if (!text)
 		return -ENOMEM;
 	len = strlen(text);
-	/* The kernel parses one write(); "" would be refused, "\n" clears the set. */
+	/* "" would be refused, "\n" clears the set. */
 	text[len++] = '\n';
 	fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC);
 	if (fd < 0) {
 		err = -errno;
-	} else {
-		n = write(fd, text, len);
-		if (n < 0)
-			err = -errno;
-		else if ((size_t)n != len)
-			err = -EIO;
-		if (close(fd) && !err)
-			err = -errno;
+		goto out;
 	}
+	/*
+	 * The kernel parses at most a page of text per write() and says how much
+	 * it took (never half a number); the first write (offset 0) replaces the
+	 * set, later ones on the same file add to it.
+	 */
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n < 0 ? -errno : -EIO;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (close(fd) && !err)
+		err = -errno;
+out:
 	free(text);
 	return err;
 }
