@@ -13,6 +13,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <libgen.h>
+#include <limits.h>
 #include <linux/magic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -140,18 +141,23 @@ struct seen {
 
 struct seen_list {
 	struct seen *v;
-	size_t n;
+	size_t n, cap;
 };
 
 static int collect_resv(uint64_t token, const struct portres_resv *r, void *arg)
 {
 	struct seen_list *l = arg;
-	struct seen *n = realloc(l->v, (l->n + 1) * sizeof(*n));
 
-	if (!n)
-		return -ENOMEM;
-	l->v = n;
-	n[l->n++] = (struct seen){ token, *r };
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 1024;
+		struct seen *n = realloc(l->v, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		l->v = n;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct seen){ token, *r };
 	return 0;
 }
 
@@ -193,40 +199,93 @@ static uint32_t uid_of_pid(uint32_t pid)
 	return uid;
 }
 
-/*
- * The state file is the truth for persistent reservations, the maps for
- * runtime ones: dead runtime reservations (their socket closed while no agent
- * ran) are swept, persistent entries the file does not know are removed,
- * those it has and the maps lack are added, with their grants and attachments.
- */
-static int reconcile(struct agent *a)
+/* store_load gives reservations and runtime rows in SQLite's token order (signed). */
+static int cmp_token(uint64_t a, uint64_t b)
 {
-	struct seen_list seen = { 0 };
-	struct seen_cg_list cgs = { 0 };
-	char err_msg[STATE_ERR_LEN];
-	bool changed = false;
-	int err;
+	return ((int64_t)a > (int64_t)b) - ((int64_t)a < (int64_t)b);
+}
 
-	if ((err = portres_resv_foreach(a->loader, collect_resv, &seen)))
-		goto cleanup;
-	for (size_t i = 0; i < seen.n; i++) {
-		const struct seen *s = &seen.v[i];
-		const struct state_resv *sr = state_find_token(&a->st, s->token);
+static struct state_resv *find_saved(const struct store_contents *c, uint64_t token)
+{
+	size_t lo = 0, hi = c->st.n_resv;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int d = cmp_token(c->st.resv[mid].token, token);
+
+		if (!d)
+			return &c->st.resv[mid];
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static const struct store_runtime *find_runtime(const struct store_contents *c, uint64_t token)
+{
+	size_t lo = 0, hi = c->n_rt;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int d = cmp_token(c->rt[mid].token, token);
+
+		if (!d)
+			return &c->rt[mid];
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* A persistent reservation of the database into the table (the maps are not touched). */
+static struct resv *insert_saved(struct agent *a, const struct state_resv *sr, const struct portres_resv *r)
+{
+	struct state_resv *copy = calloc(1, sizeof(*copy));
+
+	if (!copy || state_resv_copy(copy, sr)) {
+		free(copy);
+		return NULL;
+	}
+	return resv_insert(a, sr->token, r, 0, a->own_ns, copy);
+}
+
+/*
+ * The maps' reservations: dead runtime ones (their socket closed while no
+ * agent ran) are swept, live runtime ones adopted (the database knows their
+ * owner's uid), persistent ones kept when the database has them alike.
+ */
+static int adopt_maps(struct agent *a, struct store_contents *c, const struct seen_list *seen, size_t *counts)
+{
+	for (size_t i = 0; i < seen->n; i++) {
+		const struct seen *s = &seen->v[i];
+		const struct state_resv *sr = find_saved(c, s->token);
+		const struct store_runtime *rt = find_runtime(c, s->token);
 		char tok[17];
 
 		state_token_format(s->token, tok);
 		if (s->r.flags & PORTRES_RESV_DEAD) {
-			log_msg(LOG_INFO, "reconcile", "token %s: released while no agent ran; removed", tok);
+			log_msg(LOG_DEBUG, "reconcile", "token %s: released while no agent ran; removed", tok);
 			portres_resv_del(a->loader, s->token);
+			counts[0]++;
 		} else if (s->r.kind == PORTRES_KIND_RUNTIME) {
 			struct netns *ns = netns_get(a, s->r.netns, -1);
+			uint32_t uid = rt ? rt->uid : uid_of_pid(s->r.owner_tgid);
 
-			if (!ns || (err = resv_insert(a, s->token, &s->r, uid_of_pid(s->r.owner_tgid), ns)))
-				goto cleanup;
-			log_msg(LOG_INFO, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
-		} else if (!sr || s->r.netns != a->own_ns->cookie || s->r.proto != sr->proto ||
+			if (!ns || !resv_insert(a, s->token, &s->r, uid, ns, NULL))
+				return -ENOMEM;
+			if (!rt)
+				store_put_runtime(a->store, &(struct store_runtime){
+					.token = s->token, .netns = netns_key(ns), .proto = s->r.proto, .start = s->r.start,
+					.count = s->r.count, .uid = uid, .pid = s->r.owner_tgid }, (uint64_t)time(NULL));
+			log_msg(LOG_DEBUG, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
+			counts[1]++;
+		} else if (!sr || sr->netns || s->r.netns != a->own_ns->cookie || s->r.proto != sr->proto ||
 			   s->r.start != sr->start || s->r.count != sr->count) {
-			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the state file; removed", tok);
+			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the database; removed", tok);
 			portres_resv_del(a->loader, s->token);
 		} else {
 			struct portres_resv r = s->r;
@@ -235,31 +294,61 @@ static int reconcile(struct agent *a)
 				portres_resv_set_mode(a->loader, s->token, sr->mode);
 				r.mode = sr->mode;
 			}
-			if ((err = resv_insert(a, s->token, &r, 0, a->own_ns)))
-				goto cleanup;
+			if (!insert_saved(a, sr, &r))
+				return -ENOMEM;
+			for (size_t g = 0; g < sr->n_grants; g++)
+				portres_grant_add(a->loader, sr->token, sr->grants[g].type, sr->grants[g].id);
+			counts[2]++;
 		}
 	}
-	for (size_t i = 0; i < a->st.n_resv; i++) {
-		const struct state_resv *sr = &a->st.resv[i];
+	/* runtime rows whose reservation is gone */
+	for (size_t i = 0; i < c->n_rt; i++)
+		if (!resv_find(a, c->rt[i].token))
+			store_del_resv(a->store, c->rt[i].token, false);
+	return 0;
+}
+
+/* The database's persistent reservations the maps lack are loaded. */
+static int load_saved(struct agent *a, struct store_contents *c, size_t *loaded)
+{
+	for (size_t i = 0; i < c->st.n_resv; i++) {
+		const struct state_resv *sr = &c->st.resv[i];
 		struct portres_resv r = { .netns = a->own_ns->cookie, .start = sr->start, .count = sr->count,
 					  .proto = sr->proto, .kind = PORTRES_KIND_PERSISTENT, .mode = sr->mode };
+		struct resv *n;
 		char tok[17];
+		int err;
 
 		state_token_format(sr->token, tok);
-		if (!resv_find(a, sr->token)) {
-			if ((err = portres_resv_add(a->loader, sr->token, &r))) {
-				log_msg(LOG_ERR, "reconcile", "persistent token %s (%s %u-%u): cannot load: %s", tok,
-					state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, strerror(-err));
-				goto cleanup;
-			}
-			if ((err = resv_insert(a, sr->token, &r, 0, a->own_ns)))
-				goto cleanup;
-			log_msg(LOG_INFO, "reconcile", "persistent token %s loaded from the state file", tok);
+		if (resv_find(a, sr->token))
+			continue;
+		if (sr->netns) {
+			log_msg(LOG_WARN, "reconcile", "persistent token %s lives in network namespace %llu, which this agent "
+				"does not manage: kept in the database, not loaded", tok, (unsigned long long)sr->netns);
+			continue;
 		}
-		for (size_t g = 0; g < sr->n_grants; g++)
-			portres_grant_add(a->loader, sr->token, sr->grants[g].type, sr->grants[g].id);
+		if (!(n = insert_saved(a, sr, &r)))
+			return -ENOMEM;
+		if ((err = resv_load(a, n))) {
+			log_msg(LOG_ERR, "reconcile", "persistent token %s (%s %u-%u): cannot load: %s", tok,
+				state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, strerror(-err));
+			return err;
+		}
+		log_msg(LOG_DEBUG, "reconcile", "persistent token %s loaded from the database", tok);
+		(*loaded)++;
 	}
-	/* Attachments: drop those of gone tokens, re-resolve the saved ones by path. */
+	return 0;
+}
+
+/* Attachments: the database's (re-resolved by path) and the runtime ones of the cgroup map. */
+static int reconcile_attach(struct agent *a, struct store_contents *c)
+{
+	struct seen_cg_list cgs = { 0 };
+	int err;
+
+	for (size_t i = 0; i < c->st.n_attach; i++)
+		if (resv_find(a, c->st.attach[i].token) && (err = attach_add(a, &c->st.attach[i])))
+			return err;
 	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
@@ -276,60 +365,119 @@ static int reconcile(struct agent *a)
 
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
-			state_add_attach(&a->st, &at);
+			attach_add(a, &at);
 		} else if (!saved) {
 			portres_cgroup_detach(a->loader, cgs.v[i].id);
 		}
 	}
 	for (size_t j = a->st.n_attach; j-- > 0;) {
 		struct state_attach *at = &a->st.attach[j];
+		struct resv *r = resv_find(a, at->token);
 		uint64_t id;
 
-		if (!state_find_token(&a->st, at->token))
+		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT)
 			continue;
 		if (portres_cgroup_id(at->path, &id)) {
 			log_msg(LOG_WARN, "reconcile", "cgroup %s is gone; attachment dropped", at->path);
-			state_del_attach(&a->st, j);
-			changed = true;
+			store_del_attach(a->store, at->cgroup_id, r->r.proto);
+			attach_del(a, j);
 			continue;
 		}
 		if (id != at->cgroup_id) {
 			portres_cgroup_detach(a->loader, at->cgroup_id);
+			store_del_attach(a->store, at->cgroup_id, r->r.proto);
 			at->cgroup_id = id;
-			changed = true;
+			store_put_attach(a->store, at, r->r.proto);
 		}
 		attach_map(a, at);
 	}
-	if (changed)
-		agent_save(a, true, err_msg, sizeof(err_msg));
-	a->attach_dirty = true;
-	netns_sync_sysctl(a, a->own_ns);
 	err = 0;
 cleanup:
-	free(seen.v);
 	free(cgs.v);
+	return err;
+}
+
+/* The sysctl entries portres added, per netns; all gone after a reboot (so are the maps). */
+static void restore_owned(struct agent *a, struct store_contents *c, bool new_boot)
+{
+	struct netns *ns;
+
+	if (new_boot) {
+		store_clear_boot(a->store);
+		return;
+	}
+	a->own_ns->owned = a->own_ns->owned_db = c->st.sysctl_added;
+	for (size_t i = 0; i < c->n_owned; i++)
+		if ((ns = netns_get(a, c->owned[i].netns, -1))) {
+			ns->owned = ns->owned_db = c->owned[i].ports;
+			batch_sysctl(a, ns);
+		}
+}
+
+/*
+ * The database is the truth for persistent reservations, the maps for
+ * runtime ones (the database keeps their owner's uid). Everything changed
+ * here is committed, and the sysctl of each netns brought in line, before
+ * the agent serves.
+ */
+static int reconcile(struct agent *a)
+{
+	struct store_contents c;
+	struct seen_list seen = { 0 };
+	char err_msg[STATE_ERR_LEN + 128], boot[STATE_BOOT_ID_LEN + 1] = "";
+	size_t counts[3] = { 0 }, loaded = 0;
+	bool new_boot;
+	int err;
+
+	if ((err = store_load(a->store, &c, err_msg, sizeof(err_msg)))) {
+		log_msg(LOG_ERR, "store", "%s", err_msg);
+		return err;
+	}
+	state_boot_id(boot);
+	new_boot = c.st.boot_id[0] && boot[0] && strcmp(c.st.boot_id, boot);
+	if ((err = portres_resv_foreach(a->loader, collect_resv, &seen)) ||
+	    (err = adopt_maps(a, &c, &seen, counts)) || (err = load_saved(a, &c, &loaded)) ||
+	    (err = reconcile_attach(a, &c)))
+		goto cleanup;
+	restore_owned(a, &c, new_boot);
+	if (boot[0])
+		store_set_meta(a->store, "boot_id", boot);
+	batch_sysctl(a, a->own_ns);
+	log_msg(LOG_INFO, "reconcile", "%zu persistent reservations (%zu loaded into the maps), %zu runtime adopted, "
+		"%zu released while no agent ran", a->n_persistent, loaded, counts[1], counts[0]);
+	if ((err = batch_commit(a, err_msg, sizeof(err_msg))))
+		log_msg(LOG_ERR, "store", "%s", err_msg);
+cleanup:
+	free(seen.v);
+	store_contents_free(&c);
 	return err;
 }
 
 /* --- teardown ------------------------------------------------------------- */
 
+/* portres's own entries leave the agent's sysctl; the database is kept (and says so). */
 static int teardown(struct agent *a)
 {
-	char err_msg[STATE_ERR_LEN];
-	bool have_state;
+	char err_msg[STATE_ERR_LEN + 128];
+	struct store_contents c;
+	bool created;
 	int err;
 
-	have_state = state_load(a->opts.state_dir, &a->st, err_msg, sizeof(err_msg)) == 0;
-	if (!have_state)
+	if (store_open(a->opts.state_dir, &a->store, &created, err_msg, sizeof(err_msg)) ||
+	    store_load(a->store, &c, err_msg, sizeof(err_msg))) {
 		log_msg(LOG_WARN, "teardown", "%s; ip_local_reserved_ports left as it is", err_msg);
-	if (have_state && !portset_empty(&a->st.sysctl_added)) {
-		struct portset none;
+	} else {
+		struct portset none, owned = c.st.sysctl_added;
 
 		portset_clear(&none);
-		if ((err = sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, &a->st.sysctl_added, NULL)))
-			log_msg(LOG_WARN, "teardown", "ip_local_reserved_ports: %s", strerror(-err));
-		else
-			agent_save(a, true, err_msg, sizeof(err_msg));
+		if (!portset_empty(&owned)) {
+			if ((err = sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, &owned, NULL)))
+				log_msg(LOG_WARN, "teardown", "ip_local_reserved_ports: %s", strerror(-err));
+			store_set_owned(a->store, 0, &c.st.sysctl_added, &owned);
+			if (store_commit(a->store, err_msg, sizeof(err_msg)))
+				log_msg(LOG_WARN, "teardown", "%s", err_msg);
+		}
+		store_contents_free(&c);
 	}
 	err = portres_loader_teardown(a->loader);
 	a->loader = NULL;
@@ -337,11 +485,38 @@ static int teardown(struct agent *a)
 		log_msg(LOG_ERR, "teardown", "removing programs and pins: %s", strerror(-err));
 		return 1;
 	}
-	log_msg(LOG_INFO, "teardown", "programs, links and pins under %s removed; the state file is kept", a->opts.bpffs);
+	log_msg(LOG_INFO, "teardown", "programs, links and pins under %s removed; the database is kept", a->opts.bpffs);
 	return 0;
 }
 
 /* --- main ----------------------------------------------------------------- */
+
+/*
+ * <state-dir>/portres.db, made from state.json the first time. A database
+ * that cannot be used stops the agent, named with the cause; nothing is
+ * overwritten.
+ */
+static int open_store(struct agent *a)
+{
+	char err_msg[STATE_ERR_LEN + 128], json[PATH_MAX], imported[PATH_MAX];
+	bool created;
+	int err;
+
+	if ((err = store_open(a->opts.state_dir, &a->store, &created, err_msg, sizeof(err_msg)))) {
+		log_msg(LOG_ERR, "store", "%s", err_msg);
+		log_msg(LOG_ERR, "start", "refusing to start with this state; fix or move it away");
+		return err;
+	}
+	snprintf(json, sizeof(json), "%s/%s", a->opts.state_dir, STATE_FILE);
+	snprintf(imported, sizeof(imported), "%s/%s", a->opts.state_dir, STORE_IMPORTED);
+	if (created && !access(imported, F_OK))
+		log_msg(LOG_INFO, "store", "%s made from %s, which is kept as %s", store_path(a->store), json, imported);
+	else if (created)
+		log_msg(LOG_INFO, "store", "%s made", store_path(a->store));
+	else if (!access(json, F_OK))
+		log_msg(LOG_WARN, "store", "%s is not read: the state is in %s", json, store_path(a->store));
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -370,7 +545,7 @@ int main(int argc, char **argv)
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
 				     .quota = PORTRESD_QUOTA, .events_log_size = PORTRESD_EVENTS_LOG } };
 	struct portres_loader_opts lo = { 0 };
-	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
+	char why[512], *end, *dir;
 	struct group *gr;
 	int c, err, ret = 1;
 
@@ -444,11 +619,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "start", "state directory %s: %s", a.opts.state_dir, strerror(errno));
 		goto cleanup;
 	}
-	if (!a.opts.teardown && state_load(a.opts.state_dir, &a.st, err_msg, sizeof(err_msg))) {
-		log_msg(LOG_ERR, "state", "%s", err_msg);
-		log_msg(LOG_ERR, "start", "refusing to start with this state file; fix or move it away");
+	if (!a.opts.teardown && (err = open_store(&a)))
 		goto cleanup;
-	}
 	lo.bpffs_dir = a.opts.bpffs;
 	lo.cgroup_path = a.opts.cgroup;
 	if ((err = portres_loader_open(&lo, &a.loader))) {
@@ -465,8 +637,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
 		goto cleanup;
 	}
-	if ((err = reconcile(&a))) {
-		log_msg(LOG_ERR, "start", "reconciling the maps with the state file: %s", strerror(-err));
+	if ((err = batch_init(&a)) || (err = reconcile(&a))) {
+		log_msg(LOG_ERR, "start", "reconciling the maps with the database: %s", strerror(-err));
 		goto cleanup;
 	}
 	dir = strdup(a.opts.socket);
@@ -477,8 +649,10 @@ int main(int argc, char **argv)
 	ret = server_run(&a) ? 1 : 0;
 cleanup:
 	portres_loader_close(a.loader);
+	batch_free(&a);
+	resv_free_all(&a);
 	netns_release_all(&a);
+	store_close(a.store);
 	state_free(&a.st);
-	free(a.resv);
 	return ret;
 }

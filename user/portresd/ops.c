@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * ops.c - the protocol's operations. Each handler checks, then changes the
- * maps, the table and the state file in an order that leaves nothing behind
- * when a step fails, and answers with a reply or an errno and a message.
+ * maps and the table (leaving nothing behind when a step fails), records the
+ * change in the store and how to undo it in the batch (batch.c), and answers
+ * with a reply or an errno and a message. The reply of a change waits for the
+ * batch's commit: it means "done and durable".
  *
  * Authorisation (SPEC §4): create, delete, update, attach - root or the admin
  * group; acquire - anyone within the per-uid quota; release - the acquiring
@@ -10,6 +12,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -18,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -84,7 +88,6 @@ static const char *tok_str(uint64_t token)
 /* The reservation a request names by token or name (any kind) or by range (persistent). */
 static struct resv *select_resv(struct agent *a, const struct proto_req *req, struct reply *rp)
 {
-	struct state_resv *sr;
 	struct resv *r = NULL;
 
 	switch (req->sel) {
@@ -93,11 +96,11 @@ static struct resv *select_resv(struct agent *a, const struct proto_req *req, st
 			fail(rp, ENOENT, "no reservation with token %s", tok_str(req->token));
 		return r;
 	case PROTO_SEL_NAME:
-		if (!(sr = state_find_name(&a->st, req->name)) || !(r = resv_find(a, sr->token)))
+		if (!(r = resv_find_name(a, req->name)))
 			fail(rp, ENOENT, "no reservation named %s", req->name);
 		return r;
 	case PROTO_SEL_RANGE:
-		r = resv_find_range(a, a->own_ns->cookie, req->proto, req->start, req->count);
+		r = resv_find_range(a->own_ns, req->proto, req->start, req->count);
 		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT) {
 			fail(rp, ENOENT, "no persistent reservation %s", range_str(req->proto, req->start, req->count));
 			return NULL;
@@ -113,7 +116,7 @@ static struct resv *select_resv(struct agent *a, const struct proto_req *req, st
 static int overlap_msg(struct agent *a, struct resv *o, struct reply *rp, uint8_t proto, uint32_t start,
 		       uint32_t count)
 {
-	const struct state_resv *sr = state_find_token(&a->st, o->token);
+	const struct state_resv *sr = o->sr;
 	char other[128];
 
 	snprintf(other, sizeof(other), "%s reservation %s%s%s", o->r.kind == PORTRES_KIND_RUNTIME ? "runtime" : "persistent",
@@ -148,11 +151,37 @@ static int check_socket(int fd, uint8_t *proto, __u64 *netns, struct reply *rp)
 	return 0;
 }
 
+/* Undo of a change that added reservation token: out of the maps and the table. */
+static void undo_add(struct agent *a, void *arg)
+{
+	const uint64_t *token = arg;
+	struct resv *r = resv_find(a, *token);
+
+	if (r) {
+		resv_unload(a, r);
+		resv_remove(a, r);
+	}
+}
+
+struct undo_acquire {
+	uint64_t token;
+	int fd;      /* the batch's duplicate of the anchor socket */
+};
+
+static void undo_acquire(struct agent *a, void *arg)
+{
+	struct undo_acquire *u = arg;
+
+	portres_anchor_del(a->loader, u->fd, u->token);
+	undo_add(a, &u->token);
+}
+
 static int op_acquire(struct agent *a, const struct peer *p, const struct proto_req *req, int fd,
 		      struct reply *rp)
 {
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
+	struct undo_acquire *u;
 	uint64_t token, used;
 	char held[1536];
 	struct netns *ns;
@@ -169,7 +198,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		return fail(rp, ENOMEM, "out of memory");
 	if (req->start) {
 		r.start = req->start;
-		if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
+		if ((o = resv_overlap(ns, r.proto, r.start, r.count)))
 			return overlap_msg(a, o, rp, r.proto, r.start, r.count);
 		err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 		if (err == -EADDRINUSE)
@@ -183,25 +212,43 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		return fail(rp, -err, "cannot inspect the socket's network namespace: %s", strerror(-err));
 	if ((err = resv_new_token(a, &token)))
 		return fail(rp, -err, "no random token: %s", strerror(-err));
-	if ((err = portres_resv_add(a->loader, token, &r)))
-		return fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
-	if ((err = portres_anchor_add(a->loader, fd, token))) {
-		portres_resv_del(a->loader, token);
-		return fail(rp, -err, "cannot tie the reservation to the socket: %s", strerror(-err));
-	}
-	if (resv_insert(a, token, &r, p->uid, ns)) {
-		portres_anchor_del(a->loader, fd, token);
-		portres_resv_del(a->loader, token);
+	/* The batch may have to take the anchor back after the client's fd is closed: its own copy. */
+	if (!(u = calloc(1, sizeof(*u))) || (u->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+		free(u);
 		return fail(rp, ENOMEM, "out of memory");
 	}
-	netns_sync_sysctl(a, ns);
+	u->token = token;
+	if ((err = portres_resv_add(a->loader, token, &r))) {
+		fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
+		goto err_dup;
+	}
+	if ((err = portres_anchor_add(a->loader, fd, token))) {
+		fail(rp, -err, "cannot tie the reservation to the socket: %s", strerror(-err));
+		goto err_map;
+	}
+	if (!resv_insert(a, token, &r, p->uid, ns, NULL)) {
+		fail(rp, ENOMEM, "out of memory");
+		goto err_anchor;
+	}
+	store_put_runtime(a->store, &(struct store_runtime){ .token = token, .netns = netns_key(ns), .proto = r.proto,
+							     .start = r.start, .count = r.count, .uid = p->uid,
+							     .pid = (uint32_t)p->pid }, (uint64_t)time(NULL));
+	batch_undo(a, undo_acquire, NULL, u, u->fd);
 	log_msg(LOG_INFO, "acquire", "runtime %s token %s for pid %d uid %u", range_str(r.proto, r.start, r.count),
 		tok_str(token), p->pid, p->uid);
 	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
 			       r.count, "proto", state_proto_name(r.proto));
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
-				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+				"proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
+err_anchor:
+	portres_anchor_del(a->loader, fd, token);
+err_map:
+	portres_resv_del(a->loader, token);
+err_dup:
+	close(u->fd);
+	free(u);
+	return -1;
 }
 
 static int op_release(struct agent *a, const struct peer *p, const struct proto_req *req, int fd,
@@ -233,18 +280,19 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 				  .proto = req->proto, .kind = PORTRES_KIND_PERSISTENT,
 				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
 	struct state_grant grants[PROTO_MAX_GRANTS];
-	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
-				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants };
-	char err_msg[STATE_ERR_LEN] = "", held[1536];
-	size_t g = 0;
-	struct resv *o;
+	struct state_resv tmpl = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
+				   .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants };
+	struct state_resv *sr = NULL;
+	uint64_t *undo = NULL;
+	char held[1536];
+	struct resv *o, *n;
 	int err;
 
 	if (need_admin(a, p, rp, "creating a persistent reservation"))
 		return -1;
-	if (req->name && state_find_name(&a->st, req->name))
+	if (req->name && resv_find_name(a, req->name))
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
-	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
+	if ((o = resv_overlap(a->own_ns, r.proto, r.start, r.count)))
 		return overlap_msg(a, o, rp, r.proto, r.start, r.count);
 	err = ports_held(a, a->own_ns, r.proto, r.start, r.count, held, sizeof(held));
 	if (err == -EADDRINUSE)
@@ -257,39 +305,40 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		if (req->grants[i].path && (err = portres_cgroup_id(req->grants[i].path, &grants[i].id)))
 			return fail(rp, EINVAL, "grant cgroup %s: %s", req->grants[i].path, strerror(-err));
 	}
-	if ((err = resv_new_token(a, &sr.token)))
+	if ((err = resv_new_token(a, &tmpl.token)))
 		return fail(rp, -err, "no random token: %s", strerror(-err));
-	/* maps, then the state file (the truth for persistent reservations), then the sysctl */
-	if ((err = portres_resv_add(a->loader, sr.token, &r)))
-		return fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
-	for (g = 0; g < sr.n_grants; g++)
-		if ((err = portres_grant_add(a->loader, sr.token, grants[g].type, grants[g].id)))
-			goto rollback;
-	if ((err = state_add_resv(&a->st, &sr)) || (err = resv_insert(a, sr.token, &r, 0, a->own_ns)))
-		goto rollback;
-	if ((err = agent_save(a, true, err_msg, sizeof(err_msg)))) {
-		resv_remove(a, sr.token);
-		goto rollback;
+	/* the table (the name is taken at once), the maps with the grants, then the record and its undo */
+	if (!(undo = malloc(sizeof(*undo))) || !(sr = calloc(1, sizeof(*sr))) || state_resv_copy(sr, &tmpl))
+		goto err_nomem;
+	*undo = tmpl.token;
+	if (!(n = resv_insert(a, tmpl.token, &r, 0, a->own_ns, sr))) {
+		sr = NULL; /* taken */
+		goto err_nomem;
 	}
-	netns_sync_sysctl(a, a->own_ns);
+	if ((err = resv_load(a, n))) {
+		resv_remove(a, n);
+		free(undo);
+		if (err == -ENOMEM)
+			return fail(rp, ENOMEM, "out of memory");
+		return fail(rp, -err, "cannot add %s to the maps: %s", range_str(r.proto, r.start, r.count),
+			    strerror(-err));
+	}
+	store_put_resv(a->store, n->sr, (uint64_t)n->created);
+	batch_undo(a, undo_add, NULL, undo, -1);
 	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s by uid %u",
-		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
+		range_str(r.proto, r.start, r.count), tok_str(tmpl.token), req->name ? " name " : "",
 		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
-	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
-				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
+	rp->fields = json_pack("{s:s}", "token", tok_str(tmpl.token));
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(tmpl.token),
+				"proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
 	return 0;
-rollback:
-	if ((o = resv_find(a, sr.token)) == NULL && state_find_token(&a->st, sr.token))
-		state_del_resv(&a->st, (size_t)(state_find_token(&a->st, sr.token) - a->st.resv));
-	while (g-- > 0)
-		portres_grant_del(a->loader, sr.token, grants[g].type, grants[g].id);
-	portres_resv_del(a->loader, sr.token);
-	if (err == -ENOMEM)
-		return fail(rp, ENOMEM, "out of memory");
-	if (g < sr.n_grants && err_msg[0] == '\0')
-		return fail(rp, -err, "cannot add grant: %s", strerror(-err));
-	return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+err_nomem:
+	if (sr) {
+		state_resv_free(sr);
+		free(sr);
+	}
+	free(undo);
+	return fail(rp, ENOMEM, "out of memory");
 }
 
 static int op_lookup(struct agent *a, const struct proto_req *req, struct reply *rp)
@@ -333,11 +382,60 @@ static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len
 	return held;
 }
 
+/* What a deleted persistent reservation was, to put it back if the batch fails. */
+struct undo_delete {
+	uint64_t token;
+	struct portres_resv r;
+	time_t created;
+	struct state_resv sr;
+	size_t n_attach;
+	struct state_attach *attach;
+};
+
+static void undo_delete_free(void *arg)
+{
+	struct undo_delete *u = arg;
+
+	state_resv_free(&u->sr);
+	for (size_t i = 0; i < u->n_attach; i++)
+		free(u->attach[i].path);
+	free(u->attach);
+	free(u);
+}
+
+static void undo_delete(struct agent *a, void *arg)
+{
+	struct undo_delete *u = arg;
+	struct state_resv *sr = calloc(1, sizeof(*sr));
+	struct resv *n = NULL;
+	int err = -ENOMEM;
+
+	if (sr && state_resv_copy(sr, &u->sr)) {
+		free(sr);
+		sr = NULL;
+	}
+	/* resv_insert takes sr, also when it fails */
+	if (sr && (n = resv_insert(a, u->token, &u->r, 0, a->own_ns, sr)))
+		err = resv_load(a, n);
+	if (err) {
+		/* The database still has it: the next start loads it. */
+		log_msg(LOG_ERR, "batch", "cannot put token %016llx back in the maps: %s", (unsigned long long)u->token,
+			strerror(-err));
+		if (n)
+			resv_remove(a, n);
+		return;
+	}
+	n->created = u->created;
+	for (size_t i = 0; i < u->n_attach; i++)
+		if (!attach_add(a, &u->attach[i]))
+			attach_map(a, &u->attach[i]);
+}
+
 static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN], held[1536];
 	const struct state_resv *sr;
-	struct state keep = { 0 };
+	struct undo_delete *u;
+	char held[1536];
 	struct resv *r;
 	uint64_t token;
 
@@ -346,12 +444,11 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	if (!(r = select_resv(a, req, rp)))
 		return -1;
 	token = r->token;
+	sr = r->sr;
 	/* Live sockets or attachments: only a forced delete takes the block from under them. */
-	if (!req->force && holders(a, r, held, sizeof(held))) {
-		sr = state_find_token(&a->st, token);
+	if (!req->force && holders(a, r, held, sizeof(held)))
 		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
 			    sr && sr->name ? " named " : "", sr && sr->name ? sr->name : "", held);
-	}
 	if (req->dry_run) {
 		rp->fields = json_pack("{s:b, s:o}", "dry_run", 1, "reservation", resv_json(a, r));
 		return 0;
@@ -360,58 +457,83 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 		runtime_end(a, token, "deleted by an administrator");
 		return 0;
 	}
-	/* The state file first: if it cannot be written, nothing changes. */
-	if (state_add_resv(&keep, state_find_token(&a->st, token)))
-		return fail(rp, ENOMEM, "out of memory");
-	state_del_resv(&a->st, (size_t)(state_find_token(&a->st, token) - a->st.resv));
-	if (agent_save(a, true, err_msg, sizeof(err_msg))) {
-		state_add_resv(&a->st, &keep.resv[0]);
-		state_free(&keep);
-		return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+	/* kept aside for the undo: the reservation, its grants and its attachments */
+	if (!(u = calloc(1, sizeof(*u))) || state_resv_copy(&u->sr, sr) ||
+	    (r->n_attach && !(u->attach = calloc(r->n_attach, sizeof(*u->attach)))))
+		goto nomem;
+	u->token = token;
+	u->r = r->r;
+	u->created = r->created;
+	for (size_t i = 0; i < a->st.n_attach && u->n_attach < r->n_attach; i++) {
+		if (a->st.attach[i].token != token)
+			continue;
+		u->attach[u->n_attach] = a->st.attach[i];
+		if (!(u->attach[u->n_attach].path = strdup(a->st.attach[i].path)))
+			goto nomem;
+		u->n_attach++;
 	}
 	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
 		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token),
-				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
-				 keep.resv[0].name));
-	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
-		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
-	state_free(&keep);
-	resv_unload(a, token);
-	resv_remove(a, token);
-	netns_sync_sysctl(a, a->own_ns);
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token),
+				"proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
+				sr ? sr->name : NULL));
+	/* its grants and attachments go with its row */
+	store_del_resv(a->store, token, true);
+	batch_undo(a, undo_delete, undo_delete_free, u, -1);
+	resv_unload(a, r);
+	resv_remove(a, r);
 	return 0;
+nomem:
+	if (u)
+		undo_delete_free(u);
+	return fail(rp, ENOMEM, "out of memory");
+}
+
+struct undo_mode {
+	uint64_t token;
+	uint8_t mode;
+};
+
+static void undo_mode(struct agent *a, void *arg)
+{
+	struct undo_mode *u = arg;
+	struct resv *r = resv_find(a, u->token);
+
+	if (!r)
+		return;
+	portres_resv_set_mode(a->loader, r->token, u->mode);
+	r->r.mode = u->mode;
+	if (r->sr)
+		r->sr->mode = u->mode;
 }
 
 static int op_update(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN];
-	struct state_resv *sr;
+	struct undo_mode *u;
 	struct resv *r;
-	uint8_t old;
 	int err;
 
 	if (need_admin(a, p, rp, "changing a reservation"))
 		return -1;
 	if (!(r = select_resv(a, req, rp)))
 		return -1;
-	old = r->r.mode;
-	if ((err = portres_resv_set_mode(a->loader, r->token, (uint8_t)req->mode)))
+	if (!(u = malloc(sizeof(*u))))
+		return fail(rp, ENOMEM, "out of memory");
+	*u = (struct undo_mode){ r->token, r->r.mode };
+	if ((err = portres_resv_set_mode(a->loader, r->token, (uint8_t)req->mode))) {
+		free(u);
 		return fail(rp, -err, "cannot change mode: %s", strerror(-err));
-	r->r.mode = (uint8_t)req->mode;
-	if ((sr = state_find_token(&a->st, r->token))) {
-		sr->mode = (uint8_t)req->mode;
-		if (agent_save(a, true, err_msg, sizeof(err_msg))) {
-			sr->mode = old;
-			r->r.mode = old;
-			portres_resv_set_mode(a->loader, r->token, old);
-			return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
-		}
 	}
+	r->r.mode = (uint8_t)req->mode;
+	if (r->sr) {
+		r->sr->mode = (uint8_t)req->mode;
+		store_set_mode(a->store, r->token, (uint8_t)req->mode);
+	}
+	batch_undo(a, undo_mode, NULL, u, -1);
 	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
-				 state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
-				 state_mode_name(r->r.mode)));
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
+				state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
+				state_mode_name(r->r.mode)));
 	return 0;
 }
 
@@ -468,11 +590,48 @@ int attach_map(struct agent *a, const struct state_attach *at)
 	return portres_cgroup_attach(a->loader, at->cgroup_id, &c);
 }
 
+/* An attachment's change, to be undone: the one it made (at) and the one it replaced or removed (old). */
+struct undo_attach {
+	bool has_at, has_old;
+	struct state_attach at, old;
+};
+
+static void undo_attach_free(void *arg)
+{
+	struct undo_attach *u = arg;
+
+	free(u->at.path);
+	free(u->old.path);
+	free(u);
+}
+
+static void undo_attach(struct agent *a, void *arg)
+{
+	struct undo_attach *u = arg;
+
+	for (size_t i = 0; u->has_at && i < a->st.n_attach; i++)
+		if (a->st.attach[i].cgroup_id == u->at.cgroup_id && a->st.attach[i].token == u->at.token) {
+			portres_cgroup_detach(a->loader, u->at.cgroup_id);
+			attach_del(a, i);
+			break;
+		}
+	if (u->has_old && !attach_add(a, &u->old))
+		attach_map(a, &u->old);
+}
+
+/* The store's record of an attachment that goes (persistent tokens only are kept). */
+static void store_forget_attach(struct agent *a, const struct state_attach *at)
+{
+	struct resv *r = resv_find(a, at->token);
+
+	if (r && r->r.kind == PORTRES_KIND_PERSISTENT)
+		store_del_attach(a->store, at->cgroup_id, r->r.proto);
+}
+
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine }, old = { 0 };
-	char err_msg[STATE_ERR_LEN];
-	bool save;
+	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine };
+	struct undo_attach *u;
 	struct resv *r;
 	uid_t owner = (uid_t)-1;
 	int err;
@@ -481,56 +640,62 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	    may_attach(a, p, r, owner, rp))
 		return -1;
 	at.token = r->token;
-	save = r->r.kind == PORTRES_KIND_PERSISTENT;
+	if (!(u = calloc(1, sizeof(*u))) || !(u->at.path = strdup(at.path))) {
+		free(u);
+		return fail(rp, ENOMEM, "out of memory");
+	}
+	u->at.cgroup_id = at.cgroup_id;
+	u->at.token = at.token;
+	u->at.confine = at.confine;
 	/* The cgroup's attachment so far is replaced; kept aside to be put back on a failure. */
 	for (size_t i = 0; i < a->st.n_attach; i++)
 		if (a->st.attach[i].cgroup_id == at.cgroup_id || !strcmp(a->st.attach[i].path, at.path)) {
-			old = a->st.attach[i];
-			if (!(old.path = strdup(old.path)))
+			u->old = a->st.attach[i];
+			if (!(u->old.path = strdup(u->old.path))) {
+				undo_attach_free(u);
 				return fail(rp, ENOMEM, "out of memory");
-			save |= state_find_token(&a->st, old.token) != NULL;
-			state_del_attach(&a->st, i);
+			}
+			u->has_old = true;
+			attach_del(a, i);
 			break;
 		}
 	if ((err = attach_map(a, &at))) {
 		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
-		goto restore;
+		goto err_restore;
 	}
-	if ((err = state_add_attach(&a->st, &at))) {
+	if ((err = attach_add(a, &at))) {
 		fail(rp, ENOMEM, "out of memory");
-		goto undo_map;
+		goto err_map;
 	}
-	if (save && agent_save(a, true, err_msg, sizeof(err_msg))) {
-		state_del_attach(&a->st, a->st.n_attach - 1);
-		fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
-		goto undo_map;
-	}
+	u->has_at = true;
 	/* the path now names another cgroup: the old one's map entry goes */
-	if (old.path && old.cgroup_id != at.cgroup_id)
-		portres_cgroup_detach(a->loader, old.cgroup_id);
-	free(old.path);
-	a->attach_dirty = true;
+	if (u->has_old && u->old.cgroup_id != at.cgroup_id)
+		portres_cgroup_detach(a->loader, u->old.cgroup_id);
+	if (u->has_old)
+		store_forget_attach(a, &u->old);
+	if (r->r.kind == PORTRES_KIND_PERSISTENT)
+		store_put_attach(a->store, &at, r->r.proto);
+	batch_undo(a, undo_attach, undo_attach_free, u, -1);
 	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
 		req->confine ? " confined" : "", p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:b}", "type", "attached", "token", tok_str(r->token),
-				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
-				 req->cgroup, "confine", req->confine));
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:b}", "type", "attached", "token", tok_str(r->token),
+				"proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
+				req->cgroup, "confine", req->confine));
 	return 0;
-undo_map:
+err_map:
 	portres_cgroup_detach(a->loader, at.cgroup_id);
-restore:
-	if (old.path) {
-		attach_map(a, &old);
-		state_add_attach(&a->st, &old);
-		free(old.path);
-	}
+err_restore:
+	u->has_at = false;
+	undo_attach(a, u);
+	undo_attach_free(u);
 	return -1;
 }
 
 static int op_detach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
+	char real[PATH_MAX];
 	struct state_attach *at = NULL;
+	struct undo_attach *u;
 	struct stat sb;
 	uint64_t id;
 	size_t i;
@@ -547,12 +712,20 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		return fail(rp, ENOENT, "cgroup %s is not attached", req->cgroup);
 	if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
 		return -1;
+	if (!(u = calloc(1, sizeof(*u))) || !(u->old.path = strdup(at->path))) {
+		free(u);
+		return fail(rp, ENOMEM, "out of memory");
+	}
+	u->old.cgroup_id = at->cgroup_id;
+	u->old.token = at->token;
+	u->old.confine = at->confine;
+	u->has_old = true;
 	portres_cgroup_detach(a->loader, at->cgroup_id);
 	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup", at->path));
-	state_del_attach(&a->st, i);
-	a->attach_dirty = true;
-	agent_save(a, true, err_msg, sizeof(err_msg));
+	batch_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup", at->path));
+	store_forget_attach(a, at);
+	attach_del(a, i);
+	batch_undo(a, undo_attach, undo_attach_free, u, -1);
 	return 0;
 }
 
@@ -632,11 +805,12 @@ static json_t *sockets_json(struct agent *a, struct netns *ns, uint8_t proto, ui
 	return c.arr;
 }
 
-static json_t *attachments_json(struct agent *a, uint64_t token)
+static json_t *attachments_json(struct agent *a, const struct resv *r)
 {
+	uint64_t token = r->token;
 	json_t *att = json_array();
 
-	for (size_t i = 0; i < a->st.n_attach; i++)
+	for (size_t i = 0; r->n_attach && i < a->st.n_attach; i++)
 		if (a->st.attach[i].token == token)
 			json_array_append_new(att, json_pack("{s:s, s:I, s:b}", "path", a->st.attach[i].path,
 							     "cgroup_id", (json_int_t)a->st.attach[i].cgroup_id,
@@ -652,7 +826,7 @@ static int op_show(struct agent *a, const struct proto_req *req, struct reply *r
 	if (!r)
 		return -1;
 	o = resv_json(a, r);
-	json_object_set_new(o, "attachments", attachments_json(a, r->token));
+	json_object_set_new(o, "attachments", attachments_json(a, r));
 	json_object_set_new(o, "stats", stats_json(a, r->token));
 	json_object_set_new(o, "sockets", sockets_json(a, r->ns, r->r.proto, r->r.start, r->r.count));
 	rp->fields = json_pack("{s:o}", "reservation", o);
@@ -705,22 +879,22 @@ static long ports_in_use(const struct usage_ctx *c, uint8_t proto, uint32_t star
  */
 static void add_usage(struct agent *a, json_t *arr)
 {
-	for (size_t k = 0; k < a->n_ns; k++) {
-		struct netns *ns = a->ns[k];
+	struct netns *ns, *tmp;
+
+	HASH_ITER(hh, a->ns_by_cookie, ns, tmp) {
 		struct usage_ctx c = { 0 };
-		bool ok = false, any = false;
+		struct resv *r, *rtmp;
+		bool ok = false;
 		struct stat sb;
-		json_t *o;
-		size_t i;
+		size_t i = 0;
 
-		for (i = 0; i < a->n_resv && !any; i++)
-			any = a->resv[i].ns == ns;
-		if (any)
+		if (ns->n_resv)
 			ok = !netns_run(a, ns, usage_in_ns, &c);
-		json_array_foreach(arr, i, o) {
-			const struct resv *r = &a->resv[i];
+		/* arr is in the table's order */
+		resv_foreach(a, r, rtmp) {
+			json_t *o = json_array_get(arr, i++);
 
-			if (r->ns != ns)
+			if (r->ns != ns || !o)
 				continue;
 			json_object_set_new(o, "in_use", json_integer(ok ? ports_in_use(&c, r->r.proto, r->r.start,
 											 r->r.count) : -1));
@@ -736,11 +910,12 @@ static void add_usage(struct agent *a, json_t *arr)
 static int op_list(struct agent *a, const struct proto_req *req, struct reply *rp)
 {
 	json_t *arr = json_array();
+	struct resv *r, *tmp;
 
-	for (size_t i = 0; i < a->n_resv; i++) {
-		json_t *o = resv_json(a, &a->resv[i]);
+	resv_foreach(a, r, tmp) {
+		json_t *o = resv_json(a, r);
 
-		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
+		json_object_set_new(o, "attachments", attachments_json(a, r));
 		json_array_append_new(arr, o);
 	}
 	if (req->usage)
@@ -759,7 +934,7 @@ static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp
 
 		if (req->proto && req->proto != protos[i])
 			continue;
-		r = resv_overlap(a, a->own_ns->cookie, protos[i], req->port, 1);
+		r = resv_at(a->own_ns, protos[i], req->port);
 		if (r)
 			json_array_append_new(owners, resv_json(a, r));
 	}
@@ -771,11 +946,9 @@ static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp
 static int op_status(struct agent *a, struct reply *rp)
 {
 	struct portres_gstats g = { 0 };
-	size_t persistent = 0;
+	size_t persistent = a->n_persistent;
 
 	portres_global_stats(a->loader, &g);
-	for (size_t i = 0; i < a->n_resv; i++)
-		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
 	rp->fields = json_pack("{s:s, s:i, s:I, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
 			       " s:{s:I, s:I, s:I}}",
 			       "version", PORTRESD_VERSION, "pid", (int)getpid(), "netns",
@@ -817,14 +990,60 @@ static int op_events(struct agent *a, const struct proto_req *req, struct event_
 
 /* --- dispatch ------------------------------------------------------------- */
 
-char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub)
+static bool op_writes(enum proto_op op)
+{
+	switch (op) {
+	case PROTO_OP_ACQUIRE:
+	case PROTO_OP_RELEASE:
+	case PROTO_OP_CREATE:
+	case PROTO_OP_DELETE:
+	case PROTO_OP_UPDATE:
+	case PROTO_OP_ATTACH:
+	case PROTO_OP_DETACH:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* An in-process caller's reply, kept until the commit delivers it. */
+static void capture(void *ctx, char *reply)
+{
+	*(char **)ctx = reply;
+}
+
+void ops_commit(struct agent *a)
+{
+	static time_t logged;
+	static uint64_t failed;
+	char err[STATE_ERR_LEN + 128];
+	time_t now;
+
+	if (!batch_commit(a, err, sizeof(err)))
+		return;
+	/* the disk stays full for a while: one line a second with a count */
+	failed++;
+	now = time(NULL);
+	if (now != logged) {
+		log_msg(LOG_ERR, "store", "%s; the changes of %llu batch%s were undone", err,
+			(unsigned long long)failed, failed == 1 ? "" : "es");
+		logged = now;
+		failed = 0;
+	}
+}
+
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub,
+		 batch_done_fn done, void *ctx)
 {
 	struct reply rp = { 0 };
 	struct proto_req req;
 	struct proto_err perr;
-	char *out;
+	char *out, *res = NULL;
+	size_t mark;
+	bool changed;
 
 	a->requests++;
+	mark = batch_mark(a);
 	if (proto_parse_request(buf, len, &req, &perr)) {
 		rp.code = perr.code;
 		snprintf(rp.msg, sizeof(rp.msg), "%s", perr.msg);
@@ -834,6 +1053,11 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE) {
 		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
 		goto reply;
+	}
+	/* Reads see only what is committed: what the batch holds is committed first. */
+	if (!op_writes(req.op) && batch_open(a)) {
+		ops_commit(a);
+		mark = batch_mark(a);
 	}
 	switch (req.op) {
 	case PROTO_OP_ACQUIRE: op_acquire(a, p, &req, fd, &rp); break;
@@ -863,7 +1087,18 @@ reply:
 		out = proto_ok_reply(rp.fields);
 	}
 	proto_req_free(&req);
-	return out;
+	changed = batch_mark(a) != mark;
+	/* Replies wait for the batch's commit (in their order), or go now when none is open. */
+	if (!done) {
+		batch_reply(a, capture, &res, out, changed);
+		ops_commit(a);
+		return res;
+	}
+	if (batch_open(a))
+		batch_reply(a, done, ctx, out, changed);
+	else
+		done(ctx, out);
+	return NULL;
 }
 
 static const char *const event_names[] = {

@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * resv.c - the agent's table of reservations and the network namespaces they
- * live in: sysctl merging, wildcard block choice, holders of ports, saving.
+ * live in: indexes, sysctl merging, wildcard block choice, holders of ports.
+ *
+ * The table is indexed so that no request does work in proportion to the
+ * number of reservations: by token and by name (hashes), by port per netns
+ * and protocol (a page table of 65,536 slots: a block's lookup and overlap
+ * are O(its count)), runtime ports per uid (a hash kept as they come and go),
+ * and each netns's ports (bitmaps, from which its sysctl is written once per
+ * batch).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,57 +26,189 @@
 #include "portresd.h"
 #include "sockdiag.h"
 
+/* --- the port index ------------------------------------------------------- */
+
+static int proto_slot(uint8_t proto)
+{
+	return proto == IPPROTO_UDP;
+}
+
+struct resv *resv_at(struct netns *ns, uint8_t proto, uint16_t port)
+{
+	struct resv **page = ns->idx[proto_slot(proto)].page[port / PORTIDX_PAGE];
+
+	return page ? page[port % PORTIDX_PAGE] : NULL;
+}
+
+/* Sets [start, start+count) of r's protocol to r (or NULL); -ENOMEM before changing anything. */
+static int index_set(struct netns *ns, uint8_t proto, uint32_t start, uint32_t count, struct resv *r)
+{
+	struct port_index *ix = &ns->idx[proto_slot(proto)];
+
+	for (uint32_t pg = start / PORTIDX_PAGE; r && pg <= (start + count - 1) / PORTIDX_PAGE; pg++)
+		if (!ix->page[pg] && !(ix->page[pg] = calloc(PORTIDX_PAGE, sizeof(struct resv *))))
+			return -ENOMEM;
+	for (uint32_t p = start; p < start + count; p++)
+		ix->page[p / PORTIDX_PAGE][p % PORTIDX_PAGE] = r;
+	return 0;
+}
+
+struct resv *resv_find_range(struct netns *ns, uint8_t proto, uint16_t start, uint16_t count)
+{
+	struct resv *r = resv_at(ns, proto, start);
+
+	return r && r->r.start == start && r->r.count == count ? r : NULL;
+}
+
+struct resv *resv_overlap(struct netns *ns, uint8_t proto, uint32_t start, uint32_t count)
+{
+	const struct port_index *ix = &ns->idx[proto_slot(proto)];
+	uint32_t end = start + count > 65536 ? 65536 : start + count;
+
+	for (uint32_t p = start; p < end;) {
+		struct resv **page = ix->page[p / PORTIDX_PAGE];
+
+		if (!page) {
+			p = (p / PORTIDX_PAGE + 1) * PORTIDX_PAGE;
+			continue;
+		}
+		if (page[p % PORTIDX_PAGE])
+			return page[p % PORTIDX_PAGE];
+		p++;
+	}
+	return NULL;
+}
+
 /* --- the table ------------------------------------------------------------ */
 
 struct resv *resv_find(struct agent *a, uint64_t token)
 {
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].token == token)
-			return &a->resv[i];
-	return NULL;
+	struct resv *r;
+
+	HASH_FIND(hh, a->by_token, &token, sizeof(token), r);
+	return r;
 }
 
-struct resv *resv_find_range(struct agent *a, uint64_t netns, uint8_t proto, uint16_t start, uint16_t count)
+struct resv *resv_find_name(struct agent *a, const char *name)
 {
-	for (size_t i = 0; i < a->n_resv; i++) {
-		struct resv *r = &a->resv[i];
+	struct resv *r;
 
-		if (r->r.netns == netns && r->r.proto == proto && r->r.start == start && r->r.count == count)
-			return r;
+	HASH_FIND(hh_name, a->by_name, name, strlen(name), r);
+	return r;
+}
+
+static int uid_add(struct agent *a, uint32_t uid, int64_t ports)
+{
+	struct uid_ports *u;
+
+	HASH_FIND(hh, a->by_uid, &uid, sizeof(uid), u);
+	if (!u) {
+		if (ports <= 0 || !(u = calloc(1, sizeof(*u))))
+			return ports <= 0 ? 0 : -ENOMEM;
+		u->uid = uid;
+		HASH_ADD(hh, a->by_uid, uid, sizeof(u->uid), u);
 	}
-	return NULL;
-}
-
-struct resv *resv_overlap(struct agent *a, uint64_t netns, uint8_t proto, uint32_t start, uint32_t count)
-{
-	for (size_t i = 0; i < a->n_resv; i++) {
-		struct resv *r = &a->resv[i];
-
-		if (r->r.netns == netns && r->r.proto == proto && start < (uint32_t)r->r.start + r->r.count &&
-		    r->r.start < start + count)
-			return r;
+	u->ports = (uint64_t)((int64_t)u->ports + ports);
+	if (!u->ports) {
+		HASH_DELETE(hh, a->by_uid, u);
+		free(u);
 	}
-	return NULL;
-}
-
-int resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid, struct netns *ns)
-{
-	struct resv *n = realloc(a->resv, (a->n_resv + 1) * sizeof(*n));
-
-	if (!n)
-		return -ENOMEM;
-	a->resv = n;
-	n[a->n_resv++] = (struct resv){ .token = token, .r = *r, .uid = uid, .ns = ns, .created = time(NULL) };
 	return 0;
 }
 
-void resv_remove(struct agent *a, uint64_t token)
+uint64_t resv_runtime_ports(struct agent *a, uint32_t uid)
 {
-	struct resv *r = resv_find(a, token);
+	struct uid_ports *u;
 
-	if (!r)
-		return;
-	*r = a->resv[--a->n_resv];
+	HASH_FIND(hh, a->by_uid, &uid, sizeof(uid), u);
+	return u ? u->ports : 0;
+}
+
+static void resv_free(struct resv *r)
+{
+	if (r->sr) {
+		state_resv_free(r->sr);
+		free(r->sr);
+	}
+	free(r);
+}
+
+bool resv_hash_oom;
+
+struct resv *resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid,
+			 struct netns *ns, struct state_resv *sr)
+{
+	struct resv *n = calloc(1, sizeof(*n));
+	int slot = proto_slot(r->proto);
+
+	if (!n) {
+		if (sr) {
+			state_resv_free(sr);
+			free(sr);
+		}
+		return NULL;
+	}
+	*n = (struct resv){ .token = token, .r = *r, .uid = uid, .ns = ns, .created = time(NULL), .sr = sr };
+	if (index_set(ns, r->proto, r->start, r->count, n))
+		goto nomem;
+	if (r->kind == PORTRES_KIND_RUNTIME && uid_add(a, uid, r->count))
+		goto unindex;
+	resv_hash_oom = false;
+	HASH_ADD(hh, a->by_token, token, sizeof(n->token), n);
+	if (resv_hash_oom)
+		goto uid;
+	if (sr && sr->name) {
+		HASH_ADD_KEYPTR(hh_name, a->by_name, sr->name, strlen(sr->name), n);
+		if (resv_hash_oom) {
+			HASH_DELETE(hh, a->by_token, n);
+			goto uid;
+		}
+	}
+	portset_add(&ns->used[slot], r->start, r->count);
+	ns->n_resv++;
+	a->n_resv++;
+	a->n_persistent += r->kind == PORTRES_KIND_PERSISTENT;
+	batch_sysctl(a, ns);
+	return n;
+uid:
+	if (r->kind == PORTRES_KIND_RUNTIME)
+		uid_add(a, uid, -(int64_t)r->count);
+unindex:
+	index_set(ns, r->proto, r->start, r->count, NULL);
+nomem:
+	resv_free(n);
+	return NULL;
+}
+
+void resv_remove(struct agent *a, struct resv *r)
+{
+	struct netns *ns = r->ns;
+
+	HASH_DELETE(hh, a->by_token, r);
+	if (r->sr && r->sr->name)
+		HASH_DELETE(hh_name, a->by_name, r);
+	if (r->r.kind == PORTRES_KIND_RUNTIME)
+		uid_add(a, r->uid, -(int64_t)r->r.count);
+	index_set(ns, r->r.proto, r->r.start, r->r.count, NULL);
+	portset_del(&ns->used[proto_slot(r->r.proto)], r->r.start, r->r.count);
+	ns->n_resv--;
+	a->n_resv--;
+	a->n_persistent -= r->r.kind == PORTRES_KIND_PERSISTENT;
+	batch_sysctl(a, ns);
+	resv_free(r);
+}
+
+void resv_free_all(struct agent *a)
+{
+	struct resv *r, *tmp;
+	struct uid_ports *u, *utmp;
+
+	HASH_ITER(hh, a->by_token, r, tmp)
+		resv_remove(a, r);
+	HASH_ITER(hh, a->by_uid, u, utmp) {
+		HASH_DELETE(hh, a->by_uid, u);
+		free(u);
+	}
 }
 
 int resv_new_token(struct agent *a, uint64_t *token)
@@ -81,19 +220,9 @@ int resv_new_token(struct agent *a, uint64_t *token)
 	return 0;
 }
 
-uint64_t resv_runtime_ports(struct agent *a, uint32_t uid)
-{
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].r.kind == PORTRES_KIND_RUNTIME && a->resv[i].uid == uid)
-			n += a->resv[i].r.count;
-	return n;
-}
-
 json_t *resv_json(struct agent *a, const struct resv *r)
 {
-	const struct state_resv *sr = r->r.kind == PORTRES_KIND_PERSISTENT ? state_find_token(&a->st, r->token) : NULL;
+	const struct state_resv *sr = r->sr;
 	char tok[17];
 	json_t *o, *grants = json_array();
 
@@ -104,8 +233,10 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 		      r->r.kind == PORTRES_KIND_RUNTIME ? "runtime" : "persistent", "mode",
 		      state_mode_name(r->r.mode) ? state_mode_name(r->r.mode) : "?", "netns",
 		      (json_int_t)r->r.netns, "dead", (r->r.flags & PORTRES_RESV_DEAD) != 0);
-	if (!o)
+	if (!o) {
+		json_decref(grants);
 		return NULL;
+	}
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		json_object_set_new(o, "owner_pid", json_integer(r->r.owner_tgid));
 		json_object_set_new(o, "uid", json_integer(r->uid));
@@ -126,31 +257,61 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 
 /* --- network namespaces --------------------------------------------------- */
 
-int netns_own(struct agent *a)
+static struct netns *netns_new(struct agent *a, uint64_t cookie, int fd)
 {
 	struct netns *ns = calloc(1, sizeof(*ns));
-	int err;
 
 	if (!ns)
-		return -ENOMEM;
-	ns->own = true;
-	ns->fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-	if (ns->fd < 0 || (err = portres_netns_cookie(&ns->cookie))) {
-		err = ns->fd < 0 ? -errno : err;
-		if (ns->fd >= 0)
-			close(ns->fd);
+		return NULL;
+	ns->cookie = cookie;
+	ns->fd = fd;
+	resv_hash_oom = false;
+	HASH_ADD(hh, a->ns_by_cookie, cookie, sizeof(ns->cookie), ns);
+	if (resv_hash_oom) {
 		free(ns);
+		return NULL;
+	}
+	a->n_ns++;
+	return ns;
+}
+
+static void netns_free(struct agent *a, struct netns *ns)
+{
+	HASH_DELETE(hh, a->ns_by_cookie, ns);
+	a->n_ns--;
+	for (int k = 0; k < 2; k++)
+		for (size_t pg = 0; pg < 65536 / PORTIDX_PAGE; pg++)
+			free(ns->idx[k].page[pg]);
+	if (ns->fd >= 0)
+		close(ns->fd);
+	free(ns);
+}
+
+int netns_own(struct agent *a)
+{
+	uint64_t cookie;
+	int err, fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if ((err = portres_netns_cookie(&cookie))) {
+		close(fd);
 		return err;
 	}
-	a->ns = calloc(1, sizeof(*a->ns));
-	if (!a->ns) {
-		close(ns->fd);
-		free(ns);
+	if (!(a->own_ns = netns_new(a, cookie, fd))) {
+		close(fd);
 		return -ENOMEM;
 	}
-	a->ns[a->n_ns++] = ns;
-	a->own_ns = ns;
+	a->own_ns->own = true;
 	return 0;
+}
+
+struct netns *netns_find(struct agent *a, uint64_t cookie)
+{
+	struct netns *ns;
+
+	HASH_FIND(hh, a->ns_by_cookie, &cookie, sizeof(cookie), ns);
+	return ns;
 }
 
 /*
@@ -160,61 +321,36 @@ int netns_own(struct agent *a)
  */
 struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd)
 {
-	struct netns **arr, *ns;
+	struct netns *ns = netns_find(a, cookie);
+	int fd;
 
-	for (size_t i = 0; i < a->n_ns; i++) {
-		if (a->ns[i]->cookie != cookie)
-			continue;
-		if (a->ns[i]->fd < 0 && sockfd >= 0)
-			a->ns[i]->fd = ioctl(sockfd, SIOCGSKNS);
-		return a->ns[i];
+	if (ns) {
+		if (ns->fd < 0 && sockfd >= 0 && (ns->fd = ioctl(sockfd, SIOCGSKNS)) >= 0)
+			fcntl(ns->fd, F_SETFD, FD_CLOEXEC);
+		return ns;
 	}
-	ns = calloc(1, sizeof(*ns));
-	arr = realloc(a->ns, (a->n_ns + 1) * sizeof(*arr));
-	if (!ns || !arr) {
-		free(ns);
-		if (arr)
-			a->ns = arr;
-		return NULL;
-	}
-	a->ns = arr;
-	ns->cookie = cookie;
-	ns->fd = sockfd >= 0 ? ioctl(sockfd, SIOCGSKNS) : -1;
-	if (ns->fd >= 0)
-		fcntl(ns->fd, F_SETFD, FD_CLOEXEC);
-	a->ns[a->n_ns++] = ns;
+	fd = sockfd >= 0 ? ioctl(sockfd, SIOCGSKNS) : -1;
+	if (fd >= 0)
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if (!(ns = netns_new(a, cookie, fd)) && fd >= 0)
+		close(fd);
 	return ns;
 }
 
-/* Forgets a foreign netns that holds no reservation any more. */
-static void netns_gc(struct agent *a, struct netns *ns)
+void netns_gc(struct agent *a, struct netns *ns)
 {
-	if (ns->own)
+	if (ns->own || ns->n_resv || ns->sysctl_dirty || !portset_empty(&ns->owned) ||
+	    !portset_empty(&ns->owned_db))
 		return;
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].ns == ns)
-			return;
-	for (size_t i = 0; i < a->n_ns; i++) {
-		if (a->ns[i] != ns)
-			continue;
-		a->ns[i] = a->ns[--a->n_ns];
-		if (ns->fd >= 0)
-			close(ns->fd);
-		free(ns);
-		return;
-	}
+	netns_free(a, ns);
 }
 
 void netns_release_all(struct agent *a)
 {
-	for (size_t i = 0; i < a->n_ns; i++) {
-		if (a->ns[i]->fd >= 0)
-			close(a->ns[i]->fd);
-		free(a->ns[i]);
-	}
-	free(a->ns);
-	a->ns = NULL;
-	a->n_ns = 0;
+	struct netns *ns, *tmp;
+
+	HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
+		netns_free(a, ns);
 	a->own_ns = NULL;
 }
 
@@ -237,118 +373,188 @@ int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg
 	return ret;
 }
 
-struct sync_ctx {
-	const struct portset *wanted;
-	struct portset *owned;
-	bool changed;
-};
+/* --- the sysctl ----------------------------------------------------------- */
 
-static int sync_in_ns(void *arg)
+/* The reserved ports and the ephemeral range, as the kernel has them in ns. */
+static int read_sysctl(void *arg)
 {
-	struct sync_ctx *c = arg;
+	struct netns *ns = arg;
 
-	return sysctl_ports_sync(SYSCTL_RESERVED_PORTS, c->wanted, c->owned, &c->changed);
+	ns->port_lo = 32768;
+	ns->port_hi = 60999;
+	sysctl_port_range(SYSCTL_PORT_RANGE, &ns->port_lo, &ns->port_hi);
+	return portset_read(SYSCTL_RESERVED_PORTS, &ns->sysctl_now);
 }
 
-int netns_sync_sysctl(struct agent *a, struct netns *ns)
+static int write_sysctl(void *arg)
 {
-	struct portset *wanted = calloc(1, sizeof(*wanted));
-	struct sync_ctx c = { .wanted = wanted, .owned = ns->own ? &a->st.sysctl_added : &ns->owned };
-	char err[STATE_ERR_LEN];
-	int ret;
+	return portset_write(SYSCTL_RESERVED_PORTS, arg);
+}
 
-	if (!wanted)
+/* The sysctl of ns in this batch: read once (pick_block and the write at the end share it). */
+static const struct portset *sysctl_now(struct agent *a, struct netns *ns, int *err)
+{
+	*err = 0;
+	if (ns->sysctl_gen != a->batch_gen && (*err = netns_run(a, ns, read_sysctl, ns)))
+		return NULL;
+	ns->sysctl_gen = a->batch_gen;
+	return &ns->sysctl_now;
+}
+
+/*
+ * The ports wanted are those of ns's reservations (TCP and UDP share the
+ * entries). Added: wanted ones not there yet (then ours); removed: ours not
+ * wanted any more. The database learns of the ports about to be added before
+ * the write (prepare) and of those removed after it (write), so after a crash
+ * at any point it never misses an entry of ours: it may only name one that
+ * is already gone, which the next start drops without harm.
+ */
+int netns_sysctl_prepare(struct agent *a, struct netns *ns)
+{
+	const struct portset *cur;
+	struct portset *mid = malloc(sizeof(*mid));
+	int err;
+
+	if (!mid)
 		return -ENOMEM;
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].ns == ns && !(a->resv[i].r.flags & PORTRES_RESV_DEAD))
-			portset_add(wanted, a->resv[i].r.start, a->resv[i].r.count);
-	ret = netns_run(a, ns, sync_in_ns, &c);
-	free(wanted);
-	if (ret) {
-		log_msg(LOG_WARN, "sysctl", "netns %llu: ip_local_reserved_ports not updated: %s",
-			(unsigned long long)ns->cookie, strerror(-ret));
-		return ret;
+	if (!(cur = sysctl_now(a, ns, &err))) {
+		free(mid);
+		log_msg(LOG_WARN, "sysctl", "netns %llu: ip_local_reserved_ports not read: %s",
+			(unsigned long long)ns->cookie, strerror(-err));
+		return err;
 	}
-	/* Runtime changes need not survive a reboot (the sysctl does not): no fsync. */
-	if (ns->own && c.changed)
-		agent_save(a, false, err, sizeof(err));
+	for (size_t i = 0; i < 1024; i++)
+		mid->w[i] = ns->owned.w[i] | ((ns->used[0].w[i] | ns->used[1].w[i]) & ~cur->w[i]);
+	store_set_owned(a->store, netns_key(ns), &ns->owned_db, mid);
+	ns->owned_db = *mid;
+	free(mid);
 	return 0;
 }
 
-/* --- saving --------------------------------------------------------------- */
-
-int agent_save(struct agent *a, bool durable, char *err, size_t errlen)
+int netns_sysctl_write(struct agent *a, struct netns *ns)
 {
-	struct state view = a->st;
-	int ret;
+	struct portset *next = malloc(sizeof(*next));
+	const struct portset *cur = &ns->sysctl_now;
+	bool changed = false, keep;
+	int err = 0;
 
-	/* Attachments of runtime tokens die with them: only persistent ones are saved. */
-	view.attach = calloc(a->st.n_attach + 1, sizeof(*view.attach));
-	if (!view.attach)
+	if (!next)
 		return -ENOMEM;
-	view.n_attach = 0;
-	for (size_t i = 0; i < a->st.n_attach; i++)
-		if (state_find_token(&a->st, a->st.attach[i].token))
-			view.attach[view.n_attach++] = a->st.attach[i];
-	ret = state_save(a->opts.state_dir, &view, durable, err, errlen);
-	free(view.attach);
-	if (ret)
-		log_msg(LOG_ERR, "state", "%s", err);
-	return ret;
+	for (size_t i = 0; i < 1024; i++) {
+		uint64_t wanted = ns->used[0].w[i] | ns->used[1].w[i];
+		uint64_t add = wanted & ~cur->w[i], drop = ns->owned.w[i] & ~wanted;
+
+		next->w[i] = (cur->w[i] | add) & ~drop;
+		changed |= next->w[i] != cur->w[i];
+	}
+	if (changed && (err = netns_run(a, ns, write_sysctl, next))) {
+		log_msg(LOG_WARN, "sysctl", "netns %llu: ip_local_reserved_ports not updated: %s",
+			(unsigned long long)ns->cookie, strerror(-err));
+		free(next);
+		return err;
+	}
+	for (size_t i = 0; i < 1024; i++) {
+		uint64_t wanted = ns->used[0].w[i] | ns->used[1].w[i];
+
+		ns->owned.w[i] = (ns->owned.w[i] | (wanted & ~cur->w[i])) & wanted;
+	}
+	ns->sysctl_now = *next;
+	free(next);
+	/* what left the sysctl leaves the database with the next commit, whatever becomes of that batch */
+	keep = store_keep(a->store, true);
+	store_set_owned(a->store, netns_key(ns), &ns->owned_db, &ns->owned);
+	store_keep(a->store, keep);
+	ns->owned_db = ns->owned;
+	return 0;
+}
+
+/* --- attachments ----------------------------------------------------------- */
+
+int attach_add(struct agent *a, const struct state_attach *at)
+{
+	struct resv *r = resv_find(a, at->token);
+	int err = state_add_attach(&a->st, at);
+
+	if (err)
+		return err;
+	if (r)
+		r->n_attach++;
+	a->attach_dirty = true;
+	return 0;
+}
+
+void attach_del(struct agent *a, size_t i)
+{
+	struct resv *r = resv_find(a, a->st.attach[i].token);
+
+	if (r && r->n_attach)
+		r->n_attach--;
+	state_del_attach(&a->st, i);
+	a->attach_dirty = true;
 }
 
 /* --- ending reservations -------------------------------------------------- */
 
-void resv_unload(struct agent *a, uint64_t token)
+int resv_load(struct agent *a, struct resv *r)
 {
-	const struct state_resv *sr = state_find_token(&a->st, token);
+	size_t g, n = r->sr ? r->sr->n_grants : 0;
 	int err;
 
-	for (size_t i = 0; sr && i < sr->n_grants; i++)
-		portres_grant_del(a->loader, token, sr->grants[i].type, sr->grants[i].id);
-	for (size_t i = a->st.n_attach; i-- > 0;) {
-		if (a->st.attach[i].token != token)
+	if ((err = portres_resv_add(a->loader, r->token, &r->r)))
+		return err;
+	for (g = 0; g < n; g++)
+		if ((err = portres_grant_add(a->loader, r->token, r->sr->grants[g].type, r->sr->grants[g].id)))
+			goto err_grants;
+	return 0;
+err_grants:
+	/* grants 0..g-1 went in */
+	while (g > 0) {
+		g--;
+		portres_grant_del(a->loader, r->token, r->sr->grants[g].type, r->sr->grants[g].id);
+	}
+	portres_resv_del(a->loader, r->token);
+	return err;
+}
+
+void resv_unload(struct agent *a, struct resv *r)
+{
+	int err;
+
+	for (size_t i = 0; r->sr && i < r->sr->n_grants; i++)
+		portres_grant_del(a->loader, r->token, r->sr->grants[i].type, r->sr->grants[i].id);
+	for (size_t i = a->st.n_attach; r->n_attach && i-- > 0;) {
+		if (a->st.attach[i].token != r->token)
 			continue;
 		portres_cgroup_detach(a->loader, a->st.attach[i].cgroup_id);
-		state_del_attach(&a->st, i);
-		a->attach_dirty = true;
+		attach_del(a, i);
 	}
-	err = portres_resv_del(a->loader, token);
+	err = portres_resv_del(a->loader, r->token);
 	if (err && err != -ENOENT)
-		log_msg(LOG_WARN, "maps", "deleting token %016llx: %s", (unsigned long long)token, strerror(-err));
+		log_msg(LOG_WARN, "maps", "deleting token %016llx: %s", (unsigned long long)r->token, strerror(-err));
 }
 
 void runtime_end(struct agent *a, uint64_t token, const char *why)
 {
 	struct resv *r = resv_find(a, token);
-	struct netns *ns;
 	char tok[17];
-	json_t *ev;
+	bool infra;
 
 	if (!r || r->r.kind != PORTRES_KIND_RUNTIME)
 		return;
-	ns = r->ns;
 	state_token_format(token, tok);
 	log_msg(LOG_INFO, "release", "runtime %s %u-%u token %s of pid %u ended (%s)",
 		state_proto_name(r->r.proto), r->r.start, r->r.start + r->r.count - 1, tok, r->r.owner_tgid, why);
-	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "released", "token", tok, "proto",
-		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "why", why);
-	resv_unload(a, token);
-	resv_remove(a, token);
-	netns_sync_sysctl(a, ns);
-	netns_gc(a, ns);
-	events_emit(a, ev);
+	/* The block is gone from the maps at once, whatever becomes of the batch. */
+	infra = batch_infra(a, true);
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "released", "token", tok, "proto",
+				state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "why", why));
+	store_del_resv(a->store, token, false);
+	batch_infra(a, infra);
+	resv_unload(a, r);
+	resv_remove(a, r);
 }
 
 /* --- choosing a block ----------------------------------------------------- */
-
-struct pick_ctx {
-	struct agent *a;
-	struct netns *ns;
-	uint8_t proto;
-	uint16_t count;
-	uint16_t start;
-};
 
 /*
  * Small blocks are checked with bind() probes rather than a sock_diag dump:
@@ -380,21 +586,79 @@ static bool port_busy(uint8_t proto, uint16_t port)
 	return busy;
 }
 
-/* First run of count free ports in [lo, hi], scanning up or down. */
+/* First run of count free ports in [lo, hi], scanning up or down; whole words at a time where they are full or empty. */
 static int find_run(const struct portset *busy, uint32_t lo, uint32_t hi, uint32_t count, bool down)
 {
-	uint32_t run = 0;
+	uint32_t run = 0, p;
 
 	if (lo > hi || hi - lo + 1 < count)
 		return -1;
-	for (uint32_t i = 0; i <= hi - lo; i++) {
-		uint32_t p = down ? hi - i : lo + i;
+	p = down ? hi : lo;
+	for (;;) {
+		uint64_t w = busy->w[p / 64];
+		bool aligned = down ? p % 64 == 63 && p - 63 >= lo : p % 64 == 0 && p + 63 <= hi;
 
-		run = portset_test(busy, (uint16_t)p) ? 0 : run + 1;
-		if (run == count)
-			return (int)(down ? p : p - count + 1);
+		if (aligned && w == ~0ULL) {
+			run = 0;
+		} else if (aligned && w == 0) {
+			if (run + 64 >= count)
+				/* the run completes inside this word */
+				return (int)(down ? p - (count - run) + 1 : p + (count - run) - count);
+			run += 64;
+		} else {
+			run = portset_test(busy, (uint16_t)p) ? 0 : run + 1;
+			if (run == count)
+				return (int)(down ? p : p - count + 1);
+			aligned = false;
+		}
+		if (aligned) {
+			if (down ? p - 63 == lo || p < 64 : p + 63 == hi)
+				return -1;
+			p = down ? p - 64 : p + 64;
+		} else {
+			if (p == (down ? lo : hi))
+				return -1;
+			p = down ? p - 1 : p + 1;
+		}
 	}
-	return -1;
+}
+
+struct probe_ctx {
+	uint8_t proto;
+	uint16_t start, count;
+	struct portset *busy;
+	bool clean;
+};
+
+static int probe_in_ns(void *arg)
+{
+	struct probe_ctx *c = arg;
+
+	c->clean = true;
+	for (uint32_t p = c->start; p < (uint32_t)c->start + c->count; p++)
+		if (port_busy(c->proto, (uint16_t)p)) {
+			portset_add(c->busy, p, 1);
+			c->clean = false;
+		}
+	return 0;
+}
+
+struct dump_ctx {
+	uint8_t proto;
+	struct portset *busy;
+};
+
+static int dump_in_ns(void *arg)
+{
+	struct dump_ctx *c = arg;
+	struct sockdiag_sock *socks = NULL;
+	size_t n = 0;
+	int err = sockdiag_list(c->proto, 0, 65536, &socks, &n);
+
+	for (size_t i = 0; !err && i < n; i++)
+		portset_add(c->busy, socks[i].port, 1);
+	free(socks);
+	return err;
 }
 
 /*
@@ -408,74 +672,55 @@ static int find_run(const struct portset *busy, uint32_t lo, uint32_t hi, uint32
  *      connect() allocator spreads over the whole range from a random offset,
  *      so no part is idle; a block there is only taken when 1 and 2 are full,
  *      and merging it into ip_local_reserved_ports takes it out of that use.
- * Free means: in no reservation of this protocol and netns, not in
- * ip_local_reserved_ports already (someone keeps those for something), and
- * with no socket of this protocol bound to it (sock_diag).
+ * Free means: in no reservation of this netns (either protocol: they share
+ * the sysctl's entries), not in ip_local_reserved_ports already (someone
+ * keeps those for something), and with no socket of this protocol bound to
+ * it (probes for small blocks, else sock_diag).
  */
-static int pick_in_ns(void *arg)
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start)
 {
-	struct pick_ctx *c = arg;
-	struct portset *busy = calloc(1, sizeof(*busy));
-	struct sockdiag_sock *socks = NULL;
-	uint16_t lo = 32768, hi = 60999;
-	size_t n = 0;
+	struct portset *busy = malloc(sizeof(*busy));
+	const struct portset *cur;
+	uint16_t lo, hi;
 	int s, err;
 
 	if (!busy)
 		return -ENOMEM;
-	err = portset_read(SYSCTL_RESERVED_PORTS, busy);
-	if (err)
+	if (!(cur = sysctl_now(a, ns, &err)))
 		goto cleanup;
-	sysctl_port_range(SYSCTL_PORT_RANGE, &lo, &hi);
+	for (size_t i = 0; i < 1024; i++)
+		busy->w[i] = cur->w[i] | ns->used[0].w[i] | ns->used[1].w[i];
+	lo = ns->port_lo;
+	hi = ns->port_hi;
 	if (lo < 1024)
 		lo = 1024;
 	portset_add(busy, 0, 1024);
-	for (size_t i = 0; i < c->a->n_resv; i++) {
-		const struct resv *r = &c->a->resv[i];
+	if (count > PROBE_MAX) {
+		struct dump_ctx d = { .proto = proto, .busy = busy };
 
-		if (r->ns == c->ns && r->r.proto == c->proto)
-			portset_add(busy, r->r.start, r->r.count);
-	}
-	if (c->count > PROBE_MAX) {
-		err = sockdiag_list(c->proto, 0, 65536, &socks, &n);
-		if (err)
+		if ((err = netns_run(a, ns, dump_in_ns, &d)))
 			goto cleanup;
-		for (size_t i = 0; i < n; i++)
-			portset_add(busy, socks[i].port, 1);
 	}
 	/* A candidate with a busy port marks it and searches again. */
 	for (;;) {
-		bool clean = true;
+		struct probe_ctx c = { .proto = proto, .count = count, .busy = busy, .clean = true };
 
 		err = -EADDRINUSE;
-		if ((s = find_run(busy, (uint32_t)hi + 1, 65535, c->count, false)) < 0 &&
-		    (s = find_run(busy, 1024, lo - 1u, c->count, true)) < 0 &&
-		    (s = find_run(busy, lo, hi, c->count, true)) < 0)
+		if ((s = find_run(busy, (uint32_t)hi + 1, 65535, count, false)) < 0 &&
+		    (s = find_run(busy, 1024, lo - 1u, count, true)) < 0 &&
+		    (s = find_run(busy, lo, hi, count, true)) < 0)
 			break;
-		for (uint32_t p = (uint32_t)s; c->count <= PROBE_MAX && p < (uint32_t)s + c->count; p++)
-			if (port_busy(c->proto, (uint16_t)p)) {
-				portset_add(busy, p, 1);
-				clean = false;
-			}
-		if (clean) {
-			c->start = (uint16_t)s;
+		c.start = (uint16_t)s;
+		if (count <= PROBE_MAX && (err = netns_run(a, ns, probe_in_ns, &c)))
+			break;
+		if (c.clean) {
+			*start = (uint16_t)s;
 			err = 0;
 			break;
 		}
 	}
 cleanup:
-	free(socks);
 	free(busy);
-	return err;
-}
-
-int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start)
-{
-	struct pick_ctx c = { .a = a, .ns = ns, .proto = proto, .count = count };
-	int err = netns_run(a, ns, pick_in_ns, &c);
-
-	if (!err)
-		*start = c.start;
 	return err;
 }
 
@@ -517,7 +762,8 @@ int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start,
 	       char *msg, size_t len)
 {
 	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len,
-			      .reserved = resv_overlap(a, ns->cookie, proto, start, count) != NULL };
+			      .reserved = (proto != IPPROTO_UDP && resv_overlap(ns, IPPROTO_TCP, start, count)) ||
+					  (proto != IPPROTO_TCP && resv_overlap(ns, IPPROTO_UDP, start, count)) };
 
 	return netns_run(a, ns, held_in_ns, &c);
 }

@@ -193,6 +193,22 @@ static void client_accept(int lfd)
 	}
 }
 
+/* A reply from ops (now, or after the batch's commit): queued and sent. */
+static void client_done(void *ctx, char *reply)
+{
+	struct client *c = ctx;
+
+	if (c->dead || !reply) {
+		free(reply);
+		return;
+	}
+	if (!client_queue(c, reply)) {
+		client_close(c);
+		return;
+	}
+	client_flush(c);
+}
+
 /* Reads up to BATCH requests; -1 if the client went away. */
 static int client_read(struct client *c)
 {
@@ -209,7 +225,6 @@ static int client_read(struct client *c)
 		struct peer peer = c->peer;
 		int fds[8], nfds = 0;
 		struct event_sub *sub = NULL;
-		char *reply;
 		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -246,22 +261,16 @@ static int client_read(struct client *c)
 			}
 		}
 		if (mh.msg_flags & MSG_TRUNC)
-			reply = proto_err_reply(EMSGSIZE, "request larger than 65536 bytes");
+			client_done(c, proto_err_reply(EMSGSIZE, "request larger than 65536 bytes"));
 		else if ((mh.msg_flags & MSG_CTRUNC) || nfds > 1)
-			reply = proto_err_reply(EINVAL, "at most one file descriptor per request");
+			client_done(c, proto_err_reply(EINVAL, "at most one file descriptor per request"));
 		else
-			reply = ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub);
+			ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub, client_done, c);
 		/* The agent never keeps a client's socket: closing it must end its reservations. */
 		for (int j = 0; j < nfds; j++)
 			close(fds[j]);
 		if (c->dead) {
 			events_sub_free(sub);
-			free(reply);
-			return -1;
-		}
-		if (!client_queue(c, reply)) {
-			events_sub_free(sub);
-			client_close(c);
 			return -1;
 		}
 		/* after the reply: it carries the history, the subscription what comes next */
@@ -275,8 +284,6 @@ static int client_read(struct client *c)
 			agent->n_subscribers++;
 			events_sub_start(sub, deliver_event, c);
 		}
-		if (client_flush(c))
-			return -1;
 	}
 	return 0;
 }
@@ -447,14 +454,17 @@ int server_run(struct agent *a)
 			}
 		}
 		sweep_idle();
-		bury();
 		if (mfd >= 0)
 			metrics_run(a);
 		if (a->attach_dirty)
 			cgwatch_sync(a);
 		cgwatch_tick(a);
+		/* the turn's changes: one commit, then their replies go out */
+		ops_commit(a);
+		bury();
 		log_events_flush(false);
 	}
+	ops_commit(a);
 	log_events_flush(true);
 	while (clients)
 		client_close(clients);

@@ -943,6 +943,11 @@ bool store_keep(struct store *s, bool keep)
 	return old;
 }
 
+void store_poison(struct store *s)
+{
+	s->oom = true;
+}
+
 size_t store_pending(const struct store *s)
 {
 	return s->n;

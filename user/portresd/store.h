@@ -112,6 +112,8 @@ void store_clear_boot(struct store *s);
 
 /* Changes recorded from now on survive a failed commit (retried with the next); returns the old setting. */
 bool store_keep(struct store *s, bool keep);
+/* The next commit fails with ENOMEM (a change could not be recorded by its caller). */
+void store_poison(struct store *s);
 /* Changes recorded and not yet committed. */
 size_t store_pending(const struct store *s);
 /*
