@@ -3,8 +3,9 @@
  * portresd - the agent that owns portres's BPF programs, maps, state file and
  * sysctl entries, and serves the management API on a Unix socket.
  *
- * Start: flags -> feature probe -> state file -> loader (load or adopt pins,
- * attach) -> reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
+ * Start: flags -> another agent on the socket? (then stop, touching nothing)
+ * -> feature probe -> state file -> loader (load or adopt pins, attach) ->
+ * reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
  * the agent and leave enforcement in place; --teardown removes it.
  */
 #include <bpf/libbpf.h>
@@ -418,7 +419,11 @@ int main(int argc, char **argv)
 		a.opts.cgroup = cgroup2_mount();
 	a.started = time(NULL);
 
-	/* probe -> state -> loader -> reconcile -> serve */
+	/* another agent? -> probe -> state -> loader -> reconcile -> serve */
+	if (!a.opts.teardown && server_socket_answers(a.opts.socket)) {
+		log_msg(LOG_ERR, "start", "another portresd answers on %s; nothing was changed", a.opts.socket);
+		goto cleanup;
+	}
 	if ((err = probe(&a.opts, why, sizeof(why)))) {
 		log_msg(LOG_ERR, "probe", "missing feature: %s", why);
 		goto cleanup;

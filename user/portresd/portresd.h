@@ -148,6 +148,8 @@ json_t *event_json(const struct portres_event *ev);
 
 /* server.c */
 int server_run(struct agent *a);
+/* True when an agent answers on the socket at path. */
+bool server_socket_answers(const char *path);
 /* Sends an event message (taken) to every subscriber and keeps it among the recent ones. */
 void server_broadcast(struct agent *a, json_t *event);
 /* The recent events, oldest first (a new array). */
