@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
@@ -341,6 +342,17 @@ static int teardown(struct agent *a)
 
 /* --- main ----------------------------------------------------------------- */
 
+/* Every client is an fd: the soft limit (often 1024) goes up to the hard one. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
@@ -417,6 +429,7 @@ int main(int argc, char **argv)
 	libbpf_set_print(libbpf_log);
 	if (!a.opts.cgroup)
 		a.opts.cgroup = cgroup2_mount();
+	raise_nofile();
 	a.started = time(NULL);
 
 	/* another agent? -> probe -> state -> loader -> reconcile -> serve */

@@ -51,9 +51,68 @@ struct client {
 
 static struct agent *agent;
 static struct client *clients, *graveyard;
+
+/*
+ * With no fd free, accept4 fails (EMFILE/ENFILE) while the connection stays
+ * in the backlog and the listener readable: polling it would spin. It is
+ * taken out of the epoll set until a client closes or ACCEPT_BACKOFF_MS
+ * passed, and the condition is logged at most once a second.
+ */
+#define ACCEPT_BACKOFF_MS 200
+static struct {
+	int lfd;
+	bool paused;
+	struct timespec resume_at;
+	uint64_t failures;        /* since the last log line */
+	time_t logged;
+} acc = { .lfd = -1 };
 static struct watch w_listen = { W_LISTEN }, w_events = { W_EVENTS }, w_signal = { W_SIGNAL },
 		    w_metrics = { W_METRICS }, w_cgroups = { W_CGROUPS }, w_apply = { W_APPLY },
 		    w_apply_timer = { W_APPLY_TIMER };
+
+static void listener_arm(bool on)
+{
+	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &w_listen };
+
+	if (acc.lfd < 0 || acc.paused == !on)
+		return;
+	acc.paused = !on;
+	epoll_ctl(agent->epfd, EPOLL_CTL_MOD, acc.lfd, &ev);
+}
+
+static void accept_no_fd(int err)
+{
+	time_t now = time(NULL);
+
+	clock_gettime(CLOCK_MONOTONIC, &acc.resume_at);
+	acc.resume_at.tv_nsec += ACCEPT_BACKOFF_MS * 1000000L;
+	if (acc.resume_at.tv_nsec >= 1000000000L) {
+		acc.resume_at.tv_sec++;
+		acc.resume_at.tv_nsec -= 1000000000L;
+	}
+	listener_arm(false);
+	acc.failures++;
+	if (now != acc.logged) {
+		log_msg(LOG_WARN, "accept", "no file descriptor free (%s), %llu time%s: new connections wait until a "
+			"client closes (retried every %d ms)", strerror(err), (unsigned long long)acc.failures,
+			acc.failures == 1 ? "" : "s", ACCEPT_BACKOFF_MS);
+		acc.logged = now;
+		acc.failures = 0;
+	}
+}
+
+/* The back-off is over: the listener is polled again. */
+static void accept_resume_due(void)
+{
+	struct timespec now;
+
+	if (!acc.paused)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec > acc.resume_at.tv_sec ||
+	    (now.tv_sec == acc.resume_at.tv_sec && now.tv_nsec >= acc.resume_at.tv_nsec))
+		listener_arm(true);
+}
 
 static void client_close(struct client *c)
 {
@@ -73,6 +132,8 @@ static void client_close(struct client *c)
 	agent->n_clients--;
 	if (c->subscriber)
 		agent->n_subscribers--;
+	/* an fd is free again */
+	listener_arm(true);
 	/* Other events of this turn may still point at c. */
 	c->dead = true;
 	c->next = graveyard;
@@ -200,7 +261,11 @@ static void client_accept(int lfd)
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				accept_no_fd(errno);
+			else if (errno != EAGAIN)
 				log_msg(LOG_WARN, "accept", "%s", strerror(errno));
 			return;
 		}
@@ -437,6 +502,7 @@ int server_run(struct agent *a)
 	err = portres_events_open(a->loader, handle_ring_event, a);
 	efd = err ? err : portres_events_fd(a->loader);
 	epoll_ctl(a->epfd, EPOLL_CTL_ADD, lfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_listen });
+	acc.lfd = lfd;
 	epoll_ctl(a->epfd, EPOLL_CTL_ADD, sfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_signal });
 	if (efd >= 0)
 		epoll_ctl(a->epfd, EPOLL_CTL_ADD, efd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_events });
@@ -466,7 +532,7 @@ int server_run(struct agent *a)
 		epoll_ctl(a->epfd, EPOLL_CTL_ADD, atfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply_timer });
 	}
 	while (!a->stop) {
-		int n = epoll_wait(a->epfd, evs, 64, 1000);
+		int n = epoll_wait(a->epfd, evs, 64, acc.paused ? ACCEPT_BACKOFF_MS : 1000);
 
 		if (n < 0 && errno != EINTR) {
 			log_msg(LOG_ERR, "loop", "epoll_wait: %s", strerror(errno));
@@ -520,6 +586,7 @@ int server_run(struct agent *a)
 		}
 		sweep_idle();
 		bury();
+		accept_resume_due();
 		if (mfd >= 0)
 			metrics_run(a);
 		if (a->attach_dirty)
@@ -540,6 +607,7 @@ int server_run(struct agent *a)
 	autoapply_stop();
 	cgwatch_close();
 	close(lfd);
+	acc.lfd = -1;
 	unlink(a->opts.socket);
 	close(sfd);
 	close(a->epfd);
