@@ -105,9 +105,50 @@ static int run_tool(const char *tool, const char *const *args)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Kills every process of uid (all made by the test that made the user) and waits until they are gone. */
+static void kill_user_procs(uid_t uid)
+{
+	for (int round = 0; round < 100; round++) {
+		DIR *d = opendir("/proc");
+		struct dirent *e;
+		bool any = false;
+
+		while (d && (e = readdir(d))) {
+			char path[300], line[256];
+			unsigned int real = 0;
+			FILE *f;
+			int pid = atoi(e->d_name);
+
+			if (pid <= 0)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/status", pid);
+			if (!(f = fopen(path, "re")))
+				continue;
+			while (fgets(line, sizeof(line), f)) {
+				if (!strncmp(line, "State:\tZ", 8))
+					break; /* a zombie: gone but for its parent's wait */
+				if (sscanf(line, "Uid: %u", &real) == 1)
+					break;
+			}
+			fclose(f);
+			if (real == uid && kill(pid, SIGKILL) == 0)
+				any = true;
+		}
+		if (d)
+			closedir(d);
+		if (!any)
+			return;
+		usleep(20000);
+	}
+}
+
 /* userdel, retried: /etc/passwd may be locked by a test running beside this one. */
 static bool user_del(const char *name)
 {
+	struct passwd *pw = getpwnam(name);
+
+	if (pw && pw->pw_uid != 0)
+		kill_user_procs(pw->pw_uid);
 	for (int i = 0; i < 200; i++) {
 		int st = run_tool("userdel", (const char *const[]){ name, NULL });
 

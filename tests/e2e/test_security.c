@@ -11,12 +11,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -157,4 +162,291 @@ Test(security, fd_exhaustion_backs_off)
 	r = ag_req("{\"v\":1,\"op\":\"status\"}", -1);
 	cr_assert_str_eq(ag_errno(r), "");
 	json_decref(r);
+}
+
+/* --- lock-out (issue 8, item 3) -------------------------------------------- */
+
+/* Sends a status request on c: 1 when it is answered ok, 0 otherwise (refused, closed). */
+static int status_ok(int c)
+{
+	static const char req[] = "{\"v\":1,\"op\":\"status\"}";
+	json_t *r = ag_raw(c, req, sizeof(req) - 1, -1);
+	int ok = r && json_is_true(json_object_get(r, "ok"));
+
+	json_decref(r);
+	return ok;
+}
+
+#define HOARD 1100
+
+struct hoard {
+	int ready[2]; /* the hoarder writes how many of its connections were served */
+	int done[2];  /* closed by the test: the hoarder exits */
+};
+
+/* Opens HOARD connections, asks for status on each, reports, and holds them. */
+static int hoard(void *arg)
+{
+	struct hoard *h = arg;
+	static int conns[HOARD];
+	int served = 0;
+	char c;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (int i = 0; i < HOARD; i++)
+		conns[i] = ag_connect();
+	for (int i = 0; i < HOARD; i++)
+		served += conns[i] >= 0 && status_ok(conns[i]);
+	if (write(h->ready[1], &served, sizeof(served)) != sizeof(served))
+		return 1;
+	return read(h->done[0], &c, 1) < 0 ? 2 : 0;
+}
+
+static int status_as_user(void *arg)
+{
+	int c = ag_connect();
+
+	return c >= 0 && status_ok(c) ? 0 : 1;
+}
+
+static int events_as_user(void *arg)
+{
+	static const char req[] = "{\"v\":1,\"op\":\"events\"}";
+	int c = ag_connect();
+	json_t *r = c >= 0 ? ag_raw(c, req, sizeof(req) - 1, -1) : NULL;
+
+	return r && json_is_true(json_object_get(r, "ok")) ? 0 : 1;
+}
+
+Test(security, lockout_per_uid_cap)
+{
+	struct ag_user mallory, alice;
+	struct rlimit rl = { 4096, 4096 };
+	struct hoard h;
+	int served = -1, status;
+	pid_t pid;
+	char byte;
+	json_t *r;
+
+	/* the hoarder needs more fds than the common default of 1024 */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < 4096)
+		rl.rlim_max = 4096;
+	rl.rlim_cur = rl.rlim_max;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0, "%s", strerror(errno));
+	ag_user_new(&mallory);
+	ag_user_new(&alice);
+	ag_start(NULL);
+	cr_assert(pipe(h.ready) == 0 && pipe(h.done) == 0);
+	fflush(NULL);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		/* only the hoarder keeps the pipes' ends it uses: the test's close ends it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(h.ready[0]);
+		close(h.done[1]);
+		_exit(ag_as_user(&mallory, hoard, &h, NULL, 0));
+	}
+	close(h.ready[1]);
+	close(h.done[0]);
+	cr_assert_eq(read(h.ready[0], &served, sizeof(served)), (ssize_t)sizeof(served), "the hoarder failed");
+	/* while one user holds 1,100 connections, root and another user are served */
+	r = ag_req("{\"v\":1,\"op\":\"status\"}", -1);
+	cr_assert_str_eq(ag_errno(r), "", "root was refused while uid %u holds %d connections", mallory.uid, HOARD);
+	json_decref(r);
+	cr_assert_eq(ag_as_user(&alice, status_as_user, NULL, NULL, 0), 0, "another user was refused");
+	cr_assert_eq(ag_as_user(&alice, events_as_user, NULL, NULL, 0), 0, "another user could not subscribe");
+	/* the hoarder got its own share only */
+	cr_assert(served >= 1 && served <= 64, "uid %u was served on %d connections (cap 64)", mallory.uid, served);
+	cr_assert(ag_log_has("connections to the agent, its limit"));
+	cr_assert_eq(write(h.done[1], &byte, 0), 0);
+	close(h.done[1]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "hoarder status %d", status);
+}
+
+struct subscriber {
+	const char *sock;
+};
+
+/* Subscribes to events, never reads, and waits (20 s at most) for the agent to hang up. */
+static int stalled_subscriber(void *arg)
+{
+	static const char req[] = "{\"v\":1,\"op\":\"events\"}";
+	int c = ag_connect();
+	struct pollfd pfd = { .fd = c };
+
+	if (c < 0 || send(c, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0)
+		return 1;
+	/* events = 0: poll reports POLLHUP without reading anything */
+	for (int i = 0; i < 200; i++) {
+		if (poll(&pfd, 1, 100) == 1 && (pfd.revents & POLLHUP))
+			return 0;
+	}
+	return 2;
+}
+
+Test(security, stalled_subscriber_dropped)
+{
+	static const char *const extra[] = { "--stall-timeout", "1", NULL };
+	struct ag_user u;
+	int status, s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	pid_t pid;
+
+	ag_user_new(&u);
+	ag_start(extra);
+	fflush(NULL);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0)
+		_exit(ag_as_user(&u, stalled_subscriber, NULL, NULL, 0));
+	/* events (acquired, released) until the subscriber's messages back up and it is dropped */
+	for (int i = 0; i < 20000; i++) {
+		struct portres_instance in;
+
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+		cr_assert_eq(portres_acquire(s, &(struct portres_range){ 0, 1 }, &in), 0, "%s", strerror(errno));
+		cr_assert_eq(portres_release(s, in.token), 0, "%s", strerror(errno));
+		if (i == 19999)
+			cr_assert_fail("the subscriber was not dropped");
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "subscriber status %d", status);
+	cr_assert(ag_log_has("(events subscriber): closed"));
+	close(s);
+}
+
+/* The send buffer of the agent's end of our connection c, from sock_diag. */
+static uint32_t agent_sndbuf(int c)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct unix_diag_req r;
+	} req = {
+		.nlh = { .nlmsg_len = sizeof(req), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+			 .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
+		.r = { .sdiag_family = AF_UNIX, .udiag_states = (__u32)-1,
+		       .udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_MEMINFO },
+	};
+	static char buf[1 << 16];
+	struct stat sb;
+	uint32_t found = 0;
+	int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	ssize_t n;
+
+	cr_assert(nl >= 0 && fstat(c, &sb) == 0);
+	cr_assert(send(nl, &req, sizeof(req), 0) == (ssize_t)sizeof(req), "sock_diag: %s", strerror(errno));
+	while ((n = recv(nl, buf, sizeof(buf), 0)) > 0) {
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+			struct unix_diag_msg *m = NLMSG_DATA(h);
+			struct rtattr *a = (struct rtattr *)(m + 1);
+			int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
+			uint32_t peer = 0, sndbuf = 0;
+
+			if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR)
+				goto done;
+			for (; RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+				if (a->rta_type == UNIX_DIAG_PEER)
+					peer = *(uint32_t *)RTA_DATA(a);
+				else if (a->rta_type == UNIX_DIAG_MEMINFO)
+					sndbuf = ((uint32_t *)RTA_DATA(a))[SK_MEMINFO_SNDBUF];
+			}
+			if (peer == sb.st_ino)
+				found = sndbuf;
+		}
+	}
+done:
+	close(nl);
+	cr_assert(found, "no socket of the agent is the peer of ours");
+	return found;
+}
+
+/* One message of any size from c (10 s at most): malloc'd and NUL-terminated, or NULL. */
+static char *recv_whole(int c, size_t *len)
+{
+	struct timeval tv = { .tv_sec = 10 };
+	char *buf;
+	ssize_t n;
+
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	n = recv(c, NULL, 0, MSG_PEEK | MSG_TRUNC);
+	if (n <= 0 || !(buf = malloc((size_t)n + 1)))
+		return NULL;
+	if (recv(c, buf, (size_t)n, 0) != n) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = (size_t)n;
+	return buf;
+}
+
+/* The number of reservations in a list reply on c; -1 if it is not one. */
+static int listed_on(int c)
+{
+	size_t len = 0;
+	char *text = recv_whole(c, &len);
+	json_t *r = text ? json_loadb(text, len, 0, NULL) : NULL;
+	int n = json_is_true(json_object_get(r, "ok")) ? (int)json_array_size(json_object_get(r, "reservations")) : -1;
+
+	free(text);
+	json_decref(r);
+	return n;
+}
+
+#define PORTRES_MAX_ANCHORS_TEST 4 /* runtime reservations one socket may anchor */
+#define MANY 3000  /* runtime reservations: their list is far bigger than a client's send buffer */
+#define LISTS 8
+
+static const char list_req[] = "{\"v\":1,\"op\":\"list\"}";
+
+/* LISTS connections ask for the list at once, then read the replies: every one arrives whole. */
+static int many_lists(void *arg)
+{
+	int c[LISTS];
+
+	for (int i = 0; i < LISTS; i++)
+		if ((c[i] = ag_connect()) < 0 || send(c[i], list_req, sizeof(list_req) - 1, MSG_NOSIGNAL) < 0)
+			return 1;
+	for (int i = LISTS; i-- > 0;)
+		if (listed_on(c[i]) != MANY)
+			return 10 + i;
+	return 0;
+}
+
+Test(security, send_buffer_capped_big_list_delivered)
+{
+	struct rlimit rl = { 4096, 4096 };
+	static int socks[MANY / PORTRES_MAX_ANCHORS_TEST];
+	struct ag_user u;
+	size_t n = 0;
+	int c;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < 4096)
+		rl.rlim_max = 4096;
+	rl.rlim_cur = rl.rlim_max;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0, "%s", strerror(errno));
+	ag_user_new(&u);
+	ag_start(NULL);
+	/* a client's buffer in the agent is far below the old 32 MiB (64 MiB as the kernel counts) */
+	c = ag_connect();
+	cr_assert(c >= 0 && status_ok(c));
+	cr_assert(agent_sndbuf(c) <= 1024 * 1024, "the agent's send buffer for a client is %u bytes", agent_sndbuf(c));
+	close(c);
+	/* a list far bigger than that still arrives whole, to root and to a user asking on many connections */
+	for (size_t i = 0; i < MANY; i++) {
+		struct portres_instance in;
+
+		if (i % PORTRES_MAX_ANCHORS_TEST == 0)
+			socks[n++] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert_eq(portres_acquire(socks[n - 1], &(struct portres_range){ 0, 1 }, &in), 0, "acquire %zu: %s",
+			     i, strerror(errno));
+	}
+	c = ag_connect();
+	cr_assert(c >= 0 && send(c, list_req, sizeof(list_req) - 1, 0) > 0);
+	cr_assert_eq(listed_on(c), MANY);
+	close(c);
+	cr_assert_eq(ag_as_user(&u, many_lists, NULL, NULL, 0), 0);
+	while (n > 0)
+		close(socks[--n]);
 }

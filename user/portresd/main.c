@@ -47,6 +47,12 @@ static const char usage[] =
 	"  --apply-prune           with --apply: also delete named persistent reservations FILE lacks\n"
 	"  --quota N               runtime ports per uid (default 4096; root is exempt); an acquire\n"
 	"                          beyond it fails with EDQUOT\n"
+	"  --max-clients N         connections of unprivileged users, all together (default 1024);\n"
+	"                          root and the admin group are never refused\n"
+	"  --max-clients-per-uid N connections of one unprivileged uid (default 64); past a limit a\n"
+	"                          connection gets an EUSERS reply and is closed\n"
+	"  --stall-timeout SEC     a client (events subscribers too) leaving the agent's messages unread\n"
+	"                          this long is dropped (default 30)\n"
 	"  --log-format text|json  log lines on stderr (default text)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
@@ -342,6 +348,20 @@ static int teardown(struct agent *a)
 
 /* --- main ----------------------------------------------------------------- */
 
+/* A decimal number in [min, max]; 0 or -1. */
+static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !*s || *s == '-' || v < min || v > max)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
 /* Every client is an fd: the soft limit (often 1024) goes up to the hard one. */
 static void raise_nofile(void)
 {
@@ -356,7 +376,7 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
-	       O_APPLY, O_APPLY_PRUNE };
+	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -368,6 +388,9 @@ int main(int argc, char **argv)
 		{ "teardown", no_argument, NULL, O_TEARDOWN },
 		{ "log-format", required_argument, NULL, O_LOGFMT },
 		{ "quota", required_argument, NULL, O_QUOTA },
+		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
+		{ "max-clients-per-uid", required_argument, NULL, O_MAX_PER_UID },
+		{ "stall-timeout", required_argument, NULL, O_STALL },
 		{ "apply", required_argument, NULL, O_APPLY },
 		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -377,9 +400,10 @@ int main(int argc, char **argv)
 	};
 	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
-				     .quota = PORTRESD_QUOTA } };
+				     .quota = PORTRESD_QUOTA, .max_clients = PORTRESD_MAX_CLIENTS,
+				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC } };
 	struct portres_loader_opts lo = { 0 };
-	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
+	char why[512], err_msg[STATE_ERR_LEN], *dir;
 	struct group *gr;
 	int c, err, ret = 1;
 
@@ -403,10 +427,26 @@ int main(int argc, char **argv)
 			a.opts.json_log = !strcmp(optarg, "json");
 			break;
 		case O_QUOTA:
-			errno = 0;
-			a.opts.quota = (uint32_t)strtoul(optarg, &end, 10);
-			if (errno || *end || !*optarg || strtoul(optarg, NULL, 10) > 65536) {
+			if (parse_u32(optarg, 0, 65536, &a.opts.quota)) {
 				fprintf(stderr, "portresd: --quota: a number of ports 0..65536\n");
+				return 2;
+			}
+			break;
+		case O_MAX_CLIENTS:
+			if (parse_u32(optarg, 1, 1000000, &a.opts.max_clients)) {
+				fprintf(stderr, "portresd: --max-clients: a number 1..1000000\n");
+				return 2;
+			}
+			break;
+		case O_MAX_PER_UID:
+			if (parse_u32(optarg, 1, 1000000, &a.opts.max_clients_per_uid)) {
+				fprintf(stderr, "portresd: --max-clients-per-uid: a number 1..1000000\n");
+				return 2;
+			}
+			break;
+		case O_STALL:
+			if (parse_u32(optarg, 1, 86400, &a.opts.stall_timeout)) {
+				fprintf(stderr, "portresd: --stall-timeout: seconds 1..86400\n");
 				return 2;
 			}
 			break;

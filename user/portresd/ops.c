@@ -42,7 +42,7 @@ static int fail(struct reply *rp, int code, const char *fmt, ...)
 	return -1;
 }
 
-static bool is_admin(struct agent *a, const struct peer *p)
+bool ops_is_admin(struct agent *a, const struct peer *p)
 {
 	if (p->uid == 0)
 		return true;
@@ -58,7 +58,7 @@ static bool is_admin(struct agent *a, const struct peer *p)
 
 static int need_admin(struct agent *a, const struct peer *p, struct reply *rp, const char *what)
 {
-	if (is_admin(a, p))
+	if (ops_is_admin(a, p))
 		return 0;
 	return fail(rp, EACCES, "%s needs root or membership of group %s", what, a->opts.admin_group);
 }
@@ -394,7 +394,7 @@ static int cgroup_resolve(struct agent *a, const char *path, uint64_t *id, uid_t
 static int may_attach(struct agent *a, const struct peer *p, const struct resv *r, uid_t cg_owner,
 		      struct reply *rp)
 {
-	if (is_admin(a, p))
+	if (ops_is_admin(a, p))
 		return 0;
 	if (r && r->r.kind == PORTRES_KIND_RUNTIME && r->r.owner_tgid == (uint32_t)p->pid && cg_owner == p->uid)
 		return 0;

@@ -26,9 +26,13 @@
 #include "sysctl_ports.h"
 
 #define PORTRESD_VERSION     "0.1.0"
-#define PORTRESD_MAX_CLIENTS 1024
+#define PORTRESD_MAX_CLIENTS 1024    /* connections of unprivileged users, all together (--max-clients) */
+#define PORTRESD_MAX_PER_UID 64      /* connections of one unprivileged uid (--max-clients-per-uid) */
+#define PORTRESD_STALL_SEC   30      /* a client leaving messages unread this long is dropped (--stall-timeout) */
 #define PORTRESD_IDLE_SEC    60      /* a silent client (not subscribed to events) is dropped */
 #define PORTRESD_OUTQ_MAX    256     /* queued replies/events per client */
+#define PORTRESD_SNDBUF      (256 * 1024) /* a client socket's send buffer; raised only to send one bigger reply */
+#define PORTRESD_UNREAD_PER_UID (64 << 20) /* bytes of replies one unprivileged uid may leave unread */
 #define PORTRESD_QUOTA       4096    /* runtime ports per uid (root is exempt) */
 
 struct agent_opts {
@@ -45,6 +49,9 @@ struct agent_opts {
 	bool json_log;
 	int verbose;
 	uint32_t quota;
+	uint32_t max_clients;         /* unprivileged connections, all uids together */
+	uint32_t max_clients_per_uid;
+	uint32_t stall_timeout;       /* seconds */
 };
 
 /* A network namespace portres has reservations in. */
@@ -141,6 +148,8 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len);
 
+/* ops.c: root, or a member of the admin group (primary or supplementary). */
+bool ops_is_admin(struct agent *a, const struct peer *p);
 /* ops.c: handles one request; fd is the passed socket or -1. Returns the reply (malloc'd). */
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
 		 bool *subscribe);
