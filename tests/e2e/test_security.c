@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -449,4 +450,127 @@ Test(security, send_buffer_capped_big_list_delivered)
 	cr_assert_eq(ag_as_user(&u, many_lists, NULL, NULL, 0), 0);
 	while (n > 0)
 		close(socks[--n]);
+}
+
+/* --- privileged and service ports (issue 8, item 2) ------------------------ */
+
+/* What a user's acquire asks for, and what it got: shared with the child. */
+struct user_acquire {
+	uint16_t start, count;
+	char errno_name[32];  /* "" when it succeeded */
+	char error[512];
+	uint16_t got_start;
+};
+
+static struct user_acquire *shared_acquire(void)
+{
+	struct user_acquire *ua = mmap(NULL, sizeof(*ua), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert(ua != MAP_FAILED);
+	memset(ua, 0, sizeof(*ua));
+	return ua;
+}
+
+/* The raw acquire (the error message names the range), reported into the shared struct. */
+static int acquire_raw(void *arg)
+{
+	struct user_acquire *ua = arg;
+	char req[128];
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c = ag_connect();
+	json_t *r;
+
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"acquire\",\"start\":%u,\"count\":%u}", ua->start, ua->count);
+	if (s < 0 || c < 0 || !(r = ag_raw(c, req, strlen(req), s)))
+		return 1;
+	snprintf(ua->errno_name, sizeof(ua->errno_name), "%s", ag_errno(r));
+	snprintf(ua->error, sizeof(ua->error), "%s", json_string_value(json_object_get(r, "error")) ?: "");
+	ua->got_start = (uint16_t)json_integer_value(json_object_get(r, "start"));
+	json_decref(r);
+	return 0;
+}
+
+/* As user u: acquire start/count; the errno name of the reply ("" for ok). */
+static const char *user_acquire(const struct ag_user *u, struct user_acquire *ua, uint16_t start, uint16_t count)
+{
+	ua->start = start;
+	ua->count = count;
+	ua->errno_name[0] = ua->error[0] = '\0';
+	ua->got_start = 0;
+	cr_assert_eq(ag_as_user(u, acquire_raw, ua, NULL, 0), 0, "the acquire as %s failed to run", u->name);
+	return ua->errno_name;
+}
+
+static void write_sysctl(const char *name, const char *value)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/%s", name);
+	f = fopen(path, "we");
+	cr_assert(f && fputs(value, f) >= 0 && fclose(f) == 0, "%s: %s", path, strerror(errno));
+}
+
+Test(security, user_ports_service_ports_refused)
+{
+	struct user_acquire *ua = shared_acquire();
+	struct portres_instance in;
+	struct ag_user u;
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ag_user_new(&u);
+	/* the test's netns: ephemeral range 32768-60999, unprivileged ports from 1024 */
+	write_sysctl("ip_local_port_range", "32768 60999");
+	write_sysctl("ip_unprivileged_port_start", "1024");
+	ag_start(NULL);
+	/* a user cannot take nginx's or postgres's port away from root */
+	cr_assert_str_eq(user_acquire(&u, ua, 80, 1), "EACCES", "a user reserved port 80");
+	cr_assert(strstr(ua->error, "32768-65535"), "the error does not name the range: %s", ua->error);
+	cr_assert_str_eq(user_acquire(&u, ua, 443, 1), "EACCES");
+	cr_assert_str_eq(user_acquire(&u, ua, 5432, 1), "EACCES");
+	cr_assert_str_eq(user_acquire(&u, ua, 32760, 10), "EACCES", "a block reaching below the range");
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 80, NULL), 0, "root lost port 80");
+	/* inside the range: allowed */
+	cr_assert_str_eq(user_acquire(&u, ua, 40000, 10), "", "%s", ua->error);
+	/* root is not limited */
+	cr_assert_eq(portres_acquire(s, &(struct portres_range){ 80, 1 }, &in), 0, "%s", strerror(errno));
+	close(s);
+
+	/* the ports above the ephemeral range are taken: a wildcard goes below it for root only */
+	ag_sysctl_set("61000-65535");
+	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(portres_acquire(s, &(struct portres_range){ 0, 10 }, &in), 0, "%s", strerror(errno));
+	cr_assert_eq(in.range.start, 32758, "root's wildcard: today's order (below the range, nearest first)");
+	cr_assert_str_eq(user_acquire(&u, ua, 0, 10), "", "%s", ua->error);
+	cr_assert(ua->got_start >= 32768, "a user's wildcard block landed at %u, below the range", ua->got_start);
+	cr_assert_eq(ua->got_start, 60990, "a user's wildcard: the ephemeral range from its top");
+	close(s);
+}
+
+Test(security, user_ports_flag_and_unprivileged_start)
+{
+	static const char *const extra[] = { "--user-ports", "40000-40099", NULL };
+	static const char *const wide[] = { "--user-ports", "1024-65535", NULL };
+	struct user_acquire *ua = shared_acquire();
+	struct ag_user u;
+
+	ag_user_new(&u);
+	write_sysctl("ip_local_port_range", "32768 60999");
+	write_sysctl("ip_unprivileged_port_start", "1024");
+	ag_start(extra);
+	cr_assert_str_eq(user_acquire(&u, ua, 39999, 2), "EACCES");
+	cr_assert(strstr(ua->error, "40000-40099"), "the error does not name the range: %s", ua->error);
+	cr_assert_str_eq(user_acquire(&u, ua, 40100, 1), "EACCES");
+	cr_assert_str_eq(user_acquire(&u, ua, 40098, 2), "", "%s", ua->error);
+	/* (that block ended with the child's socket) */
+	/* the wildcard keeps its order within the range: here inside the ephemeral range, from the top */
+	cr_assert_str_eq(user_acquire(&u, ua, 0, 10), "", "%s", ua->error);
+	cr_assert_eq(ua->got_start, 40090, "a user's wildcard block at %u", ua->got_start);
+	ag_stop();
+
+	/* never below ip_unprivileged_port_start of the socket's netns */
+	write_sysctl("ip_unprivileged_port_start", "5000");
+	ag_start(wide);
+	cr_assert_str_eq(user_acquire(&u, ua, 4000, 1), "EACCES", "a user reserved a port it could not bind");
+	cr_assert(strstr(ua->error, "5000-65535"), "the error does not name the range: %s", ua->error);
+	cr_assert_str_eq(user_acquire(&u, ua, 5000, 1), "", "%s", ua->error);
 }

@@ -47,6 +47,10 @@ static const char usage[] =
 	"  --apply-prune           with --apply: also delete named persistent reservations FILE lacks\n"
 	"  --quota N               runtime ports per uid (default 4096; root is exempt); an acquire\n"
 	"                          beyond it fails with EDQUOT\n"
+	"  --user-ports LO-HI      the ports unprivileged users may acquire, chosen or wildcard (default:\n"
+	"                          the low end of ip_local_port_range to 65535), never below\n"
+	"                          ip_unprivileged_port_start, both of the socket's netns; outside it:\n"
+	"                          EACCES; root and the admin group are not limited\n"
 	"  --max-clients N         connections of unprivileged users, all together (default 1024);\n"
 	"                          root and the admin group are never refused\n"
 	"  --max-clients-per-uid N connections of one unprivileged uid (default 64); past a limit a\n"
@@ -362,6 +366,24 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
 	return 0;
 }
 
+/* "LO-HI", 1 <= LO <= HI <= 65535; 0 or -1. */
+static int parse_range(const char *s, uint16_t *lo, uint16_t *hi)
+{
+	const char *dash = strchr(s, '-');
+	char first[8];
+	uint32_t l, h;
+
+	if (!dash || dash - s >= (long)sizeof(first))
+		return -1;
+	memcpy(first, s, (size_t)(dash - s));
+	first[dash - s] = '\0';
+	if (parse_u32(first, 1, 65535, &l) || parse_u32(dash + 1, 1, 65535, &h) || l > h)
+		return -1;
+	*lo = (uint16_t)l;
+	*hi = (uint16_t)h;
+	return 0;
+}
+
 /* Every client is an fd: the soft limit (often 1024) goes up to the hard one. */
 static void raise_nofile(void)
 {
@@ -376,7 +398,7 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
-	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL };
+	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -388,6 +410,7 @@ int main(int argc, char **argv)
 		{ "teardown", no_argument, NULL, O_TEARDOWN },
 		{ "log-format", required_argument, NULL, O_LOGFMT },
 		{ "quota", required_argument, NULL, O_QUOTA },
+		{ "user-ports", required_argument, NULL, O_USER_PORTS },
 		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
 		{ "max-clients-per-uid", required_argument, NULL, O_MAX_PER_UID },
 		{ "stall-timeout", required_argument, NULL, O_STALL },
@@ -429,6 +452,12 @@ int main(int argc, char **argv)
 		case O_QUOTA:
 			if (parse_u32(optarg, 0, 65536, &a.opts.quota)) {
 				fprintf(stderr, "portresd: --quota: a number of ports 0..65536\n");
+				return 2;
+			}
+			break;
+		case O_USER_PORTS:
+			if (parse_range(optarg, &a.opts.user_lo, &a.opts.user_hi)) {
+				fprintf(stderr, "portresd: --user-ports: LO-HI with 1 <= LO <= HI <= 65535\n");
 				return 2;
 			}
 			break;

@@ -151,8 +151,9 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 {
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
+	uint32_t lo = 1, hi = 65535;
 	uint64_t token, used;
-	char held[400];
+	char held[400], users[64];
 	struct netns *ns;
 	struct resv *o;
 	int err;
@@ -165,6 +166,17 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 			    p->uid, (unsigned long long)used, req->count, a->opts.quota);
 	if (!(ns = netns_get(a, r.netns, fd)))
 		return fail(rp, ENOMEM, "out of memory");
+	/* Users stay in their range (root's services below it are not theirs to take); admins do not. */
+	if (!ops_is_admin(a, p) && (err = user_ports(a, ns, &lo, &hi)))
+		return fail(rp, -err, "cannot read the socket's network namespace's port settings: %s", strerror(-err));
+	if (lo <= hi)
+		snprintf(users, sizeof(users), "%u-%u", lo, hi);
+	else
+		snprintf(users, sizeof(users), "none");
+	if (req->start && (req->start < lo || (uint32_t)req->start + req->count - 1 > hi))
+		return fail(rp, EACCES, "%s is outside the ports users may reserve here: %s (portresd --user-ports, "
+			    "never below ip_unprivileged_port_start; root and group %s are not limited)",
+			    range_str(r.proto, req->start, req->count), users, a->opts.admin_group);
 	if (req->start) {
 		r.start = req->start;
 		if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
@@ -173,9 +185,12 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		if (err == -EADDRINUSE)
 			return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
 	} else {
-		err = pick_block(a, ns, r.proto, r.count, &r.start);
-		if (err == -EADDRINUSE)
+		err = pick_block(a, ns, r.proto, r.count, lo, hi, &r.start);
+		if (err == -EADDRINUSE && lo == 1 && hi == 65535)
 			return fail(rp, EADDRINUSE, "no free block of %u %s ports", r.count, state_proto_name(r.proto));
+		if (err == -EADDRINUSE)
+			return fail(rp, EADDRINUSE, "no free block of %u %s ports in %s, the ports users may reserve here "
+				    "(portresd --user-ports)", r.count, state_proto_name(r.proto), users);
 	}
 	if (err)
 		return fail(rp, -err, "cannot inspect the socket's network namespace: %s", strerror(-err));
@@ -608,10 +623,14 @@ static int op_status(struct agent *a, struct reply *rp)
 {
 	struct portres_gstats g = { 0 };
 	size_t persistent = 0;
+	uint32_t lo, hi;
+	char users[32] = "none";
 
 	portres_global_stats(a->loader, &g);
 	for (size_t i = 0; i < a->n_resv; i++)
 		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
+	if (user_ports(a, a->own_ns, &lo, &hi) == 0 && lo <= hi)
+		snprintf(users, sizeof(users), "%u-%u", lo, hi);
 	rp->fields = json_pack("{s:s, s:i, s:I, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
 			       " s:{s:I, s:I, s:I}}",
 			       "version", PORTRESD_VERSION, "pid", (int)getpid(), "netns",
@@ -623,6 +642,8 @@ static int op_status(struct agent *a, struct reply *rp)
 			       (json_int_t)a->n_clients, "requests", (json_int_t)a->requests, "kernel", "decisions",
 			       (json_int_t)g.decisions, "events_sent", (json_int_t)g.events_sent, "events_dropped",
 			       (json_int_t)g.events_dropped);
+	if (rp->fields)
+		json_object_set_new(rp->fields, "user_ports", json_string(users));
 	return 0;
 }
 

@@ -52,6 +52,7 @@ struct agent_opts {
 	uint32_t max_clients;         /* unprivileged connections, all uids together */
 	uint32_t max_clients_per_uid;
 	uint32_t stall_timeout;       /* seconds */
+	uint16_t user_lo, user_hi;    /* --user-ports; 0: from each netns's ip_local_port_range to 65535 */
 };
 
 /* A network namespace portres has reservations in. */
@@ -142,8 +143,15 @@ void runtime_end(struct agent *a, uint64_t token, const char *why);
 /* Removes a persistent or runtime reservation from the maps with its grants and attachments. */
 void resv_unload(struct agent *a, uint64_t token);
 
-/* Picks a free block for a wildcard acquire, in ns; 0 or -EADDRINUSE. */
-int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start);
+/*
+ * The ports unprivileged users may reserve in ns: --user-ports (default: the
+ * low end of ns's ip_local_port_range to 65535), never below ns's
+ * ip_unprivileged_port_start. Empty when *lo > *hi. 0 or -errno.
+ */
+int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi);
+/* Picks a free block within [lo, hi] for a wildcard acquire, in ns; 0 or -EADDRINUSE. */
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint32_t lo, uint32_t hi,
+	       uint16_t *start);
 /* sock_diag holders of [start, start+count) in ns: 0 none, -EADDRINUSE with msg, -errno. */
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len);
