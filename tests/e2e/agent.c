@@ -213,6 +213,17 @@ void ag_user_new(struct ag_user *u)
 	cr_assert(u->uid != 0 && u->gid != 0);
 }
 
+int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups)
+{
+	gid_t all[17] = { u->gid };
+
+	for (int i = 0; i < ngroups && i < 16; i++)
+		all[i + 1] = groups[i];
+	if (setgroups((size_t)(ngroups < 16 ? ngroups : 16) + 1, all) || setgid(u->gid) || setuid(u->uid))
+		return -1;
+	return 0;
+}
+
 int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups)
 {
 	pid_t pid;
@@ -222,11 +233,7 @@ int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const g
 	pid = fork();
 	cr_assert(pid >= 0);
 	if (pid == 0) {
-		gid_t all[17] = { u->gid };
-
-		for (int i = 0; i < ngroups && i < 16; i++)
-			all[i + 1] = groups[i];
-		if (setgroups((size_t)(ngroups < 16 ? ngroups : 16) + 1, all) || setgid(u->gid) || setuid(u->uid))
+		if (ag_become(u, groups, ngroups))
 			_exit(126);
 		_exit(fn(arg));
 	}

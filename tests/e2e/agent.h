@@ -83,6 +83,8 @@ int ag_as_nobody(int (*fn)(void *arg), void *arg, const gid_t *groups, int ngrou
  * ag_setup removes those of crashed runs (their pid is gone).
  */
 void ag_user_new(struct ag_user *u);
+/* Makes the calling process u, with the supplementary groups (up to 16); 0 or -1. */
+int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups);
 /* Runs fn in a child process as u (uid, gid, and the supplementary groups); its exit status. */
 int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
 /* Runs fn in a child process (same credentials); returns its exit status. */

@@ -574,3 +574,125 @@ Test(security, user_ports_flag_and_unprivileged_start)
 	cr_assert(strstr(ua->error, "5000-65535"), "the error does not name the range: %s", ua->error);
 	cr_assert_str_eq(user_acquire(&u, ua, 5000, 1), "", "%s", ua->error);
 }
+
+/* --- escaping --confine (issue 8, item 1) ---------------------------------- */
+
+/* What the user tried inside the delegated cgroup, and what the agent said. */
+struct escape {
+	const struct ag_user *u;
+	char deleg[4200], child[4300], other[4200];
+	int bind_before, bind_after;          /* bind(5000): 0 or -errno */
+	char attach_deleg[32], attach_child[32], detach_deleg[32], attach_other[32], detach_other[32];
+	char attach_msg[512];
+};
+
+/* One request on a new connection; its errno name ("" ok) into out, its message into msg (if non-NULL). */
+static void ask(const char *req, char out[32], char *msg, size_t len)
+{
+	int c = ag_connect();
+	json_t *r = c >= 0 ? ag_raw(c, req, strlen(req), -1) : NULL;
+
+	snprintf(out, 32, "%s", r ? ag_errno(r) : "no reply");
+	if (msg)
+		snprintf(msg, len, "%s", json_string_value(json_object_get(r, "error")) ?: "");
+	json_decref(r);
+	if (c >= 0)
+		close(c);
+}
+
+/* Runs in the delegated cgroup (moved there by the test), then as the user who owns it. */
+static int try_escape(void *arg)
+{
+	struct escape *e = arg;
+	struct portres_instance in;
+	char req[9000], tok[17];
+	int s, fd;
+
+	if (ag_become(e->u, NULL, 0))
+		return 100;
+	e->bind_before = ag_bind(IPPROTO_TCP, 5000, NULL);
+	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (portres_acquire(s, &(struct portres_range){ 0, 4 }, &in))
+		return 101;
+	snprintf(tok, sizeof(tok), "%016llx", (unsigned long long)in.token);
+	/* replace the admin's attachment, shadow it at a child, or remove it */
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"attach\",\"cgroup\":\"%s\",\"token\":\"%s\"}", e->deleg, tok);
+	ask(req, e->attach_deleg, e->attach_msg, sizeof(e->attach_msg));
+	if (mkdir(e->child, 0755))
+		return 102;
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"attach\",\"cgroup\":\"%s\",\"token\":\"%s\"}", e->child, tok);
+	ask(req, e->attach_child, NULL, 0);
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"detach\",\"cgroup\":\"%s\"}", e->deleg);
+	ask(req, e->detach_deleg, NULL, 0);
+	/* in the child cgroup, with no attachment of its own: still confined by the admin's */
+	snprintf(req, sizeof(req), "%s/cgroup.procs", e->child);
+	if ((fd = open(req, O_WRONLY | O_CLOEXEC)) < 0 || write(fd, "0", 1) != 1)
+		return 103;
+	close(fd);
+	e->bind_after = ag_bind(IPPROTO_TCP, 5000, NULL);
+	/* its own cgroup that no admin attached: the user may attach and detach its token there */
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"attach\",\"cgroup\":\"%s\",\"token\":\"%s\"}", e->other, tok);
+	ask(req, e->attach_other, NULL, 0);
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"detach\",\"cgroup\":\"%s\"}", e->other);
+	ask(req, e->detach_other, NULL, 0);
+	close(s);
+	return 0;
+}
+
+/* Hands a cgroup to u the way a delegation does: the directory and its procs file. */
+static void delegate(const char *cg, const struct ag_user *u)
+{
+	char procs[4300];
+
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cg);
+	cr_assert(chown(cg, u->uid, u->gid) == 0 && chown(procs, u->uid, u->gid) == 0, "chown %s: %s", cg,
+		  strerror(errno));
+}
+
+Test(security, confine_escape_refused)
+{
+	struct escape *e = mmap(NULL, sizeof(*e), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char req[4400], state[400], *text;
+	struct ag_user u;
+	json_t *r, *att;
+
+	cr_assert(e != MAP_FAILED);
+	memset(e, 0, sizeof(*e));
+	ag_user_new(&u);
+	e->u = &u;
+	ag_start(NULL);
+	cli_cgroup("deleg", e->deleg, sizeof(e->deleg));
+	cli_cgroup("other", e->other, sizeof(e->other));
+	snprintf(e->child, sizeof(e->child), "%s/escape", e->deleg);
+	delegate(e->deleg, &u);
+	delegate(e->other, &u);
+	/* the admin confines the delegated cgroup to its block */
+	cli_create("tcp", 8000, 10, "web");
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"attach\",\"cgroup\":\"%s\",\"name\":\"web\",\"confine\":true}",
+		 e->deleg);
+	r = ag_req(req, -1);
+	cr_assert_str_eq(ag_errno(r), "");
+	json_decref(r);
+
+	cr_assert_eq(cli_in_cgroup(e->deleg, try_escape, e), 0);
+	cr_assert_eq(e->bind_before, -EACCES, "not confined to begin with");
+	cr_assert_str_eq(e->attach_deleg, "EACCES", "the user replaced the admin's attachment");
+	cr_assert(strstr(e->attach_msg, e->deleg) && strstr(e->attach_msg, "web"),
+		  "the refusal does not name the attachment: %s", e->attach_msg);
+	cr_assert_str_eq(e->attach_child, "EACCES", "the user shadowed the admin's attachment below it");
+	cr_assert_str_eq(e->detach_deleg, "EACCES", "the user detached the admin's attachment");
+	cr_assert_eq(e->bind_after, -EACCES, "the confinement is gone (bind 5000: %d)", e->bind_after);
+	cr_assert_str_eq(e->attach_other, "", "a user's own cgroup, not attached by an admin");
+	cr_assert_str_eq(e->detach_other, "");
+	/* the admin's attachment is where it was: the agent's table and the state file */
+	r = ag_req("{\"v\":1,\"op\":\"show\",\"name\":\"web\"}", -1);
+	att = json_object_get(json_object_get(r, "reservation"), "attachments");
+	cr_assert_eq(json_array_size(att), 1, "%s", json_dumps(r, 0));
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(att, 0), "path")), e->deleg);
+	cr_assert(json_is_true(json_object_get(json_array_get(att, 0), "confine")));
+	json_decref(r);
+	snprintf(state, sizeof(state), "%s/state.json", ag.state);
+	text = cli_read(state);
+	cr_assert(strstr(text, e->deleg), "the state file lost the admin's attachment: %s", text);
+	free(text);
+}

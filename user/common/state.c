@@ -334,9 +334,11 @@ static json_t *state_to_json(const struct state *st)
 		char tok[17];
 
 		state_token_format(st->attach[i].token, tok);
-		json_array_append_new(att, json_pack("{s:s, s:I, s:s, s:b}", "path", st->attach[i].path,
+		json_array_append_new(att, json_pack("{s:s, s:I, s:s, s:b, s:{s:b, s:I}}", "path", st->attach[i].path,
 						     "cgroup_id", (json_int_t)st->attach[i].cgroup_id,
-						     "token", tok, "confine", st->attach[i].confine));
+						     "token", tok, "confine", st->attach[i].confine, "made_by",
+						     "admin", st->attach[i].by_admin, "uid",
+						     (json_int_t)st->attach[i].by_uid));
 	}
 	root = json_pack("{s:i, s:o, s:o, s:s?}", "version", STATE_VERSION, "reservations", resv,
 			 "attachments", att, "sysctl_added", added);
@@ -469,6 +471,31 @@ static int resv_from_json(struct jctx *c, json_t *o, const char *where, struct s
 	return 0;
 }
 
+/* An attachment's "made_by"; absent: an administrator (then the only ones who attached persistent tokens). */
+static int made_by_from_json(struct jctx *c, json_t *by, const char *where, struct state_attach *a)
+{
+	json_t *admin;
+	char bw[96];
+	uint64_t uid;
+	int err;
+
+	a->by_admin = true;
+	a->by_uid = 0;
+	if (!by)
+		return 0;
+	snprintf(bw, sizeof(bw), "%s.made_by", where);
+	if (!json_is_object(by))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s: must be an object", c->file, bw);
+	admin = json_object_get(by, "admin");
+	if (!json_is_boolean(admin))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.admin: must be true or false", c->file, bw);
+	if ((err = get_uint(c, by, "uid", bw, 0, UINT32_MAX, true, &uid)))
+		return err;
+	a->by_admin = json_is_true(admin);
+	a->by_uid = (uint32_t)uid;
+	return 0;
+}
+
 static int state_from_json(struct jctx *c, json_t *root, struct state *st)
 {
 	json_t *arr, *o;
@@ -520,6 +547,8 @@ static int state_from_json(struct jctx *c, json_t *root, struct state *st)
 		if (cf && !json_is_boolean(cf))
 			return fail(c->err, c->errlen, -EINVAL, "%s: %s.confine: must be true or false", c->file, where);
 		a.confine = cf && json_is_true(cf);
+		if ((err = made_by_from_json(c, json_object_get(o, "made_by"), where, &a)))
+			return err;
 		if ((err = state_add_attach(st, &a)))
 			return err;
 	}

@@ -12,13 +12,15 @@
  *     ],
  *     "attachments": [
  *       { "path": "/sys/fs/cgroup/web", "cgroup_id": 4242, "token": "5f0c2a9e1b7d4c33",
- *         "confine": false }
+ *         "confine": false, "made_by": { "admin": true, "uid": 0 } }
  *     ],
  *     "sysctl_added": "8000-8009"
  *   }
  *
  * reservations are the persistent ones (runtime reservations live only in the
- * pinned maps); attachments tie cgroups to those tokens; sysctl_added lists
+ * pinned maps); attachments tie cgroups to those tokens, and made_by says who
+ * did (root or the admin group: "admin"; a file without it is from before it
+ * was kept, when only administrators attached persistent tokens); sysctl_added lists
  * the ports portres itself added to ip_local_reserved_ports of the agent's
  * network namespace, so a restarted agent removes only its own.
  *
@@ -63,6 +65,8 @@ struct state_attach {
 	uint64_t cgroup_id;
 	uint64_t token;
 	bool confine;
+	bool by_admin;     /* made by root or the admin group */
+	uint32_t by_uid;   /* the uid that made it */
 };
 
 struct state {

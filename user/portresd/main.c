@@ -280,8 +280,10 @@ static int reconcile(struct agent *a)
 			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == cgs.v[i].c.token;
 		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
 			char path[64];
+			/* Who made it is not in the maps: its reservation's owner, an administrator if root. */
 			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
-						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE };
+						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE,
+						   .by_admin = r->uid == 0, .by_uid = r->uid };
 
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);

@@ -384,10 +384,11 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 
 /* --- cgroups -------------------------------------------------------------- */
 
-/* The cgroup must be the attach root or below it. */
-static int cgroup_resolve(struct agent *a, const char *path, uint64_t *id, uid_t *owner, struct reply *rp)
+/* The cgroup must be the attach root or below it; real gets its resolved path. */
+static int cgroup_resolve(struct agent *a, const char *path, char real[PATH_MAX], uint64_t *id, uid_t *owner,
+			  struct reply *rp)
 {
-	char real[PATH_MAX], root[PATH_MAX];
+	char root[PATH_MAX];
 	struct stat sb;
 	size_t n;
 	int err;
@@ -417,17 +418,85 @@ static int may_attach(struct agent *a, const struct peer *p, const struct resv *
 		    a->opts.admin_group);
 }
 
+/* Whether p may replace or detach at, or attach below it: admins any, others their own only. */
+static bool owns_attachment(struct agent *a, const struct peer *p, const struct state_attach *at)
+{
+	return ops_is_admin(a, p) || (!at->by_admin && at->by_uid == p->uid);
+}
+
+/* "reservation web (token …)" or "token …", for messages. */
+static void resv_label(struct agent *a, uint64_t token, char *buf, size_t len)
+{
+	const struct state_resv *sr = state_find_token(&a->st, token);
+
+	if (sr && sr->name)
+		snprintf(buf, len, "reservation %s (token %s)", sr->name, tok_str(token));
+	else
+		snprintf(buf, len, "token %s", tok_str(token));
+}
+
+static int refuse_attachment(struct agent *a, const struct state_attach *at, const char *below, struct reply *rp)
+{
+	char label[128], by[32];
+
+	resv_label(a, at->token, label, sizeof(label));
+	if (at->by_admin)
+		snprintf(by, sizeof(by), "an administrator");
+	else
+		snprintf(by, sizeof(by), "uid %u", at->by_uid);
+	if (below)
+		return fail(rp, EACCES, "cgroup %s is below %s, which %s attached to %s%s: only root or group %s may "
+			    "attach below it", below, at->path, by, label, at->confine ? " confined" : "",
+			    a->opts.admin_group);
+	return fail(rp, EACCES, "cgroup %s is attached to %s%s by %s: only root or group %s may replace or detach "
+		    "that attachment", at->path, label, at->confine ? " confined" : "", by, a->opts.admin_group);
+}
+
+/*
+ * The nearest attachment of a cgroup or an ancestor is the one that counts
+ * for its sockets, so attaching at or below another's attachment would undo
+ * it (a --confine most of all): a non-admin may do that only to attachments
+ * it made itself. real is the cgroup's resolved path; the walk stops at the
+ * attach root.
+ */
+static int attach_guard(struct agent *a, const struct peer *p, const char *real, uint64_t id, struct reply *rp)
+{
+	char path[PATH_MAX], root[PATH_MAX];
+	size_t root_len;
+
+	if (ops_is_admin(a, p))
+		return 0;
+	if (!realpath(a->opts.cgroup, root))
+		return fail(rp, EIO, "cgroup root %s: %s", a->opts.cgroup, strerror(errno));
+	root_len = strlen(root);
+	snprintf(path, sizeof(path), "%s", real);
+	for (uint64_t cur = id;;) {
+		char *slash;
+
+		for (size_t i = 0; i < a->st.n_attach; i++)
+			if (a->st.attach[i].cgroup_id == cur && !owns_attachment(a, p, &a->st.attach[i]))
+				return refuse_attachment(a, &a->st.attach[i], cur == id ? NULL : real, rp);
+		slash = strrchr(path, '/');
+		if (strlen(path) <= root_len || !slash || slash == path)
+			return 0;
+		*slash = '\0';
+		if (portres_cgroup_id(path, &cur))
+			return 0;
+	}
+}
+
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine }, old = { 0 };
-	char err_msg[STATE_ERR_LEN];
+	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine,
+				   .by_admin = ops_is_admin(a, p), .by_uid = p->uid }, old = { 0 };
+	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
 	bool save;
 	struct resv *r;
 	uid_t owner = (uid_t)-1;
 	int err;
 
-	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, &at.cgroup_id, &owner, rp) ||
-	    may_attach(a, p, r, owner, rp))
+	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, real, &at.cgroup_id, &owner, rp) ||
+	    may_attach(a, p, r, owner, rp) || attach_guard(a, p, real, at.cgroup_id, rp))
 		return -1;
 	at.token = r->token;
 	save = r->r.kind == PORTRES_KIND_PERSISTENT;
@@ -493,6 +562,8 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		return fail(rp, ENOENT, "cgroup %s is not attached", req->cgroup);
 	if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
 		return -1;
+	if (!owns_attachment(a, p, at))
+		return refuse_attachment(a, at, NULL, rp);
 	portres_cgroup_detach(a->loader, at->cgroup_id);
 	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
 	state_del_attach(&a->st, i);
