@@ -50,7 +50,7 @@ void ag_teardown(void);
 
 /* Starts portresd with the fixture's flags plus extra (NULL-terminated); waits until it serves. */
 void ag_start(const char *const *extra);
-/* Runs portresd with the flags and extra to completion; returns its exit status. */
+/* Runs portresd with the flags and extra to completion; its exit status, -1 if it still ran after 20 s (killed). */
 int ag_run(const char *const *extra);
 void ag_kill9(void);
 void ag_stop(void);

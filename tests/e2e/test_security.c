@@ -696,3 +696,70 @@ Test(security, confine_escape_refused)
 	cr_assert(strstr(text, e->deleg), "the state file lost the admin's attachment: %s", text);
 	free(text);
 }
+
+/* --- a missing state file (issue 8, item 5) -------------------------------- */
+
+Test(security, missing_state_refused_adopt_or_reset)
+{
+	static const char *const adopt[] = { "--adopt-pins", NULL };
+	static const char *const reset[] = { "--reset", NULL };
+	char state[400], wrong[400], cg[4200], req[4400], *text;
+	portres_token_t t, t2;
+	json_t *r, *l, *web;
+
+	snprintf(state, sizeof(state), "%s/state.json", ag.state);
+	snprintf(wrong, sizeof(wrong), "%s/wrong-state", ag.tmp);
+	cr_assert_eq(mkdir(wrong, 0700), 0);
+	cli_cgroup("svc", cg, sizeof(cg));
+	ag_start(NULL);
+	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10,\"name\":\"web\","
+		   "\"grants\":[{\"type\":\"uid\",\"id\":1234}]}", -1);
+	cr_assert_str_eq(ag_errno(r), "");
+	json_decref(r);
+	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &t), 0);
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"attach\",\"cgroup\":\"%s\",\"name\":\"web\",\"confine\":true}", cg);
+	r = ag_req(req, -1);
+	cr_assert_str_eq(ag_errno(r), "");
+	json_decref(r);
+	ag_stop();
+
+	/* the state file is gone, or the agent is pointed at another directory: it refuses, naming both */
+	cr_assert_eq(unlink(state), 0);
+	cr_assert_eq(ag_run(NULL), 1, "the agent started without its state file while pins hold reservations");
+	cr_assert(ag_log_has(ag.bpffs) && ag_log_has(state), "the refusal does not name the pins and the state file");
+	cr_assert_eq(ag_run((const char *const[]){ "--state-dir", wrong, NULL }), 1);
+	/* nothing was removed: still enforced */
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), -EACCES);
+	cr_assert_str_eq(ag_sysctl(), "8000-8009");
+
+	/* --adopt-pins: the state is rebuilt from the maps, same token, grant and attachment */
+	ag_start(adopt);
+	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &t2), 0);
+	cr_assert_eq(t2, t);
+	l = ag_req("{\"v\":1,\"op\":\"list\"}", -1);
+	web = json_array_get(json_object_get(l, "reservations"), 0);
+	cr_assert_eq(json_integer_value(json_object_get(json_array_get(json_object_get(web, "grants"), 0), "id")), 1234,
+		     "%s", json_dumps(l, 0));
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(web, "attachments"), 0),
+							   "path")) ?: "", cg, "%s", json_dumps(l, 0));
+	json_decref(l);
+	text = cli_read(state);
+	cr_assert(strstr(text, "8000") && strstr(text, cg), "state file: %s", text);
+	free(text);
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), -EACCES);
+	ag_stop();
+	/* and the next start needs no flag */
+	ag_start(NULL);
+	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &t2), 0);
+	ag_stop();
+
+	/* --reset: emptied on purpose */
+	cr_assert_eq(unlink(state), 0);
+	ag_start(reset);
+	errno = 0;
+	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &t2), -1);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), 0);
+	cr_assert_str_eq(ag_sysctl(), "");
+	cr_assert(ag_log_has("--reset"));
+}

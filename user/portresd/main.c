@@ -8,7 +8,9 @@
  * reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
  * the agent and leave enforcement in place; --teardown removes it.
  */
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -60,6 +62,10 @@ static const char usage[] =
 	"  --log-format text|json  log lines on stderr (default text)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
+	"  --adopt-pins            when pins hold persistent reservations and the state file is missing:\n"
+	"                          rebuild it from the maps (reservations, grants, attachments; names\n"
+	"                          are lost); without it or --reset the agent refuses to start then\n"
+	"  --reset                 in that case, remove those reservations on purpose instead\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
 
 static int verbose_level;
@@ -322,6 +328,159 @@ cleanup:
 	return err;
 }
 
+/* --- a missing state file ------------------------------------------------- */
+
+/* Persistent reservations in the pins of an earlier agent, read before anything is loaded; their ports into ports. */
+static size_t pinned_persistent(const struct agent *a, struct portset *ports)
+{
+	char path[PATH_MAX];
+	__u64 key, next, *prev = NULL;
+	struct portres_resv r;
+	size_t n = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps/portres_resv", a->opts.bpffs);
+	if ((fd = bpf_obj_get(path)) < 0)
+		return 0;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		if (bpf_map_lookup_elem(fd, &next, &r) == 0 && r.kind == PORTRES_KIND_PERSISTENT) {
+			portset_add(ports, r.start, r.count);
+			n++;
+		}
+		key = next;
+		prev = &key;
+	}
+	close(fd);
+	return n;
+}
+
+/*
+ * Pins that hold persistent reservations with no state file (deleted, or a
+ * wrong --state-dir): reconciling would remove them from the maps and their
+ * enforcement would end silently. The operator says which way: --adopt-pins
+ * (*adopt: rebuild the state from the maps) or --reset. -1: refuse, nothing
+ * touched.
+ */
+static int missing_state(struct agent *a, bool *adopt)
+{
+	struct portset pinned, current;
+	char path[PATH_MAX];
+	size_t n;
+
+	portset_clear(&pinned);
+	snprintf(path, sizeof(path), "%s/%s", a->opts.state_dir, STATE_FILE);
+	if (access(path, F_OK) == 0 || errno != ENOENT || !(n = pinned_persistent(a, &pinned)))
+		return 0;
+	/*
+	 * Which ip_local_reserved_ports entries portres added went with the
+	 * file: those of the pinned blocks are taken for its own (adopt: removed
+	 * with their reservation later; reset: now).
+	 */
+	if ((a->opts.adopt_pins || a->opts.reset) && portset_read(SYSCTL_RESERVED_PORTS, &current) == 0)
+		for (size_t i = 0; i < sizeof(pinned.w) / sizeof(pinned.w[0]); i++)
+			a->st.sysctl_added.w[i] = pinned.w[i] & current.w[i];
+	if (a->opts.adopt_pins) {
+		log_msg(LOG_WARN, "start", "--adopt-pins: %s does not exist; it is rebuilt from the %zu persistent "
+			"reservation%s pinned in %s", path, n, n == 1 ? "" : "s", a->opts.bpffs);
+		*adopt = true;
+		return 0;
+	}
+	if (a->opts.reset) {
+		log_msg(LOG_WARN, "start", "--reset: %s does not exist; the %zu persistent reservation%s pinned in %s "
+			"%s removed", path, n, n == 1 ? "" : "s", a->opts.bpffs, n == 1 ? "is" : "are");
+		return 0;
+	}
+	log_msg(LOG_ERR, "start", "the pins in %s hold %zu persistent reservation%s but the state file %s does not "
+		"exist (deleted, or a wrong --state-dir?): refusing to start, nothing was changed; --adopt-pins "
+		"rebuilds the state file from the pins, --reset removes them", a->opts.bpffs, n, n == 1 ? "" : "s",
+		path);
+	return -1;
+}
+
+/* Adds the grants pinned for the state's reservations to them. */
+static int adopt_grants(struct agent *a)
+{
+	char path[PATH_MAX], cg[PATH_MAX];
+	struct portres_grant_key key, next, *prev = NULL;
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/maps/portres_grants", a->opts.bpffs);
+	if ((fd = bpf_obj_get(path)) < 0)
+		return -errno;
+	while (!err && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		struct state_resv *sr = state_find_token(&a->st, next.token);
+		struct state_grant *g;
+
+		key = next;
+		prev = &key;
+		if (!sr || !(g = realloc(sr->grants, (sr->n_grants + 1) * sizeof(*g)))) {
+			err = sr ? -ENOMEM : 0;
+			continue;
+		}
+		sr->grants = g;
+		g[sr->n_grants] = (struct state_grant){ .type = next.type, .id = next.id };
+		if (next.type == PORTRES_GRANT_CGROUP && !cgroup2_path(next.id, cg, sizeof(cg)))
+			g[sr->n_grants].path = strdup(cg);
+		sr->n_grants++;
+	}
+	close(fd);
+	return err;
+}
+
+/* --adopt-pins: the persistent reservations, grants and attachments of the maps become the state file. */
+static int adopt_pins(struct agent *a)
+{
+	struct seen_list seen = { 0 };
+	struct seen_cg_list cgs = { 0 };
+	char err_msg[STATE_ERR_LEN], path[PATH_MAX];
+	size_t n_at = 0;
+	int err;
+
+	if ((err = portres_resv_foreach(a->loader, collect_resv, &seen)) ||
+	    (err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
+		goto cleanup;
+	for (size_t i = 0; i < seen.n; i++) {
+		const struct portres_resv *r = &seen.v[i].r;
+		struct state_resv sr = { .token = seen.v[i].token, .proto = r->proto, .mode = r->mode,
+					 .start = r->start, .count = r->count };
+
+		if (r->kind == PORTRES_KIND_PERSISTENT && r->netns == a->own_ns->cookie &&
+		    (err = state_add_resv(&a->st, &sr)))
+			goto cleanup;
+	}
+	if ((err = adopt_grants(a)))
+		goto cleanup;
+	for (size_t i = 0; i < cgs.n; i++) {
+		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = cgs.v[i].c.token,
+					   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE, .by_admin = true };
+
+		if (!state_find_token(&a->st, at.token))
+			continue;
+		if (cgroup2_path(at.cgroup_id, path, sizeof(path))) {
+			log_msg(LOG_WARN, "start", "--adopt-pins: cgroup %llu (attached to token %016llx) not found; "
+				"attachment dropped", (unsigned long long)at.cgroup_id, (unsigned long long)at.token);
+			continue;
+		}
+		if ((err = state_add_attach(&a->st, &at)))
+			goto cleanup;
+		n_at++;
+	}
+	if (state_validate(&a->st, "pins", err_msg, sizeof(err_msg))) {
+		log_msg(LOG_ERR, "start", "--adopt-pins: %s", err_msg);
+		err = -EINVAL;
+		goto cleanup;
+	}
+	if ((err = agent_save(a, true, err_msg, sizeof(err_msg))))
+		goto cleanup;
+	log_msg(LOG_INFO, "start", "--adopt-pins: state file rebuilt: %zu persistent reservation%s, %zu attachment%s "
+		"(names are not kept in the maps: none)", a->st.n_resv, a->st.n_resv == 1 ? "" : "s", n_at,
+		n_at == 1 ? "" : "s");
+cleanup:
+	free(seen.v);
+	free(cgs.v);
+	return err;
+}
+
 /* --- teardown ------------------------------------------------------------- */
 
 static int teardown(struct agent *a)
@@ -400,7 +559,7 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
-	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS };
+	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS, O_ADOPT_PINS, O_RESET };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -410,6 +569,8 @@ int main(int argc, char **argv)
 		{ "metrics-listen", required_argument, NULL, O_METRICS },
 		{ "foreground", no_argument, NULL, O_FG },
 		{ "teardown", no_argument, NULL, O_TEARDOWN },
+		{ "adopt-pins", no_argument, NULL, O_ADOPT_PINS },
+		{ "reset", no_argument, NULL, O_RESET },
 		{ "log-format", required_argument, NULL, O_LOGFMT },
 		{ "quota", required_argument, NULL, O_QUOTA },
 		{ "user-ports", required_argument, NULL, O_USER_PORTS },
@@ -429,6 +590,7 @@ int main(int argc, char **argv)
 				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC } };
 	struct portres_loader_opts lo = { 0 };
 	char why[512], err_msg[STATE_ERR_LEN], *dir;
+	bool adopt = false;
 	struct group *gr;
 	int c, err, ret = 1;
 
@@ -444,6 +606,8 @@ int main(int argc, char **argv)
 		case O_APPLY: a.opts.apply_file = optarg; break;
 		case O_APPLY_PRUNE: a.opts.apply_prune = true; break;
 		case O_TEARDOWN: a.opts.teardown = true; break;
+		case O_ADOPT_PINS: a.opts.adopt_pins = true; break;
+		case O_RESET: a.opts.reset = true; break;
 		case O_LOGFMT:
 			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
 				fprintf(stderr, "portresd: --log-format: text or json\n%s", usage);
@@ -491,6 +655,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "portresd: unexpected argument %s\n%s", argv[optind], usage);
 		return 2;
 	}
+	if (a.opts.adopt_pins && a.opts.reset) {
+		fprintf(stderr, "portresd: --adopt-pins and --reset exclude each other\n%s", usage);
+		return 2;
+	}
 	if (a.opts.apply_prune && !a.opts.apply_file) {
 		fprintf(stderr, "portresd: --apply-prune needs --apply FILE\n%s", usage);
 		return 2;
@@ -526,6 +694,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "start", "refusing to start with this state file; fix or move it away");
 		goto cleanup;
 	}
+	if (!a.opts.teardown && missing_state(&a, &adopt))
+		goto cleanup;
 	lo.bpffs_dir = a.opts.bpffs;
 	lo.cgroup_path = a.opts.cgroup;
 	if ((err = portres_loader_open(&lo, &a.loader))) {
@@ -540,6 +710,10 @@ int main(int argc, char **argv)
 		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs);
 	if ((err = netns_own(&a))) {
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
+		goto cleanup;
+	}
+	if (adopt && (err = adopt_pins(&a))) {
+		log_msg(LOG_ERR, "start", "rebuilding the state from the pins: %s", strerror(-err));
 		goto cleanup;
 	}
 	if ((err = reconcile(&a))) {

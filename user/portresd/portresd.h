@@ -46,6 +46,8 @@ struct agent_opts {
 	bool apply_prune;
 	bool foreground;
 	bool teardown;
+	bool adopt_pins;      /* no state file but pins: rebuild the state from the maps */
+	bool reset;           /* no state file but pins: remove their persistent reservations */
 	bool json_log;
 	int verbose;
 	uint32_t quota;
