@@ -763,3 +763,112 @@ Test(security, missing_state_refused_adopt_or_reset)
 	cr_assert_str_eq(ag_sysctl(), "");
 	cr_assert(ag_log_has("--reset"));
 }
+
+/* --- acknowledged vs saved (issue 8, item 7) ------------------------------- */
+
+struct create_result {
+	int rc, err;
+	portres_token_t token;
+};
+
+Test(security, create_retried_after_crash_same_token)
+{
+	struct create_result cr = { -1, 0, 0 };
+	int p[2], status;
+	portres_token_t t;
+	pid_t pid;
+	json_t *l;
+
+	/* the agent kills itself (SIGKILL) once the create is saved, before it replies */
+	setenv("PORTRESD_TEST_CRASH_AFTER_SAVE", "create", 1);
+	ag_start(NULL);
+	unsetenv("PORTRESD_TEST_CRASH_AFTER_SAVE");
+	cr_assert_eq(pipe(p), 0);
+	fflush(NULL);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct create_result res = { 0 };
+
+		res.rc = portres_create_persistent(IPPROTO_TCP, 8000, 10, &res.token);
+		res.err = errno;
+		_exit(write(p[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
+	}
+	close(p[1]);
+	for (int i = 0; i < 1000 && waitpid(ag.pid, &status, WNOHANG) == 0; i++)
+		usleep(10000);
+	cr_assert(kill(ag.pid, 0) != 0, "the agent did not stop after saving (test hook)");
+	ag.pid = 0;
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "agent status %d", status);
+	/* the next agent comes up while the caller still waits */
+	ag_start(NULL);
+	cr_assert_eq(read(p[0], &cr, sizeof(cr)), (ssize_t)sizeof(cr));
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert_eq(cr.rc, 0, "the caller saw %s for a create that was saved", strerror(cr.err));
+	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &t), 0);
+	cr_assert_eq(cr.token, t, "the caller got another token than the saved one");
+	l = ag_req("{\"v\":1,\"op\":\"list\"}", -1);
+	cr_assert_eq(json_array_size(json_object_get(l, "reservations")), 1);
+	json_decref(l);
+}
+
+#define RID "\"request_id\":\"0123456789abcdef0123456789abcdef\""
+
+static const char create_rid[] = "{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10," RID "}";
+
+/* As an admin-group member: the same request id, the same block. */
+static int create_same_id(void *arg)
+{
+	int c = ag_connect();
+	json_t *r = c >= 0 ? ag_raw(c, create_rid, sizeof(create_rid) - 1, -1) : NULL;
+	const char *tok = arg;
+	char *text = r ? json_dumps(r, 0) : NULL;
+	int ret = !r ? 1 : strcmp(ag_errno(r), "EINVAL") ? 2 : strstr(text, tok) ? 3 : 0;
+
+	free(text);
+	json_decref(r);
+	return ret;
+}
+
+Test(security, create_request_id_is_its_senders)
+{
+	char tok[17], extra_group[64];
+	const char *extra[3] = { "--admin-group", extra_group, NULL };
+	struct ag_user u;
+	json_t *r;
+
+	ag_user_new(&u);
+	snprintf(extra_group, sizeof(extra_group), "%s", u.name); /* the user's own group */
+	ag_start(extra);
+	r = ag_req(create_rid, -1);
+	cr_assert_str_eq(ag_errno(r), "");
+	snprintf(tok, sizeof(tok), "%s", json_string_value(json_object_get(r, "token")));
+	json_decref(r);
+	/* the same request again: the same token, nothing new */
+	r = ag_req(create_rid, -1);
+	cr_assert_str_eq(ag_errno(r), "", "a retry of a saved create failed");
+	cr_assert_str_eq(json_string_value(json_object_get(r, "token")), tok);
+	cr_assert(json_is_true(json_object_get(r, "replayed")));
+	json_decref(r);
+	/* another administrator with that id learns nothing and gets nothing */
+	cr_assert_eq(ag_as_user(&u, create_same_id, tok, NULL, 0), 0, "another uid's replay was not refused, or named the token");
+	/* the id with another block: refused */
+	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":9000,\"count\":10," RID "}", -1);
+	cr_assert_str_eq(ag_errno(r), "EINVAL");
+	json_decref(r);
+	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":9000,\"count\":10,\"request_id\":\"short\"}", -1);
+	cr_assert_str_eq(ag_errno(r), "EINVAL");
+	json_decref(r);
+	/* kept across a restart (in the state file), gone with the reservation */
+	ag_stop();
+	ag_start(extra);
+	r = ag_req(create_rid, -1);
+	cr_assert_str_eq(json_string_value(json_object_get(r, "token")) ?: "", tok);
+	json_decref(r);
+	cr_assert_eq(portres_delete_persistent(IPPROTO_TCP, 8000, 10), 0);
+	r = ag_req(create_rid, -1);
+	cr_assert_str_eq(ag_errno(r), "");
+	cr_assert_str_neq(json_string_value(json_object_get(r, "token")), tok);
+	cr_assert(!json_object_get(r, "replayed"));
+	json_decref(r);
+}

@@ -669,6 +669,11 @@ int main(int argc, char **argv)
 	if (!a.opts.cgroup)
 		a.opts.cgroup = cgroup2_mount();
 	raise_nofile();
+	/* Test hook (tests/e2e): kill -9 of the agent between saving a create and replying to it. */
+	a.opts.test_crash_after_save = !strcmp(getenv("PORTRESD_TEST_CRASH_AFTER_SAVE") ?: "", "create");
+	if (a.opts.test_crash_after_save)
+		log_msg(LOG_WARN, "start", "test hook PORTRESD_TEST_CRASH_AFTER_SAVE=create: the agent kills itself "
+			"after saving a create, before replying");
 	a.started = time(NULL);
 
 	/* another agent? -> probe -> state -> loader -> reconcile -> serve */

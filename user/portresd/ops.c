@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,6 +241,31 @@ static int op_release(struct agent *a, const struct peer *p, const struct proto_
 
 /* --- persistent ----------------------------------------------------------- */
 
+/*
+ * A create whose request id the state has already: the client's retry after
+ * a lost reply (the agent stopped between saving and answering). The same
+ * caller asking for the same block gets the same token: 0; anyone or
+ * anything else is refused: -1. 1: the id is new.
+ */
+static int create_replay(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	const struct state_resv *sr = NULL;
+
+	for (size_t i = 0; i < a->st.n_resv && !sr; i++)
+		if (a->st.resv[i].request_id && !strcmp(a->st.resv[i].request_id, req->request_id))
+			sr = &a->st.resv[i];
+	if (!sr)
+		return 1;
+	/* Says nothing of the reservation: the id may have been copied from someone else's request. */
+	if (sr->request_uid != p->uid || sr->proto != req->proto || sr->start != req->start ||
+	    sr->count != req->count || !sr->name != !req->name || (sr->name && strcmp(sr->name, req->name)))
+		return fail(rp, EINVAL, "request_id %s was sent with another create", req->request_id);
+	log_msg(LOG_INFO, "create", "persistent %s token %s: request %s again (a retry), same token",
+		range_str(sr->proto, sr->start, sr->count), tok_str(sr->token), req->request_id);
+	rp->fields = json_pack("{s:s, s:b}", "token", tok_str(sr->token), "replayed", 1);
+	return 0;
+}
+
 static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct portres_resv r = { .netns = a->own_ns->cookie, .start = req->start, .count = req->count,
@@ -247,7 +273,8 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
 	struct state_grant grants[PROTO_MAX_GRANTS];
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
-				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants };
+				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants,
+				 .request_id = (char *)req->request_id, .request_uid = p->uid };
 	char err_msg[STATE_ERR_LEN] = "", held[400];
 	size_t g = 0;
 	struct resv *o;
@@ -255,6 +282,8 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 
 	if (need_admin(a, p, rp, "creating a persistent reservation"))
 		return -1;
+	if (req->request_id && (err = create_replay(a, p, req, rp)) <= 0)
+		return err;
 	if (req->name && state_find_name(&a->st, req->name))
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
 	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
@@ -284,6 +313,8 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		resv_remove(a, sr.token);
 		goto rollback;
 	}
+	if (a->opts.test_crash_after_save)
+		raise(SIGKILL); /* test hook: saved, never acknowledged */
 	netns_sync_sysctl(a, a->own_ns);
 	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s by uid %u",
 		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",

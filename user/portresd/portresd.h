@@ -55,6 +55,7 @@ struct agent_opts {
 	uint32_t max_clients_per_uid;
 	uint32_t stall_timeout;       /* seconds */
 	uint16_t user_lo, user_hi;    /* --user-ports; 0: from each netns's ip_local_port_range to 65535 */
+	bool test_crash_after_save;   /* test hook, env PORTRESD_TEST_CRASH_AFTER_SAVE=create */
 };
 
 /* A network namespace portres has reservations in. */
