@@ -872,3 +872,37 @@ Test(security, create_request_id_is_its_senders)
 	cr_assert(!json_object_get(r, "replayed"));
 	json_decref(r);
 }
+
+/* --- the documentation ----------------------------------------------------- */
+
+Test(security, flags_and_model_documented)
+{
+	static const char *const flags[] = { "--user-ports", "--max-clients", "--max-clients-per-uid",
+					     "--stall-timeout", "--adopt-pins", "--reset" };
+	static const char *const man[] = { "\\-\\-user\\-ports", "\\-\\-max\\-clients", "\\-\\-max\\-clients\\-per\\-uid",
+					   "\\-\\-stall\\-timeout", "\\-\\-adopt\\-pins", "\\-\\-reset" };
+	const char *bin = getenv("PORTRESD_BIN");
+	char cmd[600], *help, *page, *readme, *agent;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "%s --help", bin && *bin ? bin : "build/portresd");
+	p = popen(cmd, "r");
+	cr_assert(p);
+	help = calloc(1, 65536);
+	cr_assert(fread(help, 1, 65535, p) > 0);
+	cr_assert_eq(pclose(p), 0);
+	page = cli_read("scripts/man/portresd.8");
+	readme = cli_read("README.md");
+	agent = cli_read("user/portresd/README.md");
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+		cr_assert(strstr(help, flags[i]), "portresd --help lacks %s", flags[i]);
+		cr_assert(strstr(page, man[i]), "portresd(8) lacks %s", flags[i]);
+		cr_assert(strstr(readme, flags[i]), "README.md lacks %s", flags[i]);
+		cr_assert(strstr(agent, flags[i]), "user/portresd/README.md lacks %s", flags[i]);
+	}
+	cr_assert(strstr(agent, "## Security model"));
+	free(help);
+	free(page);
+	free(readme);
+	free(agent);
+}
