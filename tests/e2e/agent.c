@@ -224,21 +224,26 @@ int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups)
 	return 0;
 }
 
+struct as_user {
+	const struct ag_user *u;
+	const gid_t *groups;
+	int ngroups;
+	int (*fn)(void *arg);
+	void *arg;
+};
+
+static int become_then(void *arg)
+{
+	struct as_user *x = arg;
+
+	return ag_become(x->u, x->groups, x->ngroups) ? 126 : x->fn(x->arg);
+}
+
 int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups)
 {
-	pid_t pid;
-	int status;
+	struct as_user x = { u, groups, ngroups, fn, arg };
 
-	fflush(NULL);
-	pid = fork();
-	cr_assert(pid >= 0);
-	if (pid == 0) {
-		if (ag_become(u, groups, ngroups))
-			_exit(126);
-		_exit(fn(arg));
-	}
-	cr_assert(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return ag_in_child(become_then, &x);
 }
 
 void ag_setup(void)

@@ -881,16 +881,8 @@ Test(security, flags_and_model_documented)
 					     "--stall-timeout", "--adopt-pins", "--reset" };
 	static const char *const man[] = { "\\-\\-user\\-ports", "\\-\\-max\\-clients", "\\-\\-max\\-clients\\-per\\-uid",
 					   "\\-\\-stall\\-timeout", "\\-\\-adopt\\-pins", "\\-\\-reset" };
-	const char *bin = getenv("PORTRESD_BIN");
-	char cmd[600], *help, *page, *readme, *agent;
-	FILE *p;
+	char *help = cli_agent_help(), *page, *readme, *agent;
 
-	snprintf(cmd, sizeof(cmd), "%s --help", bin && *bin ? bin : "build/portresd");
-	p = popen(cmd, "r");
-	cr_assert(p);
-	help = calloc(1, 65536);
-	cr_assert(fread(help, 1, 65535, p) > 0);
-	cr_assert_eq(pclose(p), 0);
 	page = cli_read("scripts/man/portresd.8");
 	readme = cli_read("README.md");
 	agent = cli_read("user/portresd/README.md");
