@@ -60,6 +60,8 @@ static const char usage[] =
 	"  --stall-timeout SEC     a client (events subscribers too) leaving the agent's messages unread\n"
 	"                          this long is dropped (default 30)\n"
 	"  --log-format text|json  log lines on stderr (default text)\n"
+	"  --events-log-size B     events kept in STATE-DIR/events.log, rotated at B bytes (default\n"
+	"                          1048576; twice that is kept; 0: none)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
 	"  --adopt-pins            when pins hold persistent reservations and the state file is missing:\n"
@@ -279,11 +281,12 @@ static int reconcile(struct agent *a)
 	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
-		struct resv *r = resv_find(a, cgs.v[i].c.token);
+		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
+		struct resv *r = resv_find(a, token);
 		bool saved = false;
 
 		for (size_t j = 0; j < a->st.n_attach; j++)
-			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == cgs.v[i].c.token;
+			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == token;
 		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
 			char path[64];
 			/* Who made it is not in the maps: its reservation's owner, an administrator if root. */
@@ -315,7 +318,7 @@ static int reconcile(struct agent *a)
 			at->cgroup_id = id;
 			changed = true;
 		}
-		portres_cgroup_attach(a->loader, at->cgroup_id, at->token, at->confine ? PORTRES_CG_CONFINE : 0);
+		attach_map(a, at);
 	}
 	if (changed)
 		agent_save(a, true, err_msg, sizeof(err_msg));
@@ -451,7 +454,9 @@ static int adopt_pins(struct agent *a)
 	if ((err = adopt_grants(a)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
-		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = cgs.v[i].c.token,
+		/* the agent fills one protocol's slot per attachment (attach_map) */
+		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
+		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = token,
 					   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE, .by_admin = true };
 
 		if (!state_find_token(&a->st, at.token))
@@ -559,7 +564,8 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
-	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS, O_ADOPT_PINS, O_RESET };
+	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS, O_ADOPT_PINS, O_RESET,
+	       O_EVENTS_LOG };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -579,6 +585,7 @@ int main(int argc, char **argv)
 		{ "stall-timeout", required_argument, NULL, O_STALL },
 		{ "apply", required_argument, NULL, O_APPLY },
 		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
+		{ "events-log-size", required_argument, NULL, O_EVENTS_LOG },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -587,9 +594,10 @@ int main(int argc, char **argv)
 	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
 				     .quota = PORTRESD_QUOTA, .max_clients = PORTRESD_MAX_CLIENTS,
-				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC } };
+				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC,
+				     .events_log_size = PORTRESD_EVENTS_LOG } };
 	struct portres_loader_opts lo = { 0 };
-	char why[512], err_msg[STATE_ERR_LEN], *dir;
+	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
 	bool adopt = false;
 	struct group *gr;
 	int c, err, ret = 1;
@@ -642,6 +650,14 @@ int main(int argc, char **argv)
 		case O_STALL:
 			if (parse_u32(optarg, 1, 86400, &a.opts.stall_timeout)) {
 				fprintf(stderr, "portresd: --stall-timeout: seconds 1..86400\n");
+				return 2;
+			}
+			break;
+		case O_EVENTS_LOG:
+			errno = 0;
+			a.opts.events_log_size = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg || *optarg == '-') {
+				fprintf(stderr, "portresd: --events-log-size: a number of bytes\n");
 				return 2;
 			}
 			break;

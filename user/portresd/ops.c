@@ -8,6 +8,7 @@
  * group; acquire - anyone within the per-uid quota; release - the acquiring
  * process only; lookup, list, show, who, status, metrics, events - anyone.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -22,11 +23,12 @@
 
 #include "cgroup.h"
 #include "portresd.h"
+#include "apply.h"
 #include "sockdiag.h"
 
 struct reply {
 	int code;        /* 0: ok */
-	char msg[512];
+	char msg[2048];
 	json_t *fields;  /* ok: extra fields */
 };
 
@@ -154,7 +156,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
 	uint32_t lo = 1, hi = 65535;
 	uint64_t token, used;
-	char held[400], users[64];
+	char held[1536], users[64];
 	struct netns *ns;
 	struct resv *o;
 	int err;
@@ -213,7 +215,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		tok_str(token), p->pid, p->uid);
 	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
 			       r.count, "proto", state_proto_name(r.proto));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
 				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
 }
@@ -275,7 +277,7 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
 				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants,
 				 .request_id = (char *)req->request_id, .request_uid = p->uid };
-	char err_msg[STATE_ERR_LEN] = "", held[400];
+	char err_msg[STATE_ERR_LEN] = "", held[1536];
 	size_t g = 0;
 	struct resv *o;
 	int err;
@@ -320,7 +322,7 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
 		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
 	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
 				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
 	return 0;
 rollback:
@@ -346,9 +348,41 @@ static int op_lookup(struct agent *a, const struct proto_req *req, struct reply 
 	return 0;
 }
 
+/*
+ * What holds r: sockets bound in its block and cgroups attached to it, one
+ * per line after "in use by:" into msg; false when nothing does.
+ */
+static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len)
+{
+	const char *run = APPLY_RUN_CGROUP_PREFIX;
+	int err = ports_held(a, r->ns, r->r.proto, r->r.start, r->r.count, msg, len);
+	bool held = err == -EADDRINUSE;
+	size_t off;
+
+	/* sockets that cannot be listed (the netns is gone) hold nothing */
+	if (!held)
+		snprintf(msg, len, "in use by:");
+	off = strlen(msg);
+	for (size_t i = 0; i < a->st.n_attach && off < len; i++) {
+		const struct state_attach *at = &a->st.attach[i];
+		const char *base = strrchr(at->path, '/') ? strrchr(at->path, '/') + 1 : at->path;
+		int w;
+
+		if (at->token != r->token)
+			continue;
+		w = snprintf(msg + off, len - off, "\n  cgroup %s is attached%s%s", at->path,
+			     at->confine ? " (confined)" : "",
+			     !strncmp(base, run, strlen(run)) ? " (a running portresctl run)" : "");
+		off += w > 0 ? (size_t)w : 0;
+		held = true;
+	}
+	return held;
+}
+
 static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN];
+	char err_msg[STATE_ERR_LEN], held[1536];
+	const struct state_resv *sr;
 	struct state keep = { 0 };
 	struct resv *r;
 	uint64_t token;
@@ -358,6 +392,16 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	if (!(r = select_resv(a, req, rp)))
 		return -1;
 	token = r->token;
+	/* Live sockets or attachments: only a forced delete takes the block from under them. */
+	if (!req->force && holders(a, r, held, sizeof(held))) {
+		sr = state_find_token(&a->st, token);
+		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
+			    sr && sr->name ? " named " : "", sr && sr->name ? sr->name : "", held);
+	}
+	if (req->dry_run) {
+		rp->fields = json_pack("{s:b, s:o}", "dry_run", 1, "reservation", resv_json(a, r));
+		return 0;
+	}
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		runtime_end(a, token, "deleted by an administrator");
 		return 0;
@@ -373,8 +417,9 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	}
 	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
 		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "deleted", "token", tok_str(token),
-				      "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count));
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token),
+				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
+				 keep.resv[0].name));
 	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
 		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
 	state_free(&keep);
@@ -410,6 +455,9 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 		}
 	}
 	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
+				 state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
+				 state_mode_name(r->r.mode)));
 	return 0;
 }
 
@@ -516,6 +564,24 @@ static int attach_guard(struct agent *a, const struct peer *p, const char *real,
 	}
 }
 
+/*
+ * The cgroup map entry of an attachment: its block in the slot of the block's
+ * protocol; confine keeps the agent's rule so far (the other protocol too).
+ */
+int attach_map(struct agent *a, const struct state_attach *at)
+{
+	struct portres_cgroup c = { .flags = at->confine ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL : 0 };
+	struct resv *r = resv_find(a, at->token);
+
+	if (!r)
+		return -ENOENT;
+	if (r->r.proto == IPPROTO_TCP)
+		c.tcp_token = at->token;
+	else
+		c.udp_token = at->token;
+	return portres_cgroup_attach(a->loader, at->cgroup_id, &c);
+}
+
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine,
@@ -541,7 +607,7 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 			state_del_attach(&a->st, i);
 			break;
 		}
-	if ((err = portres_cgroup_attach(a->loader, at.cgroup_id, at.token, at.confine ? PORTRES_CG_CONFINE : 0))) {
+	if ((err = attach_map(a, &at))) {
 		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
 		goto restore;
 	}
@@ -561,12 +627,15 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	a->attach_dirty = true;
 	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
 		req->confine ? " confined" : "", p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:b}", "type", "attached", "token", tok_str(r->token),
+				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
+				 req->cgroup, "confine", req->confine));
 	return 0;
 undo_map:
 	portres_cgroup_detach(a->loader, at.cgroup_id);
 restore:
 	if (old.path) {
-		portres_cgroup_attach(a->loader, old.cgroup_id, old.token, old.confine ? PORTRES_CG_CONFINE : 0);
+		attach_map(a, &old);
 		state_add_attach(&a->st, &old);
 		free(old.path);
 	}
@@ -597,6 +666,7 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		return refuse_attachment(a, at, NULL, rp);
 	portres_cgroup_detach(a->loader, at->cgroup_id);
 	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup", at->path));
 	state_del_attach(&a->st, i);
 	a->attach_dirty = true;
 	agent_save(a, true, err_msg, sizeof(err_msg));
@@ -621,11 +691,22 @@ struct socks_ctx {
 	json_t *arr;
 };
 
+/* ss's names of socket states; an unconnected UDP socket is "unconn". */
+static const char *sock_state(const struct sockdiag_sock *s)
+{
+	static const char *const names[] = { "?", "estab", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2",
+					     "time-wait", "close", "close-wait", "last-ack", "listen", "closing" };
+
+	if (s->proto == IPPROTO_UDP && s->state == 7)
+		return "unconn";
+	return s->state < sizeof(names) / sizeof(names[0]) ? names[s->state] : "?";
+}
+
 static int socks_in_ns(void *arg)
 {
 	struct socks_ctx *c = arg;
 	struct sockdiag_sock *s;
-	char path[PATH_MAX];
+	char path[PATH_MAX], addr[64];
 	size_t n;
 	int err = sockdiag_list(c->proto, c->start, c->count, &s, &n);
 
@@ -633,20 +714,27 @@ static int socks_in_ns(void *arg)
 		return err;
 	sockdiag_find_pids(s, n);
 	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
-				      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4",
-				      "uid", s[i].uid, "inode", (json_int_t)s[i].inode, "cgroup_id",
-				      (json_int_t)s[i].cgroup_id);
+		json_t *o, *procs = json_array();
 
+		inet_ntop(s[i].family == AF_INET6 ? AF_INET6 : AF_INET, s[i].addr, addr, sizeof(addr));
+		o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
+			      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4", "addr",
+			      addr, "state", sock_state(&s[i]), "uid", s[i].uid, "inode", (json_int_t)s[i].inode,
+			      "cgroup_id", (json_int_t)s[i].cgroup_id);
 		if (o && s[i].pid) {
 			json_object_set_new(o, "pid", json_integer(s[i].pid));
 			json_object_set_new(o, "comm", json_string(s[i].comm));
 		}
+		/* every process holding it: a shared listener has them all (nginx's workers) */
+		for (size_t k = 0; k < s[i].n_procs; k++)
+			json_array_append_new(procs, json_pack("{s:i, s:s}", "pid", s[i].procs[k].pid, "comm",
+							       s[i].procs[k].comm));
+		json_object_set_new(o, "processes", procs);
 		if (o && !cgroup2_path(s[i].cgroup_id, path, sizeof(path)))
 			json_object_set_new(o, "cgroup", json_string(path));
 		json_array_append_new(c->arr, o);
 	}
-	free(s);
+	sockdiag_free(s, n);
 	return 0;
 }
 
@@ -688,7 +776,81 @@ static int op_show(struct agent *a, const struct proto_req *req, struct reply *r
 	return 0;
 }
 
-static int op_list(struct agent *a, struct reply *rp)
+/* The sockets of one netns, for the usage of its reservations. */
+struct usage_ctx {
+	struct sockdiag_sock *socks;
+	size_t n;
+};
+
+static int usage_in_ns(void *arg)
+{
+	struct usage_ctx *c = arg;
+
+	return sockdiag_list(0, 0, 65536, &c->socks, &c->n);
+}
+
+/* Ports of [start, start+count) of proto with a socket: socks sorted by protocol and port. */
+static long ports_in_use(const struct usage_ctx *c, uint8_t proto, uint32_t start, uint32_t count)
+{
+	size_t lo = 0, hi = c->n;
+	long used = 0;
+	int last = -1;
+
+	/* the first socket at (proto, start) or after it */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct sockdiag_sock *s = &c->socks[mid];
+		bool before = s->proto != proto ? (s->proto == IPPROTO_TCP) : s->port < start;
+
+		if (before)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < c->n && c->socks[lo].proto == proto && c->socks[lo].port < start + count; lo++)
+		if (c->socks[lo].port != last) {
+			used++;
+			last = c->socks[lo].port;
+		}
+	return used;
+}
+
+/*
+ * list with "usage": each reservation's ports in use ("in_use", from one
+ * sock_diag dump per network namespace, -1 when that fails), counters
+ * ("stats") and its netns's nsfs inode (as lsns shows it) when known.
+ */
+static void add_usage(struct agent *a, json_t *arr)
+{
+	for (size_t k = 0; k < a->n_ns; k++) {
+		struct netns *ns = a->ns[k];
+		struct usage_ctx c = { 0 };
+		bool ok = false, any = false;
+		struct stat sb;
+		json_t *o;
+		size_t i;
+
+		for (i = 0; i < a->n_resv && !any; i++)
+			any = a->resv[i].ns == ns;
+		if (any)
+			ok = !netns_run(a, ns, usage_in_ns, &c);
+		json_array_foreach(arr, i, o) {
+			const struct resv *r = &a->resv[i];
+
+			if (r->ns != ns)
+				continue;
+			json_object_set_new(o, "in_use", json_integer(ok ? ports_in_use(&c, r->r.proto, r->r.start,
+											 r->r.count) : -1));
+			json_object_set_new(o, "stats", stats_json(a, r->token));
+			if (!json_object_get(o, "netns_inode") &&
+			    (ns->fd >= 0 ? !fstat(ns->fd, &sb) : ns->own && !stat("/proc/self/ns/net", &sb)))
+				json_object_set_new(o, "netns_inode", json_integer((json_int_t)sb.st_ino));
+		}
+		sockdiag_free(c.socks, c.n);
+	}
+}
+
+static int op_list(struct agent *a, const struct proto_req *req, struct reply *rp)
 {
 	json_t *arr = json_array();
 
@@ -698,6 +860,8 @@ static int op_list(struct agent *a, struct reply *rp)
 		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
 		json_array_append_new(arr, o);
 	}
+	if (req->usage)
+		add_usage(a, arr);
 	rp->fields = json_pack("{s:o}", "reservations", arr);
 	return 0;
 }
@@ -760,9 +924,23 @@ static int op_metrics(struct agent *a, struct reply *rp)
 	return 0;
 }
 
+static int op_events(struct agent *a, const struct proto_req *req, struct event_sub **sub, struct reply *rp)
+{
+	char msg[256] = "out of memory";
+	json_t *recent;
+	int err;
+
+	if (sub)
+		*sub = NULL;
+	if ((err = events_request(a, req->root, &recent, sub, msg, sizeof(msg))))
+		return fail(rp, -err, "events: %s", msg);
+	rp->fields = json_pack("{s:o}", "recent", recent);
+	return 0;
+}
+
 /* --- dispatch ------------------------------------------------------------- */
 
-char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, bool *subscribe)
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub)
 {
 	struct reply rp = { 0 };
 	struct proto_req req;
@@ -787,17 +965,14 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &rp); break;
 	case PROTO_OP_DELETE:  op_delete(a, p, &req, &rp); break;
 	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
-	case PROTO_OP_LIST:    op_list(a, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &req, &rp); break;
 	case PROTO_OP_SHOW:    op_show(a, &req, &rp); break;
 	case PROTO_OP_WHO:     op_who(a, &req, &rp); break;
 	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
 	case PROTO_OP_METRICS: op_metrics(a, &rp); break;
-	case PROTO_OP_EVENTS:
-		*subscribe = true;
-		rp.fields = json_pack("{s:o}", "recent", server_recent());
-		break;
+	case PROTO_OP_EVENTS:  op_events(a, &req, sub, &rp); break;
 	case PROTO_OP__COUNT:  break;
 	}
 reply:
@@ -821,7 +996,11 @@ static const char *const event_names[] = {
 
 json_t *event_json(const struct portres_event *ev)
 {
-	char comm[17], path[PATH_MAX];
+	static const char *const reasons[] = {
+		[PORTRES_REASON_FOREIGN_BLOCK] = "foreign-block", [PORTRES_REASON_CONFINED] = "confined",
+		[PORTRES_REASON_WRONG_NETNS] = "wrong-netns", [PORTRES_REASON_GONE] = "gone",
+	};
+	char comm[17], path[PATH_MAX], addr[INET6_ADDRSTRLEN];
 	int e = ev->err < 0 ? -ev->err : ev->err;
 	json_t *o;
 
@@ -830,13 +1009,18 @@ json_t *event_json(const struct portres_event *ev)
 	for (char *c = comm; *c; c++)
 		if (*c < 0x20 || *c > 0x7e)
 			*c = '?';
-	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
+	/* the bind's local address: all zeros is the wildcard, 0.0.0.0 or :: */
+	if (!inet_ntop(ev->family == AF_INET6 ? AF_INET6 : AF_INET, ev->addr, addr, sizeof(addr)))
+		addr[0] = '\0';
+	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
 		      ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
 		      tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
-		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
+		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "addr", addr, "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
 		      "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
 		      "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
 		      (json_int_t)ev->ts_ns);
+	if (o && ev->reason < sizeof(reasons) / sizeof(reasons[0]) && reasons[ev->reason])
+		json_object_set_new(o, "reason", json_string(reasons[ev->reason]));
 	/* resolved now: the cgroup of a short-lived process may be gone by the time someone reads it */
 	if (o && ev->cgroup_id && !cgroup2_path(ev->cgroup_id, path, sizeof(path)))
 		json_object_set_new(o, "cgroup", json_string(path));
