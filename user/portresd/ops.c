@@ -10,6 +10,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -535,33 +536,43 @@ static int refuse_attachment(struct agent *a, const struct state_attach *at, con
  * The nearest attachment of a cgroup or an ancestor is the one that counts
  * for its sockets, so attaching at or below another's attachment would undo
  * it (a --confine most of all): a non-admin may do that only to attachments
- * it made itself. real is the cgroup's resolved path; the walk stops at the
- * attach root.
+ * it made itself. The walk goes up by "..", from an fd of the cgroup (real,
+ * whose id is id), to the attach root: renames meanwhile cannot hide an
+ * ancestor, and a step that fails refuses.
  */
 static int attach_guard(struct agent *a, const struct peer *p, const char *real, uint64_t id, struct reply *rp)
 {
-	char path[PATH_MAX], root[PATH_MAX];
-	size_t root_len;
+	struct stat sb, root;
+	int fd, up, ret = 0;
 
 	if (ops_is_admin(a, p))
 		return 0;
-	if (!realpath(a->opts.cgroup, root))
+	if (stat(a->opts.cgroup, &root))
 		return fail(rp, EIO, "cgroup root %s: %s", a->opts.cgroup, strerror(errno));
-	root_len = strlen(root);
-	snprintf(path, sizeof(path), "%s", real);
-	for (uint64_t cur = id;;) {
-		char *slash;
-
-		for (size_t i = 0; i < a->st.n_attach; i++)
-			if (a->st.attach[i].cgroup_id == cur && !owns_attachment(a, p, &a->st.attach[i]))
-				return refuse_attachment(a, &a->st.attach[i], cur == id ? NULL : real, rp);
-		slash = strrchr(path, '/');
-		if (strlen(path) <= root_len || !slash || slash == path)
-			return 0;
-		*slash = '\0';
-		if (portres_cgroup_id(path, &cur))
-			return 0;
+	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) || sb.st_ino != id) {
+		ret = fail(rp, EAGAIN, "cgroup %s changed while it was checked; try again", real);
+		goto out;
 	}
+	for (int depth = 0; depth < 4096; depth++) {
+		for (size_t i = 0; i < a->st.n_attach; i++)
+			if (a->st.attach[i].cgroup_id == sb.st_ino && !owns_attachment(a, p, &a->st.attach[i])) {
+				ret = refuse_attachment(a, &a->st.attach[i], sb.st_ino == id ? NULL : real, rp);
+				goto out;
+			}
+		if (sb.st_ino == root.st_ino && sb.st_dev == root.st_dev)
+			goto out;
+		up = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = up;
+		if (fd < 0 || fstat(fd, &sb) || sb.st_dev != root.st_dev)
+			break;
+	}
+	ret = fail(rp, EAGAIN, "cgroup %s: its ancestors up to %s could not be read; try again", real, a->opts.cgroup);
+out:
+	if (fd >= 0)
+		close(fd);
+	return ret;
 }
 
 /*
