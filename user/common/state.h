@@ -8,6 +8,7 @@
  *     "reservations": [
  *       { "token": "5f0c2a9e1b7d4c33", "proto": "tcp", "start": 8000, "count": 10,
  *         "name": "web", "mode": "enforce",
+ *         "request": { "id": "9f2c4e0b7a1d43c8b5e6f70a1c2d3e4f", "uid": 0 },
  *         "grants": [ { "type": "uid", "id": 1000 },
  *                     { "type": "cgroup", "id": 4242, "path": "/sys/fs/cgroup/web" } ] },
  *       { "token": "77aa01c3d2e4f5a6", "proto": "tcp", "start": 15000, "count": 11,
@@ -19,7 +20,7 @@
  *     ],
  *     "attachments": [
  *       { "path": "/sys/fs/cgroup/web", "cgroup_id": 4242, "token": "5f0c2a9e1b7d4c33",
- *         "confine": false }
+ *         "confine": false, "made_by": { "admin": true, "uid": 0 } }
  *     ],
  *     "sysctl_added": "8000-8009"
  *   }
@@ -39,6 +40,12 @@
  *
  * Version 1 files (no boot_id, netns or "all") are still read; saving
  * writes version 2.
+ *
+ * A reservation's "request" is the request id and uid of the create that
+ * made it, if it had one (a client's retry of that create gets the same
+ * token); an attachment's "made_by" says who made it (root or the admin
+ * group: "admin"; a file without it is from before it was kept, when only
+ * administrators attached persistent tokens).
  *
  * Saving is atomic (temporary file in the same directory, write, fsync,
  * rename, fsync of the directory): after any failure the old file is intact.
@@ -74,6 +81,8 @@ struct state_resv {
 	uint16_t count;
 	char *name;     /* NULL: none */
 	uint64_t netns; /* 0: the agent's netns; else the cookie of an entry of state.netns */
+	char *request_id;     /* the create's request id (a retry gets this token back); NULL: none */
+	uint32_t request_uid; /* who sent that create */
 	size_t n_grants;
 	struct state_grant *grants;
 };
@@ -98,6 +107,8 @@ struct state_attach {
 	uint64_t cgroup_id;
 	uint64_t token;
 	uint8_t confine;      /* enum state_confine */
+	bool by_admin;        /* made by root or the admin group */
+	uint32_t by_uid;      /* the uid that made it */
 };
 
 #define STATE_BOOT_ID_LEN 36
@@ -153,5 +164,9 @@ const char *state_confine_name(uint8_t confine);
 int state_boot_id(char out[STATE_BOOT_ID_LEN + 1]);
 /* Names: 1..63 of [A-Za-z0-9._-], not starting with '-' or '.'. */
 bool state_name_valid(const char *s);
+/* Request ids: 16..64 of [A-Za-z0-9_-] (the library sends 32 random hex digits). */
+#define STATE_REQUEST_ID_MIN 16
+#define STATE_REQUEST_ID_MAX 64
+bool state_request_id_valid(const char *s);
 
 #endif /* PORTRES_STATE_H */

@@ -20,6 +20,7 @@
  * their events go out.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,8 @@ int batch_commit(struct agent *a, char *err, size_t errlen)
 	/* 2 */
 	ret = store_commit(a->store, err, errlen);
 	a->commits++;
+	if (!ret && a->crash_after_commit)
+		raise(SIGKILL); /* test hook: saved, never acknowledged */
 	if (ret) {
 		a->commit_failures++;
 		rollback(a);

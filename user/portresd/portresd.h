@@ -36,9 +36,13 @@ extern bool resv_hash_oom;
 #include "sysctl_ports.h"
 
 #define PORTRESD_VERSION     "0.1.0"
-#define PORTRESD_MAX_CLIENTS 1024
+#define PORTRESD_MAX_CLIENTS 1024    /* connections of unprivileged users, all together (--max-clients) */
+#define PORTRESD_MAX_PER_UID 64      /* connections of one unprivileged uid (--max-clients-per-uid) */
+#define PORTRESD_STALL_SEC   30      /* a client leaving messages unread this long is dropped (--stall-timeout) */
 #define PORTRESD_IDLE_SEC    60      /* a silent client (not subscribed to events) is dropped */
 #define PORTRESD_OUTQ_MAX    256     /* queued replies/events per client */
+#define PORTRESD_SNDBUF      (256 * 1024) /* a client socket's send buffer; raised only to send one bigger reply */
+#define PORTRESD_UNREAD_PER_UID (64 << 20) /* bytes of replies one unprivileged uid may leave unread */
 #define PORTRESD_QUOTA       4096    /* runtime ports per uid (root is exempt) */
 #define PORTRESD_EVENTS_LOG  (1 << 20) /* bytes of the events log before it is rotated (twice that kept) */
 
@@ -53,9 +57,16 @@ struct agent_opts {
 	bool apply_prune;
 	bool foreground;
 	bool teardown;
+	bool adopt_pins;      /* no state file but pins: rebuild the state from the maps */
+	bool reset;           /* no state file but pins: remove their persistent reservations */
 	bool json_log;
 	int verbose;
 	uint32_t quota;
+	uint32_t max_clients;         /* unprivileged connections, all uids together */
+	uint32_t max_clients_per_uid;
+	uint32_t stall_timeout;       /* seconds */
+	uint16_t user_lo, user_hi;    /* --user-ports; 0: from each netns's ip_local_port_range to 65535 */
+	bool test_crash_after_save;   /* test hook, env PORTRESD_TEST_CRASH_AFTER_SAVE=create */
 	uint64_t events_log_size; /* bytes per events log file; 0: no log */
 };
 
@@ -80,6 +91,7 @@ struct netns {
 	bool sysctl_dirty;         /* used changed: the sysctl is written at the batch's end */
 	struct portset sysctl_now; /* the sysctl as read in batch sysctl_gen */
 	uint16_t port_lo, port_hi; /* ip_local_port_range, read with it */
+	uint32_t unpriv_start;     /* ip_unprivileged_port_start, read with it */
 	uint64_t sysctl_gen;       /* agent.batch_gen when read; 0: never */
 	struct portset owned_before; /* owned_db before this batch's commit (restored if it fails) */
 	bool sysctl_ok;            /* read for this commit: it can be written */
@@ -97,6 +109,7 @@ struct resv {
 	uint32_t n_attach;    /* attachments to it (a->st.attach) */
 	UT_hash_handle hh;    /* agent.by_token */
 	UT_hash_handle hh_name; /* agent.by_name (named ones) */
+	UT_hash_handle hh_req;  /* agent.by_request (created with a request id) */
 };
 
 /* Runtime ports held per uid, for the quota. */
@@ -125,6 +138,7 @@ struct agent {
 	gid_t admin_gid;      /* (gid_t)-1: no admin group on this system */
 	struct resv *by_token;     /* the table (uthash heads) */
 	struct resv *by_name;
+	struct resv *by_request;
 	struct uid_ports *by_uid;
 	size_t n_resv, n_persistent;
 	struct netns *ns_by_cookie;
@@ -140,6 +154,7 @@ struct agent {
 	size_t n_clients, n_subscribers;
 	void *mhd;            /* struct MHD_Daemon * */
 	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */
+	bool crash_after_commit; /* test hook (test_crash_after_save): killed once the batch is committed */
 };
 
 /* log.c */
@@ -163,6 +178,8 @@ void log_events_flush(bool force);
 /* resv.c: the table. Lookups are O(1) (token, name, one port), overlaps O(count of the block). */
 struct resv *resv_find(struct agent *a, uint64_t token);
 struct resv *resv_find_name(struct agent *a, const char *name);
+/* The persistent reservation a create with this request id made, or NULL. */
+struct resv *resv_find_request(struct agent *a, const char *id);
 /* The reservation of proto holding port in ns, or NULL. */
 struct resv *resv_at(struct netns *ns, uint8_t proto, uint16_t port);
 struct resv *resv_find_range(struct netns *ns, uint8_t proto, uint16_t start, uint16_t count);
@@ -212,12 +229,21 @@ void resv_unload(struct agent *a, struct resv *r);
 /* Puts a table entry and its grants into the maps. */
 int resv_load(struct agent *a, struct resv *r);
 
-/* Picks a free block for a wildcard acquire, in ns; 0 or -EADDRINUSE. */
-int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start);
+/*
+ * The ports unprivileged users may reserve in ns: --user-ports (default: the
+ * low end of ns's ip_local_port_range to 65535), never below ns's
+ * ip_unprivileged_port_start. Empty when *lo > *hi. 0 or -errno.
+ */
+int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi);
+/* Picks a free block within [lo, hi] for a wildcard acquire, in ns; 0 or -EADDRINUSE. */
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint32_t lo, uint32_t hi,
+	       uint16_t *start);
 /* sock_diag holders of [start, start+count) in ns: 0 none, -EADDRINUSE with msg, -errno. */
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len);
 
+/* ops.c: root, or a member of the admin group (primary or supplementary). */
+bool ops_is_admin(struct agent *a, const struct peer *p);
 /*
  * batch.c: changes of one turn of the loop are applied at once (maps, table)
  * and recorded (store); batch_commit writes them in one transaction, then the
@@ -293,6 +319,8 @@ void events_close(void);
 
 /* server.c */
 int server_run(struct agent *a);
+/* True when an agent answers on the socket at path. */
+bool server_socket_answers(const char *path);
 
 /* cgwatch.c: the inotify fd (or -errno); sync after attachments changed; events; fallback tick */
 int cgwatch_open(struct agent *a);

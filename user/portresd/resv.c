@@ -97,6 +97,14 @@ struct resv *resv_find_name(struct agent *a, const char *name)
 	return r;
 }
 
+struct resv *resv_find_request(struct agent *a, const char *id)
+{
+	struct resv *r;
+
+	HASH_FIND(hh_req, a->by_request, id, strlen(id), r);
+	return r;
+}
+
 static int uid_add(struct agent *a, uint32_t uid, int64_t ports)
 {
 	struct uid_ports *u;
@@ -164,6 +172,15 @@ struct resv *resv_insert(struct agent *a, uint64_t token, const struct portres_r
 			goto uid;
 		}
 	}
+	if (sr && sr->request_id) {
+		HASH_ADD_KEYPTR(hh_req, a->by_request, sr->request_id, strlen(sr->request_id), n);
+		if (resv_hash_oom) {
+			if (sr->name)
+				HASH_DELETE(hh_name, a->by_name, n);
+			HASH_DELETE(hh, a->by_token, n);
+			goto uid;
+		}
+	}
 	portset_add(&ns->used[slot], r->start, r->count);
 	ns->n_resv++;
 	a->n_resv++;
@@ -187,6 +204,8 @@ void resv_remove(struct agent *a, struct resv *r)
 	HASH_DELETE(hh, a->by_token, r);
 	if (r->sr && r->sr->name)
 		HASH_DELETE(hh_name, a->by_name, r);
+	if (r->sr && r->sr->request_id)
+		HASH_DELETE(hh_req, a->by_request, r);
 	if (r->r.kind == PORTRES_KIND_RUNTIME)
 		uid_add(a, r->uid, -(int64_t)r->r.count);
 	index_set(ns, r->r.proto, r->r.start, r->r.count, NULL);
@@ -375,14 +394,27 @@ int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg
 
 /* --- the sysctl ----------------------------------------------------------- */
 
-/* The reserved ports and the ephemeral range, as the kernel has them in ns. */
+#define SYSCTL_UNPRIV_START "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+/* The reserved ports, the ephemeral range and the unprivileged start, as the kernel has them in ns. */
 static int read_sysctl(void *arg)
 {
 	struct netns *ns = arg;
+	unsigned long unpriv = 1024;
+	FILE *f;
+	int err;
 
 	ns->port_lo = 32768;
 	ns->port_hi = 60999;
-	sysctl_port_range(SYSCTL_PORT_RANGE, &ns->port_lo, &ns->port_hi);
+	if ((err = sysctl_port_range(SYSCTL_PORT_RANGE, &ns->port_lo, &ns->port_hi)))
+		return err;
+	if (!(f = fopen(SYSCTL_UNPRIV_START, "re")))
+		return -errno;
+	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
+	fclose(f);
+	if (err)
+		return err;
+	ns->unpriv_start = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
 	return portset_read(SYSCTL_RESERVED_PORTS, &ns->sysctl_now);
 }
 
@@ -557,6 +589,24 @@ void runtime_end(struct agent *a, uint64_t token, const char *why)
 /* --- choosing a block ----------------------------------------------------- */
 
 /*
+ * The ports unprivileged users may reserve in ns: --user-ports, else from the
+ * low end of ns's ip_local_port_range to 65535; never below its
+ * ip_unprivileged_port_start (read with the sysctl, once per batch).
+ */
+int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi)
+{
+	int err;
+
+	if (!sysctl_now(a, ns, &err))
+		return err;
+	*lo = a->opts.user_lo ? a->opts.user_lo : ns->port_lo;
+	*hi = a->opts.user_lo ? a->opts.user_hi : 65535;
+	if (ns->unpriv_start > *lo)
+		*lo = ns->unpriv_start;
+	return 0;
+}
+
+/*
  * Small blocks are checked with bind() probes rather than a sock_diag dump:
  * the dump walks the kernel's whole TCP hash tables (about 1 ms whatever the
  * netns holds), a probe costs microseconds and asks the kernel's own rule.
@@ -677,7 +727,8 @@ static int dump_in_ns(void *arg)
  * keeps those for something), and with no socket of this protocol bound to
  * it (probes for small blocks, else sock_diag).
  */
-int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start)
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint32_t ulo, uint32_t uhi,
+	       uint16_t *start)
 {
 	struct portset *busy = malloc(sizeof(*busy));
 	const struct portset *cur;
@@ -695,6 +746,10 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 	if (lo < 1024)
 		lo = 1024;
 	portset_add(busy, 0, 1024);
+	/* Outside the caller's range counts as taken: the order within it stays. */
+	portset_add(busy, 0, ulo);
+	if (uhi < 65535)
+		portset_add(busy, uhi + 1, 65535 - uhi);
 	if (count > PROBE_MAX) {
 		struct dump_ctx d = { .proto = proto, .busy = busy };
 

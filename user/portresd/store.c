@@ -558,7 +558,8 @@ static int load_resv(struct store *s, struct store_contents *c)
 			struct state_resv r = { .token = token, .netns = (uint64_t)sqlite3_column_int64(st, 2),
 						.proto = (uint8_t)proto, .start = (uint16_t)sqlite3_column_int(st, 4),
 						.count = (uint16_t)sqlite3_column_int(st, 5), .mode = (uint8_t)mode,
-						.name = (char *)col_text(st, 7) };
+						.name = (char *)col_text(st, 7), .request_id = (char *)col_text(st, 8),
+						.request_uid = (uint32_t)sqlite3_column_int64(st, 9) };
 
 			if (state_add_resv(&c->st, &r))
 				rc = SQLITE_NOMEM;
@@ -618,7 +619,9 @@ static int load_attach(struct store *s, struct store_contents *c)
 		struct state_attach a = { .cgroup_id = (uint64_t)sqlite3_column_int64(st, 0),
 					  .token = (uint64_t)sqlite3_column_int64(st, 1), .path = (char *)col_text(st, 2),
 					  .confine = cf && !strcmp(cf, "all") ? STATE_CONFINE_ALL :
-						     cf && !strcmp(cf, "true") ? STATE_CONFINE : STATE_CONFINE_NONE };
+						     cf && !strcmp(cf, "true") ? STATE_CONFINE : STATE_CONFINE_NONE,
+					  .by_admin = sqlite3_column_int(st, 4) != 0,
+					  .by_uid = (uint32_t)sqlite3_column_int64(st, 5) };
 
 		rc = a.path ? (state_add_attach(&c->st, &a) ? SQLITE_NOMEM : 0) : SQLITE_CORRUPT;
 	}
@@ -987,6 +990,10 @@ static int exec_resv(struct store *s, const struct rec *n)
 	sqlite3_bind_int(st, 6, runtime ? n->rt.count : n->r.count);
 	bind_text(st, 7, state_mode_name(runtime ? PORTRES_MODE_ENFORCE : n->r.mode));
 	bind_text(st, 8, runtime ? NULL : n->r.name);
+	if (!runtime && n->r.request_id) {
+		bind_text(st, 9, n->r.request_id);
+		sqlite3_bind_int64(st, 10, n->r.request_uid);
+	}
 	if (runtime) {
 		sqlite3_bind_int64(st, 11, n->rt.uid);
 		sqlite3_bind_int64(st, 12, n->rt.pid);
@@ -1031,8 +1038,8 @@ static int exec_rec(struct store *s, const struct rec *n)
 		sqlite3_bind_int64(st, 3, (sqlite3_int64)n->at.token);
 		bind_text(st, 4, n->at.path);
 		bind_text(st, 5, state_confine_name(n->at.confine));
-		sqlite3_bind_int(st, 6, 1);
-		sqlite3_bind_int64(st, 7, 0);
+		sqlite3_bind_int(st, 6, n->at.by_admin);
+		sqlite3_bind_int64(st, 7, n->at.by_uid);
 		return step(s, S_PUT_ATTACH);
 	case R_DEL_ATTACH:
 		st = s->stmt[S_DEL_ATTACH];
