@@ -90,9 +90,10 @@ struct netns {
 	struct portset owned_db;   /* owned as the database has it */
 	bool sysctl_dirty;         /* used changed: the sysctl is written at the batch's end */
 	struct portset sysctl_now; /* the sysctl as read in batch sysctl_gen */
-	uint16_t port_lo, port_hi; /* ip_local_port_range, read with it */
-	uint32_t unpriv_start;     /* ip_unprivileged_port_start, read with it */
+	uint16_t port_lo, port_hi; /* ip_local_port_range */
+	uint32_t unpriv_start;     /* ip_unprivileged_port_start */
 	uint64_t sysctl_gen;       /* agent.batch_gen when read; 0: never */
+	uint64_t ranges_gen;       /* the same for port_lo, port_hi, unpriv_start */
 	struct portset owned_before; /* owned_db before this batch's commit (restored if it fails) */
 	bool sysctl_ok;            /* read for this commit: it can be written */
 	UT_hash_handle hh;         /* agent.ns_by_cookie */

@@ -396,8 +396,15 @@ int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg
 
 #define SYSCTL_UNPRIV_START "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
-/* The reserved ports, the ephemeral range and the unprivileged start, as the kernel has them in ns. */
 static int read_sysctl(void *arg)
+{
+	struct netns *ns = arg;
+
+	return portset_read(SYSCTL_RESERVED_PORTS, &ns->sysctl_now);
+}
+
+/* The ephemeral range and the unprivileged start, as the kernel has them in ns. */
+static int read_ranges(void *arg)
 {
 	struct netns *ns = arg;
 	unsigned long unpriv = 1024;
@@ -412,15 +419,24 @@ static int read_sysctl(void *arg)
 		return -errno;
 	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
 	fclose(f);
-	if (err)
-		return err;
 	ns->unpriv_start = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
-	return portset_read(SYSCTL_RESERVED_PORTS, &ns->sysctl_now);
+	return err;
 }
 
 static int write_sysctl(void *arg)
 {
 	return portset_write(SYSCTL_RESERVED_PORTS, arg);
+}
+
+/* ns's port ranges (read_ranges) in this batch: read once. */
+static int ranges_now(struct agent *a, struct netns *ns)
+{
+	int err;
+
+	if (ns->ranges_gen != a->batch_gen && (err = netns_run(a, ns, read_ranges, ns)))
+		return err;
+	ns->ranges_gen = a->batch_gen;
+	return 0;
 }
 
 /* The sysctl of ns in this batch: read once (pick_block and the write at the end share it). */
@@ -597,7 +613,7 @@ int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi)
 {
 	int err;
 
-	if (!sysctl_now(a, ns, &err))
+	if ((err = ranges_now(a, ns)))
 		return err;
 	*lo = a->opts.user_lo ? a->opts.user_lo : ns->port_lo;
 	*hi = a->opts.user_lo ? a->opts.user_hi : 65535;
@@ -738,6 +754,8 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 	if (!busy)
 		return -ENOMEM;
 	if (!(cur = sysctl_now(a, ns, &err)))
+		goto cleanup;
+	if ((err = ranges_now(a, ns)))
 		goto cleanup;
 	for (size_t i = 0; i < 1024; i++)
 		busy->w[i] = cur->w[i] | ns->used[0].w[i] | ns->used[1].w[i];

@@ -54,6 +54,7 @@ struct client {
 	bool subscriber;
 	struct event_sub *sub;
 	bool reading;         /* EPOLLIN is armed */
+	uint32_t armed;       /* the events epoll has for it */
 	bool big_unread;      /* a reply bigger than PORTRESD_SNDBUF waits in the socket */
 	time_t last;
 	time_t stalled;       /* since when its messages wait unread; 0: none do */
@@ -146,7 +147,7 @@ static void client_close(struct client *c)
 		;
 	if (*pp)
 		*pp = c->next;
-	epoll_ctl(agent->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	/* closing the fd takes it out of the epoll set (the agent holds no other copy) */
 	close(c->fd);
 	while (c->qn) {
 		free(c->q[c->qhead]);
@@ -190,6 +191,9 @@ static void client_arm(struct client *c)
 	struct epoll_event ev = { .events = (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0), .data.ptr = c };
 
 	c->reading = want_in;
+	if (ev.events == c->armed)
+		return;
+	c->armed = ev.events;
 	epoll_ctl(agent->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -381,8 +385,9 @@ static void client_accept(int lfd)
 		} else {
 			peer.uid = peer.gid = (uint32_t)-1;
 		}
+		/* the groups matter for the admin group only, and root is an administrator anyway */
 		len = sizeof(peer.groups);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer.groups, &len) == 0)
+		if (peer.uid != 0 && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer.groups, &len) == 0)
 			peer.ngroups = (int)(len / sizeof(gid_t));
 		admin = ops_is_admin(agent, &peer);
 		if (!admin && refuse_over_caps(fd, &peer))
@@ -403,6 +408,7 @@ static void client_accept(int lfd)
 			continue;
 		}
 		c->reading = true;
+		c->armed = EPOLLIN;
 		c->next = clients;
 		clients = c;
 		agent->n_clients++;

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -86,7 +87,7 @@ static const char *const migrations[] = {
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
 
 enum stmt_id {
-	S_BEGIN, S_COMMIT, S_ROLLBACK, S_SYNC_FULL, S_SYNC_NORMAL,
+	S_BEGIN, S_COMMIT, S_ROLLBACK,
 	S_PUT_RESV, S_PUT_GRANT, S_DEL_RESV, S_SET_MODE,
 	S_PUT_ATTACH, S_DEL_ATTACH, S_PUT_NETNS, S_DEL_NETNS, S_PUT_META,
 	S_PUT_OWNED, S_DEL_OWNED, S_CLEAR_OWNED, S_CLEAR_RUNTIME,
@@ -97,8 +98,6 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
-	[S_SYNC_FULL] = "PRAGMA synchronous = FULL",
-	[S_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 	[S_PUT_RESV] = "INSERT INTO reservations (token, kind, netns, proto, start, count, mode, name, request_id, "
 		       "request_uid, uid, pid, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 	[S_PUT_GRANT] = "INSERT OR REPLACE INTO grants (token, type, id, path) VALUES (?1, ?2, ?3, ?4)",
@@ -146,6 +145,14 @@ struct store {
 	bool keep;
 	bool oom;         /* a change could not be recorded: the next commit fails */
 	bool sync_full;   /* the connection's current synchronous setting */
+	/* the checkpointer: its own connection and thread, woken when the WAL has grown */
+	struct {
+		sqlite3 *db;
+		pthread_t thread;
+		pthread_mutex_t lock;
+		pthread_cond_t wake;
+		bool running, due, stop;
+	} ckpt;
 };
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -248,10 +255,13 @@ static void drop_recs(struct store *s, bool all)
 	s->tail = pp;
 }
 
+static void checkpointer_stop(struct store *s);
+
 void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	checkpointer_stop(s);
 	drop_recs(s, true);
 	for (int i = 0; i < S__COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
@@ -348,8 +358,10 @@ static int setup(struct store *s, char *err, size_t errlen)
 	int64_t version = 0;
 	int rc;
 
+	/* a page cache that holds the tables of 65,535 reservations: no reads from the file per change */
 	if ((rc = exec(s, "PRAGMA journal_mode = WAL")) || (rc = exec(s, "PRAGMA synchronous = FULL")) ||
-	    (rc = exec(s, "PRAGMA foreign_keys = ON")) || (rc = query_int(s, "PRAGMA user_version", &version)))
+	    (rc = exec(s, "PRAGMA foreign_keys = ON")) || (rc = exec(s, "PRAGMA cache_size = -16384")) ||
+	    (rc = query_int(s, "PRAGMA user_version", &version)))
 		return sql_fail(s, rc, "setting it up", err, errlen);
 	s->sync_full = true;
 	if ((rc = migrate(s, version, err, errlen)))
@@ -460,6 +472,87 @@ static int finish_import(struct store *s, const char *dir, char *err, size_t err
 	return 0;
 }
 
+/*
+ * Checkpoints (the WAL's pages copied into the database, which is synced)
+ * run in a thread of their own on a second connection, so that a commit
+ * never waits for one: the writer's connection does none itself
+ * (wal_autocheckpoint 0); after a commit that leaves more than
+ * STORE_CKPT_PAGES in the WAL, the hook wakes the thread, whose PASSIVE
+ * checkpoint takes no lock a commit needs.
+ */
+#define STORE_CKPT_PAGES 1000
+
+static void *checkpointer(void *arg)
+{
+	struct store *s = arg;
+
+	pthread_mutex_lock(&s->ckpt.lock);
+	for (;;) {
+		while (!s->ckpt.due && !s->ckpt.stop)
+			pthread_cond_wait(&s->ckpt.wake, &s->ckpt.lock);
+		if (s->ckpt.stop)
+			break;
+		s->ckpt.due = false;
+		pthread_mutex_unlock(&s->ckpt.lock);
+		/* a failure (a full disk) is tried again when the WAL grows on */
+		sqlite3_wal_checkpoint_v2(s->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		pthread_mutex_lock(&s->ckpt.lock);
+	}
+	pthread_mutex_unlock(&s->ckpt.lock);
+	return NULL;
+}
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct store *s = arg;
+
+	(void)db;
+	(void)name;
+	if (pages >= STORE_CKPT_PAGES && s->ckpt.running) {
+		pthread_mutex_lock(&s->ckpt.lock);
+		s->ckpt.due = true;
+		pthread_cond_signal(&s->ckpt.wake);
+		pthread_mutex_unlock(&s->ckpt.lock);
+	}
+	return SQLITE_OK;
+}
+
+static int checkpointer_start(struct store *s, char *err, size_t errlen)
+{
+	int rc = sqlite3_open_v2(s->path, &s->ckpt.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
+
+	if (rc || (rc = sqlite3_exec(s->ckpt.db, "PRAGMA synchronous = FULL", NULL, NULL, NULL))) {
+		sqlite3_close(s->ckpt.db);
+		s->ckpt.db = NULL;
+		return fail(err, errlen, sql_errno(NULL, rc), "%s: cannot open a second connection: %s", s->path,
+			    sqlite3_errstr(rc));
+	}
+	pthread_mutex_init(&s->ckpt.lock, NULL);
+	pthread_cond_init(&s->ckpt.wake, NULL);
+	if ((rc = pthread_create(&s->ckpt.thread, NULL, checkpointer, s))) {
+		sqlite3_close(s->ckpt.db);
+		s->ckpt.db = NULL;
+		return fail(err, errlen, -rc, "%s: cannot start the checkpointer: %s", s->path, strerror(rc));
+	}
+	s->ckpt.running = true;
+	exec(s, "PRAGMA wal_autocheckpoint = 0");
+	sqlite3_wal_hook(s->db, wal_hook, s);
+	return 0;
+}
+
+static void checkpointer_stop(struct store *s)
+{
+	if (!s->ckpt.running)
+		return;
+	pthread_mutex_lock(&s->ckpt.lock);
+	s->ckpt.stop = true;
+	pthread_cond_signal(&s->ckpt.wake);
+	pthread_mutex_unlock(&s->ckpt.lock);
+	pthread_join(s->ckpt.thread, NULL);
+	sqlite3_close(s->ckpt.db);
+	s->ckpt.running = false;
+}
+
 int store_open(const char *dir, struct store **out, bool *created, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -487,7 +580,8 @@ int store_open(const char *dir, struct store **out, bool *created, char *err, si
 	if (!(s = store_new(path)))
 		return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
 	if ((ret = open_db(s, SQLITE_OPEN_READWRITE, err, errlen)) || (ret = check(s, err, errlen)) ||
-	    (ret = setup(s, err, errlen)) || (ret = finish_import(s, dir, err, errlen))) {
+	    (ret = setup(s, err, errlen)) || (ret = finish_import(s, dir, err, errlen)) ||
+	    (ret = checkpointer_start(s, err, errlen))) {
 		store_close(s);
 		return ret;
 	}
@@ -1096,9 +1190,13 @@ int store_commit(struct store *s, char *err, size_t errlen)
 		return 0;
 	for (struct rec *n = s->head; n; n = n->next)
 		durable |= n->durable;
-	/* FULL: the commit syncs the WAL; NORMAL: a crash of the agent loses nothing, one of the machine may */
+	/*
+	 * FULL: the commit syncs the WAL; NORMAL: a crash of the agent loses
+	 * nothing, one of the machine may. Not a prepared statement: SQLite
+	 * applies this pragma when it compiles it.
+	 */
 	if (durable != s->sync_full) {
-		if ((rc = step(s, durable ? S_SYNC_FULL : S_SYNC_NORMAL)))
+		if ((rc = exec(s, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")))
 			goto fail;
 		s->sync_full = durable;
 	}
