@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-/* test_state.c - the agent and its state file: corrupt or unwritable, never emptied. */
+/* test_state.c - the agent and its state: a corrupt state.json is never imported; feature probe; metrics. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -67,45 +67,6 @@ Test(state, corrupt_file_stops_the_agent_unchanged)
 		free(before);
 		free(after);
 	}
-}
-
-Test(state, full_disk_keeps_old_state)
-{
-	char path[400], fill[400], *before, *after;
-	portres_token_t t;
-	int fd;
-
-	/* A tiny filesystem for the state directory, then fill it up. */
-	cr_assert_eq(mount("tmpfs", ag.state, "tmpfs", 0, "size=64k,mode=0700"), 0, "%s", strerror(errno));
-	ag_start(NULL);
-	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 8000, 10, &t), 0);
-	snprintf(path, sizeof(path), "%s/state.json", ag.state);
-	before = slurp(path);
-	cr_assert(before && strstr(before, "8000"));
-	snprintf(fill, sizeof(fill), "%s/fill", ag.state);
-	fd = open(fill, O_WRONLY | O_CREAT, 0600);
-	{
-		char block[4096] = { 0 };
-
-		while (write(fd, block, sizeof(block)) > 0)
-			;
-	}
-	close(fd);
-	errno = 0;
-	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), -1);
-	cr_assert_eq(errno, EIO, "errno %s", strerror(errno));
-	after = slurp(path);
-	cr_assert_str_eq(after, before, "state changed on a failed save");
-	/* and nothing else changed either */
-	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 9000, 10, &t), -1);
-	cr_assert_eq(errno, ENOENT);
-	cr_assert_eq(ag_bind(IPPROTO_TCP, 9005, NULL), 0);
-	cr_assert_str_eq(ag_sysctl(), "8000-8009");
-	/* room again: works */
-	unlink(fill);
-	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), 0);
-	free(before);
-	free(after);
 }
 
 /* The feature probe names what is missing and changes nothing. */

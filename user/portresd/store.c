@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -519,6 +520,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 
 static int checkpointer_start(struct store *s, char *err, size_t errlen)
 {
+	sigset_t all, old;
 	int rc = sqlite3_open_v2(s->path, &s->ckpt.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
 
 	if (rc || (rc = sqlite3_exec(s->ckpt.db, "PRAGMA synchronous = FULL", NULL, NULL, NULL))) {
@@ -529,7 +531,12 @@ static int checkpointer_start(struct store *s, char *err, size_t errlen)
 	}
 	pthread_mutex_init(&s->ckpt.lock, NULL);
 	pthread_cond_init(&s->ckpt.wake, NULL);
-	if ((rc = pthread_create(&s->ckpt.thread, NULL, checkpointer, s))) {
+	/* signals are the main thread's (its signalfd): the thread starts with all of them blocked */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&s->ckpt.thread, NULL, checkpointer, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
 		sqlite3_close(s->ckpt.db);
 		s->ckpt.db = NULL;
 		return fail(err, errlen, -rc, "%s: cannot start the checkpointer: %s", s->path, strerror(rc));
