@@ -221,8 +221,9 @@ static int reconcile(struct agent *a)
 
 			if (!ns || (err = resv_insert(a, s->token, &s->r, uid_of_pid(s->r.owner_tgid), ns)))
 				goto cleanup;
+			netns_adopt(a, ns, s->r.owner_tgid);
 			log_msg(LOG_INFO, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
-		} else if (!sr || s->r.netns != a->own_ns->cookie || s->r.proto != sr->proto ||
+		} else if (!sr || s->r.netns != (sr->netns ? sr->netns : a->own_ns->cookie) || s->r.proto != sr->proto ||
 			   s->r.start != sr->start || s->r.count != sr->count) {
 			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the state file; removed", tok);
 			portres_resv_del(a->loader, s->token);
@@ -233,13 +234,14 @@ static int reconcile(struct agent *a)
 				portres_resv_set_mode(a->loader, s->token, sr->mode);
 				r.mode = sr->mode;
 			}
-			if ((err = resv_insert(a, s->token, &r, 0, a->own_ns)))
+			if ((err = resv_insert(a, s->token, &r, 0, sr->netns ? netns_find(a, sr->netns) : a->own_ns)))
 				goto cleanup;
 		}
 	}
 	for (size_t i = 0; i < a->st.n_resv; i++) {
 		const struct state_resv *sr = &a->st.resv[i];
-		struct portres_resv r = { .netns = a->own_ns->cookie, .start = sr->start, .count = sr->count,
+		struct netns *ns = sr->netns ? netns_find(a, sr->netns) : a->own_ns;
+		struct portres_resv r = { .netns = ns->cookie, .start = sr->start, .count = sr->count,
 					  .proto = sr->proto, .kind = PORTRES_KIND_PERSISTENT, .mode = sr->mode };
 		char tok[17];
 
@@ -250,7 +252,7 @@ static int reconcile(struct agent *a)
 					state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, strerror(-err));
 				goto cleanup;
 			}
-			if ((err = resv_insert(a, sr->token, &r, 0, a->own_ns)))
+			if ((err = resv_insert(a, sr->token, &r, 0, ns)))
 				goto cleanup;
 			log_msg(LOG_INFO, "reconcile", "persistent token %s loaded from the state file", tok);
 		}
@@ -300,7 +302,8 @@ static int reconcile(struct agent *a)
 	if (changed)
 		agent_save(a, true, err_msg, sizeof(err_msg));
 	a->attach_dirty = true;
-	netns_sync_sysctl(a, a->own_ns);
+	for (size_t i = 0; i < a->n_ns; i++)
+		netns_sync_sysctl(a, a->ns[i]);
 	err = 0;
 cleanup:
 	free(seen.v);
@@ -319,6 +322,8 @@ static int teardown(struct agent *a)
 	have_state = state_load(a->opts.state_dir, &a->st, err_msg, sizeof(err_msg)) == 0;
 	if (!have_state)
 		log_msg(LOG_WARN, "teardown", "%s; ip_local_reserved_ports left as it is", err_msg);
+	if (have_state && netns_teardown(a))
+		agent_save(a, true, err_msg, sizeof(err_msg));
 	if (have_state && !portset_empty(&a->st.sysctl_added)) {
 		struct portset none;
 
@@ -364,7 +369,8 @@ int main(int argc, char **argv)
 	};
 	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
-				     .quota = PORTRESD_QUOTA } };
+				     .quota = PORTRESD_QUOTA },
+			   .nswatch_fd = -1 };
 	struct portres_loader_opts lo = { 0 };
 	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
 	struct group *gr;
@@ -451,6 +457,14 @@ int main(int argc, char **argv)
 		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs);
 	if ((err = netns_own(&a))) {
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
+		goto cleanup;
+	}
+	/* listening before the netns of the state file are looked for: none dies unseen */
+	if ((a.nswatch_fd = netns_watch_open(&a)) < 0)
+		log_msg(LOG_WARN, "start", "RTNLGRP_NSID: %s: reservations in network namespaces that die are seen only at the next start",
+			strerror(-a.nswatch_fd));
+	if ((err = netns_restore(&a))) {
+		log_msg(LOG_ERR, "start", "finding the network namespaces of the state file: %s", strerror(-err));
 		goto cleanup;
 	}
 	if ((err = reconcile(&a))) {

@@ -9,12 +9,15 @@
  * process only; lookup, list, show, who, status, metrics, events - anyone.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -79,25 +82,100 @@ static const char *tok_str(uint64_t token)
 	return buf;
 }
 
-/* The reservation a request names by token or name (any kind) or by range (persistent). */
-static struct resv *select_resv(struct agent *a, const struct proto_req *req, struct reply *rp)
+/*
+ * The network namespace a request acts in (proto.h): the one passed as a
+ * descriptor, else the caller's (its connection's).
+ */
+struct where {
+	struct netns *ns;    /* the table's entry, or &tmp when the agent has none for it */
+	struct netns tmp;    /* enough to enter it (its fd) */
+	uint64_t cookie;
+	int fd;              /* a descriptor of it; -1 for the agent's own */
+	int lent;            /* a dup of fd lent to ns for this request, or -1 */
+	bool close_fd;       /* fd is ours (the caller's, from its connection) */
+	bool given;          /* passed with the request */
+};
+
+static int where_resolve(struct agent *a, const struct peer *p, const struct proto_req *req, int fd, bool create,
+			 struct where *w, struct reply *rp)
+{
+	char msg[256];
+	uint64_t inode;
+	int err;
+
+	*w = (struct where){ .ns = a->own_ns, .cookie = a->own_ns->cookie, .fd = -1, .lent = -1, .given = fd >= 0 };
+	if (fd < 0 && (!p->netns || p->netns == a->own_ns->cookie)) {
+		if (req->netns)
+			return fail(rp, EINVAL, "netns %s: the namespace itself must be passed with it (SCM_RIGHTS)",
+				    req->netns);
+		return 0;
+	}
+	if (fd < 0) {
+		/* a caller in another netns means its own */
+		if ((fd = ioctl(p->conn, SIOCGSKNS)) < 0)
+			return fail(rp, EIO, "cannot open the caller's network namespace: %s", strerror(errno));
+		w->close_fd = true;
+	}
+	w->fd = fd;
+	if ((err = netns_identify(a, fd, &w->cookie, &inode, msg, sizeof(msg))))
+		return fail(rp, -err, "%s", msg);
+	w->ns = netns_find(a, w->cookie);
+	if (w->ns && w->ns->own)
+		return 0;
+	if (create && (err = netns_register(a, fd, w->cookie, inode, req->netns, &w->ns, msg, sizeof(msg))))
+		return fail(rp, -err, "%s", msg);
+	if (!w->ns) {
+		w->tmp = (struct netns){ .cookie = w->cookie, .inode = inode, .nsid = -1, .fd = fd,
+					 .path = (char *)req->netns };
+		w->ns = &w->tmp;
+	} else if (w->ns->fd < 0) {
+		/* while the request runs, the agent gets in through the caller's descriptor */
+		w->lent = w->ns->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	}
+	return 0;
+}
+
+static void where_done(struct agent *a, struct where *w)
+{
+	if (w->ns && w->ns != &w->tmp && !w->ns->own) {
+		for (size_t i = 0; i < a->n_ns; i++)
+			if (a->ns[i] == w->ns) {
+				if (w->lent >= 0 && w->ns->fd == w->lent) {
+					close(w->lent);
+					w->ns->fd = -1;
+				}
+				netns_gc(a, w->ns);
+				break;
+			}
+	}
+	if (w->close_fd)
+		close(w->fd);
+}
+
+/* The reservation a request names by token or name (any kind) or by range (persistent, in w). */
+static struct resv *select_resv(struct agent *a, const struct proto_req *req, const struct where *w,
+				struct reply *rp)
 {
 	struct state_resv *sr;
 	struct resv *r = NULL;
 
 	switch (req->sel) {
 	case PROTO_SEL_TOKEN:
-		if (!(r = resv_find(a, req->token)))
-			fail(rp, ENOENT, "no reservation with token %s", tok_str(req->token));
-		return r;
+		if (!(r = resv_find(a, req->token)) || (w && w->given && r->r.netns != w->cookie))
+			fail(rp, ENOENT, "no reservation with token %s%s%s", tok_str(req->token), r ? " in " : "",
+			     r ? netns_name(w->ns) : "");
+		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_NAME:
-		if (!(sr = state_find_name(&a->st, req->name)) || !(r = resv_find(a, sr->token)))
-			fail(rp, ENOENT, "no reservation named %s", req->name);
-		return r;
+		if (!(sr = state_find_name(&a->st, req->name)) || !(r = resv_find(a, sr->token)) ||
+		    (w && w->given && r->r.netns != w->cookie))
+			fail(rp, ENOENT, "no reservation named %s%s%s", req->name, r ? " in " : "",
+			     r ? netns_name(w->ns) : "");
+		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_RANGE:
-		r = resv_find_range(a, a->own_ns->cookie, req->proto, req->start, req->count);
+		r = resv_find_range(a, w ? w->cookie : a->own_ns->cookie, req->proto, req->start, req->count);
 		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT) {
-			fail(rp, ENOENT, "no persistent reservation %s", range_str(req->proto, req->start, req->count));
+			fail(rp, ENOENT, "no persistent reservation %s%s%s", range_str(req->proto, req->start, req->count),
+			     w && w->ns && !w->ns->own ? " in " : "", w && w->ns && !w->ns->own ? netns_name(w->ns) : "");
 			return NULL;
 		}
 		return r;
@@ -225,17 +303,21 @@ static int op_release(struct agent *a, const struct peer *p, const struct proto_
 
 /* --- persistent ----------------------------------------------------------- */
 
-static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
+		     struct reply *rp)
 {
-	struct portres_resv r = { .netns = a->own_ns->cookie, .start = req->start, .count = req->count,
+	struct netns *ns = w->ns;
+	struct portres_resv r = { .netns = ns->cookie, .start = req->start, .count = req->count,
 				  .proto = req->proto, .kind = PORTRES_KIND_PERSISTENT,
 				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
 	struct state_grant grants[PROTO_MAX_GRANTS];
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
-				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants };
+				 .name = (char *)req->name, .netns = ns->own ? 0 : ns->cookie,
+				 .n_grants = req->n_grants, .grants = grants };
 	char err_msg[STATE_ERR_LEN] = "", held[400];
 	size_t g = 0;
 	struct resv *o;
+	json_t *ev;
 	int err;
 
 	if (need_admin(a, p, rp, "creating a persistent reservation"))
@@ -244,11 +326,11 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
 	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
 		return overlap_msg(a, o, rp, r.proto, r.start, r.count);
-	err = ports_held(a, a->own_ns, r.proto, r.start, r.count, held, sizeof(held));
+	err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 	if (err == -EADDRINUSE)
 		return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
 	if (err)
-		return fail(rp, -err, "cannot list sockets: %s", strerror(-err));
+		return fail(rp, -err, "cannot list sockets in %s: %s", netns_name(ns), strerror(-err));
 	for (size_t i = 0; i < req->n_grants; i++) {
 		grants[i] = (struct state_grant){ .type = req->grants[i].type, .id = req->grants[i].id,
 						  .path = (char *)req->grants[i].path };
@@ -263,19 +345,23 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	for (g = 0; g < sr.n_grants; g++)
 		if ((err = portres_grant_add(a->loader, sr.token, grants[g].type, grants[g].id)))
 			goto rollback;
-	if ((err = state_add_resv(&a->st, &sr)) || (err = resv_insert(a, sr.token, &r, 0, a->own_ns)))
+	if ((err = state_add_resv(&a->st, &sr)) || (err = resv_insert(a, sr.token, &r, 0, ns)))
 		goto rollback;
 	if ((err = agent_save(a, true, err_msg, sizeof(err_msg)))) {
 		resv_remove(a, sr.token);
 		goto rollback;
 	}
-	netns_sync_sysctl(a, a->own_ns);
-	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s by uid %u",
+	netns_sync_sysctl(a, ns);
+	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s%s%s by uid %u",
 		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
-		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
+		req->name ? req->name : "", state_mode_name(r.mode), ns->own ? "" : " in ", ns->own ? "" : netns_name(ns),
+		p->uid);
 	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
-				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
+	netns_json(rp->fields, ns);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token), "proto",
+		       state_proto_name(r.proto), "start", r.start, "count", r.count);
+	netns_json(ev, ns);
+	server_broadcast(a, ev);
 	return 0;
 rollback:
 	if ((o = resv_find(a, sr.token)) == NULL && state_find_token(&a->st, sr.token))
@@ -290,9 +376,9 @@ rollback:
 	return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
 }
 
-static int op_lookup(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_lookup(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
-	struct resv *r = select_resv(a, req, rp);
+	struct resv *r = select_resv(a, req, w, rp);
 
 	if (!r)
 		return -1;
@@ -300,18 +386,22 @@ static int op_lookup(struct agent *a, const struct proto_req *req, struct reply 
 	return 0;
 }
 
-static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
+		     struct reply *rp)
 {
 	char err_msg[STATE_ERR_LEN];
 	struct state keep = { 0 };
+	struct netns *ns;
 	struct resv *r;
 	uint64_t token;
+	json_t *ev;
 
 	if (need_admin(a, p, rp, "deleting a reservation"))
 		return -1;
-	if (!(r = select_resv(a, req, rp)))
+	if (!(r = select_resv(a, req, w, rp)))
 		return -1;
 	token = r->token;
+	ns = r->ns;
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		runtime_end(a, token, "deleted by an administrator");
 		return 0;
@@ -325,16 +415,21 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 		state_free(&keep);
 		return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
 	}
-	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
-		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "deleted", "token", tok_str(token),
-				      "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count));
+	log_msg(LOG_INFO, "delete", "persistent %s token %s%s%s by uid %u",
+		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), ns->own ? "" : " in ",
+		ns->own ? "" : netns_name(ns), p->uid);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "deleted", "token", tok_str(token), "proto",
+		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count);
+	netns_json(ev, ns);
+	server_broadcast(a, ev);
 	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
 		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
 	state_free(&keep);
 	resv_unload(a, token);
 	resv_remove(a, token);
-	netns_sync_sysctl(a, a->own_ns);
+	netns_sync_sysctl(a, ns);
+	if (ns != w->ns)
+		netns_gc(a, ns);
 	return 0;
 }
 
@@ -348,7 +443,7 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 
 	if (need_admin(a, p, rp, "changing a reservation"))
 		return -1;
-	if (!(r = select_resv(a, req, rp)))
+	if (!(r = select_resv(a, req, NULL, rp)))
 		return -1;
 	old = r->r.mode;
 	if ((err = portres_resv_set_mode(a->loader, r->token, (uint8_t)req->mode)))
@@ -411,7 +506,7 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	uid_t owner = (uid_t)-1;
 	int err;
 
-	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, &at.cgroup_id, &owner, rp) ||
+	if (!(r = select_resv(a, req, NULL, rp)) || cgroup_resolve(a, req->cgroup, &at.cgroup_id, &owner, rp) ||
 	    may_attach(a, p, r, owner, rp))
 		return -1;
 	at.token = r->token;
@@ -556,9 +651,9 @@ static json_t *attachments_json(struct agent *a, uint64_t token)
 	return att;
 }
 
-static int op_show(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_show(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
-	struct resv *r = select_resv(a, req, rp);
+	struct resv *r = select_resv(a, req, w, rp);
 	json_t *o;
 
 	if (!r)
@@ -571,12 +666,17 @@ static int op_show(struct agent *a, const struct proto_req *req, struct reply *r
 	return 0;
 }
 
-static int op_list(struct agent *a, struct reply *rp)
+static int op_list(struct agent *a, const struct where *w, struct reply *rp)
 {
 	json_t *arr = json_array();
 
 	for (size_t i = 0; i < a->n_resv; i++) {
-		json_t *o = resv_json(a, &a->resv[i]);
+		json_t *o;
+
+		/* a netns passed: its reservations only */
+		if (w->given && a->resv[i].r.netns != w->cookie)
+			continue;
+		o = resv_json(a, &a->resv[i]);
 
 		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
 		json_array_append_new(arr, o);
@@ -585,7 +685,7 @@ static int op_list(struct agent *a, struct reply *rp)
 	return 0;
 }
 
-static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_who(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
 	json_t *owners = json_array();
@@ -595,12 +695,13 @@ static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp
 
 		if (req->proto && req->proto != protos[i])
 			continue;
-		r = resv_overlap(a, a->own_ns->cookie, protos[i], req->port, 1);
+		r = resv_overlap(a, w->cookie, protos[i], req->port, 1);
 		if (r)
 			json_array_append_new(owners, resv_json(a, r));
 	}
 	rp->fields = json_pack("{s:i, s:o, s:o}", "port", req->port, "reservations", owners, "sockets",
-			       sockets_json(a, a->own_ns, req->proto, req->port, 1));
+			       sockets_json(a, w->ns, req->proto, req->port, 1));
+	netns_json(rp->fields, w->ns);
 	return 0;
 }
 
@@ -644,29 +745,36 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	struct reply rp = { 0 };
 	struct proto_req req;
 	struct proto_err perr;
+	struct where w = { .fd = -1, .lent = -1 };
 	char *out;
 
 	a->requests++;
+	/* a netns that died is forgotten before anyone names it (its inode may be reused) */
+	netns_watch_run(a);
 	if (proto_parse_request(buf, len, &req, &perr)) {
 		rp.code = perr.code;
 		snprintf(rp.msg, sizeof(rp.msg), "%s", perr.msg);
 		goto reply;
 	}
 	log_msg(LOG_DEBUG, "request", "%s from pid %d uid %u", proto_op_name(req.op), p->pid, p->uid);
-	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE) {
+	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE && !proto_op_takes_netns(req.op)) {
 		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
 		goto reply;
 	}
+	/* only an administrator's create makes the agent watch a netns */
+	if (proto_op_takes_netns(req.op) &&
+	    where_resolve(a, p, &req, fd, req.op == PROTO_OP_CREATE && is_admin(a, p), &w, &rp))
+		goto reply;
 	switch (req.op) {
 	case PROTO_OP_ACQUIRE: op_acquire(a, p, &req, fd, &rp); break;
 	case PROTO_OP_RELEASE: op_release(a, p, &req, fd, &rp); break;
-	case PROTO_OP_CREATE:  op_create(a, p, &req, &rp); break;
-	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &rp); break;
-	case PROTO_OP_DELETE:  op_delete(a, p, &req, &rp); break;
+	case PROTO_OP_CREATE:  op_create(a, p, &req, &w, &rp); break;
+	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &w, &rp); break;
+	case PROTO_OP_DELETE:  op_delete(a, p, &req, &w, &rp); break;
 	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
-	case PROTO_OP_LIST:    op_list(a, &rp); break;
-	case PROTO_OP_SHOW:    op_show(a, &req, &rp); break;
-	case PROTO_OP_WHO:     op_who(a, &req, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &w, &rp); break;
+	case PROTO_OP_SHOW:    op_show(a, &req, &w, &rp); break;
+	case PROTO_OP_WHO:     op_who(a, &req, &w, &rp); break;
 	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
@@ -678,6 +786,7 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP__COUNT:  break;
 	}
 reply:
+	where_done(a, &w);
 	if (rp.code) {
 		a->errors++;
 		json_decref(rp.fields);
