@@ -32,7 +32,7 @@ fi
 soname=$(readelf -d "$dest/usr/lib/libportres.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 [ "$soname" = libportres.so.0 ] || fail "soname is '$soname'"
 exported=$(nm -D --defined-only "$dest/usr/lib/libportres.so" | awk '$2=="T"{sub(/@.*/, "", $3); print $3}' | sort | tr '\n' ' ')
-want="portres_acquire portres_associate portres_create_persistent portres_delete_persistent portres_lookup_persistent portres_release "
+want="portres_acquire portres_associate portres_create_persistent portres_create_persistent_ns portres_delete_persistent portres_delete_persistent_ns portres_lookup_persistent portres_lookup_persistent_ns portres_release "
 [ "$exported" = "$want" ] || fail "exported symbols: $exported"
 
 cat >"$dest/prog.c" <<'C'

@@ -8,10 +8,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <linux/nsfs.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -220,8 +223,13 @@ int portres_release(int sockfd, portres_token_t token)
 	return set_errno(err);
 }
 
-/* create, lookup and delete of one block; token_out receives the token if non-NULL. */
-static int persistent_call(const char *op, int proto, uint16_t start, uint16_t count, portres_token_t *token_out)
+/*
+ * create, lookup and delete of one block in the netns of netns_fd (-1: the
+ * caller's, which the agent reads from the connection); token_out receives
+ * the token if non-NULL.
+ */
+static int persistent_call(const char *op, int netns_fd, int proto, uint16_t start, uint16_t count,
+			   portres_token_t *token_out)
 {
 	const char *name = proto_name(proto);
 	portres_token_t token;
@@ -231,7 +239,7 @@ static int persistent_call(const char *op, int proto, uint16_t start, uint16_t c
 	if (!name)
 		return set_errno(-EINVAL);
 	err = agent_call(json_pack("{s:s, s:s, s:i, s:i}", "op", op, "proto", name, "start", start, "count", count),
-			 -1, &reply);
+			 netns_fd, &reply);
 	if (!err && token_out && !(err = token_get(reply, "token", &token)))
 		*token_out = token;
 	json_decref(reply);
@@ -242,17 +250,55 @@ int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres
 {
 	if (!token)
 		return set_errno(-EINVAL);
-	return persistent_call("create", proto, start, count, token);
+	return persistent_call("create", -1, proto, start, count, token);
 }
 
 int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
 {
 	if (!token)
 		return set_errno(-EINVAL);
-	return persistent_call("lookup", proto, start, count, token);
+	return persistent_call("lookup", -1, proto, start, count, token);
 }
 
 int portres_delete_persistent(int proto, uint16_t start, uint16_t count)
 {
-	return persistent_call("delete", proto, start, count, NULL);
+	return persistent_call("delete", -1, proto, start, count, NULL);
+}
+
+/* EBADF for no descriptor, EINVAL for one of something else than a network namespace. */
+static int check_netns_fd(int netns_fd)
+{
+	int type;
+
+	if (netns_fd < 0)
+		return -EBADF;
+	type = ioctl(netns_fd, NS_GET_NSTYPE);
+	if (type < 0)
+		return errno == EBADF ? -EBADF : -EINVAL;
+	return type == CLONE_NEWNET ? 0 : -EINVAL;
+}
+
+int portres_create_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	int err = check_netns_fd(netns_fd);
+
+	if (err || !token)
+		return set_errno(err ? err : -EINVAL);
+	return persistent_call("create", netns_fd, proto, start, count, token);
+}
+
+int portres_lookup_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	int err = check_netns_fd(netns_fd);
+
+	if (err || !token)
+		return set_errno(err ? err : -EINVAL);
+	return persistent_call("lookup", netns_fd, proto, start, count, token);
+}
+
+int portres_delete_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count)
+{
+	int err = check_netns_fd(netns_fd);
+
+	return err ? set_errno(err) : persistent_call("delete", netns_fd, proto, start, count, NULL);
 }

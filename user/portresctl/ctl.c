@@ -16,12 +16,13 @@
 
 #include "cgroup.h"
 #include "ctl.h"
+#include "netns_path.h"
 #include "portres.h"
 #include "proto.h"
 #include "state.h"
 #include "subcommands.h"
 
-struct ctl_opts ctl;
+struct ctl_opts ctl = { .netns_fd = -1 };
 
 static int agent_fd = -1;
 
@@ -77,6 +78,20 @@ bool ctl_common_opt(int c, int *status)
 	case CTL_OPT_SOCKET:
 		ctl.socket = optarg;
 		return false;
+	case CTL_OPT_NETNS: {
+		char err[512];
+		int fd = netns_spec_open(optarg, ctl.netns_path, sizeof(ctl.netns_path), err, sizeof(err));
+
+		if (fd < 0) {
+			ctl_bad_usage("--netns %s", err);
+			*status = CTL_USAGE;
+			return true;
+		}
+		if (ctl.netns_fd >= 0)
+			close(ctl.netns_fd);
+		ctl.netns_fd = fd;
+		return false;
+	}
 	case 'h':
 		ctl_usage(ctl.cmd, false);
 		*status = CTL_OK;
@@ -162,21 +177,60 @@ int ctl_recv(int fd, json_t **msg, int timeout_ms)
 	return 0;
 }
 
-int ctl_transact(int fd, json_t *req, json_t **reply)
+int ctl_transact_fd(int fd, json_t *req, int passfd, json_t **reply)
 {
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
 	char *text = json_dumps(req, JSON_COMPACT);
+	struct iovec iov;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t n;
 
 	json_decref(req);
 	*reply = NULL;
 	if (!text)
 		return -ENOMEM;
-	while ((n = send(fd, text, strlen(text), MSG_NOSIGNAL)) < 0 && errno == EINTR)
+	iov = (struct iovec){ .iov_base = text, .iov_len = strlen(text) };
+	if (passfd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof(cbuf.buf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
+	}
+	while ((n = sendmsg(fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
 		;
 	free(text);
 	if (n < 0)
 		return -errno;
 	return ctl_recv(fd, reply, -1);
+}
+
+/* True when req's op takes a network namespace (proto.h). */
+static bool takes_netns(const json_t *req)
+{
+	const char *op = json_string_value(json_object_get(req, "op"));
+
+	for (int i = 0; op && i < PROTO_OP__COUNT; i++)
+		if (!strcmp(op, proto_op_name((enum proto_op)i)))
+			return proto_op_takes_netns((enum proto_op)i);
+	return false;
+}
+
+int ctl_transact(int fd, json_t *req, json_t **reply)
+{
+	if (ctl.netns_fd < 0 || !takes_netns(req))
+		return ctl_transact_fd(fd, req, -1, reply);
+	if (!json_object_get(req, "netns"))
+		json_object_set_new(req, "netns", json_string(ctl.netns_path));
+	return ctl_transact_fd(fd, req, ctl.netns_fd, reply);
 }
 
 const char *ctl_reply_errno(const json_t *reply)

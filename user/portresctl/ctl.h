@@ -22,20 +22,25 @@ struct ctl_opts {
 	const char *socket; /* --socket, $PORTRES_SOCKET, or the default */
 	const char *cmd;    /* the subcommand being run */
 	bool json;
+	int netns_fd;       /* --netns: the namespace, passed with the requests that take one; -1 */
+	char netns_path[4096];
 };
 extern struct ctl_opts ctl;
 
 /* Options every subcommand accepts; ctl_common_opt() handles them. */
 #define CTL_OPT_JSON   0x100
 #define CTL_OPT_SOCKET 0x101
+#define CTL_OPT_NETNS  0x102
 #define CTL_COMMON_OPTIONS                                   \
 	{ "json", no_argument, NULL, CTL_OPT_JSON },         \
 	{ "socket", required_argument, NULL, CTL_OPT_SOCKET }, \
 	{ "help", no_argument, NULL, 'h' }
+/* --netns PATH|NAME|pid:PID, for the commands that act in a network namespace */
+#define CTL_NETNS_OPTION { "netns", required_argument, NULL, CTL_OPT_NETNS }
 
 /*
- * Handles an option that is not the command's own: --json, --socket, --help
- * or a getopt error. Returns false to go on parsing, true when the command
+ * Handles an option that is not the command's own: --json, --socket, --help,
+ * --netns (opened here; a bad one is a usage error) or a getopt error. Returns false to go on parsing, true when the command
  * must return *status now (CTL_OK after --help, CTL_USAGE on an error).
  */
 bool ctl_common_opt(int c, int *status);
@@ -58,8 +63,13 @@ json_t *ctl_request(const char *what, json_t *req, int *err_out);
 json_t *ctl_req(const char *op);
 /* Connection for a long conversation (events); -1 with a message printed. */
 int ctl_connect(void);
-/* Sends one message and reads the reply into a new object; 0 or -errno. */
+/*
+ * Sends one message and reads the reply into a new object; 0 or -errno.
+ * A request whose op takes a network namespace carries --netns's.
+ */
 int ctl_transact(int fd, json_t *req, json_t **reply);
+/* The same with passfd (>= 0) as its descriptor. */
+int ctl_transact_fd(int fd, json_t *req, int passfd, json_t **reply);
 /* Reads one message (blocking up to timeout_ms, -1 forever); 0, -ETIMEDOUT, -errno. */
 int ctl_recv(int fd, json_t **msg, int timeout_ms);
 /* Closes the shared connection (a later request opens a new one). */

@@ -17,25 +17,30 @@
 #define VERSION "0.1.0"
 
 const struct subcommand subcommands[] = {
-	{ "create", cmd_create, "Creates a persistent reservation and prints its token.",
+	{ "create", cmd_create, "Creates a persistent reservation and prints its token.\n"
+	  "--netns creates it in that network namespace (a netns file, a name of `ip netns`, or a\n"
+	  "process's); it ends when the namespace does. Without it: the caller's namespace.",
 	  "create --proto tcp|udp --start P --count N [--name NAME] [--mode enforce|audit|advisory]\n"
-	  "                  [--grant-uid U]... [--grant-gid G]... [--grant-cgroup PATH]...",
+	  "                  [--grant-uid U]... [--grant-gid G]... [--grant-cgroup PATH]...\n"
+	  "                  [--netns PATH|NAME|pid:PID]",
 	  "portresctl create --proto tcp --start 8000 --count 10 --name web --grant-uid www-data" },
-	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match).",
-	  "lookup (--proto tcp|udp --start P --count N | --name NAME)",
-	  "portresctl lookup --proto tcp --start 8000 --count 10" },
-	{ "delete", cmd_delete, "Deletes a reservation.",
-	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME)",
+	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match,\n"
+	  "in the caller's network namespace or --netns's).",
+	  "lookup (--proto tcp|udp --start P --count N | --name NAME) [--netns PATH|NAME|pid:PID]",
+	  "portresctl lookup --proto tcp --start 8000 --count 10 --netns pod1" },
+	{ "delete", cmd_delete, "Deletes a reservation (by range: in the caller's network namespace or --netns's).",
+	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME) [--netns PATH|NAME|pid:PID]",
 	  "portresctl delete --name web" },
-	{ "list", cmd_list, "Lists every reservation, persistent and runtime.",
-	  "list [--json]",
+	{ "list", cmd_list, "Lists every reservation, persistent and runtime (--netns: those of that namespace).",
+	  "list [--netns PATH|NAME|pid:PID] [--json]",
 	  "portresctl list --json | jq -r '.reservations[].token'" },
 	{ "show", cmd_show, "Shows a reservation: its ports in use and by whom, attached cgroups, counters.",
-	  "show (TOKEN | NAME | --token T | --name NAME) [--json]",
+	  "show (TOKEN | NAME | --token T | --name NAME) [--netns PATH|NAME|pid:PID] [--json]",
 	  "portresctl show web" },
-	{ "who", cmd_who, "Tells which reservation owns a port and which sockets hold it.",
-	  "who PORT [--proto tcp|udp] [--json]",
-	  "portresctl who 8005 --proto tcp" },
+	{ "who", cmd_who, "Tells which reservation owns a port and which sockets hold it\n"
+	  "(in the caller's network namespace, or --netns's).",
+	  "who PORT [--proto tcp|udp] [--netns PATH|NAME|pid:PID] [--json]",
+	  "portresctl who 8005 --proto tcp --netns pid:4242" },
 	{ "attach", cmd_attach, "Ties a cgroup subtree to a reservation: its sockets are associated with it.\n"
 	  "--confine also denies the subtree's binds outside its reservation.",
 	  "attach --cgroup PATH (--token T | --name NAME) [--confine]",

@@ -82,6 +82,7 @@ int cmd_create(int argc, char *argv[])
 		{ "grant-uid", required_argument, NULL, OPT_GRANT_UID },
 		{ "grant-gid", required_argument, NULL, OPT_GRANT_GID },
 		{ "grant-cgroup", required_argument, NULL, OPT_GRANT_CGROUP },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
@@ -130,6 +131,10 @@ int cmd_create(int argc, char *argv[])
 
 		if (name)
 			json_object_set_new(o, "name", json_string(name));
+		if (json_object_get(reply, "netns_inode"))
+			json_object_set(o, "netns_inode", json_object_get(reply, "netns_inode"));
+		if (json_object_get(reply, "netns_path"))
+			json_object_set(o, "netns_path", json_object_get(reply, "netns_path"));
 		ctl_print_json(o, false);
 		json_decref(o);
 	} else {
@@ -148,6 +153,7 @@ int cmd_lookup(int argc, char *argv[])
 	static const struct option opts[] = {
 		RANGE_OPTIONS,
 		{ "name", required_argument, NULL, OPT_NAME },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
@@ -213,6 +219,7 @@ int cmd_delete(int argc, char *argv[])
 		RANGE_OPTIONS,
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "token", required_argument, NULL, OPT_TOKEN },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};

@@ -73,7 +73,7 @@ static void resv_line(const json_t *r, char *buf, size_t len)
 
 int cmd_list(int argc, char *argv[])
 {
-	static const struct option opts[] = { CTL_COMMON_OPTIONS, { 0 } };
+	static const struct option opts[] = { CTL_NETNS_OPTION, CTL_COMMON_OPTIONS, { 0 } };
 	json_t *req, *reply, *r, *arr;
 	size_t i;
 	int c, ret;
@@ -145,6 +145,7 @@ int cmd_show(int argc, char *argv[])
 	static const struct option opts[] = {
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "token", required_argument, NULL, OPT_TOKEN },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
@@ -213,6 +214,7 @@ int cmd_who(int argc, char *argv[])
 {
 	static const struct option opts[] = {
 		{ "proto", required_argument, NULL, OPT_PROTO },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
