@@ -439,3 +439,55 @@ Test(netns, by_pid)
 	CLI_ASSERT_STATUS(r, 1);
 	cli_result_free(&r);
 }
+
+Test(netns, apply_file_with_netns)
+{
+	struct cli_result r;
+	const char *file;
+	char path[400];
+	json_t *l;
+
+	sh("ip netns add pod7");
+	sh("ip netns add pod8");
+	/* one block in two namespaces: no overlap */
+	file = cli_write_tmp("apply.json",
+			     "{\"reservations\":["
+			     "{\"name\":\"proxy\",\"proto\":\"tcp\",\"ports\":\"15000-15090\",\"netns\":\"pod7\"},"
+			     "{\"name\":\"proxy-host\",\"proto\":\"tcp\",\"ports\":\"15000-15090\"}]}");
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cli_result_free(&r);
+	cr_assert_eq(bind_status("/run/netns/pod7", IPPROTO_TCP, 15050), EACCES);
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 15050, NULL), -EACCES);
+	l = cli_show("proxy");
+	cr_assert_str_eq(json_string_value(json_object_get(l, "netns_path")), "/run/netns/pod7");
+	json_decref(l);
+	/* applied again: nothing to do */
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cr_assert(strstr(r.out, "no changes"), "%s", r.out);
+	cli_result_free(&r);
+	/* moved to another netns: replaced there */
+	file = cli_write_tmp("apply.json",
+			     "{\"reservations\":["
+			     "{\"name\":\"proxy\",\"proto\":\"tcp\",\"ports\":\"15000-15090\",\"netns\":\"/run/netns/pod8\"},"
+			     "{\"name\":\"proxy-host\",\"proto\":\"tcp\",\"ports\":\"15000-15090\"}]}");
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 0);
+	cli_result_free(&r);
+	cr_assert_eq(bind_status("/run/netns/pod7", IPPROTO_TCP, 15050), 0);
+	cr_assert_eq(bind_status("/run/netns/pod8", IPPROTO_TCP, 15050), EACCES);
+	cr_assert_str_eq(sysctl_in("/run/netns/pod7"), "");
+	cr_assert_str_eq(sysctl_in("/run/netns/pod8"), "15000-15090");
+	/* a netns that does not exist: named, nothing done */
+	file = cli_write_tmp("apply.json",
+			     "{\"reservations\":[{\"name\":\"x\",\"proto\":\"udp\",\"ports\":53,\"netns\":\"nosuch\"}]}");
+	r = cli_ctl("apply", "-f", file, NULL);
+	CLI_ASSERT_STATUS(r, 1);
+	cr_assert(strstr(r.err, "/run/netns/nosuch"), "%s", r.err);
+	cli_result_free(&r);
+	snprintf(path, sizeof(path), "%s/state.json", ag.state);
+	cr_assert(strstr(cli_read(path), "/run/netns/pod8"), "%s", cli_read(path));
+	sh("ip netns del pod7");
+	sh("ip netns del pod8");
+}

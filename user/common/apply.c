@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "apply.h"
+#include "netns_path.h"
 #include "portres_abi.h"
 #include "proto.h"
 #include "state.h"
@@ -133,7 +134,7 @@ static int parse_grant(json_t *g, const char *where, struct apply_grant *out, ch
 
 static int parse_resv(json_t *o, const char *where, struct apply_resv *r, char *err, size_t len)
 {
-	static const char *const keys[] = { "name", "proto", "ports", "start", "count", "mode", "grants", NULL };
+	static const char *const keys[] = { "name", "proto", "ports", "start", "count", "mode", "grants", "netns", NULL };
 	json_t *ports = json_object_get(o, "ports"), *start = json_object_get(o, "start"),
 	       *count = json_object_get(o, "count"), *grants = json_object_get(o, "grants"), *g;
 	const char *s, *bad;
@@ -151,6 +152,16 @@ static int parse_resv(json_t *o, const char *where, struct apply_resv *r, char *
 			    where, STATE_NAME_MAX);
 	if (!(r->name = strdup(s)))
 		return fail(err, len, -ENOMEM, "out of memory");
+	if (json_object_get(o, "netns")) {
+		const char *ns = json_string_value(json_object_get(o, "netns"));
+		char path[PATH_MAX], why[256];
+
+		if (!ns || netns_spec_path(ns, path, sizeof(path), why, sizeof(why)))
+			return fail(err, len, -EINVAL, "%s (%s).netns: a netns file, a name of `ip netns` or \"pid:PID\"",
+				    where, s);
+		if (!(r->netns = strdup(ns)))
+			return fail(err, len, -ENOMEM, "out of memory");
+	}
 	if ((v = state_proto_parse(json_string_value(json_object_get(o, "proto")) ?: "")) < 0)
 		return fail(err, len, -EINVAL, "%s (%s).proto: needed, \"tcp\" or \"udp\"", where, s);
 	r->proto = (uint8_t)v;
@@ -226,6 +237,14 @@ static bool overlap(uint8_t pa, uint32_t sa, uint32_t ca, uint8_t pb, uint32_t s
 	return pa == pb && sa < sb + cb && sb < sa + ca;
 }
 
+/* Two reservations of the file in one netns (as the file names them). */
+static bool same_file_netns(const struct apply_resv *a, const struct apply_resv *b)
+{
+	if (a->netns_inode && b->netns_inode)
+		return a->netns_inode == b->netns_inode;
+	return !a->netns == !b->netns && (!a->netns || !strcmp(a->netns, b->netns));
+}
+
 /* Names, ports and cgroups used twice in the file. */
 static int check_file(const struct apply_file *f, const char *what, char *err, size_t len)
 {
@@ -238,7 +257,7 @@ static int check_file(const struct apply_file *f, const char *what, char *err, s
 			if (!strcmp(a->name, b->name))
 				return fail(err, len, -EINVAL, "%s: reservations[%zu] and [%zu] are both named %s", what, j,
 					    i, a->name);
-			if (overlap(a->proto, a->start, a->count, b->proto, b->start, b->count)) {
+			if (same_file_netns(a, b) && overlap(a->proto, a->start, a->count, b->proto, b->start, b->count)) {
 				range_str(b->proto, b->start, b->count, rb, sizeof(rb));
 				range_str(a->proto, a->start, a->count, ra, sizeof(ra));
 				return fail(err, len, -EADDRINUSE, "%s: reservations %s (%s) and %s (%s) overlap", what,
@@ -341,6 +360,31 @@ int apply_file_load(const char *path, const char *cgroup_root, struct apply_file
 	return e;
 }
 
+int apply_file_resolve_netns(struct apply_file *f, const char *what, char *err, size_t len)
+{
+	char path[PATH_MAX], why[256];
+	struct stat sb;
+
+	for (size_t i = 0; i < f->n_resv; i++) {
+		struct apply_resv *r = &f->resv[i];
+		char *abs;
+
+		if (!r->netns)
+			continue;
+		if (netns_spec_path(r->netns, path, sizeof(path), why, sizeof(why)))
+			return fail(err, len, -EINVAL, "%s: reservations[%zu] (%s).netns: %s", what, i, r->name, why);
+		if (stat(path, &sb))
+			return fail(err, len, -errno, "%s: reservations[%zu] (%s).netns: %s: %s", what, i, r->name, path,
+				    strerror(errno));
+		if (!(abs = strdup(path)))
+			return fail(err, len, -ENOMEM, "out of memory");
+		free(r->netns);
+		r->netns = abs;
+		r->netns_inode = (uint64_t)sb.st_ino;
+	}
+	return check_file(f, what, err, len);
+}
+
 void apply_file_free(struct apply_file *f)
 {
 	for (size_t i = 0; i < f->n_resv; i++) {
@@ -348,6 +392,7 @@ void apply_file_free(struct apply_file *f)
 			free(f->resv[i].grants[g].path);
 		free(f->resv[i].grants);
 		free(f->resv[i].name);
+		free(f->resv[i].netns);
 	}
 	for (size_t i = 0; i < f->n_attach; i++) {
 		free(f->attach[i].cgroup);
@@ -366,7 +411,8 @@ struct cur {
 	const char *token, *name; /* name: persistent and named only */
 	uint8_t proto, mode;
 	uint32_t start, count;
-	uint64_t netns;
+	uint64_t netns_inode;   /* 0: not known (an older agent) */
+	const char *netns_path; /* the path its netns was named by, or NULL */
 	bool removed;   /* deleted by the plan: replaced or pruned */
 	bool replaced;
 	long kept_by;   /* the file's entry it already is (same or mode change), or -1 */
@@ -376,7 +422,7 @@ enum want { W_SAME, W_MODE, W_NEW, W_REPLACE };
 
 struct planner {
 	const struct apply_file *f;
-	struct apply_opts *o;     /* netns learnt from the list when not given */
+	const struct apply_opts *o;
 	struct apply_plan *plan;
 	struct cur *cur;
 	size_t n_cur;
@@ -448,9 +494,9 @@ static json_t *req_mode(const char *name, uint8_t mode)
 			 state_mode_name(mode));
 }
 
-/* grants (taken) as a create request carries them */
+/* grants (taken) as a create request carries them; netns: an absolute path or NULL */
 static json_t *req_create(const char *name, uint8_t proto, uint32_t start, uint32_t count, uint8_t mode,
-			  json_t *grants)
+			  json_t *grants, const char *netns)
 {
 	json_t *r = json_pack("{s:i, s:s, s:s, s:i, s:i, s:s, s:s}", "v", PROTO_VERSION, "op", "create", "proto",
 			      state_proto_name(proto), "start", (int)start, "count", (int)count, "name", name, "mode",
@@ -458,6 +504,8 @@ static json_t *req_create(const char *name, uint8_t proto, uint32_t start, uint3
 
 	if (r && json_array_size(grants))
 		json_object_set(r, "grants", grants);
+	if (r && netns)
+		json_object_set_new(r, "netns", json_string(netns));
 	json_decref(grants);
 	return r;
 }
@@ -545,14 +593,11 @@ static int read_current(struct planner *p, const json_t *current, char *err, siz
 			return fail(err, len, -EPROTO, "the agent's list reply: reservations[%zu] is not understood", i);
 		c->proto = (uint8_t)proto;
 		c->mode = mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)mode;
-		c->netns = (uint64_t)json_integer_value(json_object_get(r, "netns"));
+		c->netns_inode = (uint64_t)json_integer_value(json_object_get(r, "netns_inode"));
+		c->netns_path = json_string_value(json_object_get(r, "netns_path"));
 		c->kept_by = -1;
-		if (kind && !strcmp(kind, "persistent")) {
+		if (kind && !strcmp(kind, "persistent"))
 			c->name = json_string_value(json_object_get(r, "name"));
-			/* persistent reservations live in the agent's own netns */
-			if (!p->o->netns && c->netns)
-				p->o->netns = c->netns;
-		}
 		p->n_cur++;
 	}
 	return 0;
@@ -566,6 +611,19 @@ static long cur_by_name(const struct planner *p, const char *name)
 	return -1;
 }
 
+/* Whether the file's d and the agent's c live in one netns. */
+static bool same_netns(const struct planner *p, const struct apply_resv *d, const struct cur *c)
+{
+	uint64_t want = d->netns ? d->netns_inode : p->o->netns_inode;
+
+	if (want && c->netns_inode)
+		return want == c->netns_inode;
+	/* not resolved: by the path, none meaning the default */
+	if (!d->netns)
+		return !c->netns_path;
+	return c->netns_path && !strcmp(d->netns, c->netns_path);
+}
+
 /* The reservations of the file against the agent's: what each needs. */
 static void compare_resv(struct planner *p)
 {
@@ -577,7 +635,8 @@ static void compare_resv(struct planner *p)
 		p->cur_of[i] = k;
 		if (!c) {
 			p->want[i] = W_NEW;
-		} else if (c->proto != d->proto || c->start != d->start || c->count != d->count || !grants_equal(d, c)) {
+		} else if (c->proto != d->proto || c->start != d->start || c->count != d->count || !grants_equal(d, c) ||
+			   !same_netns(p, d, c)) {
 			p->want[i] = W_REPLACE;
 			c->removed = c->replaced = true;
 		} else {
@@ -590,11 +649,6 @@ static void compare_resv(struct planner *p)
 	for (size_t k = 0; k < p->n_cur; k++)
 		if (p->cur[k].name && p->cur[k].kept_by < 0 && !p->cur[k].replaced)
 			p->cur[k].removed = true;
-}
-
-static bool in_own_netns(const struct planner *p, const struct cur *c)
-{
-	return !p->o->netns || !c->netns || c->netns == p->o->netns;
 }
 
 /* Names every conflict in err; 0 if the plan can go ahead, else -EADDRINUSE (an overlap) or -ENOENT. */
@@ -613,7 +667,7 @@ static int check_conflicts(struct planner *p, bool *after_deletes, char *err, si
 		for (size_t k = 0; k < p->n_cur; k++) {
 			const struct cur *c = &p->cur[k];
 
-			if (c->kept_by >= 0 || !in_own_netns(p, c) ||
+			if (c->kept_by >= 0 || !same_netns(p, d, c) ||
 			    !overlap(d->proto, d->start, d->count, c->proto, c->start, c->count))
 				continue;
 			if (c->removed) {
@@ -684,9 +738,9 @@ static void plan_create(struct planner *p, size_t i)
 	char r[32];
 
 	range_str(d->proto, d->start, d->count, r, sizeof(r));
-	step(p, APPLY_CREATE, req_create(d->name, d->proto, d->start, d->count, d->mode, file_grants(d)),
-	     req_by_name("delete", d->name), "create %s %s %s%s", d->name, r, state_mode_name(d->mode),
-	     p->want[i] == W_REPLACE ? " (replacing it)" : "");
+	step(p, APPLY_CREATE, req_create(d->name, d->proto, d->start, d->count, d->mode, file_grants(d), d->netns),
+	     req_by_name("delete", d->name), "create %s %s %s%s%s%s", d->name, r, state_mode_name(d->mode),
+	     d->netns ? " in netns " : "", d->netns ? d->netns : "", p->want[i] == W_REPLACE ? " (replacing it)" : "");
 }
 
 /* Deleting c; undone by creating it again (new token) and attaching its cgroups again. */
@@ -697,7 +751,8 @@ static void plan_delete(struct planner *p, const struct cur *c)
 	size_t i;
 
 	range_str(c->proto, c->start, c->count, r, sizeof(r));
-	json_array_append_new(undo, req_create(c->name, c->proto, c->start, c->count, c->mode, cur_grants(c)));
+	json_array_append_new(undo, req_create(c->name, c->proto, c->start, c->count, c->mode, cur_grants(c),
+					       c->netns_path));
 	json_array_foreach(json_object_get(c->j, "attachments"), i, x)
 		json_array_append_new(undo, req_attach(json_string_value(json_object_get(x, "path")) ?: "", "name",
 						       c->name, json_is_true(json_object_get(x, "confine"))));
@@ -759,8 +814,7 @@ static void plan_attachments(struct planner *p)
 int apply_plan(const struct apply_file *f, const json_t *current, const struct apply_opts *opts,
 	       struct apply_plan *plan, char *err, size_t len)
 {
-	struct apply_opts o = *opts;
-	struct planner p = { .f = f, .o = &o, .plan = plan };
+	struct planner p = { .f = f, .o = opts, .plan = plan };
 	bool *after = NULL;
 	int e;
 

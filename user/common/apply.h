@@ -13,7 +13,8 @@
  *       { "name": "nodeports", "proto": "tcp", "ports": "30000-32767", "mode": "enforce",
  *         "grants": [ { "type": "cgroup", "path": "/sys/fs/cgroup/kubepods.slice" } ] },
  *       { "name": "dns",       "proto": "udp", "start": 5300, "count": 4, "mode": "audit",
- *         "grants": [ { "type": "uid", "id": 101 }, { "type": "gid", "id": 101 } ] }
+ *         "grants": [ { "type": "uid", "id": 101 }, { "type": "gid", "id": 101 } ] },
+ *       { "name": "sidecar",   "proto": "tcp", "ports": "15000-15090", "netns": "pod1" }
  *     ],
  *     "attachments": [
  *       { "cgroup": "/sys/fs/cgroup/system.slice/kubelet.service", "reservation": "kubelet",
@@ -23,7 +24,11 @@
  *
  * A reservation has a name (required: it is what apply recognises it by), a
  * proto, its ports as "ports" (a port or "first-last") or "start"+"count", a
- * mode (default enforce) and grants (as in the protocol, proto.h). An
+ * mode (default enforce), grants (as in the protocol, proto.h) and the
+ * network namespace it lives in, "netns": a netns file, a name of
+ * `ip netns` or "pid:PID" (netns_path.h; default: that of whoever applies
+ * the file, the agent's for portresd --apply). Names are unique across
+ * namespaces; ports only within one. An
  * attachment names a cgroup (absolute, or relative to the cgroup2 mount) and
  * a reservation by name, of the file or already known to the agent.
  *
@@ -32,7 +37,7 @@
  *
  *   absent by name                       -> create
  *   same ports and grants, other mode    -> update the mode (token kept)
- *   other proto, ports or grants         -> delete + create (a new token)
+ *   other proto, ports, grants or netns  -> delete + create (a new token)
  *   identical                            -> nothing
  *   named, persistent, not in the file   -> delete, with prune only
  *   attachment absent or different       -> attach
@@ -63,6 +68,8 @@ struct apply_grant {
 
 struct apply_resv {
 	char *name;
+	char *netns;    /* the netns as the file names it; absolute once resolved; NULL: the default */
+	uint64_t netns_inode; /* set by apply_file_resolve_netns; 0: not resolved */
 	uint8_t proto;  /* IPPROTO_TCP or IPPROTO_UDP */
 	uint8_t mode;   /* enum portres_mode */
 	uint16_t start, count;
@@ -91,6 +98,11 @@ int apply_file_load(const char *path, const char *cgroup_root, struct apply_file
 int apply_file_parse(const char *text, size_t len, const char *what, const char *cgroup_root,
 		     struct apply_file *f, char *err, size_t errlen);
 void apply_file_free(struct apply_file *f);
+/*
+ * Each reservation's "netns" becomes its absolute path and nsfs inode (stat).
+ * 0, or -errno with err naming the entry and the path.
+ */
+int apply_file_resolve_netns(struct apply_file *f, const char *what, char *err, size_t errlen);
 
 enum apply_action { APPLY_CREATE, APPLY_UPDATE, APPLY_DELETE, APPLY_ATTACH, APPLY_DETACH };
 
@@ -109,7 +121,7 @@ struct apply_plan {
 
 struct apply_opts {
 	bool prune;
-	uint64_t netns;   /* the agent's netns cookie: overlaps count there; 0 = guess from the reservations */
+	uint64_t netns_inode; /* the netns of reservations without "netns" (whoever applies); 0: unknown */
 	bool check_cgroups; /* attachments' cgroups must exist (stat) */
 };
 
@@ -123,7 +135,10 @@ int apply_plan(const struct apply_file *f, const json_t *current, const struct a
 void apply_plan_free(struct apply_plan *plan);
 const char *apply_action_name(enum apply_action a);
 
-/* Sends one request: 0, or -errno with the agent's message in err. */
+/*
+ * Sends one request: 0, or -errno with the agent's message in err. A request
+ * with "netns" (an absolute path) goes with that netns opened (proto.h).
+ */
 typedef int (*apply_call_fn)(void *arg, json_t *req, char *err, size_t errlen);
 
 /*
