@@ -423,6 +423,7 @@ enum want { W_SAME, W_MODE, W_NEW, W_REPLACE };
 struct planner {
 	const struct apply_file *f;
 	const struct apply_opts *o;
+	uint64_t netns_inode; /* of reservations without "netns": o's, else guessed (read_current) */
 	struct apply_plan *plan;
 	struct cur *cur;
 	size_t n_cur;
@@ -596,8 +597,12 @@ static int read_current(struct planner *p, const json_t *current, char *err, siz
 		c->netns_inode = (uint64_t)json_integer_value(json_object_get(r, "netns_inode"));
 		c->netns_path = json_string_value(json_object_get(r, "netns_path"));
 		c->kept_by = -1;
-		if (kind && !strcmp(kind, "persistent"))
+		if (kind && !strcmp(kind, "persistent")) {
 			c->name = json_string_value(json_object_get(r, "name"));
+			/* not told where the file's default is: where persistent blocks without a path live */
+			if (!p->netns_inode && !c->netns_path)
+				p->netns_inode = c->netns_inode;
+		}
 		p->n_cur++;
 	}
 	return 0;
@@ -614,7 +619,7 @@ static long cur_by_name(const struct planner *p, const char *name)
 /* Whether the file's d and the agent's c live in one netns. */
 static bool same_netns(const struct planner *p, const struct apply_resv *d, const struct cur *c)
 {
-	uint64_t want = d->netns ? d->netns_inode : p->o->netns_inode;
+	uint64_t want = d->netns ? d->netns_inode : p->netns_inode;
 
 	if (want && c->netns_inode)
 		return want == c->netns_inode;
@@ -814,7 +819,7 @@ static void plan_attachments(struct planner *p)
 int apply_plan(const struct apply_file *f, const json_t *current, const struct apply_opts *opts,
 	       struct apply_plan *plan, char *err, size_t len)
 {
-	struct planner p = { .f = f, .o = opts, .plan = plan };
+	struct planner p = { .f = f, .o = opts, .netns_inode = opts->netns_inode, .plan = plan };
 	bool *after = NULL;
 	int e;
 
