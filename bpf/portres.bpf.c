@@ -179,37 +179,77 @@ static __always_inline bool event_allowed(void)
 	return true;
 }
 
-static __always_inline void emit(__u8 type, __u64 token, __u64 netns, __u8 proto,
-				 __u8 family, __u16 port, int err)
+/*
+ * A new event with the fields every event has, or NULL (counted as dropped)
+ * when the rate limit or a full ring buffer says no. RELEASED events are
+ * never rate-limited.
+ */
+static __always_inline struct portres_event *ev_start(__u8 type, __u64 token, __u64 netns, __u8 proto,
+						     __u8 family, __u16 port, int err)
 {
-	struct portres_gstats *g = gstats();
+	struct portres_gstats *g;
 	struct portres_event *ev;
 
-	if (type != PORTRES_EV_RELEASED && !event_allowed())
-		goto dropped;
-	ev = bpf_ringbuf_reserve(&portres_events, sizeof(*ev), 0);
-	if (!ev)
-		goto dropped;
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->token = token;
-	ev->cgroup_id = bpf_get_current_cgroup_id();
-	ev->netns = netns;
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
-	ev->uid = (__u32)bpf_get_current_uid_gid();
-	ev->err = err;
-	ev->port = port;
-	ev->proto = proto;
-	ev->family = family;
-	ev->type = type;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	if (type == PORTRES_EV_RELEASED || event_allowed()) {
+		ev = bpf_ringbuf_reserve(&portres_events, sizeof(*ev), 0);
+		if (ev) {
+			__builtin_memset(ev, 0, sizeof(*ev));
+			ev->ts_ns = bpf_ktime_get_ns();
+			ev->token = token;
+			ev->cgroup_id = bpf_get_current_cgroup_id();
+			ev->netns = netns;
+			ev->pid = bpf_get_current_pid_tgid() >> 32;
+			ev->uid = (__u32)bpf_get_current_uid_gid();
+			ev->err = err;
+			ev->port = port;
+			ev->proto = proto;
+			ev->family = family;
+			ev->type = type;
+			bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+			return ev;
+		}
+	}
+	g = gstats();
+	if (g)
+		g->events_dropped++;
+	return NULL;
+}
+
+static __always_inline void ev_submit(struct portres_event *ev)
+{
+	struct portres_gstats *g = gstats();
+
 	bpf_ringbuf_submit(ev, 0);
 	if (g)
 		g->events_sent++;
-	return;
-dropped:
-	if (g)
-		g->events_dropped++;
+}
+
+/* What one bind() or connect() is about: read once, passed to every decision. */
+struct req {
+	struct bpf_sock_addr *ctx;
+	__u64 netns;
+	__u16 port;       /* host order */
+	__u8  proto;
+	__u8  family;     /* AF_INET or AF_INET6: the program's, a constant once inlined */
+};
+
+/* An event about a bind or connect: with its reason and local address. */
+static __always_inline void emit(const struct req *q, __u8 type, __u64 token, __u8 reason, int err)
+{
+	struct portres_event *ev = ev_start(type, token, q->netns, q->proto, q->family, q->port, err);
+
+	if (!ev)
+		return;
+	ev->reason = reason;
+	if (q->family == AF_INET) {
+		ev->addr[0] = q->ctx->user_ip4;
+	} else {
+		ev->addr[0] = q->ctx->user_ip6[0];
+		ev->addr[1] = q->ctx->user_ip6[1];
+		ev->addr[2] = q->ctx->user_ip6[2];
+		ev->addr[3] = q->ctx->user_ip6[3];
+	}
+	ev_submit(ev);
 }
 
 static __always_inline struct portres_resv *live_resv(__u64 token)
@@ -427,8 +467,7 @@ static __always_inline int deny(int err)
  * A bind of a port that lies in reservation `owner` (not the socket's own).
  * Returns 1 to allow, 0 to deny with EACCES.
  */
-static __always_inline int foreign_port(__u64 owner, __u64 netns, __u8 proto, __u8 family,
-					__u16 port)
+static __always_inline int foreign_port(const struct req *q, __u64 owner)
 {
 	struct portres_resv *r = live_resv(owner);
 
@@ -436,26 +475,52 @@ static __always_inline int foreign_port(__u64 owner, __u64 netns, __u8 proto, __
 		return 1;
 	if (r->mode == PORTRES_MODE_ENFORCE) {
 		count(r, C_DENIED);
-		emit(PORTRES_EV_DENY, owner, netns, proto, family, port, EACCES);
+		emit(q, PORTRES_EV_DENY, owner, PORTRES_REASON_FOREIGN_BLOCK, EACCES);
 		return deny(EACCES);
 	}
 	if (r->mode == PORTRES_MODE_AUDIT) {
 		count(r, C_AUDITED);
-		emit(PORTRES_EV_AUDIT, owner, netns, proto, family, port, 0);
+		emit(q, PORTRES_EV_AUDIT, owner, PORTRES_REASON_FOREIGN_BLOCK, 0);
 	}
 	return 1;
+}
+
+/* The socket's reservation, if it is live, of its protocol and in its netns. */
+static __always_inline struct portres_resv *own_resv(const struct portres_sk *ps, __u64 netns, __u8 proto)
+{
+	struct portres_resv *r;
+
+	if (!ps || !ps->token)
+		return NULL;
+	r = live_resv(ps->token);
+	if (!r || r->netns != netns || r->proto != proto)
+		return NULL;
+	return r;
+}
+
+/* Why a confined socket without a usable reservation is refused. */
+static __always_inline __u8 confined_reason(__u64 token, __u64 netns)
+{
+	struct portres_resv *r;
+
+	if (!token)
+		return PORTRES_REASON_CONFINED;
+	r = live_resv(token);
+	if (!r)
+		return PORTRES_REASON_GONE;
+	if (r->netns != netns)
+		return PORTRES_REASON_WRONG_NETNS;
+	return PORTRES_REASON_CONFINED;
 }
 
 static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct portres_gstats *g = gstats();
-	struct portres_resv *own = NULL;
+	struct portres_resv *own;
 	struct portres_port *ent;
 	struct portres_sk *ps;
-	__u8 proto;
-	__u16 port;
-	__u64 netns;
+	struct req q = { .ctx = ctx, .family = family };
 
 	/*
 	 * The socket's family, not the address's: inet_bind takes an AF_UNSPEC
@@ -468,24 +533,21 @@ static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 		return 1;
 	if (g)
 		g->decisions++;
-	proto = ctx->protocol;
-	port = bpf_ntohs(ctx->user_port);
-	netns = bpf_get_netns_cookie(ctx);
+	q.proto = ctx->protocol;
+	q.port = bpf_ntohs(ctx->user_port);
+	q.netns = bpf_get_netns_cookie(ctx);
 	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
-	if (ps && ps->token)
-		own = live_resv(ps->token);
-	if (own && own->netns != netns)
-		own = NULL;
+	own = own_resv(ps, q.netns, q.proto);
 
-	if (own) {
+	if (own && ps) {
 		/* A second bind attempt: the earlier claim no longer holds. */
-		unclaim(ps, netns, proto);
-		if (port == 0) {
-			port = alloc_port(ps->token, own, netns);
+		unclaim(ps, q.netns, q.proto);
+		if (q.port == 0) {
+			__u16 port = alloc_port(ps->token, own, q.netns);
+
 			if (!port) {
 				count(own, C_EXHAUSTED);
-				emit(PORTRES_EV_EXHAUSTED, ps->token, netns, proto, family, 0,
-				     EADDRINUSE);
+				emit(&q, PORTRES_EV_EXHAUSTED, ps->token, PORTRES_REASON_NONE, EADDRINUSE);
 				return deny(EADDRINUSE);
 			}
 			ctx->user_port = bpf_htons(port);
@@ -493,34 +555,34 @@ static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 			count(own, C_ALLOCATED);
 			return 1;
 		}
-		ent = port_ent(netns, proto, port);
+		ent = port_ent(q.netns, q.proto, q.port);
 		if (ent && ent->token == ps->token) {
 			__sync_fetch_and_add(&ent->users, 1);
-			set_claim(ps, ps->token, port);
+			set_claim(ps, ps->token, q.port);
 			count(own, C_ALLOWED);
 			return 1;
 		}
 		if (ent)
-			return foreign_port(ent->token, netns, proto, family, port);
+			return foreign_port(&q, ent->token);
 		if (ps->flags & PORTRES_SK_CONFINE) {
 			count(own, C_DENIED);
-			emit(PORTRES_EV_DENY, ps->token, netns, proto, family, port, EACCES);
+			emit(&q, PORTRES_EV_DENY, ps->token, PORTRES_REASON_CONFINED, EACCES);
 			return deny(EACCES);
 		}
 		return 1;
 	}
 
 	if (ps && (ps->flags & PORTRES_SK_CONFINE)) {
-		/* Confined to a reservation that is gone: nothing is inside it. */
-		emit(PORTRES_EV_DENY, ps->token, netns, proto, family, port, EACCES);
+		/* Confined, and no usable reservation: nothing is inside its block. */
+		emit(&q, PORTRES_EV_DENY, ps->token, confined_reason(ps->token, q.netns), EACCES);
 		return deny(EACCES);
 	}
-	if (port == 0)
+	if (q.port == 0)
 		return 1;
-	ent = port_ent(netns, proto, port);
+	ent = port_ent(q.netns, q.proto, q.port);
 	if (!ent)
 		return 1;
-	return foreign_port(ent->token, netns, proto, family, port);
+	return foreign_port(&q, ent->token);
 }
 
 SEC("cgroup/bind4")
@@ -579,8 +641,8 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 	if (!ps || !ps->token)
 		return 1;
 	netns = bpf_get_netns_cookie(ctx);
-	own = live_resv(ps->token);
-	if (!own || own->netns != netns)
+	own = own_resv(ps, netns, ctx->protocol);
+	if (!own)
 		return 1;
 	/*
 	 * A port free in our books may still be held in the kernel by a TCP
@@ -608,9 +670,10 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 		return deny(-err);
 	if (!port) {
 		/* No free port, or only ports the kernel still holds. */
+		struct req q = { .ctx = ctx, .netns = netns, .proto = ctx->protocol, .family = family };
+
 		count(own, C_EXHAUSTED);
-		emit(PORTRES_EV_EXHAUSTED, ps->token, netns, ctx->protocol, family, 0,
-		     EADDRNOTAVAIL);
+		emit(&q, PORTRES_EV_EXHAUSTED, ps->token, PORTRES_REASON_NONE, EADDRNOTAVAIL);
 		return deny(EADDRNOTAVAIL);
 	}
 	unclaim(ps, netns, ctx->protocol);
@@ -631,7 +694,10 @@ int portres_conn6(struct bpf_sock_addr *ctx)
 	return do_connect(ctx, AF_INET6);
 }
 
-/* socket(): the nearest attached ancestor cgroup (deepest level) decides. */
+/*
+ * socket(): the nearest attached ancestor cgroup (deepest level) decides;
+ * its slot for the socket's protocol names the token.
+ */
 SEC("cgroup/sock_create")
 int portres_create(struct bpf_sock *sk)
 {
@@ -639,8 +705,8 @@ int portres_create(struct bpf_sock *sk)
 	struct portres_cgroup *found = NULL, *c;
 	struct portres_resv *r;
 	struct portres_sk *ps;
-	bool usable;
-	__u64 id;
+	bool usable, confine;
+	__u64 id, token;
 	int level;
 
 	if (!conf || !conf->cgroups || !inet_proto(sk->family, sk->type, sk->protocol))
@@ -655,17 +721,20 @@ int portres_create(struct bpf_sock *sk)
 	}
 	if (!found)
 		return 1;
-	r = live_resv(found->token);
+	token = sk->protocol == IPPROTO_TCP ? found->tcp_token : found->udp_token;
+	confine = (found->flags & PORTRES_CG_CONFINE_ALL) ||
+		  ((found->flags & PORTRES_CG_CONFINE) && token);
+	r = live_resv(token);
 	usable = r && r->proto == sk->protocol && r->netns == bpf_get_netns_cookie(sk);
-	/* Confined to a block of the other protocol: every bind of this socket is denied. */
-	if (!usable && !(found->flags & PORTRES_CG_CONFINE))
+	if (!usable && !confine)
 		return 1;
 	ps = bpf_sk_storage_get(&portres_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!ps)
 		return 1;
-	ps->token = usable ? found->token : 0;
+	/* A confined socket keeps an unusable token: its denials say why (gone, other netns). */
+	ps->token = token;
 	ps->flags = PORTRES_SK_CGROUP;
-	if (found->flags & PORTRES_CG_CONFINE)
+	if (confine)
 		ps->flags |= PORTRES_SK_CONFINE;
 	return 1;
 }
@@ -674,6 +743,7 @@ SEC("cgroup/sock_release")
 int portres_release(struct bpf_sock *sk)
 {
 	struct portres_anchor *an;
+	struct portres_event *ev;
 	struct portres_sk *ps;
 	__u64 netns;
 	int i;
@@ -697,7 +767,9 @@ int portres_release(struct bpf_sock *sk)
 		if (!r || r->kind != PORTRES_KIND_RUNTIME)
 			continue;
 		r->flags |= PORTRES_RESV_DEAD;
-		emit(PORTRES_EV_RELEASED, token, r->netns, r->proto, sk->family, r->start, 0);
+		ev = ev_start(PORTRES_EV_RELEASED, token, r->netns, r->proto, sk->family, r->start, 0);
+		if (ev)
+			ev_submit(ev);
 	}
 	return 1;
 }
@@ -792,7 +864,7 @@ int portres_getsopt(struct bpf_sockopt *ctx)
 		return 1;
 	}
 	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
-	if (!ps || !ps->token) {
+	if (!own_resv(ps, bpf_get_netns_cookie(ctx), sk->protocol)) {
 		bpf_set_retval(-ENOENT);
 		return 1;
 	}

@@ -19,10 +19,10 @@
  *                    once (the slot holds the first); looked up only while
  *                    portres_cfg.overflow is non-zero.
  *   portres_grants   {token, type, id} -> 1   who may associate a persistent token
- *   portres_cgroups  cgroup id -> {token, flags}  sockets created in that cgroup
- *                    (or below it, nearest attached ancestor wins) are
- *                    associated with token; PORTRES_CG_CONFINE also denies
- *                    their binds outside the block.
+ *   portres_cgroups  cgroup id -> struct portres_cgroup {tcp_token, udp_token,
+ *                    flags}: sockets created in that cgroup (or below it; the
+ *                    nearest attached ancestor decides, both of its slots) are
+ *                    associated with the token of their protocol's slot.
  *   portres_sk       sk_storage: a socket's association and claimed port
  *   portres_anchor   sk_storage: the runtime reservations acquired on a socket;
  *                    closing it ends them (written by the agent only)
@@ -45,10 +45,36 @@
  *   S not associated:
  *     P inside token U          -> as for "another token U" above
  *     anything else             -> allowed (the kernel decides)
+ *   S confined (created in a cgroup whose nearest attachment confines its
+ *   protocol) and not associated with a live token of its netns:
+ *     any P                     -> EACCES (nothing is inside its block)
  *
  *   Example: token A = tcp 8000-8009 enforce. An associated socket binding
  *   0 gets e.g. 8003; binding 8005 works; an unassociated socket binding 8005
- *   gets EACCES and the event {DENY, tcp, 8005, A}.
+ *   gets EACCES and the event {DENY, tcp, 8005, A, reason FOREIGN_BLOCK}.
+ *
+ * Cgroup attachments (portres_cgroups). A cgroup holds at most one TCP and
+ * one UDP block: tcp_token and udp_token (0: none). A socket created below
+ * the cgroup takes the token of its protocol's slot, if that reservation is
+ * live, of that protocol, and in the socket's netns. Flags:
+ *   PORTRES_CG_CONFINE      sockets of a protocol whose slot is set are
+ *                           confined: binds outside that block get EACCES,
+ *                           also when the block is gone or lives in another
+ *                           netns than the socket;
+ *   PORTRES_CG_CONFINE_ALL  sockets of a protocol whose slot is 0 are
+ *                           confined too, to nothing: every bind gets EACCES
+ *                           (implies PORTRES_CG_CONFINE).
+ *
+ *   Example: cgroup web = {tcp_token A, udp_token 0, CONFINE}: TCP sockets
+ *   there bind inside A only; UDP sockets are unassociated and free. With
+ *   CONFINE | CONFINE_ALL every UDP bind there gets EACCES.
+ *
+ * Every DENY and AUDIT event says why (enum portres_reason) and carries the
+ * local address of the bind (portres_event.addr):
+ *   FOREIGN_BLOCK  the port lies in another reservation (the event's token)
+ *   CONFINED       a confined socket, port outside its block (or it has none)
+ *   WRONG_NETNS    confined, and its cgroup's block lives in another netns
+ *   GONE           confined, and its reservation no longer exists
  *
  * connect(2) of an unbound socket associated with T binds it first to a
  * free port of T (bpf_bind); a port the kernel still holds (a closed TCP
@@ -73,7 +99,7 @@
 #include <stdint.h>
 #endif
 
-#define PORTRES_ABI_VERSION 1
+#define PORTRES_ABI_VERSION 2
 
 /* Sizes of the maps; the loader may lower them (tests) but the BPF side never relies on them. */
 #define PORTRES_MAX_RESV       131072 /* 65,535 per protocol plus room */
@@ -154,10 +180,13 @@ struct portres_cfg {
 	__u32 overflow;   /* entries of portres_portx: 0 skips its lookup */
 };
 
-#define PORTRES_CG_CONFINE 0x01
+#define PORTRES_CG_CONFINE     0x01 /* binds of a protocol that has a block here are denied outside it */
+#define PORTRES_CG_CONFINE_ALL 0x02 /* and binds of protocols without a block here are denied too */
 
+/* Value of portres_cgroups, key: cgroup id. */
 struct portres_cgroup {
-	__u64 token;
+	__u64 tcp_token;  /* 0: no TCP block */
+	__u64 udp_token;  /* 0: no UDP block */
 	__u32 flags;      /* PORTRES_CG_* */
 	__u32 pad;
 };
@@ -169,7 +198,8 @@ struct portres_cgroup {
 #define PORTRES_SK_CLAIMED  0x08 /* claim_port of token is counted in portres_port.users */
 
 struct portres_sk {
-	__u64 token;      /* associated token, 0 none */
+	__u64 token;      /* associated token, 0 none; a confined socket keeps
+			     its cgroup's token even when it is not usable */
 	__u64 claim_token;
 	__u16 claim_port;
 	__u8  flags;
@@ -194,6 +224,15 @@ struct portres_gstats {
 	__u64 decisions;      /* bind decisions taken */
 };
 
+/* Why a DENY or AUDIT event happened. */
+enum portres_reason {
+	PORTRES_REASON_NONE          = 0,
+	PORTRES_REASON_FOREIGN_BLOCK = 1, /* the port is in another reservation */
+	PORTRES_REASON_CONFINED      = 2, /* confined socket, port outside its blocks */
+	PORTRES_REASON_WRONG_NETNS   = 3, /* its cgroup's block lives in another netns */
+	PORTRES_REASON_GONE          = 4, /* its reservation no longer exists */
+};
+
 enum portres_event_type {
 	PORTRES_EV_DENY      = 1,
 	PORTRES_EV_AUDIT     = 2,
@@ -213,7 +252,10 @@ struct portres_event {
 	__u8  proto;
 	__u8  family;
 	__u8  type;       /* enum portres_event_type */
-	__u8  pad[7];
+	__u8  reason;     /* enum portres_reason (DENY, AUDIT) */
+	__u8  pad[6];
+	__u32 addr[4];    /* local address of the bind, network order: IPv4 in
+			     addr[0], IPv6 all four; 0 when there is none */
 	char  comm[16];
 };
 

@@ -259,3 +259,18 @@ struct portres_stats h_stats(uint64_t token)
 	cr_assert_eq(err, 0, "portres_resv_stats %#llx: %s", (unsigned long long)token, strerror(-err));
 	return s;
 }
+
+int h_attach(const char *path, int proto, uint64_t token, uint32_t flags)
+{
+	struct portres_cgroup c = { .flags = flags };
+	uint64_t id;
+	int err = portres_cgroup_id(path, &id);
+
+	if (err)
+		return err;
+	if (proto == IPPROTO_TCP)
+		c.tcp_token = token;
+	else
+		c.udp_token = token;
+	return portres_cgroup_attach(fx.l, id, &c);
+}

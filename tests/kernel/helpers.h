@@ -93,6 +93,12 @@ const struct portres_event *h_events_wait(struct h_events *log, uint8_t type, in
 /* Number of events of type (0: any) collected so far. */
 int h_events_count(const struct h_events *log, uint8_t type);
 
+/*
+ * portres_cgroup_attach of the cgroup at path: token in the slot of its
+ * protocol proto (IPPROTO_TCP or IPPROTO_UDP); 0 or -errno.
+ */
+int h_attach(const char *path, int proto, uint64_t token, uint32_t flags);
+
 /* Summed counters of a token (asserts the lookup works). */
 struct portres_stats h_stats(uint64_t token);
 

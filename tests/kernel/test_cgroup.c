@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * test_cgroup.c - cgroup association (portres_cgroup_attach): sockets created
- * in an attached cgroup, or below it, are associated with its token (nearest
- * attached ancestor wins); --confine denies binds outside the block; detach
+ * in an attached cgroup, or below it, are associated with the token of their
+ * protocol's slot (nearest attached ancestor wins); PORTRES_CG_CONFINE denies
+ * binds outside the block of the protocols with a block, CONFINE_ALL those of
+ * the others too; denials say why (confined, gone, wrong netns); detach
  * undoes it. The work runs in forked children moved into child cgroups.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +21,8 @@
 #define OUTSIDE 26500 /* in no block */
 
 TestSuite(cgroup, .init = fx_setup, .fini = fx_teardown);
+
+static int count_cgroups(uint64_t id, const struct portres_cgroup *c, void *arg);
 
 /* What a child checks in its cgroup, for one family x protocol. */
 struct expect {
@@ -112,7 +117,7 @@ FP_TEST(cgroup, attached_cgroup_associates)
 	fx_reserve(other_proto(p->proto), START + 100, COUNT, PORTRES_KIND_PERSISTENT,
 		   PORTRES_MODE_ENFORCE);
 	fx_child_cgroup("a", a, sizeof(a));
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(a), t, 0), 0);
+	cr_assert_eq(h_attach(a, p->proto, t, 0), 0);
 	expect_in(a, p->family, p->proto, t, START, 0, "attached cgroup");
 	/* The block is of one protocol: the other protocol's sockets are not associated. */
 	expect_in(a, p->family, other_proto(p->proto), 0, 0, 0, "attached cgroup, other protocol");
@@ -150,7 +155,7 @@ Test(cgroup, connect_from_attached_cgroup)
 	conn_token = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
 	srv = h_listener(AF_INET6, &conn_port);
 	fx_child_cgroup("a", a, sizeof(a));
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(a), conn_token, 0), 0);
+	cr_assert_eq(h_attach(a, IPPROTO_TCP, conn_token, 0), 0);
 	h_expect_child(connect_in_cgroup, a, "connect from an attached cgroup");
 	close(srv);
 }
@@ -166,8 +171,8 @@ Test(cgroup, nested_nearest_ancestor)
 	fx_child_cgroup("a/b", b, sizeof(b));
 	fx_child_cgroup("a/b/c", c, sizeof(c));
 	fx_child_cgroup("a/x", x, sizeof(x));
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(a), t1, 0), 0);
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(b), t2, 0), 0);
+	cr_assert_eq(h_attach(a, IPPROTO_UDP, t1, 0), 0);
+	cr_assert_eq(h_attach(b, IPPROTO_UDP, t2, 0), 0);
 	expect_in(a, AF_INET, IPPROTO_UDP, t1, START, 0, "a (attached to t1)");
 	expect_in(b, AF_INET6, IPPROTO_UDP, t2, START + 100, 0, "a/b (attached to t2)");
 	expect_in(c, AF_INET, IPPROTO_UDP, t2, START + 100, 0, "a/b/c (below a/b)");
@@ -177,24 +182,44 @@ Test(cgroup, nested_nearest_ancestor)
 	expect_in(c, AF_INET, IPPROTO_UDP, t1, START, 0, "a/b/c after a/b was detached");
 }
 
+FP_TEST(cgroup, both_slots)
+{
+	uint64_t tcp = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	uint64_t udp = fx_reserve(IPPROTO_UDP, START + 100, COUNT, PORTRES_KIND_PERSISTENT,
+				  PORTRES_MODE_ENFORCE);
+	struct portres_cgroup c = { .tcp_token = tcp, .udp_token = udp, .flags = PORTRES_CG_CONFINE };
+	char a[4200];
+
+	fx_child_cgroup("a", a, sizeof(a));
+	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(a), &c), 0);
+	if (p->proto == IPPROTO_TCP)
+		expect_in(a, p->family, p->proto, tcp, START, -EACCES, "tcp slot");
+	else
+		expect_in(a, p->family, p->proto, udp, START + 100, -EACCES, "udp slot");
+}
+
 Test(cgroup, confine)
 {
 	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
-	char confined[4200], below[4200], open_[4200], plain[4200];
+	char confined[4200], below[4200], all[4200], open_[4200], plain[4200];
 	int f, families[2] = { AF_INET, AF_INET6 };
 
 	fx_child_cgroup("confined", confined, sizeof(confined));
 	fx_child_cgroup("confined/below", below, sizeof(below));
+	fx_child_cgroup("all", all, sizeof(all));
 	fx_child_cgroup("open", open_, sizeof(open_));
 	fx_child_cgroup("plain", plain, sizeof(plain));
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(confined), t, PORTRES_CG_CONFINE), 0);
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(open_), t, 0), 0);
+	cr_assert_eq(h_attach(confined, IPPROTO_TCP, t, PORTRES_CG_CONFINE), 0);
+	cr_assert_eq(h_attach(all, IPPROTO_TCP, t, PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL), 0);
+	cr_assert_eq(h_attach(open_, IPPROTO_TCP, t, 0), 0);
 	for (f = 0; f < 2; f++) {
 		expect_in(confined, families[f], IPPROTO_TCP, t, START, -EACCES, "confined cgroup");
 		expect_in(below, families[f], IPPROTO_TCP, t, START, -EACCES, "below the confined cgroup");
-		/* Confined to a TCP block: no UDP port is inside it. */
-		expect_in(confined, families[f], IPPROTO_UDP, 0, 0, -EACCES,
-			  "confined cgroup, other protocol");
+		/* CONFINE covers the protocols with a block: UDP has none here. */
+		expect_in(confined, families[f], IPPROTO_UDP, 0, 0, 0, "confined cgroup, other protocol");
+		expect_in(all, families[f], IPPROTO_TCP, t, START, -EACCES, "CONFINE_ALL cgroup");
+		/* CONFINE_ALL: no UDP port is inside a block, every UDP bind is denied. */
+		expect_in(all, families[f], IPPROTO_UDP, 0, 0, -EACCES, "CONFINE_ALL cgroup, other protocol");
 		expect_in(open_, families[f], IPPROTO_TCP, t, START, 0, "unconfined sibling");
 		expect_in(plain, families[f], IPPROTO_TCP, 0, 0, 0, "unattached sibling");
 	}
@@ -202,29 +227,120 @@ Test(cgroup, confine)
 		  (unsigned long long)h_stats(t).denied);
 }
 
-/* bind(0) of a confined UDP socket of the other protocol must fail too (nothing is inside). */
-static int udp_bind0_in(void *arg)
+/* One bind of port in cgroup arg (after unsharing the netns if asked), expecting want. */
+struct bind_in {
+	const char *cgroup;
+	int proto;
+	uint16_t port;
+	int want;
+	bool new_netns;
+};
+
+static int bind_in(void *arg)
 {
+	const struct bind_in *b = arg;
 	int fd, err;
 
-	if ((err = h_enter_cgroup(arg)))
+	if ((err = h_enter_cgroup(b->cgroup)))
 		return h_fail("enter: %s", strerror(-err));
-	fd = h_socket(AF_INET, IPPROTO_UDP);
-	err = fx_bind(fd, AF_INET, START + 1);
-	if (err != -EACCES)
-		return h_fail("confined udp bind of %u: %s", START + 1, strerror(-err));
+	if (b->new_netns && unshare(CLONE_NEWNET))
+		return h_fail("unshare(CLONE_NEWNET): %s", strerror(errno));
+	fd = h_socket(AF_INET, b->proto);
+	err = fx_bind(fd, AF_INET, b->port);
+	if (err != b->want)
+		return h_fail("%s bind of %u: %s, want %s", proto_name(b->proto), b->port,
+			      strerror(-err), strerror(-b->want));
 	close(fd);
 	return 0;
 }
 
-Test(cgroup, confine_other_protocol_block)
+/* The DENY event of a confined bind, with its token and reason. */
+static void expect_deny(struct h_events *log, uint64_t token, uint8_t reason, const char *what)
+{
+	const struct portres_event *ev = h_events_wait(log, PORTRES_EV_DENY, 1000);
+
+	cr_assert_not_null(ev, "%s: no DENY event", what);
+	cr_expect_eq(ev->token, token, "%s: event token %#llx, want %#llx", what,
+		     (unsigned long long)ev->token, (unsigned long long)token);
+	cr_expect_eq(ev->reason, reason, "%s: reason %u, want %u", what, ev->reason, reason);
+	cr_expect_eq(ev->err, EACCES, "%s: err %d", what, ev->err);
+	log->n = 0;
+}
+
+Test(cgroup, confine_all_covers_other_protocol)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct bind_in b = { .proto = IPPROTO_UDP, .port = START + 1 };
+	struct h_events log;
+	char a[4200];
+
+	h_events_open(&log);
+	fx_child_cgroup("a", a, sizeof(a));
+	b.cgroup = a;
+	cr_assert_eq(h_attach(a, IPPROTO_TCP, t, PORTRES_CG_CONFINE), 0);
+	h_expect_child(bind_in, &b, "udp bind in a cgroup confined to a tcp block");
+	cr_assert_eq(h_attach(a, IPPROTO_TCP, t, PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL), 0);
+	b.want = -EACCES;
+	h_expect_child(bind_in, &b, "udp bind with CONFINE_ALL");
+	expect_deny(&log, 0, PORTRES_REASON_CONFINED, "CONFINE_ALL, no udp block");
+	b.proto = IPPROTO_TCP;
+	b.port = OUTSIDE;
+	h_expect_child(bind_in, &b, "tcp bind outside the block");
+	expect_deny(&log, t, PORTRES_REASON_CONFINED, "confined tcp bind outside");
+}
+
+/* A confined cgroup whose block was deleted: every bind refused, reason GONE. */
+Test(cgroup, confine_reason_gone)
+{
+	uint64_t t = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct bind_in b = { .proto = IPPROTO_UDP, .port = START + 1, .want = -EACCES };
+	struct h_events log;
+	char a[4200];
+
+	h_events_open(&log);
+	fx_child_cgroup("a", a, sizeof(a));
+	b.cgroup = a;
+	cr_assert_eq(h_attach(a, IPPROTO_UDP, t, PORTRES_CG_CONFINE), 0);
+	cr_assert_eq(portres_resv_del(fx.l, t), 0);
+	h_expect_child(bind_in, &b, "confined bind into a deleted block");
+	expect_deny(&log, t, PORTRES_REASON_GONE, "deleted block");
+	b.port = 0;
+	h_expect_child(bind_in, &b, "confined bind(0) with a deleted block");
+	expect_deny(&log, t, PORTRES_REASON_GONE, "deleted block, bind(0)");
+}
+
+/* Processes of the cgroup in another netns than its block: refused, reason WRONG_NETNS. */
+Test(cgroup, confine_reason_wrong_netns)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct bind_in b = { .proto = IPPROTO_TCP, .port = START, .want = -EACCES, .new_netns = true };
+	struct h_events log;
+	char a[4200];
+
+	h_events_open(&log);
+	fx_child_cgroup("a", a, sizeof(a));
+	b.cgroup = a;
+	cr_assert_eq(h_attach(a, IPPROTO_TCP, t, PORTRES_CG_CONFINE), 0);
+	h_expect_child(bind_in, &b, "confined bind in another netns");
+	expect_deny(&log, t, PORTRES_REASON_WRONG_NETNS, "block in another netns");
+	/* Unconfined, the same socket is simply not served. */
+	cr_assert_eq(h_attach(a, IPPROTO_TCP, t, 0), 0);
+	b.want = 0;
+	h_expect_child(bind_in, &b, "unconfined bind in another netns");
+}
+
+Test(cgroup, attach_checks_slots)
 {
 	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
 	char a[4200];
+	int n = 0;
 
 	fx_child_cgroup("a", a, sizeof(a));
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(a), t, PORTRES_CG_CONFINE), 0);
-	h_expect_child(udp_bind0_in, a, "confined udp bind into the tcp block's numbers");
+	cr_expect_eq(h_attach(a, IPPROTO_UDP, t, 0), -EPROTOTYPE, "tcp block in the udp slot");
+	cr_expect_eq(h_attach(a, IPPROTO_TCP, t, 0x80), -EINVAL, "unknown flag");
+	cr_expect_eq(portres_cgroup_attach(fx.l, h_cgid(a), NULL), -EINVAL, "no value");
+	cr_expect_eq(portres_cgroup_foreach(fx.l, count_cgroups, &n), 0);
+	cr_expect_eq(n, 0, "a refused attach left %d entries", n);
 }
 
 static int count_cgroups(uint64_t id, const struct portres_cgroup *c, void *arg)
@@ -240,7 +356,7 @@ Test(cgroup, detach_restores)
 	int n = 0;
 
 	fx_child_cgroup("a", a, sizeof(a));
-	cr_assert_eq(portres_cgroup_attach(fx.l, h_cgid(a), t, PORTRES_CG_CONFINE), 0);
+	cr_assert_eq(h_attach(a, IPPROTO_UDP, t, PORTRES_CG_CONFINE), 0);
 	expect_in(a, AF_INET, IPPROTO_UDP, t, START, -EACCES, "attached and confined");
 	cr_assert_eq(portres_cgroup_detach(fx.l, h_cgid(a)), 0);
 	cr_expect_eq(portres_cgroup_detach(fx.l, h_cgid(a)), -ENOENT, "second detach");

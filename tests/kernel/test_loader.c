@@ -125,7 +125,7 @@ Test(loader, reopen_adopts_and_keeps_enforcing)
 	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, 4242), 0);
 	fx_child_cgroup("a", a, sizeof(a));
 	cr_assert_eq(portres_cgroup_id(a, &cgid), 0);
-	cr_assert_eq(portres_cgroup_attach(fx.l, cgid, t, 0), 0);
+	cr_assert_eq(h_attach(a, IPPROTO_TCP, t, 0), 0);
 
 	portres_loader_close(fx.l);
 	fx.l = NULL;

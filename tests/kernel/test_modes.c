@@ -5,6 +5,7 @@
  * and events of denials, audits, allocations and exhaustion.
  */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
@@ -31,9 +32,11 @@ static void my_comm(char comm[16])
 	fclose(f);
 }
 
+/* addr: the bind's local address (a literal of family), NULL for the wildcard. */
 static void expect_event(const struct portres_event *ev, const char *n, uint8_t type, uint64_t token,
-			 int proto, int family, uint16_t port, int err)
+			 int proto, int family, uint16_t port, int err, uint8_t reason, const char *addr)
 {
+	uint32_t want[4] = { 0 };
 	char comm[16];
 
 	cr_assert_not_null(ev, "%s: no event of type %u", n, type);
@@ -50,6 +53,11 @@ static void expect_event(const struct portres_event *ev, const char *n, uint8_t 
 	cr_expect_eq(ev->netns, fx.netns, "%s: event netns", n);
 	cr_expect(ev->ts_ns > 0, "%s: event timestamp", n);
 	cr_expect_str_eq(ev->comm, comm, "%s: event comm '%.16s', want '%s'", n, ev->comm, comm);
+	cr_expect_eq(ev->reason, reason, "%s: event reason %u, want %u", n, ev->reason, reason);
+	if (addr)
+		cr_assert_eq(inet_pton(family, addr, want), 1);
+	cr_expect_arr_eq(ev->addr, want, sizeof(want), "%s: event address %08x %08x %08x %08x, want %s", n,
+			 ev->addr[0], ev->addr[1], ev->addr[2], ev->addr[3], addr ? addr : "wildcard");
 }
 
 Test(modes, enforce_denies_counts_and_reports)
@@ -65,14 +73,15 @@ Test(modes, enforce_denies_counts_and_reports)
 			uint64_t t = fx_reserve(protos[i], START, COUNT, PORTRES_KIND_PERSISTENT,
 						PORTRES_MODE_ENFORCE);
 			int fd = fx_socket(family, protos[i]);
+			const char *lo = family == AF_INET ? "127.0.0.1" : "::1";
 
 			log.n = 0;
-			cr_expect_eq(fx_bind(fd, family, START + 1), -EACCES, "%s: enforce bind", n);
+			cr_expect_eq(h_bind_addr(fd, family, lo, START + 1), -EACCES, "%s: enforce bind", n);
 			close(fd);
 			cr_expect_eq(h_stats(t).denied, 1, "%s: counter denied", n);
 			cr_expect_eq(h_stats(t).audited, 0, "%s: counter audited", n);
 			expect_event(h_events_wait(&log, PORTRES_EV_DENY, 1000), n, PORTRES_EV_DENY, t,
-				     protos[i], family, START + 1, EACCES);
+				     protos[i], family, START + 1, EACCES, PORTRES_REASON_FOREIGN_BLOCK, lo);
 			cr_assert_eq(portres_resv_del(fx.l, t), 0);
 		}
 	}
@@ -96,7 +105,7 @@ Test(modes, audit_allows_counts_and_reports)
 		cr_expect_eq(h_stats(t).audited, 1, "%s: counter audited", n);
 		cr_expect_eq(h_stats(t).denied, 0, "%s: counter denied", n);
 		expect_event(h_events_wait(&log, PORTRES_EV_AUDIT, 1000), n, PORTRES_EV_AUDIT, t,
-			     protos[i], AF_INET, START, 0);
+			     protos[i], AF_INET, START, 0, PORTRES_REASON_FOREIGN_BLOCK, NULL);
 		cr_expect_eq(h_events_count(&log, PORTRES_EV_DENY), 0, "%s: DENY event in audit mode", n);
 		cr_assert_eq(portres_resv_del(fx.l, t), 0);
 	}
@@ -178,7 +187,7 @@ Test(modes, exhaustion_counts_and_reports)
 		cr_expect_eq(h_stats(t).allocated, COUNT, "%s: counter allocated", n);
 		cr_expect_eq(h_stats(t).exhausted, 1, "%s: counter exhausted", n);
 		expect_event(h_events_wait(&log, PORTRES_EV_EXHAUSTED, 1000), n, PORTRES_EV_EXHAUSTED, t,
-			     protos[i], AF_INET, 0, EADDRINUSE);
+			     protos[i], AF_INET, 0, EADDRINUSE, PORTRES_REASON_NONE, NULL);
 		for (j = 0; j <= COUNT; j++)
 			close(fds[j]);
 		cr_assert_eq(portres_resv_del(fx.l, t), 0);

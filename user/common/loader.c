@@ -740,15 +740,30 @@ static int update_ncg(struct portres_loader *l)
 	return cfg_set(l, &c);
 }
 
-int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, uint64_t token, uint32_t flags)
+/* A slot's token, if set, must not name a reservation of the other protocol. */
+static int check_slot(struct portres_loader *l, uint64_t token, uint8_t proto)
 {
-	struct portres_cgroup c;
+	struct portres_resv r;
+
+	if (!token || portres_resv_get(l, token, &r))
+		return 0;
+	return r.proto == proto ? 0 : -EPROTOTYPE;
+}
+
+int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, const struct portres_cgroup *c)
+{
+	struct portres_cgroup v;
 	int err;
 
-	memset(&c, 0, sizeof(c));
-	c.token = token;
-	c.flags = flags;
-	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id, &c, BPF_ANY));
+	if (!c || (c->flags & ~(PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL)))
+		return -EINVAL;
+	if ((err = check_slot(l, c->tcp_token, IPPROTO_TCP)) || (err = check_slot(l, c->udp_token, IPPROTO_UDP)))
+		return err;
+	memset(&v, 0, sizeof(v));
+	v.tcp_token = c->tcp_token;
+	v.udp_token = c->udp_token;
+	v.flags = c->flags;
+	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id, &v, BPF_ANY));
 	return err ? err : update_ncg(l);
 }
 

@@ -64,8 +64,13 @@ int portres_global_stats(struct portres_loader *l, struct portres_gstats *out);
 int portres_grant_add(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id);
 int portres_grant_del(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id);
 
-/* Cgroup association (flags: PORTRES_CG_CONFINE). */
-int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, uint64_t token, uint32_t flags);
+/*
+ * Cgroup association: sockets created in cgroup_id or below take the token of
+ * their protocol's slot (rules in portres_abi.h). Replaces the cgroup's entry.
+ * -EINVAL for unknown flags, -EPROTOTYPE when a slot names a reservation of
+ * the other protocol.
+ */
+int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, const struct portres_cgroup *c);
 int portres_cgroup_detach(struct portres_loader *l, uint64_t cgroup_id);
 int portres_cgroup_foreach(struct portres_loader *l,
 			   int (*cb)(uint64_t cgroup_id, const struct portres_cgroup *c, void *arg), void *arg);

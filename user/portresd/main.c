@@ -263,11 +263,12 @@ static int reconcile(struct agent *a)
 	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
-		struct resv *r = resv_find(a, cgs.v[i].c.token);
+		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
+		struct resv *r = resv_find(a, token);
 		bool saved = false;
 
 		for (size_t j = 0; j < a->st.n_attach; j++)
-			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == cgs.v[i].c.token;
+			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == token;
 		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
 			char path[64];
 			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
@@ -297,7 +298,7 @@ static int reconcile(struct agent *a)
 			at->cgroup_id = id;
 			changed = true;
 		}
-		portres_cgroup_attach(a->loader, at->cgroup_id, at->token, at->confine ? PORTRES_CG_CONFINE : 0);
+		attach_map(a, at);
 	}
 	if (changed)
 		agent_save(a, true, err_msg, sizeof(err_msg));

@@ -497,6 +497,24 @@ static int may_attach(struct agent *a, const struct peer *p, const struct resv *
 		    a->opts.admin_group);
 }
 
+/*
+ * The cgroup map entry of an attachment: its block in the slot of the block's
+ * protocol; confine keeps the agent's rule so far (the other protocol too).
+ */
+int attach_map(struct agent *a, const struct state_attach *at)
+{
+	struct portres_cgroup c = { .flags = at->confine ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL : 0 };
+	struct resv *r = resv_find(a, at->token);
+
+	if (!r)
+		return -ENOENT;
+	if (r->r.proto == IPPROTO_TCP)
+		c.tcp_token = at->token;
+	else
+		c.udp_token = at->token;
+	return portres_cgroup_attach(a->loader, at->cgroup_id, &c);
+}
+
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine }, old = { 0 };
@@ -521,7 +539,7 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 			state_del_attach(&a->st, i);
 			break;
 		}
-	if ((err = portres_cgroup_attach(a->loader, at.cgroup_id, at.token, at.confine ? PORTRES_CG_CONFINE : 0))) {
+	if ((err = attach_map(a, &at))) {
 		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
 		goto restore;
 	}
@@ -546,7 +564,7 @@ undo_map:
 	portres_cgroup_detach(a->loader, at.cgroup_id);
 restore:
 	if (old.path) {
-		portres_cgroup_attach(a->loader, old.cgroup_id, old.token, old.confine ? PORTRES_CG_CONFINE : 0);
+		attach_map(a, &old);
 		state_add_attach(&a->st, &old);
 		free(old.path);
 	}

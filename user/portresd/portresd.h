@@ -181,6 +181,8 @@ int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start,
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
 		 bool *subscribe);
 json_t *event_json(const struct portres_event *ev);
+/* Puts a single-block attachment into the cgroup map (its protocol's slot). */
+int attach_map(struct agent *a, const struct state_attach *at);
 
 /* server.c */
 int server_run(struct agent *a);
