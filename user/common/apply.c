@@ -2,6 +2,7 @@
 /* apply.c - the declarative file, the plan against the agent's state, its execution (apply.h). */
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,9 +225,12 @@ static int parse_attach(json_t *o, const char *where, const char *cgroup_root, s
 	name = json_string_value(json_object_get(o, "reservation"));
 	if (!name || !state_name_valid(name))
 		return fail(err, len, -EINVAL, "%s.reservation: needed, the name of a reservation", where);
-	if (confine && !json_is_boolean(confine))
-		return fail(err, len, -EINVAL, "%s.confine: true or false", where);
-	a->confine = json_is_true(confine);
+	if (json_is_string(confine) && !strcmp(json_string_value(confine), "all"))
+		a->confine = STATE_CONFINE_ALL;
+	else if (confine && !json_is_boolean(confine))
+		return fail(err, len, -EINVAL, "%s.confine: true, false or \"all\"", where);
+	else
+		a->confine = json_is_true(confine) ? STATE_CONFINE : STATE_CONFINE_NONE;
 	if (!(a->cgroup = strdup(path)) || !(a->resv = strdup(name)))
 		return fail(err, len, -ENOMEM, "out of memory");
 	return 0;
@@ -243,6 +247,14 @@ static bool same_file_netns(const struct apply_resv *a, const struct apply_resv 
 	if (a->netns_inode && b->netns_inode)
 		return a->netns_inode == b->netns_inode;
 	return !a->netns == !b->netns && (!a->netns || !strcmp(a->netns, b->netns));
+}
+
+static const struct apply_resv *file_resv(const struct apply_file *f, const char *name)
+{
+	for (size_t i = 0; i < f->n_resv; i++)
+		if (!strcmp(f->resv[i].name, name))
+			return &f->resv[i];
+	return NULL;
 }
 
 /* Names, ports and cgroups used twice in the file. */
@@ -265,10 +277,17 @@ static int check_file(const struct apply_file *f, const char *what, char *err, s
 			}
 		}
 	for (size_t i = 0; i < f->n_attach; i++)
-		for (size_t j = 0; j < i; j++)
-			if (!strcmp(f->attach[i].cgroup, f->attach[j].cgroup))
-				return fail(err, len, -EINVAL, "%s: attachments[%zu] and [%zu] both name cgroup %s",
-					    what, j, i, f->attach[i].cgroup);
+		for (size_t j = 0; j < i; j++) {
+			const struct apply_resv *ri = file_resv(f, f->attach[i].resv), *rj = file_resv(f, f->attach[j].resv);
+
+			if (strcmp(f->attach[i].cgroup, f->attach[j].cgroup))
+				continue;
+			/* a cgroup holds one block per protocol */
+			if (!strcmp(f->attach[i].resv, f->attach[j].resv) || (ri && rj && ri->proto == rj->proto))
+				return fail(err, len, -EINVAL, "%s: attachments[%zu] and [%zu] both give cgroup %s a%s block",
+					    what, j, i, f->attach[i].cgroup,
+					    ri ? (ri->proto == IPPROTO_TCP ? " TCP" : " UDP") : "");
+		}
 	return 0;
 }
 
@@ -473,15 +492,31 @@ static void step(struct planner *p, enum apply_action action, json_t *req, json_
 	va_end(ap);
 }
 
-static json_t *req_attach(const char *cgroup, const char *sel_key, const char *sel, bool confine)
+/* The file says which block a cgroup has: replacing another is what it asks (force). */
+static json_t *req_attach(const char *cgroup, const char *sel_key, const char *sel, uint8_t confine)
 {
-	return json_pack("{s:i, s:s, s:s, s:s, s:b}", "v", PROTO_VERSION, "op", "attach", "cgroup", cgroup, sel_key,
-			 sel, "confine", confine);
+	return json_pack("{s:i, s:s, s:s, s:s, s:o, s:b}", "v", PROTO_VERSION, "op", "attach", "cgroup", cgroup,
+			 sel_key, sel, "confine", confine == STATE_CONFINE_ALL ? json_string("all") : json_boolean(confine),
+			 "force", 1);
 }
 
-static json_t *req_detach(const char *cgroup)
+/* Detaches the block name (all of the cgroup's blocks when NULL). */
+static json_t *req_detach(const char *cgroup, const char *name)
 {
-	return json_pack("{s:i, s:s, s:s}", "v", PROTO_VERSION, "op", "detach", "cgroup", cgroup);
+	json_t *r = json_pack("{s:i, s:s, s:s}", "v", PROTO_VERSION, "op", "detach", "cgroup", cgroup);
+
+	if (r && name)
+		json_object_set_new(r, "name", json_string(name));
+	return r;
+}
+
+static uint8_t confine_of(const json_t *x)
+{
+	const json_t *c = json_object_get(x, "confine");
+
+	if (json_is_string(c) && !strcmp(json_string_value(c), "all"))
+		return STATE_CONFINE_ALL;
+	return json_is_true(c) ? STATE_CONFINE : STATE_CONFINE_NONE;
 }
 
 static json_t *req_by_name(const char *op, const char *name)
@@ -710,30 +745,46 @@ static int check_conflicts(struct planner *p, bool *after_deletes, char *err, si
 	return code;
 }
 
-/* The file's attachment of a cgroup, or NULL. */
-static const struct apply_attach *file_attach(const struct planner *p, const char *cgroup)
+/* The protocol of the reservation name (the file's, else the agent's); 0 if unknown. */
+static uint8_t proto_of(const struct planner *p, const char *name)
 {
-	for (size_t i = 0; i < p->f->n_attach; i++)
-		if (!strcmp(p->f->attach[i].cgroup, cgroup))
-			return &p->f->attach[i];
-	return NULL;
+	const struct apply_resv *d = file_resv(p->f, name);
+	long k;
+
+	if (d)
+		return d->proto;
+	k = cur_by_name(p, name);
+	return k >= 0 ? p->cur[k].proto : 0;
 }
 
-/* The agent's attachment of a cgroup: its reservation and whether it confines. */
-static const struct cur *cur_attach(const struct planner *p, const char *cgroup, bool *confine)
+/* Whether the file ties cgroup to a block of proto (or to name). */
+static bool file_attach(const struct planner *p, const char *cgroup, uint8_t proto, const char *name)
+{
+	for (size_t i = 0; i < p->f->n_attach; i++)
+		if (!strcmp(p->f->attach[i].cgroup, cgroup) &&
+		    (!strcmp(p->f->attach[i].resv, name) || proto_of(p, p->f->attach[i].resv) == proto))
+			return true;
+	return false;
+}
+
+/* The agent's attachment of a cgroup's block of proto: its reservation and how it confines. */
+static const struct cur *cur_attach(const struct planner *p, const char *cgroup, uint8_t proto, uint8_t *confine)
 {
 	json_t *x;
 	size_t i;
 
-	for (size_t k = 0; k < p->n_cur; k++)
+	for (size_t k = 0; k < p->n_cur; k++) {
+		if (p->cur[k].proto != proto)
+			continue;
 		json_array_foreach(json_object_get(p->cur[k].j, "attachments"), i, x) {
 			const char *path = json_string_value(json_object_get(x, "path"));
 
 			if (path && !strcmp(path, cgroup)) {
-				*confine = json_is_true(json_object_get(x, "confine"));
+				*confine = confine_of(x);
 				return &p->cur[k];
 			}
 		}
+	}
 	return NULL;
 }
 
@@ -760,24 +811,30 @@ static void plan_delete(struct planner *p, const struct cur *c)
 					       c->netns_path));
 	json_array_foreach(json_object_get(c->j, "attachments"), i, x)
 		json_array_append_new(undo, req_attach(json_string_value(json_object_get(x, "path")) ?: "", "name",
-						       c->name, json_is_true(json_object_get(x, "confine"))));
+						       c->name, confine_of(x)));
 	step(p, APPLY_DELETE, req_by_name("delete", c->name), undo, "delete %s %s%s", c->name, r,
 	     c->replaced ? " (to replace it)" : " (not in the file)");
 }
 
-/* Attaching cgroup to name; undone by putting back what the cgroup had. */
-static void plan_attach(struct planner *p, const char *cgroup, const char *name, bool confine, const char *why)
+static const char *confine_desc(uint8_t confine)
 {
-	bool had_confine = false;
-	const struct cur *had = cur_attach(p, cgroup, &had_confine);
+	return confine == STATE_CONFINE_ALL ? " (confined, all protocols)" : confine ? " (confined)" : "";
+}
+
+/* Attaching cgroup to name (of proto); undone by putting back the cgroup's block of proto. */
+static void plan_attach(struct planner *p, const char *cgroup, const char *name, uint8_t proto, uint8_t confine,
+			const char *why)
+{
+	uint8_t had_confine = 0;
+	const struct cur *had = cur_attach(p, cgroup, proto, &had_confine);
 	json_t *undo;
 
 	if (had && !had->removed)
 		undo = req_attach(cgroup, had->name ? "name" : "token", had->name ?: had->token, had_confine);
 	else
-		undo = req_detach(cgroup); /* a deleted reservation's undo attaches its cgroups again */
+		undo = req_detach(cgroup, name); /* a deleted reservation's undo attaches its cgroups again */
 	step(p, APPLY_ATTACH, req_attach(cgroup, "name", name, confine), undo, "attach %s -> %s%s%s", cgroup, name,
-	     confine ? " (confined)" : "", why);
+	     confine_desc(confine), why);
 }
 
 static void plan_attachments(struct planner *p)
@@ -787,13 +844,13 @@ static void plan_attachments(struct planner *p)
 
 	for (size_t n = 0; n < p->f->n_attach; n++) {
 		const struct apply_attach *a = &p->f->attach[n];
-		bool confine = false;
-		const struct cur *had = cur_attach(p, a->cgroup, &confine);
+		uint8_t confine = 0, proto = proto_of(p, a->resv);
+		const struct cur *had = cur_attach(p, a->cgroup, proto, &confine);
 
 		if (had && !had->removed && had->name && !strcmp(had->name, a->resv) && confine == a->confine)
 			p->plan->unchanged++;
 		else
-			plan_attach(p, a->cgroup, a->resv, a->confine, "");
+			plan_attach(p, a->cgroup, a->resv, proto, a->confine, "");
 	}
 	for (size_t k = 0; k < p->n_cur; k++) {
 		const struct cur *c = &p->cur[k];
@@ -802,16 +859,16 @@ static void plan_attachments(struct planner *p)
 			continue;
 		json_array_foreach(json_object_get(c->j, "attachments"), i, x) {
 			const char *path = json_string_value(json_object_get(x, "path"));
-			bool confine = json_is_true(json_object_get(x, "confine"));
+			uint8_t confine = confine_of(x);
 
-			if (!path || file_attach(p, path))
+			if (!path || file_attach(p, path, c->proto, c->name))
 				continue;
 			if (p->o->prune && !c->removed)
-				step(p, APPLY_DETACH, req_detach(path), req_attach(path, "name", c->name, confine),
+				step(p, APPLY_DETACH, req_detach(path, c->name), req_attach(path, "name", c->name, confine),
 				     "detach %s (from %s, not in the file)", path, c->name);
 			else if (!p->o->prune && c->replaced)
 				/* deleting the old reservation took the cgroup's attachment along */
-				plan_attach(p, path, c->name, confine, " (again, after replacing it)");
+				plan_attach(p, path, c->name, c->proto, confine, " (again, after replacing it)");
 		}
 	}
 }

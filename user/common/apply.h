@@ -18,7 +18,8 @@
  *     ],
  *     "attachments": [
  *       { "cgroup": "/sys/fs/cgroup/system.slice/kubelet.service", "reservation": "kubelet",
- *         "confine": false }
+ *         "confine": false },
+ *       { "cgroup": "system.slice/coredns.service", "reservation": "dns", "confine": "all" }
  *     ]
  *   }
  *
@@ -30,7 +31,10 @@
  * the file, the agent's for portresd --apply). Names are unique across
  * namespaces; ports only within one. An
  * attachment names a cgroup (absolute, or relative to the cgroup2 mount) and
- * a reservation by name, of the file or already known to the agent.
+ * a reservation by name, of the file or already known to the agent; a cgroup
+ * may be listed twice, with a TCP and a UDP block. "confine": true confines
+ * the protocols the cgroup has blocks for, "all" every protocol (portresctl
+ * help attach).
  *
  * The plan compares the file with the agent's reservations (its "list"
  * reply; each entry's "attachments" as "show" gives them):
@@ -40,9 +44,10 @@
  *   other proto, ports, grants or netns  -> delete + create (a new token)
  *   identical                            -> nothing
  *   named, persistent, not in the file   -> delete, with prune only
- *   attachment absent or different       -> attach
+ *   attachment absent or different       -> attach (replacing the cgroup's
+ *                                           block of that protocol)
  *   attachment of a named reservation
- *   whose cgroup the file does not list  -> detach, with prune only
+ *   the file does not list               -> detach that block, with prune only
  *
  * Every conflict (overlaps with reservations the plan keeps, with each other,
  * unknown reservations, missing cgroups) is found before anything is done.
@@ -80,7 +85,7 @@ struct apply_resv {
 struct apply_attach {
 	char *cgroup;   /* absolute once loaded */
 	char *resv;     /* a reservation's name */
-	bool confine;
+	uint8_t confine; /* enum state_confine: false, true or "all" in the file */
 };
 
 struct apply_file {

@@ -289,7 +289,12 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 		req->force = json_is_true(v);
 		return 0;
 	case PROTO_OP_DETACH:
-		return parse_cgroup(req, err);
+		/* one block of the cgroup, or all of them */
+		if (parse_cgroup(req, err))
+			return -1;
+		if (!json_object_get(req->root, "token") && !json_object_get(req->root, "name"))
+			return 0;
+		return parse_selector(req, 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err);
 	case PROTO_OP_LIST:
 	case PROTO_OP_STATUS:
 	case PROTO_OP_METRICS:

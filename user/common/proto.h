@@ -17,7 +17,7 @@
  *   {"v":1,"op":"who","port":8005[,"proto":"tcp"]}
  *   {"v":1,"op":"attach","cgroup":"/sys/fs/cgroup/web", "token"|"name",
  *        "confine":false|true|"all", "force":false}
- *   {"v":1,"op":"detach","cgroup":"/sys/fs/cgroup/web"}
+ *   {"v":1,"op":"detach","cgroup":"/sys/fs/cgroup/web"[, "token"|"name"]}  (all its blocks, or that one)
  *   {"v":1,"op":"status"}
  *   {"v":1,"op":"metrics"}                                 -> {"text": Prometheus text}
  *   {"v":1,"op":"events"}      the connection then receives {"v":1,"event":{...}} messages

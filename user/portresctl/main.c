@@ -41,12 +41,17 @@ const struct subcommand subcommands[] = {
 	  "(in the caller's network namespace, or --netns's).",
 	  "who PORT [--proto tcp|udp] [--netns PATH|NAME|pid:PID] [--json]",
 	  "portresctl who 8005 --proto tcp --netns pid:4242" },
-	{ "attach", cmd_attach, "Ties a cgroup subtree to a reservation: its sockets are associated with it.\n"
-	  "--confine also denies the subtree's binds outside its reservation.",
-	  "attach --cgroup PATH (--token T | --name NAME) [--confine]",
+	{ "attach", cmd_attach, "Ties a cgroup subtree to a reservation: its sockets of that protocol are associated\n"
+	  "with it. A cgroup holds one TCP and one UDP block: attaching the other protocol's block\n"
+	  "adds it; replacing a block of the same protocol needs --force (and says what it replaced).\n"
+	  "The block must live in the network namespace of the cgroup's processes.\n"
+	  "--confine denies the subtree's binds outside its blocks, for the protocols it has blocks\n"
+	  "for (a TCP block alone: UDP stays free); --confine=all denies every other protocol's binds\n"
+	  "too. The cgroup is confined as the strongest of its attachments asks.",
+	  "attach --cgroup PATH (--token T | --name NAME) [--confine | --confine=all] [--force]",
 	  "portresctl attach --cgroup system.slice/nginx.service --name web --confine" },
-	{ "detach", cmd_detach, "Unties a cgroup from its reservation.",
-	  "detach --cgroup PATH",
+	{ "detach", cmd_detach, "Unties a cgroup from its blocks (--token/--name: from that one only).",
+	  "detach --cgroup PATH [--token T | --name NAME]",
 	  "portresctl detach --cgroup system.slice/nginx.service" },
 	{ "run", cmd_run, "Runs CMD in a fresh cgroup tied to a reservation.\n"
 	  "CMD gets PORTRES_TOKEN, PORTRES_START, PORTRES_COUNT (and PORTRES_PROTO) in its environment;\n"

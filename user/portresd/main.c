@@ -263,23 +263,24 @@ static int reconcile(struct agent *a)
 	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
-		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
-		struct resv *r = resv_find(a, token);
-		bool saved = false;
+		const uint64_t tokens[] = { cgs.v[i].c.tcp_token, cgs.v[i].c.udp_token };
+		uint32_t flags = cgs.v[i].c.flags;
 
-		for (size_t j = 0; j < a->st.n_attach; j++)
-			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == token;
-		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
+		for (size_t k = 0; k < 2; k++) {
+			struct resv *r = tokens[k] ? resv_find(a, tokens[k]) : NULL;
 			char path[64];
-			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
-						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE };
+			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = tokens[k],
+						   .confine = flags & PORTRES_CG_CONFINE_ALL ? STATE_CONFINE_ALL
+							      : flags & PORTRES_CG_CONFINE ? STATE_CONFINE : 0 };
 
+			if (!r || r->r.kind != PORTRES_KIND_RUNTIME)
+				continue;
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
 			state_add_attach(&a->st, &at);
-		} else if (!saved) {
-			portres_cgroup_detach(a->loader, cgs.v[i].id);
 		}
+		/* what the saved and adopted attachments make of it (none: it goes) */
+		cgroup_map_sync(a, cgs.v[i].id);
 	}
 	for (size_t j = a->st.n_attach; j-- > 0;) {
 		struct state_attach *at = &a->st.attach[j];
@@ -294,11 +295,13 @@ static int reconcile(struct agent *a)
 			continue;
 		}
 		if (id != at->cgroup_id) {
-			portres_cgroup_detach(a->loader, at->cgroup_id);
+			uint64_t was = at->cgroup_id;
+
 			at->cgroup_id = id;
+			cgroup_map_sync(a, was);
 			changed = true;
 		}
-		attach_map(a, at);
+		cgroup_map_sync(a, at->cgroup_id);
 	}
 	if (changed)
 		agent_save(a, true, err_msg, sizeof(err_msg));

@@ -8,6 +8,8 @@
  * group; acquire - anyone within the per-uid quota; release - the acquiring
  * process only; lookup, list, show, who, status, metrics, events - anyone.
  */
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -498,104 +500,229 @@ static int may_attach(struct agent *a, const struct peer *p, const struct resv *
 }
 
 /*
- * The cgroup map entry of an attachment: its block in the slot of the block's
- * protocol; confine keeps the agent's rule so far (the other protocol too).
+ * The cgroup map entry of cgroup_id from its attachments (at most one block
+ * per protocol): each block in its protocol's slot, confined as the
+ * strongest of them asks; with none left the entry goes.
  */
-int attach_map(struct agent *a, const struct state_attach *at)
+int cgroup_map_sync(struct agent *a, uint64_t cgroup_id)
 {
-	struct portres_cgroup c = { .flags = at->confine ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL : 0 };
-	struct resv *r = resv_find(a, at->token);
+	struct portres_cgroup c = { 0 };
+	uint8_t confine = STATE_CONFINE_NONE;
+	bool any = false;
+	int err;
 
-	if (!r)
-		return -ENOENT;
-	if (r->r.proto == IPPROTO_TCP)
-		c.tcp_token = at->token;
-	else
-		c.udp_token = at->token;
-	return portres_cgroup_attach(a->loader, at->cgroup_id, &c);
+	for (size_t i = 0; i < a->st.n_attach; i++) {
+		const struct state_attach *at = &a->st.attach[i];
+		struct resv *r;
+
+		if (at->cgroup_id != cgroup_id || !(r = resv_find(a, at->token)))
+			continue;
+		any = true;
+		*(r->r.proto == IPPROTO_TCP ? &c.tcp_token : &c.udp_token) = at->token;
+		if (at->confine > confine)
+			confine = at->confine;
+	}
+	if (!any) {
+		err = portres_cgroup_detach(a->loader, cgroup_id);
+		return err == -ENOENT ? 0 : err;
+	}
+	c.flags = confine == STATE_CONFINE_ALL ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL
+		  : confine ? PORTRES_CG_CONFINE : 0;
+	return portres_cgroup_attach(a->loader, cgroup_id, &c);
 }
 
+/* A process in cgroup path or below whose netns is not inode: its pid (*other: its netns), or 0. */
+static pid_t other_netns_in(const char *path, uint64_t inode, uint64_t *other, int depth)
+{
+	char file[PATH_MAX + 16], ns[64];
+	struct dirent *e;
+	struct stat sb;
+	pid_t found = 0;
+	long pid;
+	FILE *f;
+	DIR *d;
+
+	snprintf(file, sizeof(file), "%s/cgroup.procs", path);
+	if ((f = fopen(file, "re"))) {
+		while (!found && fscanf(f, "%ld", &pid) == 1) {
+			snprintf(ns, sizeof(ns), "/proc/%ld/ns/net", pid);
+			if (!stat(ns, &sb) && (uint64_t)sb.st_ino != inode) {
+				*other = (uint64_t)sb.st_ino;
+				found = (pid_t)pid;
+			}
+		}
+		fclose(f);
+	}
+	if (found || depth >= PORTRES_MAX_CG_DEPTH || !(d = opendir(path)))
+		return found;
+	while (!found && (e = readdir(d))) {
+		if (e->d_type != DT_DIR || e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+		found = other_netns_in(file, inode, other, depth + 1);
+	}
+	closedir(d);
+	return found;
+}
+
+static const char *comm_of(pid_t pid)
+{
+	static char comm[32];
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	comm[0] = '\0';
+	if ((f = fopen(path, "re"))) {
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = '\0';
+		fclose(f);
+	}
+	comm[strcspn(comm, "\n")] = '\0';
+	return comm[0] ? comm : "?";
+}
+
+/* "tcp 8000-8009 (web, token …)" */
+static const char *block_str(struct agent *a, const struct resv *r)
+{
+	static char buf[160];
+	const struct state_resv *sr = state_find_token(&a->st, r->token);
+
+	snprintf(buf, sizeof(buf), "%s (%s%stoken %s)", range_str(r->r.proto, r->r.start, r->r.count),
+		 sr && sr->name ? sr->name : "", sr && sr->name ? ", " : "", tok_str(r->token));
+	return buf;
+}
+
+static json_t *attach_json(const struct state_attach *at)
+{
+	return json_pack("{s:s, s:I, s:o}", "path", at->path, "cgroup_id", (json_int_t)at->cgroup_id, "confine",
+			 at->confine == STATE_CONFINE_ALL ? json_string("all") : json_boolean(at->confine));
+}
+
+/*
+ * A cgroup holds one block per protocol: attaching a TCP block to a cgroup
+ * with a UDP block adds it; replacing its TCP block by another needs force.
+ * The block must live in the netns of the cgroup's processes.
+ */
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine }, old = { 0 };
-	char err_msg[STATE_ERR_LEN];
-	bool save;
-	struct resv *r;
+	char err_msg[STATE_ERR_LEN], theirs[64];
+	struct resv *r, *pr = NULL;
 	uid_t owner = (uid_t)-1;
+	uint64_t other = 0;
+	bool save;
+	pid_t pid;
 	int err;
 
 	if (!(r = select_resv(a, req, NULL, rp)) || cgroup_resolve(a, req->cgroup, &at.cgroup_id, &owner, rp) ||
 	    may_attach(a, p, r, owner, rp))
 		return -1;
 	at.token = r->token;
+	if (r->ns->inode && (pid = other_netns_in(req->cgroup, r->ns->inode, &other, 0))) {
+		snprintf(theirs, sizeof(theirs), "net:[%llu]", (unsigned long long)other);
+		return fail(rp, EINVAL, "cgroup %s: pid %d (%s) lives in network namespace %s, the block %s in %s",
+			    req->cgroup, (int)pid, comm_of(pid), theirs, block_str(a, r), netns_name(r->ns));
+	}
 	save = r->r.kind == PORTRES_KIND_PERSISTENT;
-	/* The cgroup's attachment so far is replaced; kept aside to be put back on a failure. */
-	for (size_t i = 0; i < a->st.n_attach; i++)
-		if (a->st.attach[i].cgroup_id == at.cgroup_id || !strcmp(a->st.attach[i].path, at.path)) {
-			old = a->st.attach[i];
-			if (!(old.path = strdup(old.path)))
-				return fail(rp, ENOMEM, "out of memory");
-			save |= state_find_token(&a->st, old.token) != NULL;
-			state_del_attach(&a->st, i);
-			break;
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *x = &a->st.attach[i];
+		struct resv *xr;
+
+		if (x->cgroup_id != at.cgroup_id) {
+			/* the path names another cgroup now (made anew): its old attachments go */
+			if (!strcmp(x->path, at.path)) {
+				uint64_t id = x->cgroup_id;
+
+				save |= state_find_token(&a->st, x->token) != NULL;
+				state_del_attach(&a->st, i);
+				cgroup_map_sync(a, id);
+			}
+			continue;
 		}
-	if ((err = attach_map(a, &at))) {
-		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
-		goto restore;
+		if (!(xr = resv_find(a, x->token)) || xr->r.proto != r->r.proto || old.path)
+			continue;
+		if (x->token != at.token && !req->force)
+			return fail(rp, EEXIST, "cgroup %s has the %s block %s; --force replaces it", req->cgroup,
+				    state_proto_name(r->r.proto), block_str(a, xr));
+		/* kept aside to be put back on a failure */
+		old = *x;
+		if (!(old.path = strdup(old.path)))
+			return fail(rp, ENOMEM, "out of memory");
+		pr = xr;
+		save |= pr->r.kind == PORTRES_KIND_PERSISTENT;
+		state_del_attach(&a->st, i);
 	}
 	if ((err = state_add_attach(&a->st, &at))) {
 		fail(rp, ENOMEM, "out of memory");
-		goto undo_map;
+		goto restore;
+	}
+	if ((err = cgroup_map_sync(a, at.cgroup_id))) {
+		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
+		goto undo;
 	}
 	if (save && agent_save(a, true, err_msg, sizeof(err_msg))) {
-		state_del_attach(&a->st, a->st.n_attach - 1);
 		fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
-		goto undo_map;
+		goto undo;
 	}
-	/* the path now names another cgroup: the old one's map entry goes */
-	if (old.path && old.cgroup_id != at.cgroup_id)
-		portres_cgroup_detach(a->loader, old.cgroup_id);
-	free(old.path);
 	a->attach_dirty = true;
-	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
-		req->confine ? " confined" : "", p->uid);
+	if (pr && old.token != at.token) {
+		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s (replacing %s) by uid %u", req->cgroup,
+			tok_str(r->token), at.confine ? " confined" : "", block_str(a, pr), p->uid);
+		rp->fields = json_pack("{s:o}", "replaced", resv_json(a, pr));
+	} else {
+		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
+			at.confine == STATE_CONFINE_ALL ? " confined (all protocols)" : at.confine ? " confined" : "",
+			p->uid);
+	}
+	free(old.path);
 	return 0;
-undo_map:
-	portres_cgroup_detach(a->loader, at.cgroup_id);
+undo:
+	state_del_attach(&a->st, a->st.n_attach - 1);
 restore:
 	if (old.path) {
-		attach_map(a, &old);
 		state_add_attach(&a->st, &old);
 		free(old.path);
 	}
+	cgroup_map_sync(a, at.cgroup_id);
 	return -1;
 }
 
+/* Detaches a cgroup: every block of it, or the one req names. */
 static int op_detach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
-	struct state_attach *at = NULL;
+	bool any = false, save = false, have_real = realpath(req->cgroup, real) != NULL;
+	struct resv *sel = NULL;
 	struct stat sb;
 	uint64_t id;
-	size_t i;
 
 	if (portres_cgroup_id(req->cgroup, &id))
 		id = 0;
-	for (i = 0; i < a->st.n_attach; i++)
-		if (!strcmp(a->st.attach[i].path, req->cgroup) || (id && a->st.attach[i].cgroup_id == id) ||
-		    (realpath(req->cgroup, real) && !strcmp(a->st.attach[i].path, real))) {
-			at = &a->st.attach[i];
-			break;
-		}
-	if (!at)
-		return fail(rp, ENOENT, "cgroup %s is not attached", req->cgroup);
-	if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
+	if (req->sel != PROTO_SEL_NONE && !(sel = select_resv(a, req, NULL, rp)))
 		return -1;
-	portres_cgroup_detach(a->loader, at->cgroup_id);
-	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
-	state_del_attach(&a->st, i);
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *at = &a->st.attach[i];
+		uint64_t cg = at->cgroup_id;
+
+		if (strcmp(at->path, req->cgroup) && (!id || cg != id) && (!have_real || strcmp(at->path, real)))
+			continue;
+		if (sel && at->token != sel->token)
+			continue;
+		if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
+			return -1;
+		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
+		save |= state_find_token(&a->st, at->token) != NULL;
+		state_del_attach(&a->st, i);
+		cgroup_map_sync(a, cg);
+		any = true;
+	}
+	if (!any)
+		return fail(rp, ENOENT, "cgroup %s is not attached%s%s", req->cgroup, sel ? " to " : "",
+			    sel ? block_str(a, sel) : "");
 	a->attach_dirty = true;
-	agent_save(a, true, err_msg, sizeof(err_msg));
+	if (save)
+		agent_save(a, true, err_msg, sizeof(err_msg));
 	return 0;
 }
 
@@ -663,9 +790,7 @@ static json_t *attachments_json(struct agent *a, uint64_t token)
 
 	for (size_t i = 0; i < a->st.n_attach; i++)
 		if (a->st.attach[i].token == token)
-			json_array_append_new(att, json_pack("{s:s, s:I, s:b}", "path", a->st.attach[i].path,
-							     "cgroup_id", (json_int_t)a->st.attach[i].cgroup_id,
-							     "confine", a->st.attach[i].confine));
+			json_array_append_new(att, attach_json(&a->st.attach[i]));
 	return att;
 }
 
@@ -823,9 +948,20 @@ static const char *const event_names[] = {
 	[PORTRES_EV_EXHAUSTED] = "exhausted", [PORTRES_EV_RELEASED] = "anchor_closed",
 };
 
+const char *event_reason_name(uint8_t reason)
+{
+	static const char *const names[] = {
+		[PORTRES_REASON_NONE] = "", [PORTRES_REASON_FOREIGN_BLOCK] = "foreign-block",
+		[PORTRES_REASON_CONFINED] = "confined", [PORTRES_REASON_WRONG_NETNS] = "wrong-netns",
+		[PORTRES_REASON_GONE] = "gone",
+	};
+
+	return reason < sizeof(names) / sizeof(names[0]) ? names[reason] : "unknown";
+}
+
 json_t *event_json(const struct portres_event *ev)
 {
-	char comm[17], path[PATH_MAX];
+	char comm[17], path[PATH_MAX], addr[INET6_ADDRSTRLEN];
 	int e = ev->err < 0 ? -ev->err : ev->err;
 	json_t *o;
 
@@ -841,6 +977,11 @@ json_t *event_json(const struct portres_event *ev)
 		      "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
 		      "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
 		      (json_int_t)ev->ts_ns);
+	if (o && ev->reason)
+		json_object_set_new(o, "reason", json_string(event_reason_name(ev->reason)));
+	if (o && (ev->type == PORTRES_EV_DENY || ev->type == PORTRES_EV_AUDIT) &&
+	    inet_ntop(ev->family == AF_INET6 ? AF_INET6 : AF_INET, ev->addr, addr, sizeof(addr)))
+		json_object_set_new(o, "addr", json_string(addr));
 	/* resolved now: the cgroup of a short-lived process may be gone by the time someone reads it */
 	if (o && ev->cgroup_id && !cgroup2_path(ev->cgroup_id, path, sizeof(path)))
 		json_object_set_new(o, "cgroup", json_string(path));

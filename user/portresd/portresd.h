@@ -181,8 +181,10 @@ int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start,
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
 		 bool *subscribe);
 json_t *event_json(const struct portres_event *ev);
-/* Puts a single-block attachment into the cgroup map (its protocol's slot). */
-int attach_map(struct agent *a, const struct state_attach *at);
+/* "foreign-block", "confined", "wrong-netns", "gone" ("" for none): why a deny or audit happened. */
+const char *event_reason_name(uint8_t reason);
+/* Writes the cgroup map entry of cgroup_id from its attachments (deletes it when none is left). */
+int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);
 
 /* server.c */
 int server_run(struct agent *a);

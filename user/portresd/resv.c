@@ -182,10 +182,12 @@ void resv_unload(struct agent *a, uint64_t token)
 	for (size_t i = 0; sr && i < sr->n_grants; i++)
 		portres_grant_del(a->loader, token, sr->grants[i].type, sr->grants[i].id);
 	for (size_t i = a->st.n_attach; i-- > 0;) {
+		uint64_t id = a->st.attach[i].cgroup_id;
+
 		if (a->st.attach[i].token != token)
 			continue;
-		portres_cgroup_detach(a->loader, a->st.attach[i].cgroup_id);
 		state_del_attach(&a->st, i);
+		cgroup_map_sync(a, id); /* the cgroup's block of the other protocol stays */
 		a->attach_dirty = true;
 	}
 	err = portres_resv_del(a->loader, token);

@@ -373,9 +373,9 @@ static int handle_ring_event(const struct portres_event *ev, void *arg)
 	/* The data plane sends up to 1000 events a second per CPU: the log gets a few, subscribers all. */
 	if (log_event_allowed())
 		log_event(LOG_INFO, ev->type == PORTRES_EV_DENY ? "deny" : ev->type == PORTRES_EV_AUDIT ? "audit" : "exhausted",
-			  json, "%s port %u pid %u (%.16s) uid %u token %s",
+			  json, "%s port %u pid %u (%.16s) uid %u token %s%s%s",
 			  state_proto_name(ev->proto) ? state_proto_name(ev->proto) : "?", ev->port, ev->pid, ev->comm,
-			  ev->uid, tok);
+			  ev->uid, tok, ev->reason ? " reason " : "", event_reason_name(ev->reason));
 	server_broadcast(a, json);
 	return 0;
 }
