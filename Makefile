@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # portres: port reservations for Linux, enforced by cgroup eBPF.
 #
-#   make            build BPF object + skeleton, libportres, portresd, portresctl
+#   make            build BPF object + skeleton, libportres, portresd, portresctl, portres-oci-hook
 #   make run        install deps, build, run portresd in the foreground (root)
 #   make check      build and run every test (root: real kernel, real BPF)
 #   make bench      run the benchmarks and print a table
@@ -22,6 +22,8 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 DATADIR    ?= $(PREFIX)/share
+LIBEXECDIR ?= $(PREFIX)/libexec
+HOOKSDIR   ?= $(DATADIR)/containers/oci/hooks.d
 DESTDIR    ?=
 
 OUT        := build
@@ -55,17 +57,20 @@ LIB_SRC    := $(wildcard user/lib/*.c)
 COMMON_SRC := $(wildcard user/common/*.c)
 AGENT_SRC  := $(wildcard user/portresd/*.c)
 CTL_SRC    := $(wildcard user/portresctl/*.c)
+HOOK_SRC   := $(wildcard user/portres-oci-hook/*.c)
 HEADERS    := $(wildcard include/*.h user/*/*.h)
 
 LIB_OBJ    := $(patsubst user/lib/%.c,$(OUT)/obj/lib/%.o,$(LIB_SRC))
 COMMON_OBJ := $(patsubst user/common/%.c,$(OUT)/obj/common/%.o,$(COMMON_SRC))
 AGENT_OBJ  := $(patsubst user/portresd/%.c,$(OUT)/obj/portresd/%.o,$(AGENT_SRC))
 CTL_OBJ    := $(patsubst user/portresctl/%.c,$(OUT)/obj/portresctl/%.o,$(CTL_SRC))
+HOOK_OBJ   := $(patsubst user/portres-oci-hook/%.c,$(OUT)/obj/portres-oci-hook/%.o,$(HOOK_SRC))
 
 LIB_SO     := $(OUT)/libportres.so.$(VERSION)
 LIB_A      := $(OUT)/libportres.a
 COMMON_A   := $(OUT)/libportres_common.a
-PROGS      := $(if $(AGENT_SRC),$(OUT)/portresd) $(if $(CTL_SRC),$(OUT)/portresctl)
+PROGS      := $(if $(AGENT_SRC),$(OUT)/portresd) $(if $(CTL_SRC),$(OUT)/portresctl) \
+	      $(if $(HOOK_SRC),$(OUT)/portres-oci-hook)
 
 TEST_KINDS := $(notdir $(patsubst %/,%,$(sort $(dir $(wildcard tests/unit/*.c tests/kernel/*.c tests/e2e/*.c)))))
 TEST_BINS  := $(addprefix $(OUT)/test_,$(TEST_KINDS))
@@ -101,6 +106,10 @@ $(OUT)/obj/portresctl/%.o: user/portresctl/%.c $(HEADERS) $(SKEL) | $(OUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+$(OUT)/obj/portres-oci-hook/%.o: user/portres-oci-hook/%.c $(HEADERS) $(SKEL) | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
 $(LIB_SO): $(LIB_OBJ) user/lib/libportres.map
 	$(call msg,LD,$@)
 	$(Q)$(CC) -shared -Wl,-soname,libportres.so.$(SOVERSION) \
@@ -121,6 +130,10 @@ $(OUT)/portresd: $(AGENT_OBJ) $(COMMON_A) $(LIB_A)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL) $(MHD_LIBS)
 
 $(OUT)/portresctl: $(CTL_OBJ) $(COMMON_A) $(LIB_A)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL)
+
+$(OUT)/portres-oci-hook: $(HOOK_OBJ) $(COMMON_A) $(LIB_A)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL)
 
@@ -182,13 +195,18 @@ install: all
 	$(if $(CTL_SRC),install -m 0755 $(OUT)/portresctl $(DESTDIR)$(BINDIR)/portresctl)
 	$(foreach m,$(wildcard scripts/man/*.8),install -D -m 0644 $(m) $(DESTDIR)$(MANDIR)/man8/$(notdir $(m));)
 	$(if $(wildcard scripts/portresctl.bash-completion),install -D -m 0644 scripts/portresctl.bash-completion $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl)
+	$(if $(HOOK_SRC),install -D -m 0755 $(OUT)/portres-oci-hook $(DESTDIR)$(LIBEXECDIR)/portres/portres-oci-hook)
+	$(if $(HOOK_SRC),install -d $(DESTDIR)$(HOOKSDIR) && sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|' \
+		scripts/oci/portres.json.in > $(DESTDIR)$(HOOKSDIR)/portres.json)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/portres.h $(DESTDIR)$(LIBDIR)/libportres.so* \
 	      $(DESTDIR)$(LIBDIR)/libportres.a $(DESTDIR)$(LIBDIR)/pkgconfig/libportres.pc \
 	      $(DESTDIR)$(SBINDIR)/portresd $(DESTDIR)$(BINDIR)/portresctl \
 	      $(DESTDIR)$(MANDIR)/man8/portresd.8 $(DESTDIR)$(MANDIR)/man8/portresctl.8 \
-	      $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl
+	      $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl \
+	      $(DESTDIR)$(LIBEXECDIR)/portres/portres-oci-hook $(DESTDIR)$(HOOKSDIR)/portres.json
+	-rmdir $(DESTDIR)$(LIBEXECDIR)/portres 2>/dev/null
 
 clean:
 	rm -rf $(OUT)

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,11 +10,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "cgroup.h"
 #include "ctl.h"
+#include "msg.h"
 #include "netns_path.h"
 #include "portres.h"
 #include "proto.h"
@@ -107,26 +106,16 @@ bool ctl_common_opt(int c, int *status)
 
 int ctl_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	int fd = msg_connect(ctl.socket);
 
-	if (strlen(ctl.socket) >= sizeof(sa.sun_path)) {
-		ctl_fail("socket path too long: %s", ctl.socket);
-		return -1;
-	}
-	strcpy(sa.sun_path, ctl.socket);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		ctl_fail("socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+	if (fd >= 0)
 		return fd;
-	if (errno == ENOENT || errno == ECONNREFUSED)
+	if (fd == -ECONNREFUSED)
 		ctl_fail("no agent at %s (start portresd)", ctl.socket);
+	else if (fd == -ENAMETOOLONG)
+		ctl_fail("socket path too long: %s", ctl.socket);
 	else
-		ctl_fail("cannot reach the agent at %s: %s", ctl.socket, strerror(errno));
-	close(fd);
+		ctl_fail("cannot reach the agent at %s: %s", ctl.socket, strerror(-fd));
 	return -1;
 }
 
@@ -139,78 +128,16 @@ void ctl_disconnect(void)
 
 int ctl_recv(int fd, json_t **msg, int timeout_ms)
 {
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	json_error_t jerr;
-	ssize_t len, n;
-	char *buf;
-	int r;
-
-	*msg = NULL;
-	while ((r = poll(&pfd, 1, timeout_ms)) < 0 && errno == EINTR)
-		;
-	if (r < 0)
-		return -errno;
-	if (r == 0)
-		return -ETIMEDOUT;
-	/* The size of the next message, then the message. */
-	while ((len = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC)) < 0 && errno == EINTR)
-		;
-	if (len < 0)
-		return -errno;
-	if (len == 0)
-		return -ECONNRESET;
-	if (!(buf = malloc((size_t)len)))
-		return -ENOMEM;
-	while ((n = recv(fd, buf, (size_t)len, 0)) < 0 && errno == EINTR)
-		;
-	if (n <= 0) {
-		free(buf);
-		return n < 0 ? -errno : -ECONNRESET;
-	}
-	*msg = json_loadb(buf, (size_t)n, 0, &jerr);
-	free(buf);
-	if (!*msg || !json_is_object(*msg)) {
-		json_decref(*msg);
-		*msg = NULL;
-		return -EPROTO;
-	}
-	return 0;
+	return msg_recv(fd, msg, timeout_ms);
 }
 
 int ctl_transact_fd(int fd, json_t *req, int passfd, json_t **reply)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} cbuf;
-	char *text = json_dumps(req, JSON_COMPACT);
-	struct iovec iov;
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
+	int err = msg_send(fd, req, passfd);
 
 	json_decref(req);
 	*reply = NULL;
-	if (!text)
-		return -ENOMEM;
-	iov = (struct iovec){ .iov_base = text, .iov_len = strlen(text) };
-	if (passfd >= 0) {
-		struct cmsghdr *cm;
-
-		memset(&cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf.buf;
-		mh.msg_controllen = sizeof(cbuf.buf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
-	}
-	while ((n = sendmsg(fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
-		;
-	free(text);
-	if (n < 0)
-		return -errno;
-	return ctl_recv(fd, reply, -1);
+	return err ? err : msg_recv(fd, reply, -1);
 }
 
 /* True when req's op takes a network namespace (proto.h). */
