@@ -133,9 +133,10 @@ $(OUT)/portresctl: $(CTL_OBJ) $(COMMON_A) $(LIB_A)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL)
 
+# Static: the Kubernetes DaemonSet copies the hook onto nodes that may lack its libraries.
 $(OUT)/portres-oci-hook: $(HOOK_OBJ) $(COMMON_A) $(LIB_A)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL)
+	$(Q)$(CC) $(CFLAGS) -static -o $@ $^ -ljansson
 
 $(OUT):
 	$(Q)mkdir -p $@

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Installs the Debian packages portres needs to build, run and test.
+# Installs the Debian packages portres needs to build, run and test
+# (runc and busybox-static: the e2e tests run real containers, util-linux: nsenter).
 set -eu
 pkgs=(make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
-      libjansson-dev libmnl-dev libmicrohttpd-dev libcriterion-dev iproute2 procps python3)
+      libjansson-dev libmnl-dev libmicrohttpd-dev libcriterion-dev iproute2 procps python3
+      runc busybox-static util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

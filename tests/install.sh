@@ -20,6 +20,13 @@ for f in usr/share/man/man8/portresd.8 usr/share/man/man8/portresctl.8 \
 done
 [ -e build/portresd ] && { [ -x "$dest/usr/sbin/portresd" ] || fail "missing usr/sbin/portresd"; }
 [ -e build/portresctl ] && { [ -x "$dest/usr/bin/portresctl" ] || fail "missing usr/bin/portresctl"; }
+if [ -e build/portres-oci-hook ]; then
+	[ -x "$dest/usr/libexec/portres/portres-oci-hook" ] || fail "missing usr/libexec/portres/portres-oci-hook"
+	hooks="$dest/usr/share/containers/oci/hooks.d/portres.json"
+	[ -e "$hooks" ] || fail "missing usr/share/containers/oci/hooks.d/portres.json"
+	python3 -c 'import json,sys; h=json.load(open(sys.argv[1])); assert h["hook"]["path"] == "/usr/libexec/portres/portres-oci-hook", h; assert "createRuntime" in h["stages"] and "poststop" in h["stages"]' "$hooks" ||
+		fail "hooks.d/portres.json does not name the installed hook and its stages"
+fi
 
 # The systemd unit is valid for the installed agent (systemd-analyze is on Debian's machines).
 if command -v systemd-analyze >/dev/null; then
@@ -52,5 +59,6 @@ LD_LIBRARY_PATH="$dest/usr/lib" "$dest/prog" >/dev/null || true
 
 make -s uninstall DESTDIR="$dest" PREFIX=/usr >/dev/null
 left=$(find "$dest/usr" -type f | head -n 5)
+[ ! -e "$dest/usr/libexec/portres" ] || fail "uninstall left usr/libexec/portres"
 [ -z "$left" ] || fail "uninstall left: $left"
 echo "install test: ok"

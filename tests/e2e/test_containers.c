@@ -458,3 +458,44 @@ Test(containers, no_agent_is_a_clear_message)
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d", st);
 	cr_assert(strstr(cli_read(out), "no portres agent at"), "%s", cli_read(out));
 }
+
+/*
+ * CRI-O gives every container of a pod the pod's annotations: the first one
+ * makes the blocks, the others join them; a block outlives its maker while
+ * another container of the pod is tied to it, and ends with the pod's netns.
+ */
+Test(containers, pod_members_share_the_pods_block)
+{
+	struct ctr a = { .id = "pause1", .hook = true, .cmd = "exec sleep 600",
+			 .annotations = { { "io.portres.reserve", "tcp:15100-15103" } } };
+	struct ctr b = { .id = "app1", .hook = true, .cmd = "exec nc -ll -p 0 -e /bin/cat",
+			 .annotations = { { "io.portres.reserve", "tcp:15100-15103" } } };
+	char out[8192], netns[64], tok[17];
+	json_t *x;
+	pid_t pa, pb;
+	uint16_t port;
+
+	cr_assert_eq(run_detached(&a, &pa, out, sizeof(out)), 0, "runc run: %s", out);
+	snprintf(netns, sizeof(netns), "/proc/%d/ns/net", (int)pa);
+	b.netns = netns;
+	cr_assert_eq(run_detached(&b, &pb, out, sizeof(out)), 0, "runc run app1: %s", out);
+	port = listener_of(pb);
+	cr_assert(port >= 15100 && port <= 15103, "app1 listens on %u", port);
+	cr_assert_null(named("oci-app1.tcp"), "app1 made a block of its own");
+	x = cli_show("oci-pause1.tcp");
+	snprintf(tok, sizeof(tok), "%s", json_string_value(json_object_get(x, "token")));
+	cr_assert_eq(json_array_size(json_object_get(x, "attachments")), 2, "both containers are tied to the block");
+	json_decref(x);
+	/* the maker goes first: app1 still uses the block */
+	delete_ctr("pause1");
+	cr_assert_not_null(named("oci-pause1.tcp"), "the pod's block went with its maker");
+	delete_ctr("app1");
+	/* the pod's netns is gone: so is its block */
+	for (int i = 0; i < 500 && (x = named("oci-pause1.tcp")); i++) {
+		json_decref(x);
+		usleep(10000);
+	}
+	cr_assert_null(named("oci-pause1.tcp"));
+	cr_assert(has_event("ended", tok) || has_event("deleted", tok));
+	cr_assert_not(in_resv_map(tok));
+}

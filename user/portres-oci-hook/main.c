@@ -15,11 +15,14 @@
  *   createRuntime (or prestart; status "creating")  the blocks are created in
  *       /proc/PID/ns/net, named oci-<id>.tcp / oci-<id>.udp so poststop finds
  *       them without state of its own, and the container's cgroup (from
- *       /proc/PID/cgroup) is tied to them. A bad annotation or a refused
- *       block fails the start: a message naming the annotation and the
- *       cause on stderr, exit 1, and nothing left behind.
- *   poststop (status "stopped")  the blocks are deleted (they also end by
- *       themselves when the network namespace goes).
+ *       /proc/PID/cgroup) is tied to them. A block that exists there already
+ *       with the same ports (made by another container of the pod: CRI-O
+ *       gives every container the pod's annotations) is joined instead. A
+ *       bad annotation or a refused block fails the start: a message naming
+ *       the annotation and the cause on stderr, exit 1, nothing left behind.
+ *   poststop (status "stopped")  the blocks it made are deleted, unless a
+ *       cgroup that still exists (another container of the pod) is tied to
+ *       them; they end by themselves when the network namespace goes.
  *
  * The stage is the first argument, or else read from the state's status.
  * The agent's socket: $PORTRES_SOCKET, else /run/portres/portresd.sock.
@@ -51,6 +54,7 @@ struct block {
 	uint8_t proto;          /* 0: none */
 	uint16_t start, count;
 	char name[STATE_NAME_MAX + 1];
+	char token[17];         /* a block of the netns joined (another container of the pod made it) */
 	bool made;              /* created by this run: undone on a failure */
 };
 
@@ -281,14 +285,22 @@ static int container_cgroup(struct hook *h)
 	return ret ? say("container %s: no cgroup2 entry in %s", h->id, path) : 0;
 }
 
+/* The selector of slot's block: "token" (joined) or "name", into *key and *sel. */
+static void slot_sel(const struct hook *h, int slot, const char **key, const char **sel)
+{
+	*key = slot < 2 && h->blocks[slot].token[0] ? "token" : "name";
+	*sel = slot == 2 ? h->existing : h->blocks[slot].token[0] ? h->blocks[slot].token : h->blocks[slot].name;
+}
+
 static void undo(struct hook *h)
 {
 	for (int i = 2; i >= 0; i--) {
-		const char *name = i < 2 ? h->blocks[i].name : h->existing;
+		const char *key, *sel;
 
 		if (!h->attached[i])
 			continue;
-		call(h, json_pack("{s:s, s:s, s:s}", "op", "detach", "cgroup", h->cgroup, "name", name), -1, NULL,
+		slot_sel(h, i, &key, &sel);
+		call(h, json_pack("{s:s, s:s, s:s}", "op", "detach", "cgroup", h->cgroup, key, sel), -1, NULL,
 		     "undoing the attach", NULL, 0);
 	}
 	for (int i = 1; i >= 0; i--)
@@ -297,11 +309,15 @@ static void undo(struct hook *h)
 			     "undoing the block", NULL, 0);
 }
 
-static int attach(struct hook *h, const char *name, int slot, const char *ann)
+/* Ties the container's cgroup to the block of slot (0 TCP, 1 UDP, 2 io.portres.name). */
+static int attach(struct hook *h, int slot, const char *ann)
 {
-	json_t *req = json_pack("{s:s, s:s, s:s}", "op", "attach", "cgroup", h->cgroup, "name", name);
+	const char *key, *name;
+	json_t *req;
 	char what[PATH_MAX + 128];
 
+	slot_sel(h, slot, &key, &name);
+	req = json_pack("{s:s, s:s, s:s}", "op", "attach", "cgroup", h->cgroup, key, name);
 	if (!h->confine || !strcmp(h->confine, "false"))
 		json_object_set_new(req, "confine", json_false());
 	else
@@ -356,19 +372,34 @@ static int create_runtime(struct hook *h)
 		struct block *b = &h->blocks[i];
 		json_t *req;
 
+		json_t *reply;
+		char code[32];
+
 		if (!b->proto)
 			continue;
-		req = json_pack("{s:s, s:s, s:i, s:i, s:s, s:s}", "op", "create", "proto", state_proto_name(b->proto),
-				"start", b->start, "count", b->count, "name", b->name, "netns", hint);
 		snprintf(what, sizeof(what), "annotation %s: %s %u-%u", ANN_RESERVE, state_proto_name(b->proto),
 			 b->start, b->start + b->count - 1);
-		if (call(h, req, nsfd, NULL, what, NULL, 0))
+		/* the pod's block, made by another of its containers: joined */
+		req = json_pack("{s:s, s:s, s:i, s:i}", "op", "lookup", "proto", state_proto_name(b->proto), "start",
+				b->start, "count", b->count);
+		if (!call(h, req, nsfd, &reply, what, code, sizeof(code))) {
+			snprintf(b->token, sizeof(b->token), "%s", json_string_value(json_object_get(reply, "token")) ?: "");
+			json_decref(reply);
+		} else if (strcmp(code, "ENOENT")) {
 			goto out;
-		b->made = true;
-		if (attach(h, b->name, i, ANN_RESERVE))
+		}
+		if (!b->token[0]) {
+			req = json_pack("{s:s, s:s, s:i, s:i, s:s, s:s}", "op", "create", "proto",
+					state_proto_name(b->proto), "start", b->start, "count", b->count, "name", b->name,
+					"netns", hint);
+			if (call(h, req, nsfd, NULL, what, NULL, 0))
+				goto out;
+			b->made = true;
+		}
+		if (attach(h, i, ANN_RESERVE))
 			goto out;
 	}
-	if (h->existing && attach(h, h->existing, 2, ANN_NAME))
+	if (h->existing && attach(h, 2, ANN_NAME))
 		goto out;
 	ret = 0;
 out:
@@ -380,22 +411,50 @@ out:
 
 /* --- poststop ------------------------------------------------------------- */
 
+/* Whether a cgroup that still exists is tied to the reservation r (a show reply's). */
+static bool in_use(const json_t *r)
+{
+	json_t *x;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "attachments"), i, x) {
+		const char *path = json_string_value(json_object_get(x, "path"));
+
+		if (path && path[0] == '/' && !access(path, F_OK))
+			return true;
+	}
+	return false;
+}
+
 static int poststop(struct hook *h)
 {
 	char code[32], what[128];
 	int ret = 0;
 
 	for (int i = 0; i < 2; i++) {
+		json_t *reply;
+
 		block_name(h, i ? IPPROTO_UDP : IPPROTO_TCP, h->blocks[i].name);
 		snprintf(what, sizeof(what), "deleting %s", h->blocks[i].name);
 		/* gone already (the network namespace ended first, or there was none): fine */
-		if (call(h, json_pack("{s:s, s:s}", "op", "delete", "name", h->blocks[i].name), -1, NULL, what, code,
-			 sizeof(code)) &&
-		    strcmp(code, "ENOENT")) {
-			ret = 1;
+		if (call(h, json_pack("{s:s, s:s}", "op", "show", "name", h->blocks[i].name), -1, &reply, what, code,
+			 sizeof(code))) {
+			if (strcmp(code, "ENOENT"))
+				ret = 1;
 			if (h->agent < 0)
 				break;
+			continue;
 		}
+		/* still used by another container of the pod: it ends with the pod's netns */
+		if (in_use(json_object_get(reply, "reservation"))) {
+			json_decref(reply);
+			continue;
+		}
+		json_decref(reply);
+		if (call(h, json_pack("{s:s, s:s}", "op", "delete", "name", h->blocks[i].name), -1, NULL, what, code,
+			 sizeof(code)) &&
+		    strcmp(code, "ENOENT"))
+			ret = 1;
 	}
 	/* an io.portres.name attachment goes with the container's cgroup (the agent sees it removed) */
 	return ret;
