@@ -189,6 +189,9 @@ int cmd_show(int argc, char *argv[])
 	printf("reservation %s: %s\n", ctl_jstr(r, "token", "?"), line);
 	if (json_is_true(json_object_get(r, "dead")))
 		printf("  ended: its socket is closed, the agent is removing it\n");
+	if (json_object_get(r, "netns_inode"))
+		printf("  netns: net:[%lld]%s%s%s\n", ctl_jint(r, "netns_inode", 0), json_object_get(r, "netns_path") ? " (" : "",
+		       ctl_jstr(r, "netns_path", ""), json_object_get(r, "netns_path") ? ")" : "");
 	json_array_foreach(json_object_get(r, "grants"), i, x) {
 		if (json_object_get(x, "path"))
 			printf("  grant: cgroup %s\n", ctl_jstr(x, "path", ""));
@@ -197,7 +200,8 @@ int cmd_show(int argc, char *argv[])
 	}
 	json_array_foreach(json_object_get(r, "attachments"), i, x)
 		printf("  attached: %s%s\n", ctl_jstr(x, "path", "?"),
-		       json_is_true(json_object_get(x, "confine")) ? " (confined)" : "");
+		       json_is_string(json_object_get(x, "confine")) ? " (confined, all protocols)"
+		       : json_is_true(json_object_get(x, "confine")) ? " (confined)" : "");
 	x = json_object_get(r, "stats");
 	if (x)
 		printf("  counters: allowed %lld, denied %lld, allocated %lld, exhausted %lld, audited %lld\n",
