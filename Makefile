@@ -43,7 +43,7 @@ endif
 
 ARCH_INC   := $(shell $(CC) -print-multiarch 2>/dev/null)
 WARN       := -Wall -Wextra -Werror -Wno-unused-parameter
-CPPFLAGS   += -D_GNU_SOURCE -Iinclude -Iuser/common -I$(OUT)
+CPPFLAGS   += -D_GNU_SOURCE -Iinclude -Iuser/common -Iuser/lib -I$(OUT)
 CFLAGS     ?= -O2 -g
 CFLAGS     += $(WARN) -fPIC
 BPF_CFLAGS := -g -O2 --target=bpf -mcpu=v3 -Wall -Werror -Iinclude -I/usr/include/$(ARCH_INC)

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /* agent.c - the end-to-end fixture (see agent.h). */
 #include <criterion/criterion.h>
+#include <bpf/bpf.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -408,4 +409,33 @@ json_t *ag_named(json_t *l, const char *name)
 		if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
 			return r;
 	return NULL;
+}
+
+bool ag_in_resv_map(const char *token)
+{
+	char pin[400];
+	unsigned char value[256];
+	uint64_t key = strtoull(token, NULL, 16);
+	bool found;
+	int fd;
+
+	snprintf(pin, sizeof(pin), "%s/maps/portres_resv", ag.bpffs);
+	fd = bpf_obj_get(pin);
+	cr_assert(fd >= 0, "%s: %s", pin, strerror(errno));
+	found = bpf_map_lookup_elem(fd, &key, value) == 0;
+	close(fd);
+	return found;
+}
+
+bool ag_has_event(const char *type, const char *token)
+{
+	json_t *r = ag_req("{\"v\":1,\"op\":\"events\"}", -1), *e;
+	bool found = false;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "recent"), i, e)
+		found |= !strcmp(json_string_value(json_object_get(e, "type")) ?: "", type) &&
+			 !strcmp(json_string_value(json_object_get(e, "token")) ?: "", token);
+	json_decref(r);
+	return found;
 }

@@ -71,6 +71,11 @@ int ag_as_nobody(int (*fn)(void *arg), void *arg, const gid_t *groups, int ngrou
 /* Runs fn in a child process (same credentials); returns its exit status. */
 int ag_in_child(int (*fn)(void *arg), void *arg);
 
+/* Whether the pinned portres_resv map has token (16 hex digits). */
+bool ag_in_resv_map(const char *token);
+/* Whether the agent's recent events hold one of this type about token (16 hex digits). */
+bool ag_has_event(const char *type, const char *token);
+
 /* Polls (up to 5 s) until the agent lists no reservation with this token. */
 bool ag_wait_gone(portres_token_t token);
 bool ag_has_token(portres_token_t token);

@@ -163,11 +163,10 @@ Test(attach, replacing_needs_force)
 	cr_assert_eq(in_cg(cg, IPPROTO_TCP, 0, 30400, 30403), 0);
 }
 
-/* A child in another netns, moved into cg; killed at the end. */
-static pid_t sleeper_in_netns(const char *cg)
+/* A child that sits in a network namespace of its own (once this returns); the caller kills it. */
+static pid_t child_in_new_netns(void)
 {
-	char procs[4200], pid_s[16];
-	int p[2], fd;
+	int p[2];
 	pid_t pid;
 	char c;
 
@@ -176,16 +175,24 @@ static pid_t sleeper_in_netns(const char *cg)
 	cr_assert(pid >= 0);
 	if (pid == 0) {
 		close(p[0]);
-		if (unshare(CLONE_NEWNET))
+		if (unshare(CLONE_NEWNET) || write(p[1], "x", 1) != 1)
 			_exit(1);
-		if (write(p[1], "x", 1) != 1)
-			_exit(2);
 		pause();
 		_exit(0);
 	}
 	close(p[1]);
 	cr_assert_eq(read(p[0], &c, 1), 1);
 	close(p[0]);
+	return pid;
+}
+
+/* A child in another netns, moved into cg; killed at the end. */
+static pid_t sleeper_in_netns(const char *cg)
+{
+	char procs[4200], pid_s[16];
+	pid_t pid = child_in_new_netns();
+	int fd;
+
 	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cg);
 	snprintf(pid_s, sizeof(pid_s), "%d", (int)pid);
 	fd = open(procs, O_WRONLY | O_CLOEXEC);
@@ -221,19 +228,7 @@ Test(attach, wrong_netns_and_gone_reasons)
 	char c;
 
 	/* a block in another netns, the cgroup (empty at attach time) later gets a process of this one */
-	cr_assert(pipe(p) == 0);
-	pid = fork();
-	cr_assert(pid >= 0);
-	if (pid == 0) {
-		close(p[0]);
-		if (unshare(CLONE_NEWNET) || write(p[1], "x", 1) != 1)
-			_exit(1);
-		pause();
-		_exit(0);
-	}
-	close(p[1]);
-	cr_assert_eq(read(p[0], &c, 1), 1);
-	close(p[0]);
+	pid = child_in_new_netns();
 	{
 		char spec[32];
 		struct cli_result r;

@@ -16,7 +16,6 @@
  * Containers are killed and deleted at teardown, even after a failure.
  */
 #include <criterion/criterion.h>
-#include <bpf/bpf.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -238,34 +237,7 @@ static json_t *named(const char *name)
 	return r;
 }
 
-static bool in_resv_map(const char *token)
-{
-	char pin[400];
-	unsigned char value[256];
-	uint64_t key = strtoull(token, NULL, 16);
-	bool found;
-	int fd;
 
-	snprintf(pin, sizeof(pin), "%s/maps/portres_resv", ag.bpffs);
-	fd = bpf_obj_get(pin);
-	cr_assert(fd >= 0, "%s: %s", pin, strerror(errno));
-	found = bpf_map_lookup_elem(fd, &key, value) == 0;
-	close(fd);
-	return found;
-}
-
-static bool has_event(const char *type, const char *token)
-{
-	json_t *r = ag_req("{\"v\":1,\"op\":\"events\"}", -1), *e;
-	bool found = false;
-	size_t i;
-
-	json_array_foreach(json_object_get(r, "recent"), i, e)
-		found |= !strcmp(json_string_value(json_object_get(e, "type")) ?: "", type) &&
-			 !strcmp(json_string_value(json_object_get(e, "token")) ?: "", token);
-	json_decref(r);
-	return found;
-}
 
 struct conn_arg {
 	pid_t pod;
@@ -360,14 +332,14 @@ Test(containers, own_netns_pod_and_cleanup)
 		usleep(10000);
 	cr_assert_null(named("oci-web1.tcp"));
 	cr_assert_null(named("oci-web1.udp"));
-	cr_assert_not(in_resv_map(tcp_tok));
-	cr_assert_not(in_resv_map(udp_tok));
+	cr_assert_not(ag_in_resv_map(tcp_tok));
+	cr_assert_not(ag_in_resv_map(udp_tok));
 	snprintf(path, sizeof(path), "%s/state.json", ag.state);
 	cr_assert_null(strstr(cli_read(path), tcp_tok), "state: %s", cli_read(path));
 	snprintf(path, sizeof(path), "%s/web1", ag.cgroup);
 	cr_assert(access(path, F_OK) != 0, "cgroup %s left", path);
-	cr_assert(has_event("deleted", tcp_tok) || has_event("ended", tcp_tok), "no event says %s ended", tcp_tok);
-	cr_assert(has_event("deleted", udp_tok) || has_event("ended", udp_tok), "no event says %s ended", udp_tok);
+	cr_assert(ag_has_event("deleted", tcp_tok) || ag_has_event("ended", tcp_tok), "no event says %s ended", tcp_tok);
+	cr_assert(ag_has_event("deleted", udp_tok) || ag_has_event("ended", udp_tok), "no event says %s ended", udp_tok);
 }
 
 Test(containers, host_network_through_a_named_block)
@@ -496,6 +468,6 @@ Test(containers, pod_members_share_the_pods_block)
 		usleep(10000);
 	}
 	cr_assert_null(named("oci-pause1.tcp"));
-	cr_assert(has_event("ended", tok) || has_event("deleted", tok));
-	cr_assert_not(in_resv_map(tok));
+	cr_assert(ag_has_event("ended", tok) || ag_has_event("deleted", tok));
+	cr_assert_not(ag_in_resv_map(tok));
 }

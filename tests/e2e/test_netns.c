@@ -9,7 +9,6 @@
  * down.
  */
 #include <criterion/criterion.h>
-#include <bpf/bpf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -101,40 +100,13 @@ static char *sysctl_in(const char *path)
 	return buf;
 }
 
-static bool in_resv_map(const char *token)
-{
-	char pin[400];
-	unsigned char value[256];
-	uint64_t key = strtoull(token, NULL, 16);
-	bool found;
-	int fd;
-
-	snprintf(pin, sizeof(pin), "%s/maps/portres_resv", ag.bpffs);
-	fd = bpf_obj_get(pin);
-	cr_assert(fd >= 0, "%s: %s", pin, strerror(errno));
-	found = bpf_map_lookup_elem(fd, &key, value) == 0;
-	close(fd);
-	return found;
-}
 
 /* Whether the agent's recent events have one of type with this token. */
-static bool has_event(const char *type, const char *token)
-{
-	json_t *r = ag_req("{\"v\":1,\"op\":\"events\"}", -1), *e;
-	bool found = false;
-	size_t i;
-
-	json_array_foreach(json_object_get(r, "recent"), i, e)
-		found |= !strcmp(json_string_value(json_object_get(e, "type")) ?: "", type) &&
-			 !strcmp(json_string_value(json_object_get(e, "token")) ?: "", token);
-	json_decref(r);
-	return found;
-}
 
 static bool wait_event(const char *type, const char *token)
 {
 	for (int i = 0; i < 1000; i++) {
-		if (has_event(type, token))
+		if (ag_has_event(type, token))
 			return true;
 		usleep(10000);
 	}
@@ -163,7 +135,7 @@ static void assert_no_trace(const char *token)
 	char path[400];
 
 	cr_assert_not(ag_has_token(strtoull(token, NULL, 16)), "token %s still listed", token);
-	cr_assert_not(in_resv_map(token), "token %s still in portres_resv", token);
+	cr_assert_not(ag_in_resv_map(token), "token %s still in portres_resv", token);
 	snprintf(path, sizeof(path), "%s/state.json", ag.state);
 	cr_assert_null(strstr(cli_read(path), token), "state file still has %s: %s", token, cli_read(path));
 	m = cli_ctl("metrics", NULL);
@@ -247,7 +219,7 @@ Test(netns, a_netns_that_dies_ends_its_reservations)
 	r = cli_ctl("attach", "--cgroup", cg, "--name", "dns", NULL);
 	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
-	cr_assert(in_resv_map(token));
+	cr_assert(ag_in_resv_map(token));
 	sh("ip netns del pod2");
 	cr_assert(wait_event("ended", token), "no \"ended\" event for %s", token);
 	cr_assert(ag_log_has("its network namespace is gone"));
@@ -293,7 +265,7 @@ Test(netns, a_netns_gone_while_the_agent_was_down)
 	ag_start(NULL);
 	cr_assert(ag_log_has("its network namespace is gone"));
 	assert_no_trace(token);
-	cr_assert(has_event("ended", token));
+	cr_assert(ag_has_event("ended", token));
 	cr_assert_eq(bind_status("/run/netns/pod4", IPPROTO_TCP, 17000), 0);
 	snprintf(path, sizeof(path), "%s/state.json", ag.state);
 	cr_assert_null(strstr(cli_read(path), "\"cookie\""), "state: %s", cli_read(path));

@@ -17,14 +17,13 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "msg.h"
 #include "portres.h"
 #include "proto_errno.h"
 
 #define CLIENT_TIMEOUT_SEC 30
-#define CLIENT_MAX_REPLY   (64 * 1024)
 
 static const char *socket_path(void)
 {
@@ -36,24 +35,11 @@ static const char *socket_path(void)
 
 static int agent_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = CLIENT_TIMEOUT_SEC };
-	const char *path = socket_path();
-	int fd, err;
+	int fd = msg_connect(socket_path());
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		err = errno;
-		close(fd);
-		/* No socket file is no agent, as is nobody listening on it. */
-		return err == ENOENT || err == ENOTDIR ? -ECONNREFUSED : -err;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		return fd;
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	return fd;
 }
@@ -61,20 +47,11 @@ static int agent_connect(void)
 /* One round trip; passfd >= 0 travels with the request. 0 and *out, or -errno. */
 static int agent_call(json_t *req, int passfd, json_t **out)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} ctl;
-	char *text = NULL, *buf = NULL;
-	struct iovec iov;
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	json_t *reply = NULL, *ok, *v;
-	ssize_t n;
 	int fd = -1, err;
 
 	*out = NULL;
-	if (!req || json_object_set_new(req, "v", json_integer(1)) || !(text = json_dumps(req, JSON_COMPACT)) ||
-	    !(buf = malloc(CLIENT_MAX_REPLY))) {
+	if (!req || json_object_set_new(req, "v", json_integer(1))) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
@@ -82,38 +59,16 @@ static int agent_call(json_t *req, int passfd, json_t **out)
 		err = fd;
 		goto cleanup;
 	}
-	iov = (struct iovec){ .iov_base = text, .iov_len = strlen(text) };
-	if (passfd >= 0) {
-		struct cmsghdr *cm;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = sizeof(ctl.buf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
-	}
-	do
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		err = errno == EAGAIN ? -ETIMEDOUT : -errno;
+	if ((err = msg_send(fd, req, passfd))) {
+		err = err == -EAGAIN ? -ETIMEDOUT : err;
 		goto cleanup;
 	}
-	do
-		n = recv(fd, buf, CLIENT_MAX_REPLY, 0);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0) {
-		/* The agent went away mid-call, or did not answer in time. */
-		err = n == 0 ? -ECONNRESET : errno == EAGAIN ? -ETIMEDOUT : -errno;
+	/* The agent went away mid-call (ECONNRESET), or did not answer in time. */
+	if ((err = msg_recv(fd, &reply, CLIENT_TIMEOUT_SEC * 1000)))
 		goto cleanup;
-	}
-	reply = json_loadb(buf, (size_t)n, 0, NULL);
 	ok = json_object_get(reply, "ok");
 	v = json_object_get(reply, "v");
-	if (!json_is_object(reply) || !json_is_boolean(ok) || !json_is_integer(v) || json_integer_value(v) != 1) {
+	if (!json_is_boolean(ok) || !json_is_integer(v) || json_integer_value(v) != 1) {
 		err = -EPROTO;
 		goto cleanup;
 	}
@@ -132,8 +87,6 @@ cleanup:
 		close(fd);
 	json_decref(reply);
 	json_decref(req);
-	free(buf);
-	free(text);
 	return err;
 }
 

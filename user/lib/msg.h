@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * msg.h - one JSON message over portresd's SOCK_SEQPACKET socket (proto.h),
- * for the clients that speak the protocol themselves (portresctl, the OCI
- * hook): sent with at most one descriptor (SCM_RIGHTS), received whole
- * whatever its size (MSG_PEEK | MSG_TRUNC first).
+ * msg.h - one JSON message over portresd's SOCK_SEQPACKET socket (proto.h):
+ * sent with at most one descriptor (SCM_RIGHTS), received whole whatever its
+ * size (MSG_PEEK | MSG_TRUNC first). Internal to libportres (not exported
+ * from the shared library); portresctl and the OCI hook link it statically.
  */
 #ifndef PORTRES_MSG_H
 #define PORTRES_MSG_H
