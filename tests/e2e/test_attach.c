@@ -273,7 +273,7 @@ Test(attach, wrong_netns_and_gone_reasons)
 		}
 	}
 	cr_assert_eq(read(p[0], &c, 1), 1);
-	ctl_ok("delete", "--name", "short", NULL, NULL, NULL, NULL);
+	ctl_ok("delete", "--name", "short", "--force", NULL, NULL, NULL);
 	cr_assert_eq(write(q[1], "x", 1), 1);
 	cr_assert_eq(waitpid(pid, &st, 0), pid);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == EACCES, "status %d", st);

@@ -232,6 +232,17 @@ static int parse_cgroup(struct proto_req *req, struct proto_err *err)
 	return 0;
 }
 
+/* An optional boolean field: 0 (read, or absent: false) or -1. */
+static int get_bool(json_t *root, const char *key, bool *out, struct proto_err *err)
+{
+	json_t *v = json_object_get(root, key);
+
+	if (v && !json_is_boolean(v))
+		return bad(err, EINVAL, "%s: must be true or false", key);
+	*out = json_is_true(v);
+	return 0;
+}
+
 static int parse_op(struct proto_req *req, struct proto_err *err)
 {
 	json_t *v;
@@ -252,6 +263,8 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 		req->sel = PROTO_SEL_RANGE;
 		return parse_range(req, true, false, err);
 	case PROTO_OP_DELETE:
+		if (get_bool(req->root, "force", &req->force, err) || get_bool(req->root, "dry_run", &req->dry_run, err))
+			return -1;
 		return parse_selector(req, 1u << PROTO_SEL_RANGE | 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err);
 	case PROTO_OP_UPDATE:
 		if (parse_selector(req, 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err))
@@ -296,6 +309,7 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 			return 0;
 		return parse_selector(req, 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err);
 	case PROTO_OP_LIST:
+		return get_bool(req->root, "usage", &req->usage, err);
 	case PROTO_OP_STATUS:
 	case PROTO_OP_METRICS:
 	case PROTO_OP_EVENTS:

@@ -10,9 +10,11 @@
  *        "name":"web","mode":"enforce",
  *        "grants":[{"type":"uid","id":1000},{"type":"cgroup","path":"/sys/fs/cgroup/web"}]}
  *   {"v":1,"op":"lookup","proto":"tcp","start":8000,"count":10}
- *   {"v":1,"op":"delete", one of: "proto"+"start"+"count" | "token" | "name"}
+ *   {"v":1,"op":"delete", one of: "proto"+"start"+"count" | "token" | "name"
+ *        [,"force":true] [,"dry_run":true]}   without force: EBUSY while sockets are
+ *                                              bound in it or cgroups attached to it
  *   {"v":1,"op":"update", "token"|"name", "mode":"audit"}
- *   {"v":1,"op":"list"}
+ *   {"v":1,"op":"list"[,"usage":true]}         usage: each with in_use and stats
  *   {"v":1,"op":"show", "token"|"name"}
  *   {"v":1,"op":"who","port":8005[,"proto":"tcp"]}
  *   {"v":1,"op":"attach","cgroup":"/sys/fs/cgroup/web", "token"|"name",
@@ -20,7 +22,10 @@
  *   {"v":1,"op":"detach","cgroup":"/sys/fs/cgroup/web"[, "token"|"name"]}  (all its blocks, or that one)
  *   {"v":1,"op":"status"}
  *   {"v":1,"op":"metrics"}                                 -> {"text": Prometheus text}
- *   {"v":1,"op":"events"}      the connection then receives {"v":1,"event":{...}} messages
+ *   {"v":1,"op":"events"[,"since":"2025-01-31T12:00:00.000Z"][,"tail":N][,"name":"web"]
+ *        [,"types":["deny",...]][,"replay":bool][,"follow":bool]}
+ *        -> {"recent":[kept events that pass]}; unless follow is false the connection
+ *        then receives {"v":1,"event":{...}} messages (user/portresd/events.c)
  *
  * Network namespaces: create, lookup, delete, list, show and who act in the
  * caller's netns (the one its connection was made in; list: all of them),
@@ -97,7 +102,9 @@ struct proto_req {
 	const char *name;
 	const char *cgroup;  /* attach/detach */
 	uint8_t confine;     /* attach: enum state_confine */
-	bool force;          /* attach: replace another block of the cgroup */
+	bool force;          /* attach: replace another block of the cgroup; delete: even with holders */
+	bool dry_run;        /* delete: check only */
+	bool usage;          /* list: ports in use and counters of each */
 	const char *netns;   /* "netns": the path the client named the passed netns by, or NULL */
 	size_t n_grants;
 	struct proto_grant grants[PROTO_MAX_GRANTS];

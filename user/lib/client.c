@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * client.c - the management calls of libportres: one request to portresd per
- * call over its SOCK_SEQPACKET socket (protocol: user/common/proto.h), the
- * socket passed by SCM_RIGHTS where the call takes one. The agent decides;
+ * call on a connection of its own (transport.h; protocol: user/common/proto.h),
+ * the socket passed by SCM_RIGHTS where the call takes one. The agent decides;
  * its errno name becomes the caller's errno. Nothing here prints.
  */
 #include <errno.h>
@@ -15,73 +15,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
-#include "msg.h"
 #include "portres.h"
-#include "proto_errno.h"
+#include "transport.h"
 
-#define CLIENT_TIMEOUT_SEC 30
-
-static const char *socket_path(void)
-{
-	/* secure_getenv: a set-uid caller must not be pointed at another agent. */
-	const char *p = secure_getenv(PORTRES_SOCKET_ENV);
-
-	return p && *p ? p : PORTRES_DEFAULT_SOCKET;
-}
-
-static int agent_connect(void)
-{
-	struct timeval tv = { .tv_sec = CLIENT_TIMEOUT_SEC };
-	int fd = msg_connect(socket_path());
-
-	if (fd < 0)
-		return fd;
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
-/* One round trip; passfd >= 0 travels with the request. 0 and *out, or -errno. */
+/* One round trip on a connection of its own; passfd >= 0 travels with the request. 0 and *out, or -errno. */
 static int agent_call(json_t *req, int passfd, json_t **out)
 {
-	json_t *reply = NULL, *ok, *v;
-	int fd = -1, err;
+	json_t *reply = NULL;
+	int fd, err;
 
 	*out = NULL;
-	if (!req || json_object_set_new(req, "v", json_integer(1))) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
-	if ((fd = agent_connect()) < 0) {
+	if ((fd = portres_transport_connect(NULL)) < 0) {
 		err = fd;
 		goto cleanup;
 	}
-	if ((err = msg_send(fd, req, passfd))) {
-		err = err == -EAGAIN ? -ETIMEDOUT : err;
+	if ((err = portres_transport_call(fd, req, passfd, PORTRES_TRANSPORT_TIMEOUT_MS, &reply)))
 		goto cleanup;
-	}
-	/* The agent went away mid-call (ECONNRESET), or did not answer in time. */
-	if ((err = msg_recv(fd, &reply, CLIENT_TIMEOUT_SEC * 1000)))
+	if ((err = -portres_transport_error(reply)))
 		goto cleanup;
-	ok = json_object_get(reply, "ok");
-	v = json_object_get(reply, "v");
-	if (!json_is_boolean(ok) || !json_is_integer(v) || json_integer_value(v) != 1) {
-		err = -EPROTO;
-		goto cleanup;
-	}
-	if (json_is_false(ok)) {
-		json_t *name = json_object_get(reply, "errno");
-		int code = json_is_string(name) ? proto_errno_from_name(json_string_value(name)) : 0;
-
-		err = code ? -code : -EPROTO;
-		goto cleanup;
-	}
 	*out = reply;
 	reply = NULL;
-	err = 0;
 cleanup:
 	if (fd >= 0)
 		close(fd);
@@ -186,13 +141,20 @@ static int persistent_call(const char *op, int netns_fd, int proto, uint16_t sta
 {
 	const char *name = proto_name(proto);
 	portres_token_t token;
-	json_t *reply;
+	json_t *reply, *req;
 	int err;
 
 	if (!name)
 		return set_errno(-EINVAL);
-	err = agent_call(json_pack("{s:s, s:s, s:i, s:i}", "op", op, "proto", name, "start", start, "count", count),
-			 netns_fd, &reply);
+	req = json_pack("{s:s, s:s, s:i, s:i}", "op", op, "proto", name, "start", start, "count", count);
+	/*
+	 * Like Windows' DeletePersistent*PortReservation, delete deletes the block
+	 * even while sockets are bound in it or cgroups are attached to it
+	 * ("force"); `portresctl delete` refuses those unless --force.
+	 */
+	if (req && !strcmp(op, "delete"))
+		json_object_set_new(req, "force", json_true());
+	err = agent_call(req, netns_fd, &reply);
 	if (!err && token_out && !(err = token_get(reply, "token", &token)))
 		*token_out = token;
 	json_decref(reply);

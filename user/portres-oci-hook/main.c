@@ -40,10 +40,10 @@
 #include <unistd.h>
 
 #include "cgroup.h"
-#include "msg.h"
 #include "portres.h"
 #include "proto.h"
 #include "state.h"
+#include "transport.h"
 
 #define ANN_RESERVE "io.portres.reserve"
 #define ANN_NAME    "io.portres.name"
@@ -227,7 +227,7 @@ static int call(struct hook *h, json_t *req, int passfd, json_t **reply, const c
 		code[0] = '\0';
 	if (reply)
 		*reply = NULL;
-	if (h->agent < 0 && (h->agent = msg_connect(h->socket)) < 0) {
+	if (h->agent < 0 && (h->agent = portres_transport_connect(h->socket)) < 0) {
 		err = h->agent;
 		json_decref(req);
 		if (err == -ECONNREFUSED)
@@ -235,14 +235,11 @@ static int call(struct hook *h, json_t *req, int passfd, json_t **reply, const c
 				   "annotations)", what, h->socket);
 		return say("%s: the portres agent at %s: %s", what, h->socket, strerror(-err));
 	}
-	json_object_set_new(req, "v", json_integer(PROTO_VERSION));
-	err = msg_send(h->agent, req, passfd);
+	err = portres_transport_call(h->agent, req, passfd, PORTRES_TRANSPORT_TIMEOUT_MS, &r);
 	json_decref(req);
-	if (!err)
-		err = msg_recv(h->agent, &r, 30000);
 	if (err)
 		return say("%s: the portres agent at %s: %s", what, h->socket, strerror(-err));
-	if (json_is_true(json_object_get(r, "ok"))) {
+	if (!portres_transport_error(r)) {
 		if (reply)
 			*reply = r;
 		else
@@ -305,7 +302,7 @@ static void undo(struct hook *h)
 	}
 	for (int i = 1; i >= 0; i--)
 		if (h->blocks[i].made)
-			call(h, json_pack("{s:s, s:s}", "op", "delete", "name", h->blocks[i].name), -1, NULL,
+			call(h, json_pack("{s:s, s:s, s:b}", "op", "delete", "name", h->blocks[i].name, "force", 1), -1, NULL,
 			     "undoing the block", NULL, 0);
 }
 
@@ -445,13 +442,14 @@ static int poststop(struct hook *h)
 				break;
 			continue;
 		}
-		/* still used by another container of the pod: it ends with the pod's netns */
+		/* still used by another container of the pod: it ends with the pod's netns
+		 * (our own cgroup is gone by now; the agent may not have dropped it yet: force) */
 		if (in_use(json_object_get(reply, "reservation"))) {
 			json_decref(reply);
 			continue;
 		}
 		json_decref(reply);
-		if (call(h, json_pack("{s:s, s:s}", "op", "delete", "name", h->blocks[i].name), -1, NULL, what, code,
+		if (call(h, json_pack("{s:s, s:s, s:b}", "op", "delete", "name", h->blocks[i].name, "force", 1), -1, NULL, what, code,
 			 sizeof(code)) &&
 		    strcmp(code, "ENOENT"))
 			ret = 1;
@@ -477,9 +475,7 @@ int main(int argc, char **argv)
 			ANN_RESERVE, ANN_NAME, ANN_CONFINE);
 		return argc > 2 ? 2 : 0;
 	}
-	h.socket = secure_getenv(PORTRES_SOCKET_ENV);
-	if (!h.socket || !*h.socket)
-		h.socket = PORTRES_DEFAULT_SOCKET;
+	h.socket = portres_transport_path(NULL);
 	if (!(st = read_state()))
 		return say("no container state (JSON) on stdin");
 	h.id = json_string_value(json_object_get(st, "id"));

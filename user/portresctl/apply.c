@@ -21,8 +21,9 @@
 #include "netns_path.h"
 #include "proto.h"
 #include "subcommands.h"
+#include "transport.h"
 
-enum { OPT_FILE = 'f', OPT_DRY_RUN = 0x200, OPT_PRUNE };
+enum { OPT_FILE = 'f', OPT_DRY_RUN = 0x200, OPT_PRUNE, OPT_FORCE };
 
 /* The agent's reservations, each with its "attachments" (from show when list lacks them). */
 static json_t *current_state(void)
@@ -59,33 +60,30 @@ static int call_agent(void *arg, json_t *req, char *err, size_t len)
 {
 	const char *netns = json_string_value(json_object_get(req, "netns"));
 	char path[PATH_MAX];
-	int *fd = arg, e, code, nsfd = -1;
+	int *fd = arg, e, nsfd = -1;
 	json_t *reply;
 
+	/* the file names the netns: it goes along opened (proto.h) */
 	if (netns && (nsfd = netns_spec_open(netns, path, sizeof(path), err, len)) < 0)
 		return nsfd;
-	json_incref(req);
-	e = ctl_transact_fd(*fd, req, nsfd, &reply);
+	e = portres_transport_call(*fd, req, nsfd, -1, &reply);
 	if (nsfd >= 0)
 		close(nsfd);
 	if (e) {
 		snprintf(err, len, "the agent at %s: %s", ctl.socket, strerror(-e));
 		return e;
 	}
-	if (json_is_true(json_object_get(reply, "ok"))) {
-		json_decref(reply);
-		return 0;
-	}
-	code = proto_errno_from_name(ctl_reply_errno(reply));
-	snprintf(err, len, "%s", ctl_jstr(reply, "error", "refused"));
+	if ((e = portres_transport_error(reply)))
+		snprintf(err, len, "%s", ctl_jstr(reply, "error", "refused"));
 	json_decref(reply);
-	return code ? -code : -EIO;
+	return -e;
 }
 
-static void print_json(const struct apply_plan *plan, bool dry_run, size_t applied)
+/* refused: why prune would refuse (holders), or NULL */
+static void print_json(const struct apply_plan *plan, bool dry_run, size_t applied, const char *refused)
 {
-	json_t *o = json_pack("{s:b, s:[], s:I, s:I}", "dry_run", dry_run, "changes", "unchanged",
-			      (json_int_t)plan->unchanged, "applied", (json_int_t)applied);
+	json_t *o = json_pack("{s:b, s:[], s:I, s:I, s:s*}", "dry_run", dry_run, "changes", "unchanged",
+			      (json_int_t)plan->unchanged, "applied", (json_int_t)applied, "refused", refused);
 	json_t *changes = json_object_get(o, "changes");
 
 	for (size_t i = 0; i < plan->n; i++)
@@ -96,17 +94,27 @@ static void print_json(const struct apply_plan *plan, bool dry_run, size_t appli
 	json_decref(o);
 }
 
+/* Prune would delete reservations in use: the holders, and how to go ahead anyway. */
+static int refuse_busy(const char *file, const char *why, bool dry_run)
+{
+	ctl_fail("apply %s: %s", file, why);
+	fprintf(stderr, "%s; --force deletes them anyway.\n",
+		dry_run ? "These reservations are in use: apply would refuse" : "Nothing changed");
+	return CTL_FAIL;
+}
+
 int cmd_apply(int argc, char *argv[])
 {
 	static const struct option opts[] = {
 		{ "file", required_argument, NULL, OPT_FILE },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 		{ "prune", no_argument, NULL, OPT_PRUNE },
+		{ "force", no_argument, NULL, OPT_FORCE },
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
 	struct apply_opts ao = { .check_cgroups = true };
-	char err[APPLY_ERR_LEN];
+	char err[APPLY_ERR_LEN], busy_err[APPLY_ERR_LEN];
 	struct apply_file f = { 0 };
 	struct apply_plan plan = { 0 };
 	const char *file = NULL;
@@ -114,13 +122,14 @@ int cmd_apply(int argc, char *argv[])
 	struct stat sb;
 	bool dry_run = false;
 	size_t done = 0;
-	int c, ret, e, fd = -1;
+	int c, ret, e, busy, fd = -1;
 
-	while ((c = getopt_long(argc, argv, "hf:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hf:", opts)) != -1) {
 		switch (c) {
 		case OPT_FILE: file = optarg; continue;
 		case OPT_DRY_RUN: dry_run = true; continue;
 		case OPT_PRUNE: ao.prune = true; continue;
+		case OPT_FORCE: ao.force = true; continue;
 		}
 		if (ctl_common_opt(c, &ret))
 			return ret;
@@ -144,10 +153,14 @@ int cmd_apply(int argc, char *argv[])
 		ctl_fail("apply %s: %s; nothing changed", file, err);
 		goto out;
 	}
+	if (plan.n && (fd = ctl_connect()) < 0)
+		goto out;
+	/* reservations to prune that are in use: refused, named with their holders, dry run or not */
+	busy = plan.n ? apply_check_holders(&plan, call_agent, &fd, busy_err, sizeof(busy_err)) : 0;
 	ret = CTL_OK;
 	if (!plan.n || dry_run) {
 		if (ctl.json) {
-			print_json(&plan, dry_run, 0);
+			print_json(&plan, dry_run, 0, busy ? busy_err : NULL);
 		} else if (!plan.n) {
 			printf("no changes: %zu reservation%s and attachment%s already as %s says\n", plan.unchanged,
 			       plan.unchanged == 1 ? "" : "s", plan.unchanged == 1 ? "" : "s", file);
@@ -157,10 +170,12 @@ int cmd_apply(int argc, char *argv[])
 			printf("%zu change%s, %zu unchanged (dry run: nothing done)\n", plan.n, plan.n == 1 ? "" : "s",
 			       plan.unchanged);
 		}
+		if (busy)
+			ret = refuse_busy(file, busy_err, true);
 		goto out;
 	}
-	if ((fd = ctl_connect()) < 0) {
-		ret = CTL_FAIL;
+	if (busy) {
+		ret = refuse_busy(file, busy_err, false);
 		goto out;
 	}
 	if ((e = apply_execute(&plan, call_agent, &fd, &done, err, sizeof(err)))) {
@@ -168,7 +183,7 @@ int cmd_apply(int argc, char *argv[])
 		goto out;
 	}
 	if (ctl.json) {
-		print_json(&plan, false, done);
+		print_json(&plan, false, done, NULL);
 	} else {
 		for (size_t i = 0; i < plan.n; i++)
 			printf("%s\n", plan.steps[i].desc);

@@ -124,7 +124,6 @@ static int call_ops(void *arg, json_t *req, char *err, size_t len)
 	struct peer root = { .pid = getpid(), .uid = 0, .gid = 0, .conn = -1 };
 	const char *netns = json_string_value(json_object_get(req, "netns"));
 	char *text, *out, path[PATH_MAX];
-	bool subscribe = false;
 	json_t *reply;
 	int code, nsfd = -1;
 
@@ -137,7 +136,7 @@ static int call_ops(void *arg, json_t *req, char *err, size_t len)
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
 	}
-	out = ops_handle(a, &root, text, strlen(text), nsfd, &subscribe);
+	out = ops_handle(a, &root, text, strlen(text), nsfd, NULL);
 	if (nsfd >= 0)
 		close(nsfd);
 	free(text);
@@ -162,8 +161,7 @@ static json_t *current(struct agent *a)
 {
 	struct peer root = { .pid = getpid(), .conn = -1 };
 	static const char req[] = "{\"v\":1,\"op\":\"list\"}";
-	bool subscribe = false;
-	char *out = ops_handle(a, &root, req, sizeof(req) - 1, -1, &subscribe);
+	char *out = ops_handle(a, &root, req, sizeof(req) - 1, -1, NULL);
 	json_t *reply = out ? json_loads(out, 0, NULL) : NULL;
 
 	free(out);
@@ -202,6 +200,10 @@ static void apply_now(struct agent *a)
 		goto out;
 	}
 	if (apply_plan(&f, cur, &ao, &plan, err, sizeof(err))) {
+		log_msg(LOG_ERR, "apply", "%s: %s; nothing changed", file, err);
+		goto out;
+	}
+	if (apply_check_holders(&plan, call_ops, a, err, sizeof(err))) {
 		log_msg(LOG_ERR, "apply", "%s: %s; nothing changed", file, err);
 		goto out;
 	}

@@ -46,6 +46,8 @@ static const char usage[] =
 	"  --quota N               runtime ports per uid (default 4096; root is exempt); an acquire\n"
 	"                          beyond it fails with EDQUOT\n"
 	"  --log-format text|json  log lines on stderr (default text)\n"
+	"  --events-log-size B     events kept in STATE-DIR/events.log, rotated at B bytes (default\n"
+	"                          1048576; twice that is kept; 0: none)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
@@ -352,7 +354,7 @@ static int teardown(struct agent *a)
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
-	       O_APPLY, O_APPLY_PRUNE };
+	       O_APPLY, O_APPLY_PRUNE, O_EVENTS_LOG };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -366,6 +368,7 @@ int main(int argc, char **argv)
 		{ "quota", required_argument, NULL, O_QUOTA },
 		{ "apply", required_argument, NULL, O_APPLY },
 		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
+		{ "events-log-size", required_argument, NULL, O_EVENTS_LOG },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -373,7 +376,7 @@ int main(int argc, char **argv)
 	};
 	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
-				     .quota = PORTRESD_QUOTA },
+				     .quota = PORTRESD_QUOTA, .events_log_size = PORTRESD_EVENTS_LOG },
 			   .nswatch_fd = -1 };
 	struct portres_loader_opts lo = { 0 };
 	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
@@ -404,6 +407,14 @@ int main(int argc, char **argv)
 			a.opts.quota = (uint32_t)strtoul(optarg, &end, 10);
 			if (errno || *end || !*optarg || strtoul(optarg, NULL, 10) > 65536) {
 				fprintf(stderr, "portresd: --quota: a number of ports 0..65536\n");
+				return 2;
+			}
+			break;
+		case O_EVENTS_LOG:
+			errno = 0;
+			a.opts.events_log_size = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg || *optarg == '-') {
+				fprintf(stderr, "portresd: --events-log-size: a number of bytes\n");
 				return 2;
 			}
 			break;

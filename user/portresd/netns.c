@@ -549,7 +549,7 @@ static void netns_end(struct agent *a, struct netns *ns, const char *why)
 			state_del_resv(&a->st, (size_t)(sr - a->st.resv));
 		resv_remove(a, token);
 		saved = true;
-		server_broadcast(a, ev);
+		events_emit(a, ev);
 	}
 	log_msg(LOG_INFO, "netns", "%s: %s; %zu reservation%s ended", name, why, n, n == 1 ? "" : "s");
 	/* runtime_end may have forgotten ns already */
@@ -667,7 +667,7 @@ int netns_restore(struct agent *a)
 				state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, tok,
 				sr->name ? " named " : "", sr->name ? sr->name : "", netns_name(ns),
 				rebooted ? " (rebooted)" : "");
-			server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:I, s:s?}", "type", "ended",
+			events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:I, s:s?}", "type", "ended",
 						      "token", tok, "proto", state_proto_name(sr->proto), "start", sr->start,
 						      "count", sr->count, "why", "its network namespace is gone",
 						      "netns_inode", (json_int_t)ns->inode, "name", sr->name));

@@ -26,11 +26,12 @@
 
 #include "cgroup.h"
 #include "portresd.h"
+#include "apply.h"
 #include "sockdiag.h"
 
 struct reply {
 	int code;        /* 0: ok */
-	char msg[512];
+	char msg[2048];
 	json_t *fields;  /* ok: extra fields */
 };
 
@@ -232,7 +233,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
 	uint64_t token, used;
-	char held[400];
+	char held[1536];
 	struct netns *ns;
 	struct resv *o;
 	int err;
@@ -277,7 +278,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		tok_str(token), p->pid, p->uid);
 	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
 			       r.count, "proto", state_proto_name(r.proto));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
 				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
 }
@@ -316,7 +317,7 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
 				 .name = (char *)req->name, .netns = ns->own ? 0 : ns->cookie,
 				 .n_grants = req->n_grants, .grants = grants };
-	char err_msg[STATE_ERR_LEN] = "", held[400];
+	char err_msg[STATE_ERR_LEN] = "", held[1536];
 	size_t g = 0;
 	struct resv *o;
 	json_t *ev;
@@ -363,7 +364,7 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token), "proto",
 		       state_proto_name(r.proto), "start", r.start, "count", r.count);
 	netns_json(ev, ns);
-	server_broadcast(a, ev);
+	events_emit(a, ev);
 	return 0;
 rollback:
 	if ((o = resv_find(a, sr.token)) == NULL && state_find_token(&a->st, sr.token))
@@ -388,10 +389,42 @@ static int op_lookup(struct agent *a, const struct proto_req *req, const struct 
 	return 0;
 }
 
+/*
+ * What holds r: sockets bound in its block and cgroups attached to it, one
+ * per line after "in use by:" into msg; false when nothing does.
+ */
+static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len)
+{
+	const char *run = APPLY_RUN_CGROUP_PREFIX;
+	int err = ports_held(a, r->ns, r->r.proto, r->r.start, r->r.count, msg, len);
+	bool held = err == -EADDRINUSE;
+	size_t off;
+
+	/* sockets that cannot be listed (the netns is gone) hold nothing */
+	if (!held)
+		snprintf(msg, len, "in use by:");
+	off = strlen(msg);
+	for (size_t i = 0; i < a->st.n_attach && off < len; i++) {
+		const struct state_attach *at = &a->st.attach[i];
+		const char *base = strrchr(at->path, '/') ? strrchr(at->path, '/') + 1 : at->path;
+		int w;
+
+		if (at->token != r->token)
+			continue;
+		w = snprintf(msg + off, len - off, "\n  cgroup %s is attached%s%s", at->path,
+			     at->confine ? " (confined)" : "",
+			     !strncmp(base, run, strlen(run)) ? " (a running portresctl run)" : "");
+		off += w > 0 ? (size_t)w : 0;
+		held = true;
+	}
+	return held;
+}
+
 static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
 		     struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN];
+	char err_msg[STATE_ERR_LEN], held[1536];
+	const struct state_resv *sr;
 	struct state keep = { 0 };
 	struct netns *ns;
 	struct resv *r;
@@ -404,6 +437,16 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 		return -1;
 	token = r->token;
 	ns = r->ns;
+	/* Live sockets or attachments: only a forced delete takes the block from under them. */
+	if (!req->force && holders(a, r, held, sizeof(held))) {
+		sr = state_find_token(&a->st, token);
+		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
+			    sr && sr->name ? " named " : "", sr && sr->name ? sr->name : "", held);
+	}
+	if (req->dry_run) {
+		rp->fields = json_pack("{s:b, s:o}", "dry_run", 1, "reservation", resv_json(a, r));
+		return 0;
+	}
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		runtime_end(a, token, "deleted by an administrator");
 		return 0;
@@ -420,10 +463,10 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	log_msg(LOG_INFO, "delete", "persistent %s token %s%s%s by uid %u",
 		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), ns->own ? "" : " in ",
 		ns->own ? "" : netns_name(ns), p->uid);
-	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "deleted", "token", tok_str(token), "proto",
-		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token), "proto",
+		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name", keep.resv[0].name);
 	netns_json(ev, ns);
-	server_broadcast(a, ev);
+	events_emit(a, ev);
 	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
 		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
 	state_free(&keep);
@@ -461,6 +504,9 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 		}
 	}
 	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
+				 state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
+				 state_mode_name(r->r.mode)));
 	return 0;
 }
 
@@ -676,6 +722,10 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 			p->uid);
 	}
 	free(old.path);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "type", "attached", "token", tok_str(r->token),
+				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
+				 req->cgroup, "confine", at.confine == STATE_CONFINE_ALL ? json_string("all")
+								: json_boolean(at.confine)));
 	return 0;
 undo:
 	state_del_attach(&a->st, a->st.n_attach - 1);
@@ -712,6 +762,8 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
 			return -1;
 		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
+		events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup",
+					 at->path));
 		save |= state_find_token(&a->st, at->token) != NULL;
 		state_del_attach(&a->st, i);
 		cgroup_map_sync(a, cg);
@@ -744,11 +796,22 @@ struct socks_ctx {
 	json_t *arr;
 };
 
+/* ss's names of socket states; an unconnected UDP socket is "unconn". */
+static const char *sock_state(const struct sockdiag_sock *s)
+{
+	static const char *const names[] = { "?", "estab", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2",
+					     "time-wait", "close", "close-wait", "last-ack", "listen", "closing" };
+
+	if (s->proto == IPPROTO_UDP && s->state == 7)
+		return "unconn";
+	return s->state < sizeof(names) / sizeof(names[0]) ? names[s->state] : "?";
+}
+
 static int socks_in_ns(void *arg)
 {
 	struct socks_ctx *c = arg;
 	struct sockdiag_sock *s;
-	char path[PATH_MAX];
+	char path[PATH_MAX], addr[64];
 	size_t n;
 	int err = sockdiag_list(c->proto, c->start, c->count, &s, &n);
 
@@ -756,20 +819,27 @@ static int socks_in_ns(void *arg)
 		return err;
 	sockdiag_find_pids(s, n);
 	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
-				      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4",
-				      "uid", s[i].uid, "inode", (json_int_t)s[i].inode, "cgroup_id",
-				      (json_int_t)s[i].cgroup_id);
+		json_t *o, *procs = json_array();
 
+		inet_ntop(s[i].family == AF_INET6 ? AF_INET6 : AF_INET, s[i].addr, addr, sizeof(addr));
+		o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
+			      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4", "addr",
+			      addr, "state", sock_state(&s[i]), "uid", s[i].uid, "inode", (json_int_t)s[i].inode,
+			      "cgroup_id", (json_int_t)s[i].cgroup_id);
 		if (o && s[i].pid) {
 			json_object_set_new(o, "pid", json_integer(s[i].pid));
 			json_object_set_new(o, "comm", json_string(s[i].comm));
 		}
+		/* every process holding it: a shared listener has them all (nginx's workers) */
+		for (size_t k = 0; k < s[i].n_procs; k++)
+			json_array_append_new(procs, json_pack("{s:i, s:s}", "pid", s[i].procs[k].pid, "comm",
+							       s[i].procs[k].comm));
+		json_object_set_new(o, "processes", procs);
 		if (o && !cgroup2_path(s[i].cgroup_id, path, sizeof(path)))
 			json_object_set_new(o, "cgroup", json_string(path));
 		json_array_append_new(c->arr, o);
 	}
-	free(s);
+	sockdiag_free(s, n);
 	return 0;
 }
 
@@ -809,7 +879,81 @@ static int op_show(struct agent *a, const struct proto_req *req, const struct wh
 	return 0;
 }
 
-static int op_list(struct agent *a, const struct where *w, struct reply *rp)
+/* The sockets of one netns, for the usage of its reservations. */
+struct usage_ctx {
+	struct sockdiag_sock *socks;
+	size_t n;
+};
+
+static int usage_in_ns(void *arg)
+{
+	struct usage_ctx *c = arg;
+
+	return sockdiag_list(0, 0, 65536, &c->socks, &c->n);
+}
+
+/* Ports of [start, start+count) of proto with a socket: socks sorted by protocol and port. */
+static long ports_in_use(const struct usage_ctx *c, uint8_t proto, uint32_t start, uint32_t count)
+{
+	size_t lo = 0, hi = c->n;
+	long used = 0;
+	int last = -1;
+
+	/* the first socket at (proto, start) or after it */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct sockdiag_sock *s = &c->socks[mid];
+		bool before = s->proto != proto ? (s->proto == IPPROTO_TCP) : s->port < start;
+
+		if (before)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < c->n && c->socks[lo].proto == proto && c->socks[lo].port < start + count; lo++)
+		if (c->socks[lo].port != last) {
+			used++;
+			last = c->socks[lo].port;
+		}
+	return used;
+}
+
+/*
+ * list with "usage": each reservation's ports in use ("in_use", from one
+ * sock_diag dump per network namespace, -1 when that fails), counters
+ * ("stats") and its netns's nsfs inode (as lsns shows it) when known.
+ */
+static void add_usage(struct agent *a, json_t *arr)
+{
+	for (size_t k = 0; k < a->n_ns; k++) {
+		struct netns *ns = a->ns[k];
+		struct usage_ctx c = { 0 };
+		bool ok = false, any = false;
+		struct stat sb;
+		json_t *o;
+		size_t i;
+
+		for (i = 0; i < a->n_resv && !any; i++)
+			any = a->resv[i].ns == ns;
+		if (any)
+			ok = !netns_run(a, ns, usage_in_ns, &c);
+		json_array_foreach(arr, i, o) {
+			const struct resv *r = &a->resv[i];
+
+			if (r->ns != ns)
+				continue;
+			json_object_set_new(o, "in_use", json_integer(ok ? ports_in_use(&c, r->r.proto, r->r.start,
+											 r->r.count) : -1));
+			json_object_set_new(o, "stats", stats_json(a, r->token));
+			if (!json_object_get(o, "netns_inode") &&
+			    (ns->fd >= 0 ? !fstat(ns->fd, &sb) : ns->own && !stat("/proc/self/ns/net", &sb)))
+				json_object_set_new(o, "netns_inode", json_integer((json_int_t)sb.st_ino));
+		}
+		sockdiag_free(c.socks, c.n);
+	}
+}
+
+static int op_list(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
 	json_t *arr = json_array();
 
@@ -824,6 +968,8 @@ static int op_list(struct agent *a, const struct where *w, struct reply *rp)
 		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
 		json_array_append_new(arr, o);
 	}
+	if (req->usage)
+		add_usage(a, arr);
 	rp->fields = json_pack("{s:o}", "reservations", arr);
 	return 0;
 }
@@ -881,9 +1027,23 @@ static int op_metrics(struct agent *a, struct reply *rp)
 	return 0;
 }
 
+static int op_events(struct agent *a, const struct proto_req *req, struct event_sub **sub, struct reply *rp)
+{
+	char msg[256] = "out of memory";
+	json_t *recent;
+	int err;
+
+	if (sub)
+		*sub = NULL;
+	if ((err = events_request(a, req->root, &recent, sub, msg, sizeof(msg))))
+		return fail(rp, -err, "events: %s", msg);
+	rp->fields = json_pack("{s:o}", "recent", recent);
+	return 0;
+}
+
 /* --- dispatch ------------------------------------------------------------- */
 
-char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, bool *subscribe)
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub)
 {
 	struct reply rp = { 0 };
 	struct proto_req req;
@@ -915,17 +1075,14 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &w, &rp); break;
 	case PROTO_OP_DELETE:  op_delete(a, p, &req, &w, &rp); break;
 	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
-	case PROTO_OP_LIST:    op_list(a, &w, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &req, &w, &rp); break;
 	case PROTO_OP_SHOW:    op_show(a, &req, &w, &rp); break;
 	case PROTO_OP_WHO:     op_who(a, &req, &w, &rp); break;
 	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
 	case PROTO_OP_METRICS: op_metrics(a, &rp); break;
-	case PROTO_OP_EVENTS:
-		*subscribe = true;
-		rp.fields = json_pack("{s:o}", "recent", server_recent());
-		break;
+	case PROTO_OP_EVENTS:  op_events(a, &req, sub, &rp); break;
 	case PROTO_OP__COUNT:  break;
 	}
 reply:
@@ -948,19 +1105,12 @@ static const char *const event_names[] = {
 	[PORTRES_EV_EXHAUSTED] = "exhausted", [PORTRES_EV_RELEASED] = "anchor_closed",
 };
 
-const char *event_reason_name(uint8_t reason)
-{
-	static const char *const names[] = {
-		[PORTRES_REASON_NONE] = "", [PORTRES_REASON_FOREIGN_BLOCK] = "foreign-block",
-		[PORTRES_REASON_CONFINED] = "confined", [PORTRES_REASON_WRONG_NETNS] = "wrong-netns",
-		[PORTRES_REASON_GONE] = "gone",
-	};
-
-	return reason < sizeof(names) / sizeof(names[0]) ? names[reason] : "unknown";
-}
-
 json_t *event_json(const struct portres_event *ev)
 {
+	static const char *const reasons[] = {
+		[PORTRES_REASON_FOREIGN_BLOCK] = "foreign-block", [PORTRES_REASON_CONFINED] = "confined",
+		[PORTRES_REASON_WRONG_NETNS] = "wrong-netns", [PORTRES_REASON_GONE] = "gone",
+	};
 	char comm[17], path[PATH_MAX], addr[INET6_ADDRSTRLEN];
 	int e = ev->err < 0 ? -ev->err : ev->err;
 	json_t *o;
@@ -970,18 +1120,18 @@ json_t *event_json(const struct portres_event *ev)
 	for (char *c = comm; *c; c++)
 		if (*c < 0x20 || *c > 0x7e)
 			*c = '?';
-	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
+	/* the bind's local address: all zeros is the wildcard, 0.0.0.0 or :: */
+	if (!inet_ntop(ev->family == AF_INET6 ? AF_INET6 : AF_INET, ev->addr, addr, sizeof(addr)))
+		addr[0] = '\0';
+	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
 		      ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
 		      tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
-		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
+		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "addr", addr, "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
 		      "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
 		      "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
 		      (json_int_t)ev->ts_ns);
-	if (o && ev->reason)
-		json_object_set_new(o, "reason", json_string(event_reason_name(ev->reason)));
-	if (o && (ev->type == PORTRES_EV_DENY || ev->type == PORTRES_EV_AUDIT) &&
-	    inet_ntop(ev->family == AF_INET6 ? AF_INET6 : AF_INET, ev->addr, addr, sizeof(addr)))
-		json_object_set_new(o, "addr", json_string(addr));
+	if (o && ev->reason < sizeof(reasons) / sizeof(reasons[0]) && reasons[ev->reason])
+		json_object_set_new(o, "reason", json_string(reasons[ev->reason]));
 	/* resolved now: the cgroup of a short-lived process may be gone by the time someone reads it */
 	if (o && ev->cgroup_id && !cgroup2_path(ev->cgroup_id, path, sizeof(path)))
 		json_object_set_new(o, "cgroup", json_string(path));

@@ -7,6 +7,7 @@
  *   ops.c      one handler per protocol op (proto.h), authorisation
  *   resv.c     the reservation table, wildcard blocks, holders of ports, state saving
  *   netns.c    network namespaces: identity, getting in, sysctl merging, their end (nsids)
+ *   events.c   the event sink: time and name stamped, the on-disk log, subscribers
  *   metrics.c  Prometheus text, served by the metrics op and --metrics-listen
  *   cgwatch.c  attachments of removed cgroups are dropped (inotify)
  *   autoapply.c  --apply FILE: applied at start and again whenever it changes
@@ -31,6 +32,7 @@
 #define PORTRESD_IDLE_SEC    60      /* a silent client (not subscribed to events) is dropped */
 #define PORTRESD_OUTQ_MAX    256     /* queued replies/events per client */
 #define PORTRESD_QUOTA       4096    /* runtime ports per uid (root is exempt) */
+#define PORTRESD_EVENTS_LOG  (1 << 20) /* bytes of the events log before it is rotated (twice that kept) */
 
 struct agent_opts {
 	const char *cgroup;
@@ -46,6 +48,7 @@ struct agent_opts {
 	bool json_log;
 	int verbose;
 	uint32_t quota;
+	uint64_t events_log_size; /* bytes per events log file; 0: no log */
 };
 
 /* A network namespace portres has reservations in (netns.c). */
@@ -177,21 +180,43 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len);
 
-/* ops.c: handles one request; fd is the passed socket or -1. Returns the reply (malloc'd). */
+/*
+ * ops.c: handles one request; fd is the passed socket or -1. Returns the reply
+ * (malloc'd). An events request that follows sets *sub (NULL: the caller
+ * cannot take subscriptions) to a subscription for events_sub_start.
+ */
+struct event_sub;
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
-		 bool *subscribe);
+		 struct event_sub **sub);
 json_t *event_json(const struct portres_event *ev);
-/* "foreign-block", "confined", "wrong-netns", "gone" ("" for none): why a deny or audit happened. */
-const char *event_reason_name(uint8_t reason);
 /* Writes the cgroup map entry of cgroup_id from its attachments (deletes it when none is left). */
 int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);
 
+/* events.c: the event sink (operations emit; the server registers subscribers) */
+struct events_stats {
+	uint64_t emitted;
+	uint64_t dropped_subscriber; /* a subscriber's queue was full */
+	uint64_t dropped_log;        /* not written to the events log */
+};
+/* Stamps event (taken) with its time and reservation name, logs it to disk, delivers it. */
+void events_emit(struct agent *a, json_t *event);
+/* The data plane's ring callback: releases end runtime reservations, the rest is emitted. */
+int events_from_ring(const struct portres_event *ev, void *arg);
+/*
+ * The events op: *recent gets the kept events that req's filter lets through
+ * (since, tail, name, types; none with "replay":false); unless "follow" is
+ * false, *sub a subscription with the same filter. 0, or -errno with err.
+ */
+int events_request(struct agent *a, const json_t *req, json_t **recent, struct event_sub **sub, char *err,
+		   size_t len);
+/* deliver(ctx, text) takes text, a whole message; false when it was dropped. */
+void events_sub_start(struct event_sub *s, bool (*deliver)(void *ctx, char *text), void *ctx);
+void events_sub_free(struct event_sub *s);
+const struct events_stats *events_get_stats(void);
+void events_close(void);
+
 /* server.c */
 int server_run(struct agent *a);
-/* Sends an event message (taken) to every subscriber and keeps it among the recent ones. */
-void server_broadcast(struct agent *a, json_t *event);
-/* The recent events, oldest first (a new array). */
-json_t *server_recent(void);
 
 /* cgwatch.c: the inotify fd (or -errno); sync after attachments changed; events; fallback tick */
 int cgwatch_open(struct agent *a);

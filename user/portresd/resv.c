@@ -214,7 +214,7 @@ void runtime_end(struct agent *a, uint64_t token, const char *why)
 	resv_remove(a, token);
 	netns_sync_sysctl(a, ns);
 	netns_gc(a, ns);
-	server_broadcast(a, ev);
+	events_emit(a, ev);
 }
 
 /* --- choosing a block ----------------------------------------------------- */
@@ -359,6 +359,7 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 struct held_ctx {
 	uint8_t proto;
 	uint16_t start, count;
+	bool reserved;   /* inside a reservation the agent's own probe is refused: dump */
 	char *msg;
 	size_t len;
 };
@@ -367,7 +368,7 @@ static int held_in_ns(void *arg)
 {
 	struct held_ctx *c = arg;
 	struct sockdiag_sock *socks;
-	bool any = c->count > PROBE_MAX;
+	bool any = c->count > PROBE_MAX || c->reserved;
 	size_t n;
 	int err;
 
@@ -382,17 +383,18 @@ static int held_in_ns(void *arg)
 		return err;
 	if (n) {
 		sockdiag_find_pids(socks, n);
-		sockdiag_describe(socks, n, c->msg, c->len);
+		sockdiag_describe(socks, n, "  ", c->msg, c->len);
 		err = -EADDRINUSE;
 	}
-	free(socks);
+	sockdiag_free(socks, n);
 	return err;
 }
 
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len)
 {
-	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len };
+	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len,
+			      .reserved = resv_overlap(a, ns->cookie, proto, start, count) != NULL };
 
 	return netns_run(a, ns, held_in_ns, &c);
 }

@@ -39,6 +39,7 @@ struct client {
 	int fd;
 	struct peer peer;
 	bool subscriber;
+	struct event_sub *sub;
 	bool reading;         /* EPOLLIN is armed */
 	time_t last;
 	char *q[PORTRESD_OUTQ_MAX];
@@ -73,6 +74,8 @@ static void client_close(struct client *c)
 	agent->n_clients--;
 	if (c->subscriber)
 		agent->n_subscribers--;
+	events_sub_free(c->sub);
+	c->sub = NULL;
 	/* Other events of this turn may still point at c. */
 	c->dead = true;
 	c->next = graveyard;
@@ -137,58 +140,14 @@ static bool client_queue(struct client *c, char *msg)
 	return true;
 }
 
-/* The last RECENT events, oldest first from recent_head, for the events op. */
-#define RECENT 256
-static json_t *recent[RECENT];
-static size_t recent_head, recent_n;
-
-json_t *server_recent(void)
+/* events_sub_start's delivery: queues an event message (taken) for a subscriber. */
+static bool deliver_event(void *ctx, char *text)
 {
-	json_t *arr = json_array();
+	struct client *c = ctx;
+	bool queued = client_queue(c, text);
 
-	for (size_t i = 0; arr && i < recent_n; i++)
-		json_array_append(arr, recent[(recent_head + i) % RECENT]);
-	return arr;
-}
-
-void server_broadcast(struct agent *a, json_t *event)
-{
-	json_t *msg;
-	char *text;
-
-	if (!event)
-		return;
-	/* Every event carries its time (CLOCK_MONOTONIC, as the data plane's do). */
-	if (!json_object_get(event, "ts_ns")) {
-		struct timespec now;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		json_object_set_new(event, "ts_ns",
-				    json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
-	}
-	if (recent_n == RECENT) {
-		json_decref(recent[recent_head]);
-		recent_head = (recent_head + 1) % RECENT;
-		recent_n--;
-	}
-	recent[(recent_head + recent_n++) % RECENT] = json_incref(event);
-	if (!a->n_subscribers) {
-		json_decref(event);
-		return;
-	}
-	msg = json_pack("{s:i, s:o}", "v", PROTO_VERSION, "event", event);
-	text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-	json_decref(msg);
-	if (!text)
-		return;
-	for (struct client *c = clients, *next; c; c = next) {
-		next = c->next;
-		if (!c->subscriber)
-			continue;
-		client_queue(c, strdup(text));
-		client_flush(c);
-	}
-	free(text);
+	client_flush(c);
+	return queued;
 }
 
 static void client_accept(int lfd)
@@ -253,7 +212,7 @@ static int client_read(struct client *c)
 				     .msg_controllen = sizeof(ctl.buf) };
 		struct peer peer = c->peer;
 		int fds[8], nfds = 0;
-		bool subscribe = false;
+		struct event_sub *sub = NULL;
 		char *reply;
 		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
@@ -295,21 +254,30 @@ static int client_read(struct client *c)
 		else if ((mh.msg_flags & MSG_CTRUNC) || nfds > 1)
 			reply = proto_err_reply(EINVAL, "at most one file descriptor per request");
 		else
-			reply = ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &subscribe);
+			reply = ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub);
 		/* The agent never keeps a client's socket: closing it must end its reservations. */
 		for (int j = 0; j < nfds; j++)
 			close(fds[j]);
 		if (c->dead) {
+			events_sub_free(sub);
 			free(reply);
 			return -1;
 		}
-		if (subscribe && !c->subscriber) {
-			c->subscriber = true;
-			agent->n_subscribers++;
-		}
 		if (!client_queue(c, reply)) {
+			events_sub_free(sub);
 			client_close(c);
 			return -1;
+		}
+		/* after the reply: it carries the history, the subscription what comes next */
+		if (sub && c->sub) {
+			events_sub_free(sub);
+		} else if (sub) {
+			/* events are small: one that does not read pins 256 KiB, not the 32 MiB a list reply may need */
+			setsockopt(c->fd, SOL_SOCKET, SO_SNDBUFFORCE, &(int){ 256 << 10 }, sizeof(int));
+			c->subscriber = true;
+			c->sub = sub;
+			agent->n_subscribers++;
+			events_sub_start(sub, deliver_event, c);
 		}
 		if (client_flush(c))
 			return -1;
@@ -357,29 +325,6 @@ static int listen_socket(const char *path)
 	return fd;
 }
 
-static int handle_ring_event(const struct portres_event *ev, void *arg)
-{
-	struct agent *a = arg;
-	char tok[17];
-	json_t *json;
-
-	a->events_seen++;
-	state_token_format(ev->token, tok);
-	if (ev->type == PORTRES_EV_RELEASED) {
-		runtime_end(a, ev->token, "socket closed");
-		return 0;
-	}
-	json = event_json(ev);
-	/* The data plane sends up to 1000 events a second per CPU: the log gets a few, subscribers all. */
-	if (log_event_allowed())
-		log_event(LOG_INFO, ev->type == PORTRES_EV_DENY ? "deny" : ev->type == PORTRES_EV_AUDIT ? "audit" : "exhausted",
-			  json, "%s port %u pid %u (%.16s) uid %u token %s%s%s",
-			  state_proto_name(ev->proto) ? state_proto_name(ev->proto) : "?", ev->port, ev->pid, ev->comm,
-			  ev->uid, tok, ev->reason ? " reason " : "", event_reason_name(ev->reason));
-	server_broadcast(a, json);
-	return 0;
-}
-
 int server_run(struct agent *a)
 {
 	struct epoll_event evs[64];
@@ -421,7 +366,7 @@ int server_run(struct agent *a)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	err = portres_events_open(a->loader, handle_ring_event, a);
+	err = portres_events_open(a->loader, events_from_ring, a);
 	efd = err ? err : portres_events_fd(a->loader);
 	epoll_ctl(a->epfd, EPOLL_CTL_ADD, lfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_listen });
 	epoll_ctl(a->epfd, EPOLL_CTL_ADD, sfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_signal });
@@ -523,11 +468,7 @@ int server_run(struct agent *a)
 	while (clients)
 		client_close(clients);
 	bury();
-	while (recent_n) {
-		json_decref(recent[recent_head]);
-		recent_head = (recent_head + 1) % RECENT;
-		recent_n--;
-	}
+	events_close();
 	metrics_stop(a);
 	autoapply_stop();
 	cgwatch_close();
