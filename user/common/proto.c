@@ -256,8 +256,12 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 		return parse_token(req, true, err);
 	case PROTO_OP_CREATE:
 		if (parse_range(req, true, false, err) || parse_name(req, err) < 0 ||
-		    parse_mode(req, false, err) || parse_grants(req, err))
+		    parse_mode(req, false, err) || parse_grants(req, err) ||
+		    get_string(req->root, "request_id", &req->request_id, err) < 0)
 			return -1;
+		if (req->request_id && !state_request_id_valid(req->request_id))
+			return bad(err, EINVAL, "request_id: %d..%d of A-Z a-z 0-9 _ -", STATE_REQUEST_ID_MIN,
+				   STATE_REQUEST_ID_MAX);
 		return 0;
 	case PROTO_OP_LOOKUP:
 		req->sel = PROTO_SEL_RANGE;

@@ -7,7 +7,7 @@
  *   {"v":1,"op":"acquire","start":0,"count":10}          + the socket (SCM_RIGHTS)
  *   {"v":1,"op":"release","token":"5f0c2a9e1b7d4c33"}     + the socket (SCM_RIGHTS)
  *   {"v":1,"op":"create","proto":"tcp","start":8000,"count":10,
- *        "name":"web","mode":"enforce",
+ *        "name":"web","mode":"enforce","request_id":"9f2c4e0b7a1d43c8b5e6f70a1c2d3e4f",
  *        "grants":[{"type":"uid","id":1000},{"type":"cgroup","path":"/sys/fs/cgroup/web"}]}
  *   {"v":1,"op":"lookup","proto":"tcp","start":8000,"count":10}
  *   {"v":1,"op":"delete", one of: "proto"+"start"+"count" | "token" | "name"
@@ -100,6 +100,7 @@ struct proto_req {
 	int mode;            /* -1 if not given */
 	uint64_t token;
 	const char *name;
+	const char *request_id; /* create: the client's id of this request (a retry sends it again), or NULL */
 	const char *cgroup;  /* attach/detach */
 	uint8_t confine;     /* attach: enum state_confine */
 	bool force;          /* attach: replace another block of the cgroup; delete: even with holders */

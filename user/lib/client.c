@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "portres.h"
@@ -132,7 +134,7 @@ int portres_release(int sockfd, portres_token_t token)
 }
 
 /*
- * create, lookup and delete of one block in the netns of netns_fd (-1: the
+ * lookup and delete of one block in the netns of netns_fd (-1: the
  * caller's, which the agent reads from the connection); token_out receives
  * the token if non-NULL.
  */
@@ -161,11 +163,61 @@ static int persistent_call(const char *op, int netns_fd, int proto, uint16_t sta
 	return set_errno(err);
 }
 
+static double now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * A create carries a random request id. When the connection is lost after
+ * the request went out (the agent stopped, maybe after saving, before
+ * answering), the same request is sent again until the transport's timeout
+ * (30 s) passed: an agent that saved it answers with the saved token, so the caller
+ * sees the outcome once. No agent at the first try is ECONNREFUSED at once.
+ * netns_fd: the netns (passed with each try), -1 for the caller's.
+ */
+static int create_call(int netns_fd, int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	const char *name = proto_name(proto);
+	unsigned char raw[16];
+	char id[33];
+	double deadline = now_sec() + PORTRES_TRANSPORT_TIMEOUT_MS / 1000.0;
+	useconds_t pause = 50000;
+	json_t *reply = NULL;
+	int err;
+
+	if (!token || !name)
+		return set_errno(-EINVAL);
+	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+		return set_errno(-errno);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(id + 2 * i, 3, "%02x", raw[i]);
+	for (int attempt = 0;; attempt++) {
+		err = agent_call(json_pack("{s:s, s:s, s:i, s:i, s:s}", "op", "create", "proto", name, "start", start,
+					   "count", count, "request_id", id), netns_fd, &reply);
+		/* lost after sending, or (retrying) the agent is not back yet */
+		if (!(err == -ECONNRESET || err == -EPIPE ||
+		      (attempt > 0 && (err == -ECONNREFUSED || err == -ENOENT || err == -EAGAIN))))
+			break;
+		if (now_sec() + pause / 1e6 > deadline) {
+			err = -ETIMEDOUT;
+			break;
+		}
+		usleep(pause);
+		pause = pause < 500000 ? pause * 2 : 1000000;
+	}
+	if (!err)
+		err = token_get(reply, "token", token);
+	json_decref(reply);
+	return set_errno(err);
+}
+
 int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
 {
-	if (!token)
-		return set_errno(-EINVAL);
-	return persistent_call("create", -1, proto, start, count, token);
+	return create_call(-1, proto, start, count, token);
 }
 
 int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
@@ -197,9 +249,7 @@ int portres_create_persistent_ns(int netns_fd, int proto, uint16_t start, uint16
 {
 	int err = check_netns_fd(netns_fd);
 
-	if (err || !token)
-		return set_errno(err ? err : -EINVAL);
-	return persistent_call("create", netns_fd, proto, start, count, token);
+	return err ? set_errno(err) : create_call(netns_fd, proto, start, count, token);
 }
 
 int portres_lookup_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count, portres_token_t *token)

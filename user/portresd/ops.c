@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ static int fail(struct reply *rp, int code, const char *fmt, ...)
 	return -1;
 }
 
-static bool is_admin(struct agent *a, const struct peer *p)
+bool ops_is_admin(struct agent *a, const struct peer *p)
 {
 	if (p->uid == 0)
 		return true;
@@ -64,7 +65,7 @@ static bool is_admin(struct agent *a, const struct peer *p)
 
 static int need_admin(struct agent *a, const struct peer *p, struct reply *rp, const char *what)
 {
-	if (is_admin(a, p))
+	if (ops_is_admin(a, p))
 		return 0;
 	return fail(rp, EACCES, "%s needs root or membership of group %s", what, a->opts.admin_group);
 }
@@ -232,8 +233,9 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 {
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
+	uint32_t lo = 1, hi = 65535;
 	uint64_t token, used;
-	char held[1536];
+	char held[1536], users[64];
 	struct netns *ns;
 	struct resv *o;
 	int err;
@@ -246,6 +248,17 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 			    p->uid, (unsigned long long)used, req->count, a->opts.quota);
 	if (!(ns = netns_get(a, r.netns, fd)))
 		return fail(rp, ENOMEM, "out of memory");
+	/* Users stay in their range (root's services below it are not theirs to take); admins do not. */
+	if (!ops_is_admin(a, p) && (err = user_ports(a, ns, &lo, &hi)))
+		return fail(rp, -err, "cannot read the socket's network namespace's port settings: %s", strerror(-err));
+	if (lo <= hi)
+		snprintf(users, sizeof(users), "%u-%u", lo, hi);
+	else
+		snprintf(users, sizeof(users), "none");
+	if (req->start && (req->start < lo || (uint32_t)req->start + req->count - 1 > hi))
+		return fail(rp, EACCES, "%s is outside the ports users may reserve here: %s (portresd --user-ports, "
+			    "never below ip_unprivileged_port_start; root and group %s are not limited)",
+			    range_str(r.proto, req->start, req->count), users, a->opts.admin_group);
 	if (req->start) {
 		r.start = req->start;
 		if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
@@ -254,9 +267,12 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		if (err == -EADDRINUSE)
 			return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
 	} else {
-		err = pick_block(a, ns, r.proto, r.count, &r.start);
-		if (err == -EADDRINUSE)
+		err = pick_block(a, ns, r.proto, r.count, lo, hi, &r.start);
+		if (err == -EADDRINUSE && lo == 1 && hi == 65535)
 			return fail(rp, EADDRINUSE, "no free block of %u %s ports", r.count, state_proto_name(r.proto));
+		if (err == -EADDRINUSE)
+			return fail(rp, EADDRINUSE, "no free block of %u %s ports in %s, the ports users may reserve here "
+				    "(portresd --user-ports)", r.count, state_proto_name(r.proto), users);
 	}
 	if (err)
 		return fail(rp, -err, "cannot inspect the socket's network namespace: %s", strerror(-err));
@@ -306,6 +322,31 @@ static int op_release(struct agent *a, const struct peer *p, const struct proto_
 
 /* --- persistent ----------------------------------------------------------- */
 
+/*
+ * A create whose request id the state has already: the client's retry after
+ * a lost reply (the agent stopped between saving and answering). The same
+ * caller asking for the same block gets the same token: 0; anyone or
+ * anything else is refused: -1. 1: the id is new.
+ */
+static int create_replay(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	const struct state_resv *sr = NULL;
+
+	for (size_t i = 0; i < a->st.n_resv && !sr; i++)
+		if (a->st.resv[i].request_id && !strcmp(a->st.resv[i].request_id, req->request_id))
+			sr = &a->st.resv[i];
+	if (!sr)
+		return 1;
+	/* Says nothing of the reservation: the id may have been copied from someone else's request. */
+	if (sr->request_uid != p->uid || sr->proto != req->proto || sr->start != req->start ||
+	    sr->count != req->count || !sr->name != !req->name || (sr->name && strcmp(sr->name, req->name)))
+		return fail(rp, EINVAL, "request_id %s was sent with another create", req->request_id);
+	log_msg(LOG_INFO, "create", "persistent %s token %s: request %s again (a retry), same token",
+		range_str(sr->proto, sr->start, sr->count), tok_str(sr->token), req->request_id);
+	rp->fields = json_pack("{s:s, s:b}", "token", tok_str(sr->token), "replayed", 1);
+	return 0;
+}
+
 static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
 		     struct reply *rp)
 {
@@ -316,7 +357,8 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	struct state_grant grants[PROTO_MAX_GRANTS];
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
 				 .name = (char *)req->name, .netns = ns->own ? 0 : ns->cookie,
-				 .n_grants = req->n_grants, .grants = grants };
+				 .n_grants = req->n_grants, .grants = grants,
+				 .request_id = (char *)req->request_id, .request_uid = p->uid };
 	char err_msg[STATE_ERR_LEN] = "", held[1536];
 	size_t g = 0;
 	struct resv *o;
@@ -325,6 +367,8 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 
 	if (need_admin(a, p, rp, "creating a persistent reservation"))
 		return -1;
+	if (req->request_id && (err = create_replay(a, p, req, rp)) <= 0)
+		return err;
 	if (req->name && state_find_name(&a->st, req->name))
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
 	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
@@ -354,6 +398,8 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		resv_remove(a, sr.token);
 		goto rollback;
 	}
+	if (a->opts.test_crash_after_save)
+		raise(SIGKILL); /* test hook: saved, never acknowledged */
 	netns_sync_sysctl(a, ns);
 	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s%s%s by uid %u",
 		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
@@ -512,10 +558,11 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 
 /* --- cgroups -------------------------------------------------------------- */
 
-/* The cgroup must be the attach root or below it. */
-static int cgroup_resolve(struct agent *a, const char *path, uint64_t *id, uid_t *owner, struct reply *rp)
+/* The cgroup must be the attach root or below it; real gets its resolved path. */
+static int cgroup_resolve(struct agent *a, const char *path, char real[PATH_MAX], uint64_t *id, uid_t *owner,
+			  struct reply *rp)
 {
-	char real[PATH_MAX], root[PATH_MAX];
+	char root[PATH_MAX];
 	struct stat sb;
 	size_t n;
 	int err;
@@ -537,12 +584,89 @@ static int cgroup_resolve(struct agent *a, const char *path, uint64_t *id, uid_t
 static int may_attach(struct agent *a, const struct peer *p, const struct resv *r, uid_t cg_owner,
 		      struct reply *rp)
 {
-	if (is_admin(a, p))
+	if (ops_is_admin(a, p))
 		return 0;
 	if (r && r->r.kind == PORTRES_KIND_RUNTIME && r->r.owner_tgid == (uint32_t)p->pid && cg_owner == p->uid)
 		return 0;
 	return fail(rp, EACCES, "attaching needs root, group %s, or (runtime reservations) the owning process on its own cgroup",
 		    a->opts.admin_group);
+}
+
+/* Whether p may replace or detach at, or attach below it: admins any, others their own only. */
+static bool owns_attachment(struct agent *a, const struct peer *p, const struct state_attach *at)
+{
+	return ops_is_admin(a, p) || (!at->by_admin && at->by_uid == p->uid);
+}
+
+/* "reservation web (token …)" or "token …", for messages. */
+static void resv_label(struct agent *a, uint64_t token, char *buf, size_t len)
+{
+	const struct state_resv *sr = state_find_token(&a->st, token);
+
+	if (sr && sr->name)
+		snprintf(buf, len, "reservation %s (token %s)", sr->name, tok_str(token));
+	else
+		snprintf(buf, len, "token %s", tok_str(token));
+}
+
+static int refuse_attachment(struct agent *a, const struct state_attach *at, const char *below, struct reply *rp)
+{
+	char label[128], by[32];
+
+	resv_label(a, at->token, label, sizeof(label));
+	if (at->by_admin)
+		snprintf(by, sizeof(by), "an administrator");
+	else
+		snprintf(by, sizeof(by), "uid %u", at->by_uid);
+	if (below)
+		return fail(rp, EACCES, "cgroup %s is below %s, which %s attached to %s%s: only root or group %s may "
+			    "attach below it", below, at->path, by, label, at->confine ? " confined" : "",
+			    a->opts.admin_group);
+	return fail(rp, EACCES, "cgroup %s is attached to %s%s by %s: only root or group %s may replace or detach "
+		    "that attachment", at->path, label, at->confine ? " confined" : "", by, a->opts.admin_group);
+}
+
+/*
+ * The nearest attachment of a cgroup or an ancestor is the one that counts
+ * for its sockets, so attaching at or below another's attachment would undo
+ * it (a --confine most of all): a non-admin may do that only to attachments
+ * it made itself. The walk goes up by "..", from an fd of the cgroup (real,
+ * whose id is id), to the attach root: renames meanwhile cannot hide an
+ * ancestor, and a step that fails refuses.
+ */
+static int attach_guard(struct agent *a, const struct peer *p, const char *real, uint64_t id, struct reply *rp)
+{
+	struct stat sb, root;
+	int fd, up, ret = 0;
+
+	if (ops_is_admin(a, p))
+		return 0;
+	if (stat(a->opts.cgroup, &root))
+		return fail(rp, EIO, "cgroup root %s: %s", a->opts.cgroup, strerror(errno));
+	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) || sb.st_ino != id) {
+		ret = fail(rp, EAGAIN, "cgroup %s changed while it was checked; try again", real);
+		goto out;
+	}
+	for (int depth = 0; depth < 4096; depth++) {
+		for (size_t i = 0; i < a->st.n_attach; i++)
+			if (a->st.attach[i].cgroup_id == sb.st_ino && !owns_attachment(a, p, &a->st.attach[i])) {
+				ret = refuse_attachment(a, &a->st.attach[i], sb.st_ino == id ? NULL : real, rp);
+				goto out;
+			}
+		if (sb.st_ino == root.st_ino && sb.st_dev == root.st_dev)
+			goto out;
+		up = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = up;
+		if (fd < 0 || fstat(fd, &sb) || sb.st_dev != root.st_dev)
+			break;
+	}
+	ret = fail(rp, EAGAIN, "cgroup %s: its ancestors up to %s could not be read; try again", real, a->opts.cgroup);
+out:
+	if (fd >= 0)
+		close(fd);
+	return ret;
 }
 
 /*
@@ -652,8 +776,9 @@ static json_t *attach_json(const struct state_attach *at)
  */
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine }, old = { 0 };
-	char err_msg[STATE_ERR_LEN], theirs[64];
+	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine,
+				   .by_admin = ops_is_admin(a, p), .by_uid = p->uid }, old = { 0 };
+	char err_msg[STATE_ERR_LEN], theirs[64], real[PATH_MAX];
 	struct resv *r, *pr = NULL;
 	uid_t owner = (uid_t)-1;
 	uint64_t other = 0;
@@ -661,8 +786,8 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	pid_t pid;
 	int err;
 
-	if (!(r = select_resv(a, req, NULL, rp)) || cgroup_resolve(a, req->cgroup, &at.cgroup_id, &owner, rp) ||
-	    may_attach(a, p, r, owner, rp))
+	if (!(r = select_resv(a, req, NULL, rp)) || cgroup_resolve(a, req->cgroup, real, &at.cgroup_id, &owner, rp) ||
+	    may_attach(a, p, r, owner, rp) || attach_guard(a, p, real, at.cgroup_id, rp))
 		return -1;
 	at.token = r->token;
 	if (r->ns->inode && (pid = other_netns_in(req->cgroup, r->ns->inode, &other, 0))) {
@@ -761,6 +886,8 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 			continue;
 		if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
 			return -1;
+		if (!owns_attachment(a, p, at))
+			return refuse_attachment(a, at, NULL, rp);
 		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
 		events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup",
 					 at->path));
@@ -998,10 +1125,14 @@ static int op_status(struct agent *a, struct reply *rp)
 {
 	struct portres_gstats g = { 0 };
 	size_t persistent = 0;
+	uint32_t lo, hi;
+	char users[32] = "none";
 
 	portres_global_stats(a->loader, &g);
 	for (size_t i = 0; i < a->n_resv; i++)
 		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
+	if (user_ports(a, a->own_ns, &lo, &hi) == 0 && lo <= hi)
+		snprintf(users, sizeof(users), "%u-%u", lo, hi);
 	rp->fields = json_pack("{s:s, s:i, s:I, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
 			       " s:{s:I, s:I, s:I}}",
 			       "version", PORTRESD_VERSION, "pid", (int)getpid(), "netns",
@@ -1013,6 +1144,8 @@ static int op_status(struct agent *a, struct reply *rp)
 			       (json_int_t)a->n_clients, "requests", (json_int_t)a->requests, "kernel", "decisions",
 			       (json_int_t)g.decisions, "events_sent", (json_int_t)g.events_sent, "events_dropped",
 			       (json_int_t)g.events_dropped);
+	if (rp->fields)
+		json_object_set_new(rp->fields, "user_ports", json_string(users));
 	return 0;
 }
 
@@ -1066,7 +1199,7 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	}
 	/* only an administrator's create makes the agent watch a netns */
 	if (proto_op_takes_netns(req.op) &&
-	    where_resolve(a, p, &req, fd, req.op == PROTO_OP_CREATE && is_admin(a, p), &w, &rp))
+	    where_resolve(a, p, &req, fd, req.op == PROTO_OP_CREATE && ops_is_admin(a, p), &w, &rp))
 		goto reply;
 	switch (req.op) {
 	case PROTO_OP_ACQUIRE: op_acquire(a, p, &req, fd, &rp); break;
