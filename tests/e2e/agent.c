@@ -607,20 +607,26 @@ json_t *ag_named(json_t *l, const char *name)
 	return NULL;
 }
 
-bool ag_in_resv_map(const char *token)
+bool ag_map_has(const char *map, const void *key)
 {
 	char pin[400];
 	unsigned char value[256];
-	uint64_t key = strtoull(token, NULL, 16);
 	bool found;
 	int fd;
 
-	snprintf(pin, sizeof(pin), "%s/maps/portres_resv", ag.bpffs);
+	snprintf(pin, sizeof(pin), "%s/maps/%s", ag.bpffs, map);
 	fd = bpf_obj_get(pin);
 	cr_assert(fd >= 0, "%s: %s", pin, strerror(errno));
-	found = bpf_map_lookup_elem(fd, &key, value) == 0;
+	found = bpf_map_lookup_elem(fd, key, value) == 0;
 	close(fd);
 	return found;
+}
+
+bool ag_in_resv_map(const char *token)
+{
+	uint64_t key = strtoull(token, NULL, 16);
+
+	return ag_map_has("portres_resv", &key);
 }
 
 bool ag_has_event(const char *type, const char *token)

@@ -90,6 +90,8 @@ int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const g
 /* Runs fn in a child process (same credentials); returns its exit status. */
 int ag_in_child(int (*fn)(void *arg), void *arg);
 
+/* Whether the pinned map (portres_resv, portres_cgroups, ...) has key; values up to 256 bytes. */
+bool ag_map_has(const char *map, const void *key);
 /* Whether the pinned portres_resv map has token (16 hex digits). */
 bool ag_in_resv_map(const char *token);
 /* Whether the agent's recent events hold one of this type about token (16 hex digits). */

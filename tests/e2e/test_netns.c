@@ -208,6 +208,14 @@ Test(netns, create_lookup_delete_in_a_named_netns)
 	sh("ip netns del pod1");
 }
 
+/* Whether the pinned cgroup map has an entry for the cgroup at path. */
+static bool cg_in_map(const char *path)
+{
+	uint64_t id = inode_of(path);
+
+	return ag_map_has("portres_cgroups", &id);
+}
+
 Test(netns, a_netns_that_dies_ends_its_reservations)
 {
 	struct cli_result r;
@@ -220,10 +228,12 @@ Test(netns, a_netns_that_dies_ends_its_reservations)
 	CLI_ASSERT_STATUS(r, 0);
 	cli_result_free(&r);
 	cr_assert(ag_in_resv_map(token));
+	cr_assert(cg_in_map(cg), "the attachment is not in portres_cgroups");
 	sh("ip netns del pod2");
 	cr_assert(wait_event("ended", token), "no \"ended\" event for %s", token);
 	cr_assert(ag_log_has("its network namespace is gone"));
 	assert_no_trace(token);
+	cr_assert_not(cg_in_map(cg), "the attachment stayed in portres_cgroups");
 	r = cli_ctl("show", "dns", NULL);
 	CLI_ASSERT_STATUS(r, 1);
 	cli_result_free(&r);
