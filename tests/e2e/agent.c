@@ -292,10 +292,30 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 	return remove(p);
 }
 
+/* Children a test left running (it failed before killing them): killed at teardown. */
+static pid_t tracked[16];
+static size_t n_tracked;
+
+void ag_track_child(pid_t pid)
+{
+	if (n_tracked < sizeof(tracked) / sizeof(tracked[0]))
+		tracked[n_tracked++] = pid;
+}
+
+void ag_kill_tracked(void)
+{
+	/* only a child not reaped yet: a reaped one's pid may be someone else's by now */
+	for (size_t i = 0; i < n_tracked; i++)
+		if (waitpid(tracked[i], NULL, WNOHANG) == 0 && kill(tracked[i], SIGKILL) == 0)
+			waitpid(tracked[i], NULL, 0);
+	n_tracked = 0;
+}
+
 void ag_teardown(void)
 {
 	char path[8192];
 
+	ag_kill_tracked();
 	ag_kill9();
 	if (ag.home_cgroup[0] && cgroup2_enter(ag.home_cgroup))
 		fprintf(stderr, "e2e: leaving cgroup %s failed\n", ag.cgroup);

@@ -87,6 +87,9 @@ void ag_user_new(struct ag_user *u);
 int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups);
 /* Runs fn in a child process as u (uid, gid, and the supplementary groups); its exit status. */
 int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
+/* A child the test started and may leave running if it fails: ag_teardown kills it. */
+void ag_track_child(pid_t pid);
+void ag_kill_tracked(void);
 /* Runs fn in a child process (same credentials); returns its exit status. */
 int ag_in_child(int (*fn)(void *arg), void *arg);
 

@@ -180,6 +180,7 @@ static pid_t child_in_new_netns(void)
 		pause();
 		_exit(0);
 	}
+	ag_track_child(pid);
 	close(p[1]);
 	cr_assert_eq(read(p[0], &c, 1), 1);
 	close(p[0]);
@@ -254,6 +255,7 @@ Test(attach, wrong_netns_and_gone_reasons)
 	cr_assert(pipe(p) == 0 && pipe(q) == 0);
 	pid = fork();
 	cr_assert(pid >= 0);
+	ag_track_child(pid);
 	if (pid == 0) {
 		char procs[4200];
 		struct bind_arg b = { IPPROTO_TCP, 31700, 0 };

@@ -163,7 +163,7 @@ static const char *bundle(const struct ctr *c)
 /* runc run -d: 0 and the container's pid, or runc's exit status with its output in out. */
 static int run_detached(const struct ctr *c, pid_t *pid, char *out, size_t len)
 {
-	char cmd[2000], log[500], pidf[500];
+	char cmd[4096], log[500], pidf[500];
 	const char *b = bundle(c);
 	int st;
 
@@ -182,7 +182,7 @@ static int run_detached(const struct ctr *c, pid_t *pid, char *out, size_t len)
 /* runc run (foreground): its exit status, its output in out. */
 static int run_fg(const struct ctr *c, char *out, size_t len)
 {
-	char cmd[2000], log[500];
+	char cmd[4096], log[500];
 	const char *b = bundle(c);
 	int st;
 

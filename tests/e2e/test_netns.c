@@ -386,6 +386,7 @@ Test(netns, by_pid)
 			_exit(2);
 		_exit(0);
 	}
+	ag_track_child(pid);
 	close(p[0]);
 	snprintf(spec, sizeof(spec), "pid:%d", (int)pid);
 	/* the child's unshare may not have happened yet: retry until its netns differs */
