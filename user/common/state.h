@@ -26,8 +26,12 @@
  *   }
  *
  * reservations are the persistent ones (runtime reservations live only in the
- * pinned maps); attachments tie cgroups to those tokens ("confine": false,
- * true for the protocols the cgroup has blocks for, or "all"); sysctl_added
+ * pinned maps), with the request id and uid of the create that made them, if
+ * it had one (a client's retry of that create gets the same token);
+ * attachments tie cgroups to those tokens ("confine": false, true for the
+ * protocols the cgroup has blocks for, or "all"), and made_by says who did
+ * (root or the admin group: "admin"; a file without it is from before it was
+ * kept, when only administrators attached persistent tokens); sysctl_added
  * lists the ports portres itself added to ip_local_reserved_ports of the
  * agent's network namespace, so a restarted agent removes only its own.
  *
@@ -40,12 +44,6 @@
  *
  * Version 1 files (no boot_id, netns or "all") are still read; saving
  * writes version 2.
- *
- * A reservation's "request" is the request id and uid of the create that
- * made it, if it had one (a client's retry of that create gets the same
- * token); an attachment's "made_by" says who made it (root or the admin
- * group: "admin"; a file without it is from before it was kept, when only
- * administrators attached persistent tokens).
  *
  * Saving is atomic (temporary file in the same directory, write, fsync,
  * rename, fsync of the directory): after any failure the old file is intact.
@@ -106,9 +104,9 @@ struct state_attach {
 	char *path;
 	uint64_t cgroup_id;
 	uint64_t token;
-	uint8_t confine;      /* enum state_confine */
-	bool by_admin;        /* made by root or the admin group */
-	uint32_t by_uid;      /* the uid that made it */
+	uint8_t confine;   /* enum state_confine */
+	bool by_admin;     /* made by root or the admin group */
+	uint32_t by_uid;   /* the uid that made it */
 };
 
 #define STATE_BOOT_ID_LEN 36

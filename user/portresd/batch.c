@@ -47,7 +47,14 @@ struct deferred {
 	bool infra;
 };
 
+struct lent {
+	uint64_t cookie;
+	int fd;
+};
+
 struct batch {
+	struct lent *lent;
+	size_t n_lent, cap_lent;
 	struct undo *undo;
 	size_t n_undo, cap_undo;
 	struct pending *pend;
@@ -81,6 +88,8 @@ int batch_init(struct agent *a)
 	return 0;
 }
 
+static void give_back(struct agent *a);
+
 void batch_free(struct agent *a)
 {
 	struct batch *b = a->batch;
@@ -96,6 +105,8 @@ void batch_free(struct agent *a)
 		free(b->pend[i].reply);
 	for (size_t i = 0; i < b->n_ev; i++)
 		json_decref(b->ev[i].event);
+	give_back(a);
+	free(b->lent);
 	free(b->undo);
 	free(b->pend);
 	free(b->ev);
@@ -140,6 +151,37 @@ void batch_sysctl(struct agent *a, struct netns *ns)
 	ns->sysctl_dirty = true;
 	if (a->batch)
 		a->batch->sysctl = true;
+}
+
+void batch_lend(struct agent *a, struct netns *ns, int fd)
+{
+	struct batch *b = a->batch;
+
+	if (!grow((void **)&b->lent, &b->cap_lent, b->n_lent, sizeof(*b->lent))) {
+		/* without room to remember it, it is given back now (the sysctl then reopens the netns) */
+		close(fd);
+		ns->fd = -1;
+		return;
+	}
+	b->lent[b->n_lent++] = (struct lent){ ns->cookie, fd };
+	ns->lent = true;
+}
+
+/* Lent descriptors go back (their netns may then be forgotten). */
+static void give_back(struct agent *a)
+{
+	struct batch *b = a->batch;
+
+	for (size_t i = 0; i < b->n_lent; i++) {
+		struct netns *ns = netns_find(a, b->lent[i].cookie);
+
+		if (ns && ns->lent && ns->fd == b->lent[i].fd) {
+			ns->fd = -1;
+			ns->lent = false;
+		}
+		close(b->lent[i].fd);
+	}
+	b->n_lent = 0;
 }
 
 bool batch_infra(struct agent *a, bool on)
@@ -219,11 +261,11 @@ int batch_commit(struct agent *a, char *err, size_t errlen)
 	HASH_ITER(hh, a->ns_by_cookie, ns, tmp) {
 		if (ns->sysctl_dirty && (!ns->sysctl_ok || (!ret && netns_sysctl_write(a, ns) == 0)))
 			ns->sysctl_dirty = false;
-		if (ns->sysctl_dirty)
-			b->sysctl = true;
-		else
-			netns_gc(a, ns);
+		b->sysctl |= ns->sysctl_dirty;
 	}
+	give_back(a);
+	HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
+		netns_gc(a, ns);
 	/* 4 */
 	for (size_t i = 0; i < b->n_ev; i++) {
 		if (!ret || b->ev[i].infra)

@@ -101,12 +101,12 @@ static void drop(struct agent *a, size_t i, bool *save)
 {
 	struct state_attach *at = &a->st.attach[i];
 	struct resv *r = resv_find(a, at->token);
+	uint64_t id = at->cgroup_id;
 	char tok[17];
 	bool infra;
 
 	state_token_format(at->token, tok);
 	log_msg(LOG_INFO, "cgroup", "%s was removed: its attachment to token %s is dropped", at->path, tok);
-	portres_cgroup_detach(a->loader, at->cgroup_id);
 	if (r && r->r.kind == PORTRES_KIND_PERSISTENT) {
 		infra = batch_infra(a, true);
 		store_del_attach(a->store, at->cgroup_id, r->r.proto);
@@ -114,6 +114,7 @@ static void drop(struct agent *a, size_t i, bool *save)
 		*save = true;
 	}
 	attach_del(a, i);
+	cgroup_map_sync(a, id);
 }
 
 /* Watches the parent of attachment i's cgroup (found at real); drops i if the cgroup went meanwhile. */
@@ -196,9 +197,8 @@ static void check_marked(struct agent *a, bool all)
 		if (!all && !cgw[k].check)
 			continue;
 		cgw[k].check = false;
-		if ((i = attach_index(a, cgw[k].id)) < 0)
-			continue;
-		if (verify(a, (size_t)i, real, sizeof(real)) == -ENOENT)
+		/* a cgroup may hold two blocks (TCP and UDP): both go */
+		while ((i = attach_index(a, cgw[k].id)) >= 0 && verify(a, (size_t)i, real, sizeof(real)) == -ENOENT)
 			drop(a, (size_t)i, &save);
 	}
 	for (size_t k = n_cgw; k-- > 0;)

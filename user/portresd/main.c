@@ -260,7 +260,14 @@ static const struct store_runtime *find_runtime(const struct store_contents *c, 
 }
 
 /* A persistent reservation of the database into the table (the maps are not touched). */
-static struct resv *insert_saved(struct agent *a, const struct state_resv *sr, const struct portres_resv *r)
+/* The netns of a saved reservation: the agent's, or one netns_restore found again (else NULL). */
+static struct netns *saved_netns(struct agent *a, const struct state_resv *sr)
+{
+	return sr->netns ? netns_find(a, sr->netns) : a->own_ns;
+}
+
+static struct resv *insert_saved(struct agent *a, const struct state_resv *sr, const struct portres_resv *r,
+				 struct netns *ns)
 {
 	struct state_resv *copy = calloc(1, sizeof(*copy));
 
@@ -268,7 +275,7 @@ static struct resv *insert_saved(struct agent *a, const struct state_resv *sr, c
 		free(copy);
 		return NULL;
 	}
-	return resv_insert(a, sr->token, r, 0, a->own_ns, copy);
+	return resv_insert(a, sr->token, r, 0, ns, copy);
 }
 
 /*
@@ -282,6 +289,7 @@ static int adopt_maps(struct agent *a, struct store_contents *c, const struct se
 		const struct seen *s = &seen->v[i];
 		const struct state_resv *sr = find_saved(c, s->token);
 		const struct store_runtime *rt = find_runtime(c, s->token);
+		struct netns *ns_of = NULL;
 		char tok[17];
 
 		state_token_format(s->token, tok);
@@ -295,13 +303,14 @@ static int adopt_maps(struct agent *a, struct store_contents *c, const struct se
 
 			if (!ns || !resv_insert(a, s->token, &s->r, uid, ns, NULL))
 				return -ENOMEM;
+			netns_adopt(a, ns, s->r.owner_tgid);
 			if (!rt)
 				store_put_runtime(a->store, &(struct store_runtime){
 					.token = s->token, .netns = netns_key(ns), .proto = s->r.proto, .start = s->r.start,
 					.count = s->r.count, .uid = uid, .pid = s->r.owner_tgid }, (uint64_t)time(NULL));
 			log_msg(LOG_DEBUG, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
 			counts[1]++;
-		} else if (!sr || sr->netns || s->r.netns != a->own_ns->cookie || s->r.proto != sr->proto ||
+		} else if (!sr || !(ns_of = saved_netns(a, sr)) || s->r.netns != ns_of->cookie || s->r.proto != sr->proto ||
 			   s->r.start != sr->start || s->r.count != sr->count) {
 			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the database; removed", tok);
 			portres_resv_del(a->loader, s->token);
@@ -312,7 +321,7 @@ static int adopt_maps(struct agent *a, struct store_contents *c, const struct se
 				portres_resv_set_mode(a->loader, s->token, sr->mode);
 				r.mode = sr->mode;
 			}
-			if (!insert_saved(a, sr, &r))
+			if (!insert_saved(a, sr, &r, ns_of))
 				return -ENOMEM;
 			for (size_t g = 0; g < sr->n_grants; g++)
 				portres_grant_add(a->loader, sr->token, sr->grants[g].type, sr->grants[g].id);
@@ -331,7 +340,8 @@ static int load_saved(struct agent *a, struct store_contents *c, size_t *loaded)
 {
 	for (size_t i = 0; i < c->st.n_resv; i++) {
 		const struct state_resv *sr = &c->st.resv[i];
-		struct portres_resv r = { .netns = a->own_ns->cookie, .start = sr->start, .count = sr->count,
+		struct netns *ns = saved_netns(a, sr);
+		struct portres_resv r = { .netns = ns ? ns->cookie : 0, .start = sr->start, .count = sr->count,
 					  .proto = sr->proto, .kind = PORTRES_KIND_PERSISTENT, .mode = sr->mode };
 		struct resv *n;
 		char tok[17];
@@ -340,12 +350,12 @@ static int load_saved(struct agent *a, struct store_contents *c, size_t *loaded)
 		state_token_format(sr->token, tok);
 		if (resv_find(a, sr->token))
 			continue;
-		if (sr->netns) {
-			log_msg(LOG_WARN, "reconcile", "persistent token %s lives in network namespace %llu, which this agent "
-				"does not manage: kept in the database, not loaded", tok, (unsigned long long)sr->netns);
+		if (!ns) {
+			log_msg(LOG_WARN, "reconcile", "persistent token %s: its network namespace %llu is unknown; not loaded",
+				tok, (unsigned long long)sr->netns);
 			continue;
 		}
-		if (!(n = insert_saved(a, sr, &r)))
+		if (!(n = insert_saved(a, sr, &r, ns)))
 			return -ENOMEM;
 		if ((err = resv_load(a, n))) {
 			log_msg(LOG_ERR, "reconcile", "persistent token %s (%s %u-%u): cannot load: %s", tok,
@@ -370,25 +380,27 @@ static int reconcile_attach(struct agent *a, struct store_contents *c)
 	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
-		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
-		struct resv *r = resv_find(a, token);
-		bool saved = false;
+		const uint64_t tokens[] = { cgs.v[i].c.tcp_token, cgs.v[i].c.udp_token };
+		uint32_t flags = cgs.v[i].c.flags;
 
-		for (size_t j = 0; j < a->st.n_attach; j++)
-			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == token;
-		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
+		for (size_t k = 0; k < 2; k++) {
+			struct resv *r = tokens[k] ? resv_find(a, tokens[k]) : NULL;
 			char path[64];
 			/* Who made it is not in the maps: its reservation's owner, an administrator if root. */
-			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
-						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE,
-						   .by_admin = r->uid == 0, .by_uid = r->uid };
+			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = tokens[k],
+						   .confine = flags & PORTRES_CG_CONFINE_ALL ? STATE_CONFINE_ALL
+							      : flags & PORTRES_CG_CONFINE ? STATE_CONFINE : 0 };
 
+			if (!r || r->r.kind != PORTRES_KIND_RUNTIME)
+				continue;
+			at.by_admin = r->uid == 0;
+			at.by_uid = r->uid;
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
 			attach_add(a, &at);
-		} else if (!saved) {
-			portres_cgroup_detach(a->loader, cgs.v[i].id);
 		}
+		/* what the saved and adopted attachments make of it (none: it goes) */
+		cgroup_map_sync(a, cgs.v[i].id);
 	}
 	for (size_t j = a->st.n_attach; j-- > 0;) {
 		struct state_attach *at = &a->st.attach[j];
@@ -404,12 +416,14 @@ static int reconcile_attach(struct agent *a, struct store_contents *c)
 			continue;
 		}
 		if (id != at->cgroup_id) {
-			portres_cgroup_detach(a->loader, at->cgroup_id);
+			uint64_t was = at->cgroup_id;
+
 			store_del_attach(a->store, at->cgroup_id, r->r.proto);
 			at->cgroup_id = id;
 			store_put_attach(a->store, at, r->r.proto);
+			cgroup_map_sync(a, was);
 		}
-		attach_map(a, at);
+		cgroup_map_sync(a, at->cgroup_id);
 	}
 	err = 0;
 cleanup:
@@ -455,6 +469,11 @@ static int reconcile(struct agent *a)
 	}
 	state_boot_id(boot);
 	new_boot = c.st.boot_id[0] && boot[0] && strcmp(c.st.boot_id, boot);
+	/* the netns of persistent reservations found again first (or theirs dropped) */
+	if ((err = netns_restore(a, &c.st, new_boot))) {
+		log_msg(LOG_ERR, "start", "finding the network namespaces of the database: %s", strerror(-err));
+		goto cleanup;
+	}
 	if ((err = portres_resv_foreach(a->loader, collect_resv, &seen)) ||
 	    (err = adopt_maps(a, &c, &seen, counts)) || (err = load_saved(a, &c, &loaded)) ||
 	    (err = reconcile_attach(a, &c)))
@@ -462,7 +481,13 @@ static int reconcile(struct agent *a)
 	restore_owned(a, &c, new_boot);
 	if (boot[0])
 		store_set_meta(a->store, "boot_id", boot);
-	batch_sysctl(a, a->own_ns);
+	/* every sysctl brought in line */
+	{
+		struct netns *ns, *tmp;
+
+		HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
+			batch_sysctl(a, ns);
+	}
 	log_msg(LOG_INFO, "reconcile", "%zu persistent reservations (%zu loaded into the maps), %zu runtime adopted, "
 		"%zu released while no agent ran", a->n_persistent, loaded, counts[1], counts[0]);
 	if ((err = batch_commit(a, err_msg, sizeof(err_msg))))
@@ -602,13 +627,16 @@ static int adopt_pins(struct agent *a, const struct portset *owned)
 	}
 	if ((err = adopt_grants(a, &st)))
 		goto cleanup;
-	for (size_t i = 0; i < cgs.n; i++) {
-		/* the agent fills one protocol's slot per attachment (attach_map) */
-		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
-		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = token,
-					   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE, .by_admin = true };
+	for (size_t i = 0; i < 2 * cgs.n; i++) {
+		/* each slot (TCP, UDP) of a cgroup is an attachment */
+		const struct portres_cgroup *c = &cgs.v[i / 2].c;
+		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i / 2].id,
+					   .token = i % 2 ? c->udp_token : c->tcp_token,
+					   .confine = c->flags & PORTRES_CG_CONFINE_ALL ? STATE_CONFINE_ALL
+						      : c->flags & PORTRES_CG_CONFINE ? STATE_CONFINE : 0,
+					   .by_admin = true };
 
-		if (!state_find_token(&st, at.token))
+		if (!at.token || !state_find_token(&st, at.token))
 			continue;
 		if (cgroup2_path(at.cgroup_id, path, sizeof(path))) {
 			log_msg(LOG_WARN, "start", "--adopt-pins: cgroup %llu (attached to token %016llx) not found; "
@@ -656,14 +684,13 @@ static int teardown(struct agent *a)
 	} else {
 		struct portset none, owned = c.st.sysctl_added;
 
+		netns_teardown(a, &c);
 		portset_clear(&none);
-		if (!portset_empty(&owned)) {
-			if ((err = sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, &owned, NULL)))
-				log_msg(LOG_WARN, "teardown", "ip_local_reserved_ports: %s", strerror(-err));
-			store_set_owned(a->store, 0, &c.st.sysctl_added, &owned);
-			if (store_commit(a->store, err_msg, sizeof(err_msg)))
-				log_msg(LOG_WARN, "teardown", "%s", err_msg);
-		}
+		if (!portset_empty(&owned) && (err = sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, &owned, NULL)))
+			log_msg(LOG_WARN, "teardown", "ip_local_reserved_ports: %s", strerror(-err));
+		store_set_owned(a->store, 0, &c.st.sysctl_added, &owned);
+		if (store_commit(a->store, err_msg, sizeof(err_msg)))
+			log_msg(LOG_WARN, "teardown", "%s", err_msg);
 		store_contents_free(&c);
 	}
 	err = portres_loader_teardown(a->loader);
@@ -782,7 +809,8 @@ int main(int argc, char **argv)
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
 				     .quota = PORTRESD_QUOTA, .max_clients = PORTRESD_MAX_CLIENTS,
 				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC,
-				     .events_log_size = PORTRESD_EVENTS_LOG } };
+				     .events_log_size = PORTRESD_EVENTS_LOG },
+			   .nswatch_fd = -1 };
 	struct portres_loader_opts lo = { 0 };
 	char why[512], *end, *dir;
 	struct portset owned;
@@ -928,6 +956,10 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
 		goto cleanup;
 	}
+	/* listening before the netns of the database are looked for: none dies unseen */
+	if ((a.nswatch_fd = netns_watch_open(&a)) < 0)
+		log_msg(LOG_WARN, "start", "RTNLGRP_NSID: %s: reservations in network namespaces that die are seen only at the next start",
+			strerror(-a.nswatch_fd));
 	if (adopt && (err = adopt_pins(&a, &owned))) {
 		log_msg(LOG_ERR, "start", "making the database from the pins: %s", strerror(-err));
 		goto cleanup;

@@ -11,6 +11,7 @@
  * process only; lookup, list, show, who, status, metrics, events - anyone.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -86,24 +89,93 @@ static const char *tok_str(uint64_t token)
 	return buf;
 }
 
-/* The reservation a request names by token or name (any kind) or by range (persistent). */
-static struct resv *select_resv(struct agent *a, const struct proto_req *req, struct reply *rp)
+/*
+ * The network namespace a request acts in (proto.h): the one passed as a
+ * descriptor, else the caller's (its connection's).
+ */
+struct where {
+	struct netns *ns;    /* the table's entry, or &tmp when the agent has none for it */
+	struct netns tmp;    /* enough to enter it (its fd) */
+	uint64_t cookie;
+	int fd;              /* a descriptor of it; -1 for the agent's own */
+	int lent;            /* a dup of fd lent to ns for this request, or -1 */
+	bool close_fd;       /* fd is ours (the caller's, from its connection) */
+	bool given;          /* passed with the request */
+};
+
+static int where_resolve(struct agent *a, const struct peer *p, const struct proto_req *req, int fd, bool create,
+			 struct where *w, struct reply *rp)
+{
+	char msg[256];
+	uint64_t inode;
+	int err;
+
+	*w = (struct where){ .ns = a->own_ns, .cookie = a->own_ns->cookie, .fd = -1, .lent = -1, .given = fd >= 0 };
+	if (fd < 0 && (!p->netns || p->netns == a->own_ns->cookie)) {
+		if (req->netns)
+			return fail(rp, EINVAL, "netns %s: the namespace itself must be passed with it (SCM_RIGHTS)",
+				    req->netns);
+		return 0;
+	}
+	if (fd < 0) {
+		/* a caller in another netns means its own */
+		if ((fd = ioctl(p->conn, SIOCGSKNS)) < 0)
+			return fail(rp, EIO, "cannot open the caller's network namespace: %s", strerror(errno));
+		w->close_fd = true;
+	}
+	w->fd = fd;
+	if ((err = netns_identify(a, fd, &w->cookie, &inode, msg, sizeof(msg))))
+		return fail(rp, -err, "%s", msg);
+	w->ns = netns_find(a, w->cookie);
+	if (w->ns && w->ns->own)
+		return 0;
+	if (create && (err = netns_register(a, fd, w->cookie, inode, req->netns, &w->ns, msg, sizeof(msg))))
+		return fail(rp, -err, "%s", msg);
+	if (!w->ns) {
+		w->tmp = (struct netns){ .cookie = w->cookie, .inode = inode, .nsid = -1, .fd = fd,
+					 .path = (char *)req->netns };
+		w->ns = &w->tmp;
+	} else if (w->ns->fd < 0) {
+		/* while the request runs, the agent gets in through the caller's descriptor */
+		w->lent = w->ns->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	}
+	return 0;
+}
+
+static void where_done(struct agent *a, struct where *w)
+{
+	if (w->ns && w->ns != &w->tmp && !w->ns->own && netns_find(a, w->cookie) == w->ns) {
+		/* the batch's end writes its sysctl: the lent descriptor is kept that long */
+		if (w->lent >= 0 && w->ns->fd == w->lent)
+			batch_lend(a, w->ns, w->lent);
+		netns_gc(a, w->ns);
+	}
+	if (w->close_fd)
+		close(w->fd);
+}
+
+/* The reservation a request names by token or name (any kind) or by range (persistent, in w). */
+static struct resv *select_resv(struct agent *a, const struct proto_req *req, const struct where *w,
+				struct reply *rp)
 {
 	struct resv *r = NULL;
 
 	switch (req->sel) {
 	case PROTO_SEL_TOKEN:
-		if (!(r = resv_find(a, req->token)))
-			fail(rp, ENOENT, "no reservation with token %s", tok_str(req->token));
-		return r;
+		if (!(r = resv_find(a, req->token)) || (w && w->given && r->r.netns != w->cookie))
+			fail(rp, ENOENT, "no reservation with token %s%s%s", tok_str(req->token), r ? " in " : "",
+			     r ? netns_name(w->ns) : "");
+		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_NAME:
-		if (!(r = resv_find_name(a, req->name)))
-			fail(rp, ENOENT, "no reservation named %s", req->name);
-		return r;
+		if (!(r = resv_find_name(a, req->name)) || (w && w->given && r->r.netns != w->cookie))
+			fail(rp, ENOENT, "no reservation named %s%s%s", req->name, r ? " in " : "",
+			     r ? netns_name(w->ns) : "");
+		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_RANGE:
-		r = resv_find_range(a->own_ns, req->proto, req->start, req->count);
+		r = resv_find_range(w ? w->ns : a->own_ns, req->proto, req->start, req->count);
 		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT) {
-			fail(rp, ENOENT, "no persistent reservation %s", range_str(req->proto, req->start, req->count));
+			fail(rp, ENOENT, "no persistent reservation %s%s%s", range_str(req->proto, req->start, req->count),
+			     w && w->ns && !w->ns->own ? " in " : "", w && w->ns && !w->ns->own ? netns_name(w->ns) : "");
 			return NULL;
 		}
 		return r;
@@ -157,10 +229,13 @@ static void undo_add(struct agent *a, void *arg)
 {
 	const uint64_t *token = arg;
 	struct resv *r = resv_find(a, *token);
+	struct netns *ns;
 
 	if (r) {
+		ns = r->ns;
 		resv_unload(a, r);
 		resv_remove(a, r);
+		netns_store(a, ns);
 	}
 }
 
@@ -182,8 +257,8 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 {
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
-	struct undo_acquire *u;
 	uint32_t lo = 1, hi = 65535;
+	struct undo_acquire *u;
 	uint64_t token, used;
 	char held[1536], users[64];
 	struct netns *ns;
@@ -313,19 +388,23 @@ static int create_replay(struct agent *a, const struct peer *p, const struct pro
 	return 0;
 }
 
-static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
+		     struct reply *rp)
 {
-	struct portres_resv r = { .netns = a->own_ns->cookie, .start = req->start, .count = req->count,
+	struct netns *ns = w->ns;
+	struct portres_resv r = { .netns = ns->cookie, .start = req->start, .count = req->count,
 				  .proto = req->proto, .kind = PORTRES_KIND_PERSISTENT,
 				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
 	struct state_grant grants[PROTO_MAX_GRANTS];
 	struct state_resv tmpl = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
-				   .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants,
+				   .name = (char *)req->name, .netns = ns->own ? 0 : ns->cookie,
+				   .n_grants = req->n_grants, .grants = grants,
 				   .request_id = (char *)req->request_id, .request_uid = p->uid };
-	struct state_resv *sr = NULL;
-	uint64_t *undo = NULL;
+	struct state_resv *sr;
+	uint64_t *undo;
 	char held[1536];
 	struct resv *o, *n;
+	json_t *ev;
 	int err;
 
 	if (need_admin(a, p, rp, "creating a persistent reservation"))
@@ -334,13 +413,16 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		return err;
 	if (req->name && resv_find_name(a, req->name))
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
-	if ((o = resv_overlap(a->own_ns, r.proto, r.start, r.count)))
+	/* a netns the agent only looked at (not an administrator's create) holds nothing */
+	if (ns == &w->tmp)
+		return fail(rp, EINVAL, "network namespace %s cannot be watched", netns_name(ns));
+	if ((o = resv_overlap(ns, r.proto, r.start, r.count)))
 		return overlap_msg(a, o, rp, r.proto, r.start, r.count);
-	err = ports_held(a, a->own_ns, r.proto, r.start, r.count, held, sizeof(held));
+	err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 	if (err == -EADDRINUSE)
 		return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
 	if (err)
-		return fail(rp, -err, "cannot list sockets: %s", strerror(-err));
+		return fail(rp, -err, "cannot list sockets in %s: %s", netns_name(ns), strerror(-err));
 	for (size_t i = 0; i < req->n_grants; i++) {
 		grants[i] = (struct state_grant){ .type = req->grants[i].type, .id = req->grants[i].id,
 						  .path = (char *)req->grants[i].path };
@@ -349,45 +431,51 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	}
 	if ((err = resv_new_token(a, &tmpl.token)))
 		return fail(rp, -err, "no random token: %s", strerror(-err));
-	/* the table (the name is taken at once), the maps with the grants, then the record and its undo */
-	if (!(undo = malloc(sizeof(*undo))) || !(sr = calloc(1, sizeof(*sr))) || state_resv_copy(sr, &tmpl))
-		goto err_nomem;
+	/* one stage at a time, each undone by the label of the one before: memory, table, maps */
+	if (!(undo = malloc(sizeof(*undo))))
+		return fail(rp, ENOMEM, "out of memory");
 	*undo = tmpl.token;
-	if (!(n = resv_insert(a, tmpl.token, &r, 0, a->own_ns, sr))) {
-		sr = NULL; /* taken */
-		goto err_nomem;
+	if (!(sr = calloc(1, sizeof(*sr))) || state_resv_copy(sr, &tmpl)) {
+		free(sr);
+		goto err_undo;
 	}
-	if ((err = resv_load(a, n))) {
-		resv_remove(a, n);
-		free(undo);
-		if (err == -ENOMEM)
-			return fail(rp, ENOMEM, "out of memory");
-		return fail(rp, -err, "cannot add %s to the maps: %s", range_str(r.proto, r.start, r.count),
-			    strerror(-err));
-	}
+	/* the table: the name and the ports are taken at once (resv_insert takes sr, also on failure) */
+	if (!(n = resv_insert(a, tmpl.token, &r, 0, ns, sr)))
+		goto err_undo;
+	/* the maps, with the grants (resv_load takes back what it put in when one fails) */
+	if ((err = resv_load(a, n)))
+		goto err_table;
 	store_put_resv(a->store, n->sr, (uint64_t)n->created);
+	netns_store(a, ns);
 	batch_undo(a, undo_add, NULL, undo, -1);
 	if (a->opts.test_crash_after_save)
 		a->crash_after_commit = true; /* test hook: saved, never acknowledged */
-	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s by uid %u",
+	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s%s%s by uid %u",
 		range_str(r.proto, r.start, r.count), tok_str(tmpl.token), req->name ? " name " : "",
-		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
+		req->name ? req->name : "", state_mode_name(r.mode), ns->own ? "" : " in ", ns->own ? "" : netns_name(ns),
+		p->uid);
 	rp->fields = json_pack("{s:s}", "token", tok_str(tmpl.token));
-	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(tmpl.token),
-				"proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
+	netns_json(rp->fields, ns);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(tmpl.token), "proto",
+		       state_proto_name(r.proto), "start", r.start, "count", r.count);
+	netns_json(ev, ns);
+	batch_emit(a, ev);
 	return 0;
-err_nomem:
-	if (sr) {
-		state_resv_free(sr);
-		free(sr);
-	}
+err_table:
+	resv_remove(a, n);
+	free(undo);
+	if (err == -ENOMEM)
+		return fail(rp, ENOMEM, "out of memory");
+	return fail(rp, -err, "cannot add %s to the maps (nothing changed): %s", range_str(r.proto, r.start, r.count),
+		    strerror(-err));
+err_undo:
 	free(undo);
 	return fail(rp, ENOMEM, "out of memory");
 }
 
-static int op_lookup(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_lookup(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
-	struct resv *r = select_resv(a, req, rp);
+	struct resv *r = select_resv(a, req, w, rp);
 
 	if (!r)
 		return -1;
@@ -430,6 +518,7 @@ static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len
 struct undo_delete {
 	uint64_t token;
 	struct portres_resv r;
+	uint64_t ns;     /* the cookie of its netns */
 	time_t created;
 	struct state_resv sr;
 	size_t n_attach;
@@ -451,6 +540,7 @@ static void undo_delete(struct agent *a, void *arg)
 {
 	struct undo_delete *u = arg;
 	struct state_resv *sr = calloc(1, sizeof(*sr));
+	struct netns *ns = netns_find(a, u->ns);
 	struct resv *n = NULL;
 	int err = -ENOMEM;
 
@@ -459,7 +549,12 @@ static void undo_delete(struct agent *a, void *arg)
 		sr = NULL;
 	}
 	/* resv_insert takes sr, also when it fails */
-	if (sr && (n = resv_insert(a, u->token, &u->r, 0, a->own_ns, sr)))
+	if (!ns) {
+		free(sr);
+		sr = NULL;
+		err = -ENOENT;
+	}
+	if (sr && (n = resv_insert(a, u->token, &u->r, 0, ns, sr)))
 		err = resv_load(a, n);
 	if (err) {
 		/* The database still has it: the next start loads it. */
@@ -470,25 +565,30 @@ static void undo_delete(struct agent *a, void *arg)
 		return;
 	}
 	n->created = u->created;
+	netns_store(a, ns);
 	for (size_t i = 0; i < u->n_attach; i++)
 		if (!attach_add(a, &u->attach[i]))
-			attach_map(a, &u->attach[i]);
+			cgroup_map_sync(a, u->attach[i].cgroup_id);
 }
 
-static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
+		     struct reply *rp)
 {
 	const struct state_resv *sr;
 	struct undo_delete *u;
 	char held[1536];
+	struct netns *ns;
 	struct resv *r;
 	uint64_t token;
+	json_t *ev;
 
 	if (need_admin(a, p, rp, "deleting a reservation"))
 		return -1;
-	if (!(r = select_resv(a, req, rp)))
+	if (!(r = select_resv(a, req, w, rp)))
 		return -1;
 	token = r->token;
 	sr = r->sr;
+	ns = r->ns;
 	/* Live sockets or attachments: only a forced delete takes the block from under them. */
 	if (!req->force && holders(a, r, held, sizeof(held)))
 		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
@@ -507,6 +607,7 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 		goto nomem;
 	u->token = token;
 	u->r = r->r;
+	u->ns = ns->cookie;
 	u->created = r->created;
 	for (size_t i = 0; i < a->st.n_attach && u->n_attach < r->n_attach; i++) {
 		if (a->st.attach[i].token != token)
@@ -516,16 +617,20 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 			goto nomem;
 		u->n_attach++;
 	}
-	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
-		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
-	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token),
-				"proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
-				sr ? sr->name : NULL));
+	log_msg(LOG_INFO, "delete", "persistent %s token %s%s%s by uid %u",
+		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), ns->own ? "" : " in ",
+		ns->own ? "" : netns_name(ns), p->uid);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token), "proto",
+		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
+		       sr ? sr->name : NULL);
+	netns_json(ev, ns);
+	batch_emit(a, ev);
 	/* its grants and attachments go with its row */
 	store_del_resv(a->store, token, true);
 	batch_undo(a, undo_delete, undo_delete_free, u, -1);
 	resv_unload(a, r);
 	resv_remove(a, r);
+	netns_store(a, ns);
 	return 0;
 nomem:
 	if (u)
@@ -559,7 +664,7 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 
 	if (need_admin(a, p, rp, "changing a reservation"))
 		return -1;
-	if (!(r = select_resv(a, req, rp)))
+	if (!(r = select_resv(a, req, NULL, rp)))
 		return -1;
 	if (!(u = malloc(sizeof(*u))))
 		return fail(rp, ENOMEM, "out of memory");
@@ -696,27 +801,114 @@ out:
 }
 
 /*
- * The cgroup map entry of an attachment: its block in the slot of the block's
- * protocol; confine keeps the agent's rule so far (the other protocol too).
+ * The cgroup map entry of cgroup_id from its attachments (at most one block
+ * per protocol): each block in its protocol's slot, confined as the
+ * strongest of them asks; with none left the entry goes.
  */
-int attach_map(struct agent *a, const struct state_attach *at)
+int cgroup_map_sync(struct agent *a, uint64_t cgroup_id)
 {
-	struct portres_cgroup c = { .flags = at->confine ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL : 0 };
-	struct resv *r = resv_find(a, at->token);
+	struct portres_cgroup c = { 0 };
+	uint8_t confine = STATE_CONFINE_NONE;
+	bool any = false;
+	int err;
 
-	if (!r)
-		return -ENOENT;
-	if (r->r.proto == IPPROTO_TCP)
-		c.tcp_token = at->token;
-	else
-		c.udp_token = at->token;
-	return portres_cgroup_attach(a->loader, at->cgroup_id, &c);
+	for (size_t i = 0; i < a->st.n_attach; i++) {
+		const struct state_attach *at = &a->st.attach[i];
+		struct resv *r;
+
+		if (at->cgroup_id != cgroup_id || !(r = resv_find(a, at->token)))
+			continue;
+		any = true;
+		*(r->r.proto == IPPROTO_TCP ? &c.tcp_token : &c.udp_token) = at->token;
+		if (at->confine > confine)
+			confine = at->confine;
+	}
+	if (!any) {
+		err = portres_cgroup_detach(a->loader, cgroup_id);
+		return err == -ENOENT ? 0 : err;
+	}
+	c.flags = confine == STATE_CONFINE_ALL ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL
+		  : confine ? PORTRES_CG_CONFINE : 0;
+	return portres_cgroup_attach(a->loader, cgroup_id, &c);
 }
 
-/* An attachment's change, to be undone: the one it made (at) and the one it replaced or removed (old). */
+/* A process in cgroup path or below whose netns is not inode: its pid (*other: its netns), or 0. */
+static pid_t other_netns_in(const char *path, uint64_t inode, uint64_t *other, int depth)
+{
+	char file[PATH_MAX + 16], ns[64];
+	struct dirent *e;
+	struct stat sb;
+	pid_t found = 0;
+	long pid;
+	FILE *f;
+	DIR *d;
+
+	snprintf(file, sizeof(file), "%s/cgroup.procs", path);
+	if ((f = fopen(file, "re"))) {
+		while (!found && fscanf(f, "%ld", &pid) == 1) {
+			snprintf(ns, sizeof(ns), "/proc/%ld/ns/net", pid);
+			if (!stat(ns, &sb) && (uint64_t)sb.st_ino != inode) {
+				*other = (uint64_t)sb.st_ino;
+				found = (pid_t)pid;
+			}
+		}
+		fclose(f);
+	}
+	if (found || depth >= PORTRES_MAX_CG_DEPTH || !(d = opendir(path)))
+		return found;
+	while (!found && (e = readdir(d))) {
+		if (e->d_type != DT_DIR || e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+		found = other_netns_in(file, inode, other, depth + 1);
+	}
+	closedir(d);
+	return found;
+}
+
+static const char *comm_of(pid_t pid)
+{
+	static char comm[32];
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	comm[0] = '\0';
+	if ((f = fopen(path, "re"))) {
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = '\0';
+		fclose(f);
+	}
+	comm[strcspn(comm, "\n")] = '\0';
+	return comm[0] ? comm : "?";
+}
+
+/* "tcp 8000-8009 (web, token …)" */
+static const char *block_str(struct agent *a, const struct resv *r)
+{
+	static char buf[160];
+	const struct state_resv *sr = r->sr;
+
+	snprintf(buf, sizeof(buf), "%s (%s%stoken %s)", range_str(r->r.proto, r->r.start, r->r.count),
+		 sr && sr->name ? sr->name : "", sr && sr->name ? ", " : "", tok_str(r->token));
+	return buf;
+}
+
+static json_t *attach_json(const struct state_attach *at)
+{
+	return json_pack("{s:s, s:I, s:o}", "path", at->path, "cgroup_id", (json_int_t)at->cgroup_id, "confine",
+			 at->confine == STATE_CONFINE_ALL ? json_string("all") : json_boolean(at->confine));
+}
+
+/*
+ * An attachment change, to be undone: the attachment it made (if any) and
+ * those it replaced or removed, with the cgroups whose map entries follow.
+ */
 struct undo_attach {
-	bool has_at, has_old;
-	struct state_attach at, old;
+	bool has_at;
+	struct state_attach at;
+	size_t n;
+	struct state_attach *gone;
 };
 
 static void undo_attach_free(void *arg)
@@ -724,7 +916,9 @@ static void undo_attach_free(void *arg)
 	struct undo_attach *u = arg;
 
 	free(u->at.path);
-	free(u->old.path);
+	for (size_t i = 0; i < u->n; i++)
+		free(u->gone[i].path);
+	free(u->gone);
 	free(u);
 }
 
@@ -732,126 +926,191 @@ static void undo_attach(struct agent *a, void *arg)
 {
 	struct undo_attach *u = arg;
 
-	for (size_t i = 0; u->has_at && i < a->st.n_attach; i++)
+	for (size_t i = a->st.n_attach; u->has_at && i-- > 0;)
 		if (a->st.attach[i].cgroup_id == u->at.cgroup_id && a->st.attach[i].token == u->at.token) {
-			portres_cgroup_detach(a->loader, u->at.cgroup_id);
 			attach_del(a, i);
 			break;
 		}
-	if (u->has_old && !attach_add(a, &u->old))
-		attach_map(a, &u->old);
+	for (size_t i = 0; i < u->n; i++)
+		attach_add(a, &u->gone[i]);
+	if (u->has_at)
+		cgroup_map_sync(a, u->at.cgroup_id);
+	for (size_t i = 0; i < u->n; i++)
+		cgroup_map_sync(a, u->gone[i].cgroup_id);
 }
 
-/* The store's record of an attachment that goes (persistent tokens only are kept). */
-static void store_forget_attach(struct agent *a, const struct state_attach *at)
+/* Attachment i leaves the table (kept in u for the undo); 0 or -ENOMEM (nothing changed). */
+static int attach_remove(struct agent *a, size_t i, struct undo_attach *u)
 {
-	struct resv *r = resv_find(a, at->token);
+	struct state_attach *at = &a->st.attach[i], *g = realloc(u->gone, (u->n + 1) * sizeof(*g));
 
-	if (r && r->r.kind == PORTRES_KIND_PERSISTENT)
-		store_del_attach(a->store, at->cgroup_id, r->r.proto);
+	if (!g)
+		return -ENOMEM;
+	u->gone = g;
+	g[u->n] = *at;
+	if (!(g[u->n].path = strdup(at->path)))
+		return -ENOMEM;
+	u->n++;
+	attach_del(a, i);
+	return 0;
 }
 
+/* The store forgets what u removed (attachments of persistent tokens are kept there). */
+static void store_forget(struct agent *a, const struct undo_attach *u)
+{
+	for (size_t i = 0; i < u->n; i++) {
+		struct resv *r = resv_find(a, u->gone[i].token);
+
+		if (r && r->r.kind == PORTRES_KIND_PERSISTENT)
+			store_del_attach(a->store, u->gone[i].cgroup_id, r->r.proto);
+	}
+}
+
+/*
+ * A cgroup holds one block per protocol: attaching a TCP block to a cgroup
+ * with a UDP block adds it; replacing its TCP block by another needs force.
+ * The block must live in the netns of the cgroup's processes.
+ */
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine,
 				   .by_admin = ops_is_admin(a, p), .by_uid = p->uid };
-	char real[PATH_MAX];
+	char theirs[64], real[PATH_MAX];
+	struct resv *r, *pr = NULL;
 	struct undo_attach *u;
-	struct resv *r;
 	uid_t owner = (uid_t)-1;
+	uint64_t other = 0, replaced = 0;
+	pid_t pid;
 	int err;
 
-	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, real, &at.cgroup_id, &owner, rp) ||
+	if (!(r = select_resv(a, req, NULL, rp)) || cgroup_resolve(a, req->cgroup, real, &at.cgroup_id, &owner, rp) ||
 	    may_attach(a, p, r, owner, rp) || attach_guard(a, p, real, at.cgroup_id, rp))
 		return -1;
 	at.token = r->token;
-	if (!(u = calloc(1, sizeof(*u))))
-		return fail(rp, ENOMEM, "out of memory");
-	u->at = at;
-	if (!(u->at.path = strdup(at.path))) {
+	if (r->ns->inode && (pid = other_netns_in(req->cgroup, r->ns->inode, &other, 0))) {
+		snprintf(theirs, sizeof(theirs), "net:[%llu]", (unsigned long long)other);
+		return fail(rp, EINVAL, "cgroup %s: pid %d (%s) lives in network namespace %s, the block %s in %s",
+			    req->cgroup, (int)pid, comm_of(pid), theirs, block_str(a, r), netns_name(r->ns));
+	}
+	/* checked before anything changes: a block of this protocol there is replaced only by force */
+	for (size_t i = 0; i < a->st.n_attach; i++) {
+		const struct state_attach *x = &a->st.attach[i];
+		struct resv *xr;
+
+		if (x->cgroup_id != at.cgroup_id || !(xr = resv_find(a, x->token)) || xr->r.proto != r->r.proto)
+			continue;
+		if (x->token != at.token && !req->force)
+			return fail(rp, EEXIST, "cgroup %s has the %s block %s; --force replaces it", req->cgroup,
+				    state_proto_name(r->r.proto), block_str(a, xr));
+		pr = xr;
+		replaced = x->token;
+	}
+	if (!(u = calloc(1, sizeof(*u))) || !(u->at.path = strdup(at.path))) {
 		free(u);
 		return fail(rp, ENOMEM, "out of memory");
 	}
-	/* The cgroup's attachment so far is replaced; kept aside to be put back on a failure. */
-	for (size_t i = 0; i < a->st.n_attach; i++)
-		if (a->st.attach[i].cgroup_id == at.cgroup_id || !strcmp(a->st.attach[i].path, at.path)) {
-			u->old = a->st.attach[i];
-			if (!(u->old.path = strdup(u->old.path))) {
-				undo_attach_free(u);
-				return fail(rp, ENOMEM, "out of memory");
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *x = &a->st.attach[i];
+		struct resv *xr = resv_find(a, x->token);
+		bool same_proto = x->cgroup_id == at.cgroup_id && xr && xr->r.proto == r->r.proto;
+
+		/* the path names another cgroup now (made anew): its old attachments go; so does the replaced block */
+		if ((x->cgroup_id != at.cgroup_id && !strcmp(x->path, at.path)) || same_proto) {
+			uint64_t id = x->cgroup_id;
+
+			if (attach_remove(a, i, u)) {
+				fail(rp, ENOMEM, "out of memory");
+				goto err_undo;
 			}
-			u->has_old = true;
-			attach_del(a, i);
-			break;
+			if (id != at.cgroup_id)
+				cgroup_map_sync(a, id);
 		}
-	if ((err = attach_map(a, &at))) {
-		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
-		goto err_restore;
 	}
 	if ((err = attach_add(a, &at))) {
 		fail(rp, ENOMEM, "out of memory");
-		goto err_map;
+		goto err_undo;
 	}
 	u->has_at = true;
-	/* the path now names another cgroup: the old one's map entry goes */
-	if (u->has_old && u->old.cgroup_id != at.cgroup_id)
-		portres_cgroup_detach(a->loader, u->old.cgroup_id);
-	if (u->has_old)
-		store_forget_attach(a, &u->old);
+	u->at.cgroup_id = at.cgroup_id;
+	u->at.token = at.token;
+	if ((err = cgroup_map_sync(a, at.cgroup_id))) {
+		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
+		goto err_undo;
+	}
+	store_forget(a, u);
 	if (r->r.kind == PORTRES_KIND_PERSISTENT)
 		store_put_attach(a->store, &at, r->r.proto);
 	batch_undo(a, undo_attach, undo_attach_free, u, -1);
-	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
-		req->confine ? " confined" : "", p->uid);
-	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:b}", "type", "attached", "token", tok_str(r->token),
+	if (pr && replaced != at.token) {
+		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s (replacing %s) by uid %u", req->cgroup,
+			tok_str(r->token), at.confine ? " confined" : "", block_str(a, pr), p->uid);
+		rp->fields = json_pack("{s:o}", "replaced", resv_json(a, pr));
+	} else {
+		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
+			at.confine == STATE_CONFINE_ALL ? " confined (all protocols)" : at.confine ? " confined" : "",
+			p->uid);
+	}
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "type", "attached", "token", tok_str(r->token),
 				"proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
-				req->cgroup, "confine", req->confine));
+				req->cgroup, "confine", at.confine == STATE_CONFINE_ALL ? json_string("all")
+							: json_boolean(at.confine)));
 	return 0;
-err_map:
-	portres_cgroup_detach(a->loader, at.cgroup_id);
-err_restore:
-	u->has_at = false;
+err_undo:
 	undo_attach(a, u);
 	undo_attach_free(u);
 	return -1;
 }
 
+/* Detaches a cgroup: every block of it, or the one req names. */
 static int op_detach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	char real[PATH_MAX];
-	struct state_attach *at = NULL;
+	bool have_real = realpath(req->cgroup, real) != NULL;
+	struct resv *sel = NULL;
 	struct undo_attach *u;
 	struct stat sb;
 	uint64_t id;
-	size_t i;
 
 	if (portres_cgroup_id(req->cgroup, &id))
 		id = 0;
-	for (i = 0; i < a->st.n_attach; i++)
-		if (!strcmp(a->st.attach[i].path, req->cgroup) || (id && a->st.attach[i].cgroup_id == id) ||
-		    (realpath(req->cgroup, real) && !strcmp(a->st.attach[i].path, real))) {
-			at = &a->st.attach[i];
-			break;
-		}
-	if (!at)
-		return fail(rp, ENOENT, "cgroup %s is not attached", req->cgroup);
-	if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
+	if (req->sel != PROTO_SEL_NONE && !(sel = select_resv(a, req, NULL, rp)))
 		return -1;
-	if (!owns_attachment(a, p, at))
-		return refuse_attachment(a, at, NULL, rp);
+	/* checked for each before anything changes */
+	for (size_t i = 0; i < a->st.n_attach; i++) {
+		struct state_attach *at = &a->st.attach[i];
+
+		if ((strcmp(at->path, req->cgroup) && (!id || at->cgroup_id != id) && (!have_real || strcmp(at->path, real))) ||
+		    (sel && at->token != sel->token))
+			continue;
+		if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
+			return -1;
+		if (!owns_attachment(a, p, at))
+			return refuse_attachment(a, at, NULL, rp);
+	}
 	if (!(u = calloc(1, sizeof(*u))))
 		return fail(rp, ENOMEM, "out of memory");
-	u->old = *at;
-	if (!(u->old.path = strdup(at->path))) {
-		free(u);
-		return fail(rp, ENOMEM, "out of memory");
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *at = &a->st.attach[i];
+
+		if ((strcmp(at->path, req->cgroup) && (!id || at->cgroup_id != id) && (!have_real || strcmp(at->path, real))) ||
+		    (sel && at->token != sel->token))
+			continue;
+		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
+		batch_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup",
+					at->path));
+		if (attach_remove(a, i, u)) {
+			undo_attach(a, u);
+			undo_attach_free(u);
+			return fail(rp, ENOMEM, "out of memory");
+		}
+		cgroup_map_sync(a, u->gone[u->n - 1].cgroup_id);
 	}
-	u->has_old = true;
-	portres_cgroup_detach(a->loader, at->cgroup_id);
-	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
-	batch_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup", at->path));
-	store_forget_attach(a, at);
-	attach_del(a, i);
+	if (!u->n) {
+		free(u);
+		return fail(rp, ENOENT, "cgroup %s is not attached%s%s", req->cgroup, sel ? " to " : "",
+			    sel ? block_str(a, sel) : "");
+	}
+	store_forget(a, u);
 	batch_undo(a, undo_attach, undo_attach_free, u, -1);
 	return 0;
 }
@@ -939,15 +1198,13 @@ static json_t *attachments_json(struct agent *a, const struct resv *r)
 
 	for (size_t i = 0; r->n_attach && i < a->st.n_attach; i++)
 		if (a->st.attach[i].token == token)
-			json_array_append_new(att, json_pack("{s:s, s:I, s:b}", "path", a->st.attach[i].path,
-							     "cgroup_id", (json_int_t)a->st.attach[i].cgroup_id,
-							     "confine", a->st.attach[i].confine));
+			json_array_append_new(att, attach_json(&a->st.attach[i]));
 	return att;
 }
 
-static int op_show(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_show(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
-	struct resv *r = select_resv(a, req, rp);
+	struct resv *r = select_resv(a, req, w, rp);
 	json_t *o;
 
 	if (!r)
@@ -1004,7 +1261,7 @@ static long ports_in_use(const struct usage_ctx *c, uint8_t proto, uint32_t star
  * sock_diag dump per network namespace, -1 when that fails), counters
  * ("stats") and its netns's nsfs inode (as lsns shows it) when known.
  */
-static void add_usage(struct agent *a, json_t *arr)
+static void add_usage(struct agent *a, json_t *arr, uint64_t filter)
 {
 	struct netns *ns, *tmp;
 
@@ -1017,10 +1274,13 @@ static void add_usage(struct agent *a, json_t *arr)
 
 		if (ns->n_resv)
 			ok = !netns_run(a, ns, usage_in_ns, &c);
-		/* arr is in the table's order */
+		/* arr is in the table's order, less what the filter left out */
 		resv_foreach(a, r, rtmp) {
-			json_t *o = json_array_get(arr, i++);
+			json_t *o;
 
+			if (filter && r->r.netns != filter)
+				continue;
+			o = json_array_get(arr, i++);
 			if (r->ns != ns || !o)
 				continue;
 			json_object_set_new(o, "in_use", json_integer(ok ? ports_in_use(&c, r->r.proto, r->r.start,
@@ -1034,24 +1294,29 @@ static void add_usage(struct agent *a, json_t *arr)
 	}
 }
 
-static int op_list(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_list(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
 	json_t *arr = json_array();
 	struct resv *r, *tmp;
 
 	resv_foreach(a, r, tmp) {
-		json_t *o = resv_json(a, r);
+		json_t *o;
+
+		/* a netns passed: its reservations only */
+		if (w->given && r->r.netns != w->cookie)
+			continue;
+		o = resv_json(a, r);
 
 		json_object_set_new(o, "attachments", attachments_json(a, r));
 		json_array_append_new(arr, o);
 	}
 	if (req->usage)
-		add_usage(a, arr);
+		add_usage(a, arr, w->given ? w->cookie : 0);
 	rp->fields = json_pack("{s:o}", "reservations", arr);
 	return 0;
 }
 
-static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_who(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
 	json_t *owners = json_array();
@@ -1061,12 +1326,13 @@ static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp
 
 		if (req->proto && req->proto != protos[i])
 			continue;
-		r = resv_at(a->own_ns, protos[i], req->port);
+		r = resv_at(w->ns, protos[i], req->port);
 		if (r)
 			json_array_append_new(owners, resv_json(a, r));
 	}
 	rp->fields = json_pack("{s:i, s:o, s:o}", "port", req->port, "reservations", owners, "sockets",
-			       sockets_json(a, a->own_ns, req->proto, req->port, 1));
+			       sockets_json(a, w->ns, req->proto, req->port, 1));
+	netns_json(rp->fields, w->ns);
 	return 0;
 }
 
@@ -1171,19 +1437,22 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	struct reply rp = { 0 };
 	struct proto_req req;
 	struct proto_err perr;
+	struct where w = { .fd = -1, .lent = -1 };
 	char *out, *res = NULL;
 	size_t mark;
 	bool changed;
 
 	a->requests++;
 	mark = batch_mark(a);
+	/* a netns that died is forgotten before anyone names it (its inode may be reused) */
+	netns_watch_run(a);
 	if (proto_parse_request(buf, len, &req, &perr)) {
 		rp.code = perr.code;
 		snprintf(rp.msg, sizeof(rp.msg), "%s", perr.msg);
 		goto reply;
 	}
 	log_msg(LOG_DEBUG, "request", "%s from pid %d uid %u", proto_op_name(req.op), p->pid, p->uid);
-	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE) {
+	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE && !proto_op_takes_netns(req.op)) {
 		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
 		goto reply;
 	}
@@ -1192,16 +1461,20 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 		ops_commit(a);
 		mark = batch_mark(a);
 	}
+	/* only an administrator's create makes the agent watch a netns */
+	if (proto_op_takes_netns(req.op) &&
+	    where_resolve(a, p, &req, fd, req.op == PROTO_OP_CREATE && ops_is_admin(a, p), &w, &rp))
+		goto reply;
 	switch (req.op) {
 	case PROTO_OP_ACQUIRE: op_acquire(a, p, &req, fd, &rp); break;
 	case PROTO_OP_RELEASE: op_release(a, p, &req, fd, &rp); break;
-	case PROTO_OP_CREATE:  op_create(a, p, &req, &rp); break;
-	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &rp); break;
-	case PROTO_OP_DELETE:  op_delete(a, p, &req, &rp); break;
+	case PROTO_OP_CREATE:  op_create(a, p, &req, &w, &rp); break;
+	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &w, &rp); break;
+	case PROTO_OP_DELETE:  op_delete(a, p, &req, &w, &rp); break;
 	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
-	case PROTO_OP_LIST:    op_list(a, &req, &rp); break;
-	case PROTO_OP_SHOW:    op_show(a, &req, &rp); break;
-	case PROTO_OP_WHO:     op_who(a, &req, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &req, &w, &rp); break;
+	case PROTO_OP_SHOW:    op_show(a, &req, &w, &rp); break;
+	case PROTO_OP_WHO:     op_who(a, &req, &w, &rp); break;
 	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
@@ -1210,6 +1483,7 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP__COUNT:  break;
 	}
 reply:
+	where_done(a, &w);
 	if (rp.code) {
 		a->errors++;
 		json_decref(rp.fields);

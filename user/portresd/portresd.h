@@ -5,7 +5,8 @@
  *   main.c     flags, feature probe, start-up (load, adopt, reconcile), teardown
  *   server.c   the epoll loop: listening socket, clients, BPF events, signals
  *   ops.c      one handler per protocol op (proto.h), authorisation
- *   resv.c     the reservation table and its indexes, network namespaces, sysctl merging
+ *   resv.c     the reservation table and its indexes, wildcard blocks, holders of ports
+ *   netns.c    network namespaces: identity, getting in, sysctl merging, their end (nsids)
  *   batch.c    the turn's batch: undo list, waiting replies, deferred events; one commit
  *   store.c    the database (store.h): SQLite, one row per object
  *   events.c   the event sink: time and name stamped, the on-disk log, subscribers
@@ -78,14 +79,20 @@ struct port_index {
 	struct resv **page[65536 / PORTIDX_PAGE];
 };
 
-/* A network namespace portres has reservations in. */
+/* A network namespace portres has reservations in (netns.c). */
 struct netns {
-	uint64_t cookie;
-	int fd;               /* open netns fd; -1 when unknown (adopted after a restart) */
+	uint64_t cookie;      /* what the data plane knows it by */
+	uint64_t inode;       /* its nsfs inode, as lsns shows it; 0 when unknown (adopted runtime) */
+	int32_t nsid;         /* its id in the agent's netns, whose RTM_DELNSID ends it; -1 none */
+	int fd;               /* held for the agent's own and while runtime reservations live there; else -1 */
+	char *path;           /* the path a client named it by, or NULL */
+	char hint[64];        /* where a scan last found it (/proc/PID/ns/net) */
 	bool own;             /* the agent's namespace: 0 in the database */
+	bool in_store;        /* its row is in the database (persistent reservations live there) */
+	bool lent;            /* fd is a request's descriptor, kept until the batch's end (batch_lend) */
 	struct port_index idx[2];  /* [0] TCP, [1] UDP */
 	struct portset used[2];    /* their ports, kept with idx */
-	size_t n_resv;
+	size_t n_resv, n_runtime;
 	struct portset owned;      /* ports portres added to its sysctl */
 	struct portset owned_db;   /* owned as the database has it */
 	bool sysctl_dirty;         /* used changed: the sysctl is written at the batch's end */
@@ -127,9 +134,12 @@ struct peer {
 	gid_t gid;
 	int ngroups;
 	gid_t groups[64];
+	uint64_t netns;       /* cookie of the caller's netns (its connection's); 0: the agent's */
+	int conn;             /* the connection (SIOCGSKNS gives the caller's netns), or -1 */
 };
 
 struct batch;
+struct mnl_socket;
 
 struct agent {
 	struct agent_opts opts;
@@ -147,6 +157,10 @@ struct agent {
 	struct netns *own_ns;
 	struct batch *batch;
 	uint64_t batch_gen;   /* counts commits: what was read in another batch is read again */
+	uint64_t nsfs_dev;    /* st_dev of nsfs files */
+	struct mnl_socket *nl_req, *nl_watch; /* nsid requests; RTNLGRP_NSID */
+	int nswatch_fd;       /* nl_watch's fd, or -1 */
+	unsigned nl_seq;
 	time_t started;
 	int epfd;
 	bool stop;
@@ -198,19 +212,46 @@ json_t *resv_json(struct agent *a, const struct resv *r);
 /* Iterates the table in insertion order. */
 #define resv_foreach(a, r, tmp) HASH_ITER(hh, (a)->by_token, r, tmp)
 
+/* netns.c */
 int netns_own(struct agent *a);
+void netns_release_all(struct agent *a);
 struct netns *netns_find(struct agent *a, uint64_t cookie);
+/* The netns of a runtime reservation's socket (or -1): its fd is held while runtime reservations live there. */
 struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd);
+/* An adopted runtime reservation's netns found again through its owner's /proc/PID/ns/net. */
+void netns_adopt(struct agent *a, struct netns *ns, uint32_t pid);
+/* Checks that fd is a netns (-EINVAL with msg otherwise) and reads its cookie and inode. */
+int netns_identify(struct agent *a, int fd, uint64_t *cookie, uint64_t *inode, char *msg, size_t len);
+/* The table's entry for a netns that persistent reservations go in: watched by an nsid. */
+int netns_register(struct agent *a, int fd, uint64_t cookie, uint64_t inode, const char *path,
+		   struct netns **out, char *msg, size_t len);
+/* Forgets a netns without reservations; lets go of an fd no runtime reservation needs. */
+void netns_gc(struct agent *a, struct netns *ns);
+/* "net:[4026532178] (/run/netns/x)"; a static buffer. */
+const char *netns_name(const struct netns *ns);
+/* Adds netns_inode and netns_path (when known) to o. */
+void netns_json(json_t *o, const struct netns *ns);
+/* Runs fn inside ns (setns and back); -ENOENT when ns cannot be found. */
+int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg);
+/* The RTNLGRP_NSID socket (an fd for the loop, or -errno); ends the reservations of netns that died. */
+int netns_watch_open(struct agent *a);
+void netns_watch_run(struct agent *a);
+/*
+ * At start: the database's netns (st, as store_load read it) found again, or
+ * their reservations dropped from st and the database (logged, evented).
+ */
+int netns_restore(struct agent *a, struct state *st, bool rebooted);
+/* --teardown: portres's entries leave the sysctl of the database's other netns that can be found. */
+void netns_teardown(struct agent *a, struct store_contents *c);
+/* A netns's descriptor lent for a request is kept until the batch's end (its sysctl is written then). */
+void batch_lend(struct agent *a, struct netns *ns, int fd);
 /* The database's key of ns: 0 for the agent's own. */
 static inline uint64_t netns_key(const struct netns *ns)
 {
 	return ns->own ? 0 : ns->cookie;
 }
-/* Runs fn inside ns (setns and back); -ENOENT when ns cannot be entered. */
-int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg);
-/* Forgets a foreign netns that holds no reservation and owns no sysctl entry any more. */
-void netns_gc(struct agent *a, struct netns *ns);
-void netns_release_all(struct agent *a);
+/* The database row of ns follows its persistent reservations (a row while it has some). */
+void netns_store(struct agent *a, struct netns *ns);
 /*
  * The sysctl of ns at a batch's end, in two steps around the commit:
  * sysctl_prepare reads it and records the ports about to be added as owned
@@ -219,6 +260,10 @@ void netns_release_all(struct agent *a);
  */
 int netns_sysctl_prepare(struct agent *a, struct netns *ns);
 int netns_sysctl_write(struct agent *a, struct netns *ns);
+/* ns's ip_local_reserved_ports, read once per batch; NULL with *err. */
+const struct portset *netns_sysctl_now(struct agent *a, struct netns *ns, int *err);
+/* ns's ip_local_port_range and ip_unprivileged_port_start (port_lo, port_hi, unpriv_start), once per batch. */
+int netns_ranges(struct agent *a, struct netns *ns);
 
 /* Attachments (a->st.attach) keep their reservation's count (resv.n_attach); not the maps. */
 int attach_add(struct agent *a, const struct state_attach *at);
@@ -292,8 +337,8 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 /* Ends the turn's batch (batch_commit), logging a failure. */
 void ops_commit(struct agent *a);
 json_t *event_json(const struct portres_event *ev);
-/* Puts a single-block attachment into the cgroup map (its protocol's slot). */
-int attach_map(struct agent *a, const struct state_attach *at);
+/* Writes the cgroup map entry of cgroup_id from its attachments (deletes it when none is left). */
+int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);
 
 /* events.c: the event sink (operations emit; the server registers subscribers) */
 struct events_stats {

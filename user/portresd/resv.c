@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * resv.c - the agent's table of reservations and the network namespaces they
- * live in: indexes, sysctl merging, wildcard block choice, holders of ports.
+ * resv.c - the agent's table of reservations: indexes, wildcard block choice,
+ * holders of ports, ending (the netns they live in: netns.c).
  *
  * The table is indexed so that no request does work in proportion to the
- * number of reservations: by token and by name (hashes), by port per netns
- * and protocol (a page table of 65,536 slots: a block's lookup and overlap
- * are O(its count)), runtime ports per uid (a hash kept as they come and go),
- * and each netns's ports (bitmaps, from which its sysctl is written once per
- * batch).
+ * number of reservations: by token, name and request id (hashes), by port
+ * per netns and protocol (a page table of 65,536 slots: a block's lookup and
+ * overlap are O(its count)), runtime ports per uid (a hash kept as they come
+ * and go), and each netns's ports (bitmaps, from which its sysctl is written
+ * once per batch).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -183,6 +183,7 @@ struct resv *resv_insert(struct agent *a, uint64_t token, const struct portres_r
 	}
 	portset_add(&ns->used[slot], r->start, r->count);
 	ns->n_resv++;
+	ns->n_runtime += r->kind == PORTRES_KIND_RUNTIME;
 	a->n_resv++;
 	a->n_persistent += r->kind == PORTRES_KIND_PERSISTENT;
 	batch_sysctl(a, ns);
@@ -211,6 +212,7 @@ void resv_remove(struct agent *a, struct resv *r)
 	index_set(ns, r->r.proto, r->r.start, r->r.count, NULL);
 	portset_del(&ns->used[proto_slot(r->r.proto)], r->r.start, r->r.count);
 	ns->n_resv--;
+	ns->n_runtime -= r->r.kind == PORTRES_KIND_RUNTIME;
 	a->n_resv--;
 	a->n_persistent -= r->r.kind == PORTRES_KIND_PERSISTENT;
 	batch_sysctl(a, ns);
@@ -256,6 +258,7 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 		json_decref(grants);
 		return NULL;
 	}
+	netns_json(o, r->ns);
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		json_object_set_new(o, "owner_pid", json_integer(r->r.owner_tgid));
 		json_object_set_new(o, "uid", json_integer(r->uid));
@@ -272,248 +275,6 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 	}
 	json_object_set_new(o, "grants", grants);
 	return o;
-}
-
-/* --- network namespaces --------------------------------------------------- */
-
-static struct netns *netns_new(struct agent *a, uint64_t cookie, int fd)
-{
-	struct netns *ns = calloc(1, sizeof(*ns));
-
-	if (!ns)
-		return NULL;
-	ns->cookie = cookie;
-	ns->fd = fd;
-	resv_hash_oom = false;
-	HASH_ADD(hh, a->ns_by_cookie, cookie, sizeof(ns->cookie), ns);
-	if (resv_hash_oom) {
-		free(ns);
-		return NULL;
-	}
-	a->n_ns++;
-	return ns;
-}
-
-static void netns_free(struct agent *a, struct netns *ns)
-{
-	HASH_DELETE(hh, a->ns_by_cookie, ns);
-	a->n_ns--;
-	for (int k = 0; k < 2; k++)
-		for (size_t pg = 0; pg < 65536 / PORTIDX_PAGE; pg++)
-			free(ns->idx[k].page[pg]);
-	if (ns->fd >= 0)
-		close(ns->fd);
-	free(ns);
-}
-
-int netns_own(struct agent *a)
-{
-	uint64_t cookie;
-	int err, fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	if ((err = portres_netns_cookie(&cookie))) {
-		close(fd);
-		return err;
-	}
-	if (!(a->own_ns = netns_new(a, cookie, fd))) {
-		close(fd);
-		return -ENOMEM;
-	}
-	a->own_ns->own = true;
-	return 0;
-}
-
-struct netns *netns_find(struct agent *a, uint64_t cookie)
-{
-	struct netns *ns;
-
-	HASH_FIND(hh, a->ns_by_cookie, &cookie, sizeof(cookie), ns);
-	return ns;
-}
-
-/*
- * The context of a netns by cookie. sockfd (or -1) is a socket of that netns:
- * SIOCGSKNS gives an fd of the socket's own namespace, which outlives the
- * process that sent it, so its sysctl can be cleaned when the reservation ends.
- */
-struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd)
-{
-	struct netns *ns = netns_find(a, cookie);
-	int fd;
-
-	if (ns) {
-		if (ns->fd < 0 && sockfd >= 0 && (ns->fd = ioctl(sockfd, SIOCGSKNS)) >= 0)
-			fcntl(ns->fd, F_SETFD, FD_CLOEXEC);
-		return ns;
-	}
-	fd = sockfd >= 0 ? ioctl(sockfd, SIOCGSKNS) : -1;
-	if (fd >= 0)
-		fcntl(fd, F_SETFD, FD_CLOEXEC);
-	if (!(ns = netns_new(a, cookie, fd)) && fd >= 0)
-		close(fd);
-	return ns;
-}
-
-void netns_gc(struct agent *a, struct netns *ns)
-{
-	if (ns->own || ns->n_resv || ns->sysctl_dirty || !portset_empty(&ns->owned) ||
-	    !portset_empty(&ns->owned_db))
-		return;
-	netns_free(a, ns);
-}
-
-void netns_release_all(struct agent *a)
-{
-	struct netns *ns, *tmp;
-
-	HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
-		netns_free(a, ns);
-	a->own_ns = NULL;
-}
-
-int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg)
-{
-	int ret;
-
-	if (ns->own)
-		return fn(arg);
-	if (ns->fd < 0)
-		return -ENOENT;
-	if (setns(ns->fd, CLONE_NEWNET))
-		return -errno;
-	ret = fn(arg);
-	if (setns(a->own_ns->fd, CLONE_NEWNET)) {
-		/* Going on in the wrong namespace would corrupt every later operation. */
-		log_msg(LOG_ERR, "netns", "cannot return to own network namespace: %s", strerror(errno));
-		abort();
-	}
-	return ret;
-}
-
-/* --- the sysctl ----------------------------------------------------------- */
-
-#define SYSCTL_UNPRIV_START "/proc/sys/net/ipv4/ip_unprivileged_port_start"
-
-static int read_sysctl(void *arg)
-{
-	struct netns *ns = arg;
-
-	return portset_read(SYSCTL_RESERVED_PORTS, &ns->sysctl_now);
-}
-
-/* The ephemeral range and the unprivileged start, as the kernel has them in ns. */
-static int read_ranges(void *arg)
-{
-	struct netns *ns = arg;
-	unsigned long unpriv = 1024;
-	FILE *f;
-	int err;
-
-	ns->port_lo = 32768;
-	ns->port_hi = 60999;
-	if ((err = sysctl_port_range(SYSCTL_PORT_RANGE, &ns->port_lo, &ns->port_hi)))
-		return err;
-	if (!(f = fopen(SYSCTL_UNPRIV_START, "re")))
-		return -errno;
-	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
-	fclose(f);
-	ns->unpriv_start = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
-	return err;
-}
-
-static int write_sysctl(void *arg)
-{
-	return portset_write(SYSCTL_RESERVED_PORTS, arg);
-}
-
-/* ns's port ranges (read_ranges) in this batch: read once. */
-static int ranges_now(struct agent *a, struct netns *ns)
-{
-	int err;
-
-	if (ns->ranges_gen != a->batch_gen && (err = netns_run(a, ns, read_ranges, ns)))
-		return err;
-	ns->ranges_gen = a->batch_gen;
-	return 0;
-}
-
-/* The sysctl of ns in this batch: read once (pick_block and the write at the end share it). */
-static const struct portset *sysctl_now(struct agent *a, struct netns *ns, int *err)
-{
-	*err = 0;
-	if (ns->sysctl_gen != a->batch_gen && (*err = netns_run(a, ns, read_sysctl, ns)))
-		return NULL;
-	ns->sysctl_gen = a->batch_gen;
-	return &ns->sysctl_now;
-}
-
-/*
- * The ports wanted are those of ns's reservations (TCP and UDP share the
- * entries). Added: wanted ones not there yet (then ours); removed: ours not
- * wanted any more. The database learns of the ports about to be added before
- * the write (prepare) and of those removed after it (write), so after a crash
- * at any point it never misses an entry of ours: it may only name one that
- * is already gone, which the next start drops without harm.
- */
-int netns_sysctl_prepare(struct agent *a, struct netns *ns)
-{
-	const struct portset *cur;
-	struct portset *mid = malloc(sizeof(*mid));
-	int err;
-
-	if (!mid)
-		return -ENOMEM;
-	if (!(cur = sysctl_now(a, ns, &err))) {
-		free(mid);
-		log_msg(LOG_WARN, "sysctl", "netns %llu: ip_local_reserved_ports not read: %s",
-			(unsigned long long)ns->cookie, strerror(-err));
-		return err;
-	}
-	for (size_t i = 0; i < 1024; i++)
-		mid->w[i] = ns->owned.w[i] | ((ns->used[0].w[i] | ns->used[1].w[i]) & ~cur->w[i]);
-	store_set_owned(a->store, netns_key(ns), &ns->owned_db, mid);
-	ns->owned_db = *mid;
-	free(mid);
-	return 0;
-}
-
-int netns_sysctl_write(struct agent *a, struct netns *ns)
-{
-	struct portset *next = malloc(sizeof(*next));
-	const struct portset *cur = &ns->sysctl_now;
-	bool changed = false, keep;
-	int err = 0;
-
-	if (!next)
-		return -ENOMEM;
-	for (size_t i = 0; i < 1024; i++) {
-		uint64_t wanted = ns->used[0].w[i] | ns->used[1].w[i];
-		uint64_t add = wanted & ~cur->w[i], drop = ns->owned.w[i] & ~wanted;
-
-		next->w[i] = (cur->w[i] | add) & ~drop;
-		changed |= next->w[i] != cur->w[i];
-	}
-	if (changed && (err = netns_run(a, ns, write_sysctl, next))) {
-		log_msg(LOG_WARN, "sysctl", "netns %llu: ip_local_reserved_ports not updated: %s",
-			(unsigned long long)ns->cookie, strerror(-err));
-		free(next);
-		return err;
-	}
-	for (size_t i = 0; i < 1024; i++) {
-		uint64_t wanted = ns->used[0].w[i] | ns->used[1].w[i];
-
-		ns->owned.w[i] = (ns->owned.w[i] | (wanted & ~cur->w[i])) & wanted;
-	}
-	ns->sysctl_now = *next;
-	free(next);
-	/* what left the sysctl leaves the database with the next commit, whatever becomes of that batch */
-	keep = store_keep(a->store, true);
-	store_set_owned(a->store, netns_key(ns), &ns->owned_db, &ns->owned);
-	store_keep(a->store, keep);
-	ns->owned_db = ns->owned;
-	return 0;
 }
 
 /* --- attachments ----------------------------------------------------------- */
@@ -566,6 +327,7 @@ err_grants:
 
 void resv_unload(struct agent *a, struct resv *r)
 {
+	uint64_t id;
 	int err;
 
 	for (size_t i = 0; r->sr && i < r->sr->n_grants; i++)
@@ -573,8 +335,9 @@ void resv_unload(struct agent *a, struct resv *r)
 	for (size_t i = a->st.n_attach; r->n_attach && i-- > 0;) {
 		if (a->st.attach[i].token != r->token)
 			continue;
-		portres_cgroup_detach(a->loader, a->st.attach[i].cgroup_id);
+		id = a->st.attach[i].cgroup_id;
 		attach_del(a, i);
+		cgroup_map_sync(a, id); /* the cgroup's block of the other protocol stays */
 	}
 	err = portres_resv_del(a->loader, r->token);
 	if (err && err != -ENOENT)
@@ -613,7 +376,7 @@ int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi)
 {
 	int err;
 
-	if ((err = ranges_now(a, ns)))
+	if ((err = netns_ranges(a, ns)))
 		return err;
 	*lo = a->opts.user_lo ? a->opts.user_lo : ns->port_lo;
 	*hi = a->opts.user_lo ? a->opts.user_hi : 65535;
@@ -753,9 +516,9 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 
 	if (!busy)
 		return -ENOMEM;
-	if (!(cur = sysctl_now(a, ns, &err)))
+	if (!(cur = netns_sysctl_now(a, ns, &err)))
 		goto cleanup;
-	if ((err = ranges_now(a, ns)))
+	if ((err = netns_ranges(a, ns)))
 		goto cleanup;
 	for (size_t i = 0; i < 1024; i++)
 		busy->w[i] = cur->w[i] | ns->used[0].w[i] | ns->used[1].w[i];
