@@ -214,7 +214,7 @@ bool batch_open(const struct agent *a)
 {
 	const struct batch *b = a->batch;
 
-	return b->n_undo || b->n_pend || b->n_ev || b->sysctl;
+	return b->n_undo || b->n_pend || b->n_ev || b->sysctl || b->n_lent;
 }
 
 /* Undoes everything the batch did, newest first. */

@@ -145,9 +145,13 @@ static int where_resolve(struct agent *a, const struct peer *p, const struct pro
 static void where_done(struct agent *a, struct where *w)
 {
 	if (w->ns && w->ns != &w->tmp && !w->ns->own && netns_find(a, w->cookie) == w->ns) {
-		/* the batch's end writes its sysctl: the lent descriptor is kept that long */
-		if (w->lent >= 0 && w->ns->fd == w->lent)
+		/* a change's batch writes the sysctl at its end: the lent descriptor is kept that long */
+		if (w->lent >= 0 && w->ns->fd == w->lent && batch_open(a)) {
 			batch_lend(a, w->ns, w->lent);
+		} else if (w->lent >= 0 && w->ns->fd == w->lent) {
+			close(w->lent);
+			w->ns->fd = -1;
+		}
 		netns_gc(a, w->ns);
 	}
 	if (w->close_fd)
