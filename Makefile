@@ -148,10 +148,13 @@ $(OUT):
 # --- tests -------------------------------------------------------------------
 # One Criterion binary per folder of tests/; tests/<kind>/*.h are its helpers.
 .SECONDEXPANSION:
+# The agent's store (user/portresd/store.c) is tested on its own too.
+STORE_OBJ  := $(OUT)/obj/portresd/store.o
+
 $(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h $(PROGS)
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(CPPFLAGS) -Itests/$* $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) \
-		-lcriterion $(LIBS_ALL) $(MHD_LIBS)
+	$(Q)$(CC) $(CPPFLAGS) -Iuser/portresd -Itests/$* $(CFLAGS) -o $@ $(filter %.c,$^) $(STORE_OBJ) $(COMMON_A) \
+		$(LIB_A) -lcriterion $(LIBS_ALL) $(MHD_LIBS)
 
 $(OUT)/bench: tests/bench/bench.c tests/bench/ctlbench.c tests/bench/bench.h $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h
 	$(call msg,LD,$@)
@@ -162,10 +165,10 @@ $(OUT)/scan.bpf.o: tests/bench/scan.bpf.c | $(OUT)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
 	$(Q)$(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
 
-$(OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(HEADERS) $(SKEL)
+$(OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) user/portresd/store.c $(HEADERS) $(SKEL)
 	$(call msg,FUZZ,$@)
-	$(Q)$(CLANG) $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
-		$(filter-out user/common/loader.c,$(COMMON_SRC)) $(LIBS_ALL)
+	$(Q)$(CLANG) $(CPPFLAGS) -Iuser/portresd -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
+		$(filter-out user/common/loader.c,$(COMMON_SRC)) user/portresd/store.c $(LIBS_ALL)
 
 tests: $(TEST_BINS)
 fuzz: $(FUZZ_BINS)
