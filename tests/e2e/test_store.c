@@ -461,3 +461,56 @@ Test(store, kill9_in_a_burst_every_ack_kept)
 	cr_assert_eq(memcmp(&owned, &want, sizeof(owned)), 0, "sysctl_owned differs from the reservations");
 	munmap(b, sizeof(*b));
 }
+
+/* --- a create whose grant fails (issue 11 item 5) ----------------------------- */
+
+/*
+ * The grants map filled up: a create with grants fails with the map's errno
+ * and a message, and leaves nothing (table, maps, grants, sysctl, database);
+ * its name stays free. The old rollback counted a size_t down past 0 and
+ * answered EIO "cannot save state" with an empty message.
+ */
+Test(store, create_rollback_when_a_grant_fails)
+{
+	struct portres_grant_key k = { .token = 0x5a5a, .type = PORTRES_GRANT_UID };
+	char path[400], *rows, *sys_before;
+	uint8_t one = 1;
+	portres_token_t t;
+	json_t *r;
+	int fd, n = 0;
+
+	ag_start(NULL);
+	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 7000, 5, &t), 0);
+	sys_before = strdup(ag_sysctl());
+	snprintf(path, sizeof(path), "%s/maps/portres_grants", ag.bpffs);
+	fd = bpf_obj_get(path);
+	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+	for (k.id = 1; bpf_map_update_elem(fd, &k, &one, BPF_NOEXIST) == 0; k.id++)
+		n++;
+	cr_assert_eq(errno, E2BIG, "filling the grants map: %s", strerror(errno));
+	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10,\"name\":\"web\","
+		   "\"grants\":[{\"type\":\"uid\",\"id\":1000},{\"type\":\"gid\",\"id\":1000}]}", -1);
+	cr_assert_str_eq(ag_errno(r), "E2BIG", "%s", json_dumps(r, 0));
+	cr_assert(strstr(json_string_value(json_object_get(r, "error")), "tcp 8000-8009"), "%s", json_dumps(r, 0));
+	json_decref(r);
+	/* nothing of it anywhere */
+	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &t), -1);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), 0);
+	cr_assert_str_eq(ag_sysctl(), sys_before);
+	rows = ag_db("SELECT count(*) FROM reservations WHERE start = 8000; SELECT count(*) FROM grants");
+	cr_assert_str_eq(rows, "0\n0\n");
+	free(rows);
+	/* room again: the same create, name included, works */
+	for (k.id = 1; k.id <= (uint64_t)n; k.id++)
+		bpf_map_delete_elem(fd, &k);
+	close(fd);
+	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10,\"name\":\"web\","
+		   "\"grants\":[{\"type\":\"uid\",\"id\":1000},{\"type\":\"gid\",\"id\":1000}]}", -1);
+	cr_assert_str_eq(ag_errno(r), "", "%s", json_dumps(r, 0));
+	json_decref(r);
+	rows = ag_db("SELECT type, id FROM grants ORDER BY type");
+	cr_assert_str_eq(rows, "gid|1000\nuid|1000\n");
+	free(rows);
+	free(sys_before);
+}
