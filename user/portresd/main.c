@@ -323,8 +323,14 @@ static int adopt_maps(struct agent *a, struct store_contents *c, const struct se
 			}
 			if (!insert_saved(a, sr, &r, ns_of))
 				return -ENOMEM;
-			for (size_t g = 0; g < sr->n_grants; g++)
-				portres_grant_add(a->loader, sr->token, sr->grants[g].type, sr->grants[g].id);
+			for (size_t g = 0; g < sr->n_grants; g++) {
+				int err = portres_grant_add(a->loader, sr->token, sr->grants[g].type, sr->grants[g].id);
+
+				if (err)
+					log_msg(LOG_WARN, "reconcile", "token %s: grant %s %llu not in the maps: %s", tok,
+						state_grant_name(sr->grants[g].type), (unsigned long long)sr->grants[g].id,
+						strerror(-err));
+			}
 			counts[2]++;
 		}
 	}
@@ -397,7 +403,8 @@ static int reconcile_attach(struct agent *a, struct store_contents *c)
 			at.by_uid = r->uid;
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
-			attach_add(a, &at);
+			if ((err = attach_add(a, &at)))
+				goto cleanup;
 		}
 		/* what the saved and adopted attachments make of it (none: it goes) */
 		cgroup_map_sync(a, cgs.v[i].id);
@@ -423,7 +430,8 @@ static int reconcile_attach(struct agent *a, struct store_contents *c)
 			store_put_attach(a->store, at, r->r.proto);
 			cgroup_map_sync(a, was);
 		}
-		cgroup_map_sync(a, at->cgroup_id);
+		if ((err = cgroup_map_sync(a, at->cgroup_id)))
+			log_msg(LOG_WARN, "reconcile", "cgroup %s: not in the cgroup map: %s", at->path, strerror(-err));
 	}
 	err = 0;
 cleanup:

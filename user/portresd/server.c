@@ -580,22 +580,41 @@ static int listen_socket(const char *path)
 	return fd;
 }
 
-int server_run(struct agent *a)
+/* The fds the loop watches, -1 when not open; server_teardown closes what is open. */
+struct loop_fds {
+	int lfd, sfd, efd, mfd, cgfd, afd, atfd;
+};
+
+static int watch_fd(struct agent *a, int fd, struct watch *w)
 {
-	struct epoll_event evs[64];
+	if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = w })) {
+		int err = -errno;
+
+		log_msg(LOG_ERR, "start", "epoll_ctl: %s", strerror(errno));
+		return err;
+	}
+	return 0;
+}
+
+/* Everything the loop needs, or -errno with what was opened left in f for server_teardown. */
+static int server_setup(struct agent *a, struct loop_fds *f)
+{
 	sigset_t mask;
-	int lfd, sfd, efd, mfd = -1, cgfd, afd, atfd, err;
+	int err;
 
 	agent = a;
-	a->epfd = epoll_create1(EPOLL_CLOEXEC);
-	lfd = listen_socket(a->opts.socket);
-	if (lfd == -EADDRINUSE) {
+	if ((a->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		log_msg(LOG_ERR, "start", "epoll_create1: %s", strerror(errno));
+		return -errno;
+	}
+	f->lfd = listen_socket(a->opts.socket);
+	if (f->lfd == -EADDRINUSE) {
 		log_msg(LOG_ERR, "start", "another portresd answers on %s", a->opts.socket);
 		return -EADDRINUSE;
 	}
-	if (lfd < 0) {
-		log_msg(LOG_ERR, "start", "cannot listen on %s: %s", a->opts.socket, strerror(-lfd));
-		return lfd;
+	if (f->lfd < 0) {
+		log_msg(LOG_ERR, "start", "cannot listen on %s: %s", a->opts.socket, strerror(-f->lfd));
+		return f->lfd;
 	}
 	if (!a->opts.foreground) {
 		/* Detach once callers can connect; logs stay on stderr. */
@@ -603,8 +622,11 @@ int server_run(struct agent *a)
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
 		if (pid < 0) {
+			err = -errno;
 			log_msg(LOG_ERR, "start", "fork: %s", strerror(errno));
-			return -errno;
+			if (null >= 0)
+				close(null);
+			return err;
 		}
 		if (pid > 0)
 			_exit(0);
@@ -620,41 +642,56 @@ int server_run(struct agent *a)
 	sigaddset(&mask, SIGINT);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if ((f->sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
+		err = -errno;
+		log_msg(LOG_ERR, "start", "signalfd: %s", strerror(errno));
+		return err;
+	}
+	if ((err = watch_fd(a, f->lfd, &w_listen)) || (err = watch_fd(a, f->sfd, &w_signal)))
+		return err;
+	acc.lfd = f->lfd;
 	err = portres_events_open(a->loader, events_from_ring, a);
-	efd = err ? err : portres_events_fd(a->loader);
-	epoll_ctl(a->epfd, EPOLL_CTL_ADD, lfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_listen });
-	acc.lfd = lfd;
-	epoll_ctl(a->epfd, EPOLL_CTL_ADD, sfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_signal });
-	if (efd >= 0)
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, efd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_events });
-	else
-		log_msg(LOG_WARN, "start", "no BPF event fd (%s): releases are seen at the next start", strerror(-efd));
+	f->efd = err ? err : portres_events_fd(a->loader);
+	if (f->efd < 0)
+		log_msg(LOG_WARN, "start", "no BPF event fd (%s): releases are seen at the next start", strerror(-f->efd));
+	else if ((err = watch_fd(a, f->efd, &w_events)))
+		return err;
+	/* the loader owns the ring's fd */
+	f->efd = -1;
 	if (a->opts.metrics_listen) {
-		if ((err = metrics_start(a, &mfd))) {
+		if ((err = metrics_start(a, &f->mfd))) {
 			log_msg(LOG_ERR, "start", "cannot serve metrics on %s: %s", a->opts.metrics_listen, strerror(-err));
-			close(lfd);
 			return err;
 		}
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, mfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_metrics });
+		if ((err = watch_fd(a, f->mfd, &w_metrics)))
+			return err;
 	}
-	if ((cgfd = cgwatch_open(a)) >= 0)
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, cgfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_cgroups });
-	else
+	if ((f->cgfd = cgwatch_open(a)) >= 0) {
+		if ((err = watch_fd(a, f->cgfd, &w_cgroups)))
+			return err;
+	} else {
 		log_msg(LOG_WARN, "start", "inotify: %s: attachments of removed cgroups stay until the next start",
-			strerror(-cgfd));
-	if (a->nswatch_fd >= 0)
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->nswatch_fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_netns });
+			strerror(-f->cgfd));
+	}
+	if (a->nswatch_fd >= 0 && (err = watch_fd(a, a->nswatch_fd, &w_netns)))
+		return err;
 	/* Releases that came between adopting the maps and now. */
 	portres_events_poll(a->loader, 0);
 	cgwatch_sync(a);
+	ops_commit(a);
 	log_msg(LOG_INFO, "ready", "serving %s (pid %d)", a->opts.socket, (int)getpid());
 	/* Before the loop's first turn: clients that connect meanwhile see its outcome. */
-	autoapply_start(a, &afd, &atfd);
-	if (afd >= 0) {
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, afd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply });
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, atfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply_timer });
-	}
+	autoapply_start(a, &f->afd, &f->atfd);
+	if (f->afd >= 0 && ((err = watch_fd(a, f->afd, &w_apply)) || (err = watch_fd(a, f->atfd, &w_apply_timer))))
+		return err;
+	return 0;
+}
+
+/* Turns until a signal stops the agent: each reads what is ready, then commits the turn's changes once. */
+static void server_loop(struct agent *a, const struct loop_fds *f)
+{
+	struct epoll_event evs[64];
+
 	while (!a->stop) {
 		int n = epoll_wait(a->epfd, evs, 64, acc.paused ? ACCEPT_BACKOFF_MS : 1000);
 
@@ -668,10 +705,10 @@ int server_run(struct agent *a)
 
 			switch (w->kind) {
 			case W_LISTEN:
-				client_accept(lfd);
+				client_accept(f->lfd);
 				break;
 			case W_SIGNAL:
-				if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				if (read(f->sfd, &si, sizeof(si)) == sizeof(si)) {
 					log_msg(LOG_INFO, "stop", "signal %u: stopping, enforcement stays in place", si.ssi_signo);
 					a->stop = true;
 				}
@@ -713,7 +750,7 @@ int server_run(struct agent *a)
 		}
 		sweep_idle();
 		accept_resume_due();
-		if (mfd >= 0)
+		if (f->mfd >= 0)
 			metrics_run(a);
 		if (a->attach_dirty)
 			cgwatch_sync(a);
@@ -723,6 +760,11 @@ int server_run(struct agent *a)
 		bury();
 		log_events_flush(false);
 	}
+}
+
+/* Closes what server_setup opened (also after it failed half-way). */
+static void server_teardown(struct agent *a, struct loop_fds *f)
+{
 	ops_commit(a);
 	log_events_flush(true);
 	while (clients)
@@ -732,10 +774,25 @@ int server_run(struct agent *a)
 	metrics_stop(a);
 	autoapply_stop();
 	cgwatch_close();
-	close(lfd);
+	if (f->lfd >= 0) {
+		close(f->lfd);
+		unlink(a->opts.socket);
+	}
 	acc.lfd = -1;
-	unlink(a->opts.socket);
-	close(sfd);
-	close(a->epfd);
-	return 0;
+	if (f->sfd >= 0)
+		close(f->sfd);
+	if (a->epfd >= 0)
+		close(a->epfd);
+	a->epfd = -1;
+}
+
+int server_run(struct agent *a)
+{
+	struct loop_fds f = { .lfd = -1, .sfd = -1, .efd = -1, .mfd = -1, .cgfd = -1, .afd = -1, .atfd = -1 };
+	int err = server_setup(a, &f);
+
+	if (!err)
+		server_loop(a, &f);
+	server_teardown(a, &f);
+	return err;
 }
