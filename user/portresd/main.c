@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * portresd - the agent that owns portres's BPF programs, maps, state file and
+ * portresd - the agent that owns portres's BPF programs, maps, database and
  * sysctl entries, and serves the management API on a Unix socket.
  *
  * Start: flags -> another agent on the socket? (then stop, touching nothing)
- * -> feature probe -> state file -> loader (load or adopt pins, attach) ->
- * reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
- * the agent and leave enforcement in place; --teardown removes it.
+ * -> feature probe -> database (checked; made, from state.json the first
+ * time) -> loader (load or adopt pins, attach) -> reconcile maps with the
+ * database -> serve. SIGTERM/SIGINT stop the agent and leave enforcement in
+ * place; --teardown removes it.
  */
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -41,7 +42,7 @@ static const char usage[] =
 	"  --cgroup PATH           cgroup2 directory to attach at (default: the cgroup2 mount)\n"
 	"  --bpffs DIR             pins go here (default /sys/fs/bpf/portres)\n"
 	"  --socket PATH           API socket (default " PORTRES_DEFAULT_SOCKET ")\n"
-	"  --state-dir DIR         persistent state (default /var/lib/portres)\n"
+	"  --state-dir DIR         persistent state: portres.db (default /var/lib/portres)\n"
 	"  --admin-group NAME      group allowed to manage persistent reservations (default portres)\n"
 	"  --metrics-listen A:P    serve Prometheus metrics on http://A:P/metrics\n"
 	"  --apply FILE            once up, make the named persistent reservations and attachments\n"
@@ -65,8 +66,8 @@ static const char usage[] =
 	"                          1048576; twice that is kept; 0: none)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
-	"  --adopt-pins            when pins hold persistent reservations and the state file is missing:\n"
-	"                          rebuild it from the maps (reservations, grants, attachments; names\n"
+	"  --adopt-pins            when pins hold persistent reservations and the database is missing:\n"
+	"                          make it from the maps (reservations, grants, attachments; names\n"
 	"                          are lost); without it or --reset the agent refuses to start then\n"
 	"  --reset                 in that case, remove those reservations on purpose instead\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
