@@ -146,6 +146,12 @@ struct store {
 	bool keep;
 	bool oom;         /* a change could not be recorded: the next commit fails */
 	bool sync_full;   /* the connection's current synchronous setting */
+	struct {
+		pthread_t thread;
+		bool running;
+		int ret;
+		char err[PATH_MAX + 256];
+	} check;          /* quick_check, running while the agent starts (checker) */
 	/* the checkpointer: its own connection and thread, woken when the WAL has grown */
 	struct {
 		sqlite3 *db;
@@ -262,6 +268,8 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	if (s->check.running)
+		pthread_join(s->check.thread, NULL);
 	checkpointer_stop(s);
 	drop_recs(s, true);
 	for (int i = 0; i < S__COUNT; i++)
@@ -326,7 +334,6 @@ static int prepare(struct store *s, char *err, size_t errlen)
 static int check(struct store *s, char *err, size_t errlen)
 {
 	int64_t app = 0, version = 0;
-	sqlite3_stmt *st;
 	int rc;
 
 	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
@@ -338,18 +345,61 @@ static int check(struct store *s, char *err, size_t errlen)
 	if (version > STORE_SCHEMA_VERSION || version < 1)
 		return fail(err, errlen, -EPROTO, "%s: schema version %" PRId64 ": this portresd knows versions 1 to %d "
 			    "(not modified)", s->path, version, STORE_SCHEMA_VERSION);
-	if ((rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &st, NULL)))
-		return sql_fail(s, rc, "cannot check it (not modified)", err, errlen);
+	return 0;
+}
+
+/* PRAGMA quick_check on db: 0, or -EBADMSG with the first problem it names. */
+static int quick_check(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL)))
+		return fail(err, errlen, -EBADMSG, "%s: corrupt: cannot check it: %s (not modified)", path,
+			    sqlite3_errmsg(db));
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok")) {
-		rc = fail(err, errlen, -EBADMSG, "%s: corrupt: %s (not modified)", s->path,
+	if (rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok"))
+		rc = fail(err, errlen, -EBADMSG, "%s: corrupt: %s (not modified)", path,
 			  (const char *)sqlite3_column_text(st, 0));
-		sqlite3_finalize(st);
-		return rc;
-	}
+	else if (rc != SQLITE_ROW)
+		rc = fail(err, errlen, -EBADMSG, "%s: corrupt: %s (not modified)", path, sqlite3_errmsg(db));
+	else
+		rc = 0;
 	sqlite3_finalize(st);
-	if (rc != SQLITE_ROW)
-		return sql_fail(s, rc, "corrupt (not modified)", err, errlen);
+	return rc;
+}
+
+/*
+ * quick_check reads every page (a tenth of a second or two for 65,535
+ * reservations): it runs in a thread of its own, on a read-only connection,
+ * while the agent loads its programs; store_check_wait (and store_load,
+ * store_commit) take its outcome before anything depends on the contents.
+ */
+static void *checker(void *arg)
+{
+	struct store *s = arg;
+	sqlite3 *db;
+	int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);
+
+	if (rc)
+		s->check.ret = fail(s->check.err, sizeof(s->check.err), -EBADMSG, "%s: cannot check it: %s (not modified)",
+				    s->path, sqlite3_errstr(rc));
+	else
+		s->check.ret = quick_check(db, s->path, s->check.err, sizeof(s->check.err));
+	sqlite3_close(db);
+	return NULL;
+}
+
+int store_check_wait(struct store *s, char *err, size_t errlen)
+{
+	if (s->check.running) {
+		pthread_join(s->check.thread, NULL);
+		s->check.running = false;
+	}
+	if (s->check.ret)
+		return fail(err, errlen, s->check.ret, "%s", s->check.err);
+	/* checked: closing may checkpoint into the file now */
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
 	return 0;
 }
 
@@ -367,13 +417,13 @@ static int setup(struct store *s, char *err, size_t errlen)
 	s->sync_full = true;
 	if ((rc = migrate(s, version, err, errlen)))
 		return rc;
-	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
 	return prepare(s, err, errlen);
 }
 
 static int open_db(struct store *s, int flags, char *err, size_t errlen)
 {
-	int rc = sqlite3_open_v2(s->path, &s->db, flags | SQLITE_OPEN_NOFOLLOW, NULL);
+	/* each connection is used by one thread at a time (the main one, the checkpointer): no mutexes */
+	int rc = sqlite3_open_v2(s->path, &s->db, flags | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
 
 	if (rc)
 		return sql_fail(s, rc, "cannot open it", err, errlen);
@@ -521,7 +571,8 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 static int checkpointer_start(struct store *s, char *err, size_t errlen)
 {
 	sigset_t all, old;
-	int rc = sqlite3_open_v2(s->path, &s->ckpt.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
+	int rc = sqlite3_open_v2(s->path, &s->ckpt.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX,
+				 NULL);
 
 	if (rc || (rc = sqlite3_exec(s->ckpt.db, "PRAGMA synchronous = FULL", NULL, NULL, NULL))) {
 		sqlite3_close(s->ckpt.db);
@@ -560,6 +611,21 @@ static void checkpointer_stop(struct store *s)
 	s->ckpt.running = false;
 }
 
+static int checker_start(struct store *s, char *err, size_t errlen)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&s->check.thread, NULL, checker, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return fail(err, errlen, -rc, "%s: cannot start the check: %s", s->path, strerror(rc));
+	s->check.running = true;
+	return 0;
+}
+
 int store_open(const char *dir, struct store **out, bool *created, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -588,7 +654,7 @@ int store_open(const char *dir, struct store **out, bool *created, char *err, si
 		return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
 	if ((ret = open_db(s, SQLITE_OPEN_READWRITE, err, errlen)) || (ret = check(s, err, errlen)) ||
 	    (ret = setup(s, err, errlen)) || (ret = finish_import(s, dir, err, errlen)) ||
-	    (ret = checkpointer_start(s, err, errlen))) {
+	    (ret = checkpointer_start(s, err, errlen)) || (ret = checker_start(s, err, errlen))) {
 		store_close(s);
 		return ret;
 	}
@@ -627,7 +693,23 @@ static int mode_of(const char *s)
 	return s ? state_mode_parse(s) : -1;
 }
 
+static int load_resv_rows(struct store *s, struct store_contents *c, size_t cap);
+
 static int load_resv(struct store *s, struct store_contents *c)
+{
+	int64_t n = 0;
+	int rc;
+
+	/* room for all at once: no copy of a growing array per row */
+	if ((rc = query_int(s, "SELECT count(*) FROM reservations WHERE kind = 'persistent'", &n)))
+		return rc;
+	if (n && !(c->st.resv = calloc((size_t)n, sizeof(*c->st.resv))))
+		return SQLITE_NOMEM;
+	c->st.n_resv = 0;
+	return load_resv_rows(s, c, (size_t)n);
+}
+
+static int load_resv_rows(struct store *s, struct store_contents *c, size_t cap)
 {
 	static const char sql[] = "SELECT token, kind, netns, proto, start, count, mode, name, request_id, request_uid, "
 				  "uid, pid FROM reservations ORDER BY token";
@@ -656,13 +738,19 @@ static int load_resv(struct store *s, struct store_contents *c)
 				.start = (uint16_t)sqlite3_column_int(st, 4), .count = (uint16_t)sqlite3_column_int(st, 5),
 				.uid = (uint32_t)sqlite3_column_int64(st, 10), .pid = (uint32_t)sqlite3_column_int64(st, 11) };
 		} else {
-			struct state_resv r = { .token = token, .netns = (uint64_t)sqlite3_column_int64(st, 2),
-						.proto = (uint8_t)proto, .start = (uint16_t)sqlite3_column_int(st, 4),
-						.count = (uint16_t)sqlite3_column_int(st, 5), .mode = (uint8_t)mode,
-						.name = (char *)col_text(st, 7), .request_id = (char *)col_text(st, 8),
-						.request_uid = (uint32_t)sqlite3_column_int64(st, 9) };
+			struct state_resv *r;
 
-			if (state_add_resv(&c->st, &r))
+			if (c->st.n_resv == cap) {
+				rc = SQLITE_CORRUPT; /* more rows than counted */
+				break;
+			}
+			r = &c->st.resv[c->st.n_resv++];
+			*r = (struct state_resv){ .token = token, .netns = (uint64_t)sqlite3_column_int64(st, 2),
+						  .proto = (uint8_t)proto, .start = (uint16_t)sqlite3_column_int(st, 4),
+						  .count = (uint16_t)sqlite3_column_int(st, 5), .mode = (uint8_t)mode,
+						  .request_uid = (uint32_t)sqlite3_column_int64(st, 9) };
+			if ((col_text(st, 7) && !(r->name = strdup(col_text(st, 7)))) ||
+			    (col_text(st, 8) && !(r->request_id = strdup(col_text(st, 8)))))
 				rc = SQLITE_NOMEM;
 		}
 	}
@@ -811,21 +899,89 @@ static int load_meta(struct store *s, struct store_contents *c)
 	return rc == SQLITE_DONE ? 0 : rc;
 }
 
+static const struct state *sort_st;
+
+static int by_block(const void *x, const void *y)
+{
+	const struct state_resv *a = &sort_st->resv[*(const size_t *)x], *b = &sort_st->resv[*(const size_t *)y];
+
+	if (a->netns != b->netns)
+		return (a->netns > b->netns) - (a->netns < b->netns);
+	if (a->proto != b->proto)
+		return a->proto - b->proto;
+	return a->start - b->start;
+}
+
+/*
+ * The rules state.json had, less what the schema enforces itself (unique
+ * tokens, names and request ids; ranges, kinds and modes): names and request
+ * ids well formed, known netns, no overlap per netns and protocol, attachments
+ * of known reservations. The reservations come in token order.
+ */
+static int validate(const struct state *st, const char *what, char *err, size_t errlen)
+{
+	size_t *idx = calloc(st->n_resv + 1, sizeof(*idx));
+	int ret = 0;
+
+	if (!idx)
+		return fail(err, errlen, -ENOMEM, "%s: out of memory", what);
+	for (size_t i = 0; i < st->n_resv && !ret; i++) {
+		const struct state_resv *r = &st->resv[i];
+
+		idx[i] = i;
+		if (!r->token || !r->start || (r->name && !state_name_valid(r->name)) ||
+		    (r->request_id && !state_request_id_valid(r->request_id)) ||
+		    (r->netns && !state_find_netns(st, r->netns)))
+			ret = fail(err, errlen, -EBADMSG, "%s: corrupt: reservation %016" PRIx64 " is not valid", what,
+				   r->token);
+	}
+	sort_st = st;
+	if (!ret)
+		qsort(idx, st->n_resv, sizeof(*idx), by_block);
+	for (size_t k = 1; k < st->n_resv && !ret; k++) {
+		const struct state_resv *o = &st->resv[idx[k - 1]], *r = &st->resv[idx[k]];
+
+		if (o->netns == r->netns && o->proto == r->proto && r->start < o->start + o->count)
+			ret = fail(err, errlen, -EBADMSG, "%s: corrupt: reservations %016" PRIx64 " and %016" PRIx64
+				   " overlap", what, o->token, r->token);
+	}
+	for (size_t i = 0; i < st->n_attach && !ret; i++) {
+		/* token order is SQLite's (signed) */
+		size_t lo = 0, hi = st->n_resv;
+		int64_t t = (int64_t)st->attach[i].token;
+
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if ((int64_t)st->resv[mid].token < t)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == st->n_resv || st->resv[lo].token != st->attach[i].token)
+			ret = fail(err, errlen, -EBADMSG, "%s: corrupt: an attachment of %s has no reservation", what,
+				   st->attach[i].path);
+	}
+	free(idx);
+	return ret;
+}
+
 int store_load(struct store *s, struct store_contents *c, char *err, size_t errlen)
 {
 	char what[PATH_MAX + 16];
 	int rc;
 
 	memset(c, 0, sizeof(*c));
+	if ((rc = store_check_wait(s, err, errlen)))
+		return rc;
 	if ((rc = load_meta(s, c)) || (rc = load_netns(s, c)) || (rc = load_resv(s, c)) || (rc = load_grants(s, c)) ||
 	    (rc = load_attach(s, c)) || (rc = load_owned(s, c))) {
 		rc = sql_fail(s, rc, "reading it", err, errlen);
 		store_contents_free(c);
 		return rc;
 	}
-	/* The rules state.json had: unique tokens and names, no overlaps, attachments of saved tokens. */
 	snprintf(what, sizeof(what), "%s", s->path);
-	if ((rc = state_validate(&c->st, what, err, errlen)))
+	if ((rc = validate(&c->st, what, err, errlen)))
 		store_contents_free(c);
 	return rc;
 }
@@ -1188,6 +1344,10 @@ int store_commit(struct store *s, char *err, size_t errlen)
 	bool durable = false;
 	int rc = 0, ret;
 
+	if ((ret = store_check_wait(s, err, errlen))) {
+		drop_recs(s, true);
+		return ret;
+	}
 	if (s->oom) {
 		s->oom = false;
 		drop_recs(s, false);

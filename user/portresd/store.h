@@ -83,6 +83,12 @@ struct store_contents {
  * file and the cause, and nothing on disk is changed.
  */
 int store_open(const char *dir, struct store **out, bool *created, char *err, size_t errlen);
+/*
+ * PRAGMA quick_check of an opened database runs meanwhile in a thread: its
+ * outcome, 0 or -EBADMSG naming the file and the problem. store_load and
+ * store_commit wait for it first and fail the same way.
+ */
+int store_check_wait(struct store *s, char *err, size_t errlen);
 /* The same on an in-memory database (tests, fuzzing): no file, no import. */
 int store_open_memory(struct store **out, char *err, size_t errlen);
 /* Drops what was recorded and not committed; NULL is fine. */
