@@ -422,3 +422,25 @@ Test(loader, counter_slots_survive_adoption)
 	c = fx_reserve(IPPROTO_TCP, START + 2, 1, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
 	cr_expect_eq(h_stats(c).denied, 0, "a reused slot kept old counts");
 }
+
+/* The kernel's view of the license (GPL-compatible for the helpers used) and the SPDX line agree. */
+Test(loader, license_matches_spdx)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	char line[256] = "";
+	FILE *f = fopen("bpf/portres.bpf.c", "r");
+	bool dual = false;
+
+	memset(&info, 0, sizeof(info));
+	cr_assert_eq(bpf_obj_get_info_by_fd(portres_prog_fd(fx.l, "portres_bind4"), &info, &len), 0);
+	cr_expect(info.gpl_compatible, "the kernel does not see a GPL-compatible license");
+	cr_assert_not_null(f, "bpf/portres.bpf.c (tests run from the repository root)");
+	cr_assert_not_null(fgets(line, sizeof(line), f));
+	cr_expect_str_eq(line, "// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)\n",
+			 "SPDX line: %s", line);
+	while (fgets(line, sizeof(line), f))
+		dual |= strstr(line, "SEC(\"license\") = \"Dual BSD/GPL\"") != NULL;
+	fclose(f);
+	cr_expect(dual, "the license string is not \"Dual BSD/GPL\", the SPDX line's dual license");
+}

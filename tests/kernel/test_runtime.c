@@ -212,3 +212,82 @@ Test(runtime, associated_socket_outlives_reservation)
 		  "bind(0) served from a dead reservation: %u", fx_local_port(s));
 	close(s);
 }
+
+/* --- releases are never lost (their own ring, a count, a sweep) -------------- */
+
+#define FLOOD_ANCHORS 16
+
+struct release_log {
+	uint64_t tokens[FLOOD_ANCHORS];
+	int got;
+};
+
+static int on_release(const struct portres_event *ev, void *arg)
+{
+	struct release_log *rl = arg;
+	int i;
+
+	if (ev->type != PORTRES_EV_RELEASED)
+		return 0;
+	for (i = 0; i < FLOOD_ANCHORS; i++)
+		if (rl->tokens[i] == ev->token) {
+			rl->tokens[i] = 0;
+			rl->got++;
+		}
+	return 0;
+}
+
+static int count_dead(uint64_t token, void *arg)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+/*
+ * Denials fill the event ring buffer (nobody reads it meanwhile) while
+ * anchors close: every RELEASED event still arrives, the data plane's count
+ * says how many there were, and the sweep finds every dead reservation.
+ */
+Test(runtime, releases_survive_denial_flood, .timeout = 60)
+{
+	struct portres_loader_opts opts = { .bpffs_dir = fx.bpffs, .cgroup_path = fx.cgroup,
+					    .max_resv = 70000, .max_ports = 70000,
+					    .events_per_sec = 10000000 };
+	struct release_log rl = { .got = 0 };
+	int anchors[FLOOD_ANCHORS], i, err, dead = 0;
+	struct portres_gstats g;
+	uint64_t denied_tok, n;
+
+	/* No rate limit: the flood fills the ring buffer. */
+	portres_loader_teardown(fx.l);
+	fx.l = NULL;
+	err = portres_loader_open(&opts, &fx.l);
+	cr_assert_eq(err, 0, "re-open without rate limit: %s", strerror(-err));
+	denied_tok = fx_reserve(IPPROTO_UDP, START + 100, 1, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	for (i = 0; i < FLOOD_ANCHORS; i++) {
+		rl.tokens[i] = fx_reserve(IPPROTO_TCP, START + 200 + i, 1, PORTRES_KIND_RUNTIME,
+					  PORTRES_MODE_ENFORCE);
+		anchors[i] = fx_socket(AF_INET, IPPROTO_TCP);
+		cr_assert_eq(portres_anchor_add(fx.l, anchors[i], rl.tokens[i]), 0);
+	}
+	cr_assert_eq(portres_events_open(fx.l, on_release, &rl), 0);
+	for (i = 0; i < 6000; i++) {
+		int fd = fx_socket(AF_INET, IPPROTO_UDP);
+
+		cr_assert_eq(fx_bind(fd, AF_INET, START + 100), -EACCES);
+		close(fd);
+		if (i == 3000)
+			for (int k = 0; k < FLOOD_ANCHORS; k++)
+				close(anchors[k]);
+	}
+	cr_assert_eq(portres_global_stats(fx.l, &g), 0);
+	cr_expect_gt(g.events_dropped, 0, "the flood did not fill the ring buffer");
+	for (i = 0; i < 50 && rl.got < FLOOD_ANCHORS; i++)
+		portres_events_poll(fx.l, 20);
+	cr_expect_eq(rl.got, FLOOD_ANCHORS, "RELEASED events: %d of %d", rl.got, FLOOD_ANCHORS);
+	cr_assert_eq(portres_released_count(fx.l, &n), 0);
+	cr_expect_eq(n, FLOOD_ANCHORS, "data plane counted %llu releases", (unsigned long long)n);
+	cr_assert_eq(portres_dead_foreach(fx.l, count_dead, &dead), 0);
+	cr_expect_eq(dead, FLOOD_ANCHORS, "sweep found %d dead reservations", dead);
+	cr_expect_eq(h_stats(denied_tok).denied, 6000);
+}

@@ -95,6 +95,23 @@ int portres_cgroup_id(const char *path, uint64_t *id)
 	return 0;
 }
 
+static int adopt_size(struct bpf_map *map, const char *path)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	int fd = bpf_obj_get(path), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		err = -errno;
+	else if (info.max_entries != bpf_map__max_entries(map) && bpf_map__type(map) != BPF_MAP_TYPE_RINGBUF)
+		err = bpf_map__set_max_entries(map, info.max_entries);
+	close(fd);
+	return err;
+}
+
 /* Each map is pinned at <dir>/maps/<name>; libbpf reuses a compatible pinned map at load. */
 static int set_pin_paths(struct portres_loader *l)
 {
@@ -108,8 +125,13 @@ static int set_pin_paths(struct portres_loader *l)
 		err = path_in(path, sizeof(path), l->dir, "maps", bpf_map__name(map));
 		if (err)
 			return err;
-		if (access(path, F_OK) == 0)
+		if (access(path, F_OK) == 0) {
 			l->adopted = true;
+			/* A pinned map keeps its size: a new size takes effect on a fresh start. */
+			err = adopt_size(map, path);
+			if (err)
+				return err;
+		}
 		err = bpf_map__set_pin_path(map, path);
 		if (err)
 			return err;
@@ -238,6 +260,7 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	}
 	if (opts->max_resv) {
 		bpf_map__set_max_entries(l->skel->maps.portres_resv, opts->max_resv);
+		bpf_map__set_max_entries(l->skel->maps.portres_rstate, opts->max_resv);
 		bpf_map__set_max_entries(l->skel->maps.portres_stats, opts->max_resv);
 	}
 	if (opts->max_ports)
@@ -501,6 +524,12 @@ static int slot_take(struct portres_loader *l, uint32_t *slot)
 		return -ENOMEM;
 	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_stats), slot, vals, BPF_ANY));
 	free(vals);
+	if (!err) {
+		struct portres_rstate st;
+
+		memset(&st, 0, sizeof(st));
+		err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_rstate), slot, &st, BPF_ANY));
+	}
 	if (!err)
 		l->slots[*slot / 64] |= 1ull << (*slot % 64);
 	return err;
@@ -594,11 +623,31 @@ int portres_resv_del(struct portres_loader *l, uint64_t token)
 	return 0;
 }
 
-int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r)
+/* A reservation as user space wrote it, with what the data plane wrote about it. */
+static int resv_read(struct portres_loader *l, uint64_t token, struct portres_resv *r)
 {
-	return ret_errno(bpf_map_lookup_elem(fd_of(l->skel->maps.portres_resv), &token, r));
+	struct portres_rstate st;
+
+	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_resv), &token, r))
+		return -errno;
+	r->flags = 0;
+	r->next = 0;
+	if (!bpf_map_lookup_elem(fd_of(l->skel->maps.portres_rstate), &r->slot, &st)) {
+		r->flags = st.dead == token ? PORTRES_RESV_DEAD : 0;
+		r->next = st.next;
+	}
+	return 0;
 }
 
+int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r)
+{
+	return resv_read(l, token, r);
+}
+
+/*
+ * The map value is user space's alone (the data plane writes portres_rstate),
+ * so rewriting it whole loses nothing the data plane wrote.
+ */
 int portres_resv_set_mode(struct portres_loader *l, uint64_t token, uint8_t mode)
 {
 	int fd = fd_of(l->skel->maps.portres_resv);
@@ -623,13 +672,70 @@ int portres_resv_foreach(struct portres_loader *l,
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
 		key = next;
 		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &r))
+		if (resv_read(l, key, &r))
 			continue; /* deleted meanwhile */
 		ret = cb(key, &r, arg);
 		if (ret)
 			return ret;
 	}
 	return 0;
+}
+
+int portres_released_count(struct portres_loader *l, uint64_t *n)
+{
+	struct portres_gstats g;
+	int err = portres_global_stats(l, &g);
+
+	*n = err ? 0 : g.released;
+	return err;
+}
+
+/*
+ * Reads portres_rstate in batches (a few system calls for the whole array)
+ * and reports every slot in use whose reservation's anchor closed.
+ */
+int portres_dead_foreach(struct portres_loader *l, int (*cb)(uint64_t token, void *arg), void *arg)
+{
+	int fd = fd_of(l->skel->maps.portres_rstate), err = 0, ret;
+	uint32_t batch = 4096, in = 0, out, n, i, k;
+	struct portres_rstate *vals;
+	uint32_t *keys;
+	bool first = true;
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+
+	keys = calloc(batch, sizeof(*keys));
+	vals = calloc(batch, sizeof(*vals));
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	for (;;) {
+		bool done;
+
+		n = batch;
+		done = bpf_map_lookup_batch(fd, first ? NULL : &in, &out, keys, vals, &n, &opts) != 0;
+		if (done && errno != ENOENT) {
+			err = -errno;
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			k = keys[i];
+			if (!vals[i].dead || k >= l->nslots || !(l->slots[k / 64] & (1ull << (k % 64))))
+				continue;
+			if ((ret = cb(vals[i].dead, arg))) {
+				err = ret;
+				goto cleanup;
+			}
+		}
+		if (done)
+			break;
+		in = out;
+		first = false;
+	}
+cleanup:
+	free(keys);
+	free(vals);
+	return err;
 }
 
 int portres_port_owner(struct portres_loader *l, uint64_t netns, uint8_t proto, uint16_t port,
@@ -719,22 +825,42 @@ int portres_grant_del(struct portres_loader *l, uint64_t token, uint32_t type, u
 	return ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_grants), &k));
 }
 
-/* Socket creation walks the cgroup ancestry only while something is attached. */
-static int update_ncg(struct portres_loader *l)
+/*
+ * Socket creation walks the cgroup ancestry only while something is
+ * attached, and hashes only ids that portres_cgidx marks (an id, or MANY
+ * when several attached ids share the slot). Both are rebuilt from
+ * portres_cgroups after every change: an attach lands in the map before
+ * the index shows it, a detach leaves the index last.
+ */
+static int update_index(struct portres_loader *l)
 {
-	int fd = fd_of(l->skel->maps.portres_cgroups);
-	uint64_t key, next, *prev = NULL;
+	int fd = fd_of(l->skel->maps.portres_cgroups), ifd = fd_of(l->skel->maps.portres_cgidx);
+	uint64_t key, next, *prev = NULL, *idx;
 	struct portres_cfg c;
-	uint32_t n = 0;
-	int err;
+	uint32_t n = 0, i;
+	int err = 0;
 
+	idx = calloc(PORTRES_CGIDX_SLOTS, sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		uint64_t *v = &idx[next & (PORTRES_CGIDX_SLOTS - 1)];
+
 		key = next;
 		prev = &key;
+		*v = !*v || *v == key ? key : PORTRES_CGIDX_MANY;
 		n++;
 	}
-	err = cfg_get(l, &c);
-	if (err)
+	for (i = 0; i < PORTRES_CGIDX_SLOTS && !err; i++) {
+		uint64_t cur;
+
+		if (bpf_map_lookup_elem(ifd, &i, &cur))
+			err = -errno;
+		else if (cur != idx[i])
+			err = ret_errno(bpf_map_update_elem(ifd, &i, &idx[i], BPF_ANY));
+	}
+	free(idx);
+	if (err || (err = cfg_get(l, &c)))
 		return err;
 	c.cgroups = n;
 	return cfg_set(l, &c);
@@ -764,14 +890,14 @@ int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, const st
 	v.udp_token = c->udp_token;
 	v.flags = c->flags;
 	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id, &v, BPF_ANY));
-	return err ? err : update_ncg(l);
+	return err ? err : update_index(l);
 }
 
 int portres_cgroup_detach(struct portres_loader *l, uint64_t cgroup_id)
 {
 	int err = ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id));
 
-	return err ? err : update_ncg(l);
+	return err ? err : update_index(l);
 }
 
 int portres_cgroup_foreach(struct portres_loader *l,
@@ -865,14 +991,24 @@ static int on_ringbuf(void *ctx, void *data, size_t size)
 	return l->cb(data, l->cb_arg);
 }
 
+/* Both ring buffers behind one epoll fd: releases have their own, never rate-limited. */
 int portres_events_open(struct portres_loader *l, portres_event_cb cb, void *arg)
 {
+	int err;
+
 	if (l->rb)
 		return -EBUSY;
 	l->cb = cb;
 	l->cb_arg = arg;
-	l->rb = ring_buffer__new(fd_of(l->skel->maps.portres_events), on_ringbuf, l, NULL);
-	return l->rb ? 0 : -errno;
+	l->rb = ring_buffer__new(fd_of(l->skel->maps.portres_released), on_ringbuf, l, NULL);
+	if (!l->rb)
+		return -errno;
+	err = ring_buffer__add(l->rb, fd_of(l->skel->maps.portres_events), on_ringbuf, l);
+	if (err) {
+		ring_buffer__free(l->rb);
+		l->rb = NULL;
+	}
+	return err;
 }
 
 int portres_events_poll(struct portres_loader *l, int timeout_ms)

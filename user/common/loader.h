@@ -22,7 +22,8 @@ struct portres_loader;
 struct portres_loader_opts {
 	const char *bpffs_dir;   /* pins go here: <dir>/maps/<map>, <dir>/links/<prog> */
 	const char *cgroup_path; /* cgroup2 directory to attach to */
-	uint32_t max_resv;       /* 0: PORTRES_MAX_RESV */
+	uint32_t max_resv;       /* reservations, and counter slots (per CPU); 0: PORTRES_MAX_RESV.
+				    Pinned maps keep their size: it applies on a fresh start. */
 	uint32_t max_ports;      /* 0: PORTRES_MAX_PORTS */
 	uint32_t events_per_sec; /* per CPU; 0: 1000 */
 };
@@ -49,11 +50,20 @@ int portres_cgroup_id(const char *path, uint64_t *id);
 int portres_resv_add(struct portres_loader *l, uint64_t token, const struct portres_resv *r);
 int portres_resv_del(struct portres_loader *l, uint64_t token);
 int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r);
-/* Changes mode in place (counters, claims untouched). */
+/* Changes mode (counters, claims and what the data plane wrote untouched). */
 int portres_resv_set_mode(struct portres_loader *l, uint64_t token, uint8_t mode);
 /* Iterates all reservations; cb returns non-zero to stop (that value is returned). */
 int portres_resv_foreach(struct portres_loader *l,
 			 int (*cb)(uint64_t token, const struct portres_resv *r, void *arg), void *arg);
+/*
+ * Runtime reservations ended by their anchor's close, as the data plane
+ * counted them (gstats.released): a reader that handled fewer RELEASED
+ * events than this lost some (a full ring buffer) and sweeps with
+ * portres_dead_foreach, which calls cb with the token of every reservation
+ * whose anchor closed (a few system calls for the whole map).
+ */
+int portres_released_count(struct portres_loader *l, uint64_t *n);
+int portres_dead_foreach(struct portres_loader *l, int (*cb)(uint64_t token, void *arg), void *arg);
 /* Which token owns a port (0 if none). */
 int portres_port_owner(struct portres_loader *l, uint64_t netns, uint8_t proto, uint16_t port,
 		       struct portres_port *out);

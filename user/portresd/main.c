@@ -45,10 +45,15 @@ static const char usage[] =
 	"  --apply-prune           with --apply: also delete named persistent reservations FILE lacks\n"
 	"  --quota N               runtime ports per uid (default 4096; root is exempt); an acquire\n"
 	"                          beyond it fails with EDQUOT\n"
+	"  --max-reservations N    reservations the maps hold, both protocols (default 16384; each\n"
+	"                          costs 40 bytes of counters per CPU); pinned maps keep their size\n"
 	"  --log-format text|json  log lines on stderr (default text)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
+
+/* 640 KiB of per-reservation counters per CPU (user/portresd/README.md). */
+#define DEFAULT_MAX_RESV 16384
 
 static int verbose_level;
 
@@ -344,7 +349,7 @@ static int teardown(struct agent *a)
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
-	       O_APPLY, O_APPLY_PRUNE };
+	       O_APPLY, O_APPLY_PRUNE, O_MAXRESV };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -358,6 +363,7 @@ int main(int argc, char **argv)
 		{ "quota", required_argument, NULL, O_QUOTA },
 		{ "apply", required_argument, NULL, O_APPLY },
 		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
+		{ "max-reservations", required_argument, NULL, O_MAXRESV },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -366,7 +372,7 @@ int main(int argc, char **argv)
 	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
 				     .quota = PORTRESD_QUOTA } };
-	struct portres_loader_opts lo = { 0 };
+	struct portres_loader_opts lo = { .max_resv = DEFAULT_MAX_RESV };
 	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
 	struct group *gr;
 	int c, err, ret = 1;
@@ -395,6 +401,14 @@ int main(int argc, char **argv)
 			a.opts.quota = (uint32_t)strtoul(optarg, &end, 10);
 			if (errno || *end || !*optarg || strtoul(optarg, NULL, 10) > 65536) {
 				fprintf(stderr, "portresd: --quota: a number of ports 0..65536\n");
+				return 2;
+			}
+			break;
+		case O_MAXRESV:
+			errno = 0;
+			lo.max_resv = (uint32_t)strtoul(optarg, &end, 10);
+			if (errno || *end || !*optarg || lo.max_resv < 1 || strtoul(optarg, NULL, 10) > PORTRES_MAX_RESV) {
+				fprintf(stderr, "portresd: --max-reservations: a number 1..%u\n", PORTRES_MAX_RESV);
 				return 2;
 			}
 			break;

@@ -87,6 +87,7 @@ struct agent {
 	int epfd;
 	bool stop;
 	uint64_t requests, errors, events_seen;
+	uint64_t released_seen, released_events; /* data plane's count of anchor closes; RELEASED events received */
 	size_t n_clients, n_subscribers;
 	void *mhd;            /* struct MHD_Daemon * */
 	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */
@@ -132,6 +133,8 @@ void netns_release_all(struct agent *a);
 int agent_save(struct agent *a, bool durable, char *err, size_t errlen);
 /* Ends a runtime reservation: maps, attachments, sysctl (idempotent). */
 void runtime_end(struct agent *a, uint64_t token, const char *why);
+/* Ends runtime reservations whose RELEASED event was lost (once per loop turn). */
+void runtime_sweep(struct agent *a);
 /* Removes a persistent or runtime reservation from the maps with its grants and attachments. */
 void resv_unload(struct agent *a, uint64_t token);
 

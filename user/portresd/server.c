@@ -362,6 +362,7 @@ static int handle_ring_event(const struct portres_event *ev, void *arg)
 	a->events_seen++;
 	state_token_format(ev->token, tok);
 	if (ev->type == PORTRES_EV_RELEASED) {
+		a->released_events++;
 		runtime_end(a, ev->token, "socket closed");
 		return 0;
 	}
@@ -508,6 +509,7 @@ int server_run(struct agent *a)
 		if (a->attach_dirty)
 			cgwatch_sync(a);
 		cgwatch_tick(a);
+		runtime_sweep(a);
 		log_events_flush(false);
 	}
 	log_events_flush(true);
