@@ -33,6 +33,7 @@
 #define EPERM         1
 #define ENOENT        2
 #define ENOMEM       12
+#define ENOSPC       28
 #define EACCES       13
 #define EINVAL       22
 #define EPROTOTYPE   91
@@ -113,13 +114,6 @@ struct {
 	__type(key, int);
 	__type(value, struct portres_sk);
 } portres_sk SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct portres_anchor);
-} portres_anchor SEC(".maps");
 
 /* Indexed by portres_resv.slot: no hashing on the paths that count. */
 struct {
@@ -865,8 +859,9 @@ static __always_inline struct portres_cgroup *attached(__u64 id)
 }
 
 /*
- * socket(): the nearest attached ancestor cgroup (deepest level) decides;
- * its slot for the socket's protocol names the token.
+ * socket() below an attached cgroup (the loader links this program at each
+ * one, not at the root): the nearest attached ancestor (deepest level)
+ * decides; its slot for the socket's protocol names the token.
  */
 SEC("cgroup/sock_create")
 int portres_create(struct bpf_sock *sk)
@@ -880,6 +875,9 @@ int portres_create(struct bpf_sock *sk)
 	int level;
 
 	if (!conf || !READ_ONCE(conf->cgroups) || !inet_proto(sk->family, sk->type, sk->protocol))
+		return 1;
+	/* Linked at each attached cgroup: below two of them it runs twice, the first decides. */
+	if (bpf_sk_storage_get(&portres_sk, sk, 0, 0))
 		return 1;
 	for (level = 0; level < PORTRES_MAX_CG_DEPTH; level++) {
 		id = bpf_get_current_ancestor_cgroup_id(level);
@@ -922,13 +920,13 @@ static __always_inline __u32 hold_of(const struct bpf_sock *sk)
 }
 
 /* Ends the runtime reservations a closing socket anchors. */
-static __always_inline void end_anchored(struct bpf_sock *sk, struct portres_anchor *an)
+static __always_inline void end_anchored(struct bpf_sock *sk, struct portres_sk *ps)
 {
 	struct portres_gstats *g;
 	int i;
 
 	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
-		__u64 token = an->tokens[i];
+		__u64 token = ps->anchors[i];
 		struct portres_event *ev;
 		struct portres_rstate *st;
 		struct portres_resv *r;
@@ -964,18 +962,21 @@ static __always_inline void end_anchored(struct bpf_sock *sk, struct portres_anc
 	}
 }
 
-/* No family or protocol check first: only TCP and UDP sockets ever get our storage. */
+/*
+ * One lookup, no family or protocol check first: only TCP and UDP sockets
+ * ever get our storage, and a socket without storage has none of ours.
+ */
 SEC("cgroup/sock_release")
 int portres_release(struct bpf_sock *sk)
 {
 	struct portres_sk *ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
-	struct portres_anchor *an;
 
-	if (ps && (ps->flags & PORTRES_SK_CLAIMED))
+	if (!ps)
+		return 1;
+	if (ps->flags & PORTRES_SK_CLAIMED)
 		unclaim(ps, bpf_get_netns_cookie(sk), sk->protocol, hold_of(sk));
-	an = bpf_sk_storage_get(&portres_anchor, sk, 0, 0);
-	if (an)
-		end_anchored(sk, an);
+	if (ps->anchors[0] | ps->anchors[1] | ps->anchors[2] | ps->anchors[3])
+		end_anchored(sk, ps);
 	return 1;
 }
 
@@ -1047,6 +1048,53 @@ static __always_inline int not_mine(struct bpf_sock *sk, bool taken)
 	return 1;
 }
 
+/*
+ * Anchors, set by the loader's process only (an instance nested above or
+ * below passes on what another instance's loader sets).
+ */
+static __always_inline int anchor_op(struct bpf_sockopt *ctx, struct bpf_sock *sk)
+{
+	void *optval = ctx->optval, *end = ctx->optval_end;
+	struct portres_cfg *conf = cfg();
+	struct portres_sk *ps;
+	__u64 token, want;
+	int i, free = -1;
+
+	if (ctx->optlen == -1)
+		return 1; /* another instance's loader: handled there */
+	if (!conf || (bpf_get_current_pid_tgid() >> 32) != conf->loader_tgid ||
+	    (__u32)bpf_get_current_uid_gid() != 0) {
+		if (bpf_get_retval() == 0)
+			bpf_set_retval(-EACCES);
+		return 1;
+	}
+	if (ctx->optlen != sizeof(token) || optval + sizeof(token) > end || !*(__u64 *)optval)
+		return deny(EINVAL);
+	token = *(__u64 *)optval;
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ps)
+		return deny(ENOMEM);
+	want = ctx->optname == PORTRES_ANCHOR_ADD ? token : 0;
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
+		if (ps->anchors[i] == token)
+			break;
+		if (!ps->anchors[i] && free < 0)
+			free = i;
+	}
+	if (i == PORTRES_MAX_ANCHORS) {
+		if (!want)
+			return deny(ENOENT);
+		if (free < 0)
+			return deny(ENOSPC);
+		i = free;
+	}
+	if (i >= 0 && i < PORTRES_MAX_ANCHORS)
+		ps->anchors[i] = want;
+	ctx->optlen = -1;
+	bpf_set_retval(0);
+	return 1;
+}
+
 SEC("cgroup/setsockopt")
 int portres_setsopt(struct bpf_sockopt *ctx)
 {
@@ -1060,6 +1108,8 @@ int portres_setsopt(struct bpf_sockopt *ctx)
 		return sockopt_pass(ctx);
 	if (!sk || !inet_proto(sk->family, sk->type, sk->protocol))
 		return deny(EOPNOTSUPP);
+	if (ctx->optname == PORTRES_ANCHOR_ADD || ctx->optname == PORTRES_ANCHOR_DEL)
+		return anchor_op(ctx, sk);
 	if (ctx->optname != PORTRES_ASSOCIATE)
 		return deny(ENOPROTOOPT);
 	/* An instance that ran before us took it (optlen -1: its token, not ours). */

@@ -29,9 +29,15 @@
  *                    flags}: sockets created in that cgroup (or below it; the
  *                    nearest attached ancestor decides, both of its slots) are
  *                    associated with the token of their protocol's slot.
- *   portres_sk       sk_storage: a socket's association and claimed port
- *   portres_anchor   sk_storage: the runtime reservations acquired on a socket;
- *                    closing it ends them (written by the agent only)
+ *                    The loader links portres_create (cgroup/sock_create) at
+ *                    each cgroup in this map, not at the attach root: a
+ *                    socket made anywhere else runs no program at socket().
+ *   portres_sk       sk_storage: a socket's association, claimed port, and the
+ *                    runtime reservations acquired on it (its anchors: closing
+ *                    it ends them). Written by the data plane only; the agent
+ *                    sets anchors through setsockopt(SOL_PORTRES,
+ *                    PORTRES_ANCHOR_ADD / _DEL), which only the loader's own
+ *                    process (portres_cfg.loader_tgid, as root) may use.
  *   portres_cgidx    array, cgroup id % PORTRES_CGIDX_SLOTS -> that id when it
  *                    is in portres_cgroups (PORTRES_CGIDX_MANY: several are),
  *                    so that socket() looks up only attached ancestors
@@ -160,6 +166,7 @@
 
 /* Sizes of the maps; the loader may lower them (tests) but the BPF side never relies on them. */
 #define PORTRES_MAX_RESV       131072 /* 65,535 per protocol plus room */
+#define PORTRES_DEFAULT_RESV   16384  /* what the loader and portresd use unless told */
 #define PORTRES_PORT_SLOTS     (2 * 65536) /* portres_ports: one slot per protocol and port */
 #define PORTRES_MAX_PORTS      65536  /* portres_portx: ports reserved in a second netns */
 #define PORTRES_MAX_GRANTS     4096
@@ -255,6 +262,16 @@ struct portres_grant_key {
 struct portres_cfg {
 	__u32 cgroups;    /* entries of portres_cgroups: 0 skips the ancestor walk */
 	__u32 overflow;   /* entries of portres_portx: 0 skips its lookup */
+	__u32 loader_tgid; /* the process that may set anchors */
+	__u32 pad;
+};
+
+/* setsockopt(SOL_PORTRES, ...) of the loader's process: struct portres_anchor_op in. */
+#define PORTRES_ANCHOR_ADD 100 /* anchors token on the socket (ENOSPC: it holds PORTRES_MAX_ANCHORS) */
+#define PORTRES_ANCHOR_DEL 101 /* ENOENT: not anchored there */
+
+struct portres_anchor_op {
+	__u64 token;
 };
 
 #define PORTRES_CG_CONFINE     0x01 /* binds of a protocol that has a block here are denied outside it */
@@ -284,10 +301,7 @@ struct portres_sk {
 	__u16 claim_port;
 	__u8  flags;
 	__u8  pad[5];
-};
-
-struct portres_anchor {
-	__u64 tokens[PORTRES_MAX_ANCHORS];
+	__u64 anchors[PORTRES_MAX_ANCHORS]; /* runtime tokens this socket ends when it closes */
 };
 
 struct portres_stats {

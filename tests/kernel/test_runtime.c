@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "helpers.h"
 
@@ -168,34 +170,91 @@ Test(runtime, anchor_must_be_tcp_or_udp)
 	cr_expect_eq(resv_flags(t) & PORTRES_RESV_DEAD, 0);
 }
 
-/* The process dies without closing: the kernel closes its sockets, and that ends it. */
-static uint64_t dying_token;
-
-static int anchor_and_die(void *arg)
+/*
+ * The process dies without closing: the kernel closes its sockets, and that
+ * ends it. As with the agent, the socket reaches the loader's process over
+ * SCM_RIGHTS, is anchored there, and only the child holds it afterwards.
+ */
+static void send_fd(int via, int fd)
 {
-	int s = h_socket(AF_INET, IPPROTO_TCP), err;
+	char c = 0, ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
 
-	if (s < 0)
-		return h_fail("socket: %s", strerror(-s));
-	err = portres_anchor_add(fx.l, s, dying_token);
-	if (err)
-		return h_fail("portres_anchor_add: %s", strerror(-err));
-	return 0; /* _exit with the socket open */
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	if (sendmsg(via, &m, 0) != 1)
+		_exit(3);
+}
+
+static int recv_fd(int via)
+{
+	char c, ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	int fd = -1;
+
+	if (recvmsg(via, &m, 0) == 1 && CMSG_FIRSTHDR(&m))
+		memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+	return fd;
 }
 
 Test(runtime, process_exit_ends_reservation)
 {
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
 	struct h_events log;
-	int fd;
+	int sv[2], fd, st;
+	pid_t pid;
+	char c;
 
 	h_events_open(&log);
-	dying_token = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
-	h_expect_child(anchor_and_die, NULL, "anchor in a child that exits");
-	cr_expect_neq(resv_flags(dying_token) & PORTRES_RESV_DEAD, 0, "not dead after its process exited");
-	cr_expect_not_null(released_event(&log, dying_token), "no RELEASED event");
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+
+		send_fd(sv[1], s);
+		_exit(read(sv[1], &c, 1) == 1 ? 0 : 2); /* with the socket open */
+	}
+	fd = recv_fd(sv[0]);
+	cr_assert(fd >= 0, "no socket from the child");
+	cr_expect_eq(portres_anchor_add(fx.l, fd, t), 0);
+	close(fd);
+	cr_expect_eq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "dead while its process lives");
+	cr_assert_eq(write(sv[0], "x", 1), 1);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	close(sv[0]);
+	close(sv[1]);
+	cr_expect_neq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "not dead after its process exited");
+	cr_expect_not_null(released_event(&log, t), "no RELEASED event");
 	fd = fx_socket(AF_INET, IPPROTO_TCP);
 	cr_expect_eq(fx_bind(fd, AF_INET, START + 2), 0, "bind after the owner died");
 	close(fd);
+}
+
+/* Only the loader's process sets anchors: another one (even root) cannot end a reservation. */
+static uint64_t foreign_token;
+
+static int anchor_from_elsewhere(void *arg)
+{
+	struct portres_anchor_op a = { .token = foreign_token };
+	int s = h_socket(AF_INET, IPPROTO_TCP);
+
+	if (setsockopt(s, SOL_PORTRES, PORTRES_ANCHOR_ADD, &a, sizeof(a)) == 0 || errno != EACCES)
+		return h_fail("PORTRES_ANCHOR_ADD from another process: %s", strerror(errno));
+	close(s);
+	return 0;
+}
+
+Test(runtime, anchor_only_by_the_loader)
+{
+	foreign_token = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	h_expect_child(anchor_from_elsewhere, NULL, "anchor from another process");
+	cr_expect_eq(resv_flags(foreign_token) & PORTRES_RESV_DEAD, 0, "ended by another process's socket");
 }
 
 /* A socket associated before the end binds like an unassociated one afterwards. */

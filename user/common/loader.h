@@ -22,7 +22,7 @@ struct portres_loader;
 struct portres_loader_opts {
 	const char *bpffs_dir;   /* pins go here: <dir>/maps/<map>, <dir>/links/<prog> */
 	const char *cgroup_path; /* cgroup2 directory to attach to */
-	uint32_t max_resv;       /* reservations, and counter slots (per CPU); 0: PORTRES_MAX_RESV.
+	uint32_t max_resv;       /* reservations, and counter slots (per CPU); 0: PORTRES_DEFAULT_RESV.
 				    Pinned maps keep their size: it applies on a fresh start. */
 	uint32_t max_ports;      /* 0: PORTRES_MAX_PORTS */
 	uint32_t events_per_sec; /* per CPU; 0: 1000 */
@@ -88,6 +88,8 @@ int portres_cgroup_foreach(struct portres_loader *l,
 /*
  * Makes sockfd the anchor of runtime reservation token: closing the socket
  * ends the reservation (-ENOSPC when it anchors PORTRES_MAX_ANCHORS already).
+ * The data plane stores it through setsockopt(SOL_PORTRES, PORTRES_ANCHOR_ADD),
+ * which it takes from the loader's process only (the last to call these).
  */
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token);
 int portres_anchor_del(struct portres_loader *l, int sockfd, uint64_t token);

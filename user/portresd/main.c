@@ -52,9 +52,6 @@ static const char usage[] =
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
 
-/* 640 KiB of per-reservation counters per CPU (user/portresd/README.md). */
-#define DEFAULT_MAX_RESV 16384
-
 static int verbose_level;
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -372,7 +369,7 @@ int main(int argc, char **argv)
 	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
 				     .quota = PORTRESD_QUOTA } };
-	struct portres_loader_opts lo = { .max_resv = DEFAULT_MAX_RESV };
+	struct portres_loader_opts lo = { .max_resv = PORTRES_DEFAULT_RESV };
 	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
 	struct group *gr;
 	int c, err, ret = 1;
