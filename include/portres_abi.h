@@ -112,9 +112,11 @@
  *     refused: EINVAL for an associated socket (bind first: bind(0) picks a
  *     port of the block), EACCES (with its reason) for a confined one without
  *     a usable block. The socket keeps the kernel's port: make a new one.
- *   listen of an unbound associated TCP socket: no cgroup hook runs there
- *     (the kernel's own port, outside the block); bind(0) before listen(),
- *     as on Windows, which refuses listen on an unbound socket.
+ *   listen of an unbound associated TCP socket: no cgroup hook runs there,
+ *     so the kernel's own port, outside the block, is not seen; bind(0)
+ *     before listen(), as Windows requires (it refuses listen on an unbound
+ *     socket). BPF LSM (lsm_cgroup/socket_listen) could refuse it, but
+ *     kernels in lockdown (integrity) refuse to load LSM programs (EPERM).
  *
  * Held ports. When a socket that claimed port P of T closes, P is free in
  * our books at once but the kernel may hold it a while longer: a TCP socket
