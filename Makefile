@@ -2,11 +2,15 @@
 # portres: port reservations for Linux, enforced by cgroup eBPF.
 #
 #   make            build BPF object + skeleton, libportres, portresd, portresctl
-#   make run        install deps, build, run portresd in the foreground (root)
-#   make check      build and run every test (root: real kernel, real BPF)
+#   make run        install what running needs, build, run portresd in the foreground
+#   make check      install what the tests need, build, run every test (real kernel, real BPF)
 #   make bench      run the benchmarks and print a table
 #   make fuzz       build the libFuzzer targets
 #   make install    DESTDIR= PREFIX= (default /usr/local)
+#   make deb        the Debian package, build/portres_VERSION_ARCH.deb (scripts/deb/)
+#
+# run and check need root for some steps: as root they run as they are,
+# otherwise those steps go through sudo (asked for once).
 #
 # Files are found by folder: user/lib/*.c is libportres, user/common/*.c the
 # code the agent, CLI and tests share, user/portresd/*.c and user/portresctl/*.c
@@ -41,7 +45,7 @@ endif
 
 ARCH_INC   := $(shell $(CC) -print-multiarch 2>/dev/null)
 WARN       := -Wall -Wextra -Werror -Wno-unused-parameter
-CPPFLAGS   += -D_GNU_SOURCE -Iinclude -Iuser/common -I$(OUT)
+CPPFLAGS   += -D_GNU_SOURCE -Iinclude -Iuser/common -Iuser/lib -I$(OUT)
 CFLAGS     ?= -O2 -g
 CFLAGS     += $(WARN) -fPIC
 BPF_CFLAGS := -g -O2 --target=bpf -mcpu=v3 -Wall -Werror -Iinclude -I/usr/include/$(ARCH_INC)
@@ -152,23 +156,36 @@ $(OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(HEADERS) $(SKEL)
 tests: $(TEST_BINS)
 fuzz: $(FUZZ_BINS)
 
+# Root's steps: as they are for root, else through sudo (with the tests' settings).
+AS_ROOT = $(if $(filter 0,$(shell id -u)),,$(if $(shell command -v sudo),sudo --preserve-env=CI$(,)PORTRES_FUZZ_SECONDS$(,)PORTRES_TEST_JOBS,$(error make $@ needs root: run it as root, or install sudo)))
+, := ,
+
 # `make check` installs what is missing (Debian), builds, and runs every test:
 # Criterion binaries, shell tests (tests/*.sh), then each fuzz target briefly.
 check:
-	$(Q)scripts/install-deps.sh
+	$(Q)$(AS_ROOT) scripts/install-deps.sh test
 	$(Q)$(MAKE) --no-print-directory all tests fuzz
-	$(Q)scripts/run-tests.sh $(TEST_BINS) $(wildcard tests/*.sh) -- $(FUZZ_BINS)
+	$(Q)$(AS_ROOT) scripts/run-tests.sh $(TEST_BINS) $(wildcard tests/*.sh) -- $(FUZZ_BINS)
 
-# `sudo make run`: install what is missing, build, run the agent in the foreground.
+# `make run`: install what is missing to build and run, build, run the agent in the foreground.
 run:
-	$(Q)scripts/install-deps.sh
+	$(Q)$(AS_ROOT) scripts/install-deps.sh run
 	$(Q)$(MAKE) --no-print-directory all
-	exec $(OUT)/portresd --foreground $(ARGS)
+	exec $(AS_ROOT) $(OUT)/portresd --foreground $(ARGS)
+
+# Everything package-specific is in scripts/deb/.
+deb: all
+	$(call msg,DEB,$(OUT)/portres_$(VERSION)_*.deb)
+	$(Q)scripts/deb/build.sh $(VERSION) $(OUT) >/dev/null
 
 bench: all $(OUT)/bench
 	$(Q)PORTRESD_BIN=$(OUT)/portresd $(OUT)/bench
 
 # --- install -----------------------------------------------------------------
+# `man portres_acquire` and the others open portres(3).
+MAN3_LINKS := portres_acquire portres_associate portres_release portres_create_persistent \
+	      portres_lookup_persistent portres_delete_persistent
+
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
 	install -m 0644 include/portres.h $(DESTDIR)$(INCLUDEDIR)/portres.h
@@ -180,7 +197,8 @@ install: all
 		user/lib/libportres.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libportres.pc
 	$(if $(AGENT_SRC),install -m 0755 $(OUT)/portresd $(DESTDIR)$(SBINDIR)/portresd)
 	$(if $(CTL_SRC),install -m 0755 $(OUT)/portresctl $(DESTDIR)$(BINDIR)/portresctl)
-	$(foreach m,$(wildcard scripts/man/*.8),install -D -m 0644 $(m) $(DESTDIR)$(MANDIR)/man8/$(notdir $(m));)
+	$(foreach m,$(wildcard scripts/man/*.[0-9]),install -D -m 0644 $(m) $(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m));)
+	$(foreach f,$(MAN3_LINKS),printf '.so man3/portres.3\n' > $(DESTDIR)$(MANDIR)/man3/$(f).3;)
 	$(if $(wildcard scripts/portresctl.bash-completion),install -D -m 0644 scripts/portresctl.bash-completion $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl)
 
 uninstall:
@@ -188,10 +206,11 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libportres.a $(DESTDIR)$(LIBDIR)/pkgconfig/libportres.pc \
 	      $(DESTDIR)$(SBINDIR)/portresd $(DESTDIR)$(BINDIR)/portresctl \
 	      $(DESTDIR)$(MANDIR)/man8/portresd.8 $(DESTDIR)$(MANDIR)/man8/portresctl.8 \
+	      $(DESTDIR)$(MANDIR)/man3/portres.3 $(foreach f,$(MAN3_LINKS),$(DESTDIR)$(MANDIR)/man3/$(f).3) \
 	      $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl
 
 clean:
 	rm -rf $(OUT)
 
-.PHONY: all tests fuzz check run bench install uninstall clean
+.PHONY: all tests fuzz check run bench install uninstall deb clean
 .SECONDARY:

@@ -19,7 +19,21 @@
  * Besides the errors of the Windows calls (EINVAL, EOPNOTSUPP, EPROTOTYPE,
  * EACCES, EADDRINUSE, ENOENT, ENOTSOCK), portres_acquire fails with EDQUOT
  * when the caller's uid would hold more runtime ports than the agent's quota
- * (portresd --quota; root is exempt); no free block is EADDRINUSE.
+ * (portresd --quota; root is exempt); no free block is EADDRINUSE. A caller
+ * that is neither root nor in the agent's admin group acquires only inside
+ * portresd --user-ports (default: the low end of ip_local_port_range up to
+ * 65535, never below ip_unprivileged_port_start): a start outside it is
+ * EACCES, a wildcard block is chosen inside it.
+ *
+ * portres_create_persistent survives a lost answer: it sends a random
+ * request id, and when the connection to the agent breaks after the request
+ * went out (the agent stopped, perhaps after saving the block and before
+ * answering) it sends the same request again until 30 s have passed since
+ * the call began. An agent that saved the block answers with its token, so
+ * the caller gets the token once, never EADDRINUSE for its own block. If the
+ * agent is not back within 30 s the call fails with ETIMEDOUT and the block
+ * may exist (portres_lookup_persistent tells). With no agent at the first
+ * try it fails with ECONNREFUSED at once.
  *
  * Association without the library, from any language:
  *   setsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATE, &token, sizeof token);

@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Installs the Debian packages portres needs to build, run and test.
+# install-deps.sh [run|test]: installs the Debian packages portres needs.
+#   run   to build and run the agent and the CLI (make run), and python3 for
+#         the README's examples
+#   test  that, and what the tests need (make check, .ci/run): Criterion,
+#         the fuzzers' symbolizer, man-db and systemd-analyze (install test),
+#         dpkg-dev (make deb), iproute2, procps
+# Without an argument: test (everything).
 set -eu
-pkgs=(make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
-      libjansson-dev libmnl-dev libmicrohttpd-dev libcriterion-dev iproute2 procps python3)
+run=(make gcc clang pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
+     libjansson-dev libmnl-dev libmicrohttpd-dev python3)
+test=("${run[@]}" libcriterion-dev llvm man-db groff-base systemd dpkg-dev iproute2 procps)
+case "${1:-test}" in
+run) pkgs=("${run[@]}") ;;
+test) pkgs=("${test[@]}") ;;
+*) echo "usage: $0 [run|test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

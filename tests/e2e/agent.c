@@ -7,6 +7,7 @@
 #include <ftw.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +31,10 @@
 #include "cgroup.h"
 
 struct agent_fx ag;
+
+#define AG_MAX_USERS 8
+static char users[AG_MAX_USERS][40];
+static int n_users, user_seq;
 
 static void write_file(const char *path, const char *text)
 {
@@ -67,6 +73,179 @@ static void sweep_stale_cgroups(const char *root)
 	closedir(d);
 }
 
+/* Runs a system tool (useradd, userdel, groupdel) quietly; its exit status. */
+static int run_tool(const char *tool, const char *const *args)
+{
+	const char *argv[16] = { tool };
+	char path[64];
+	pid_t pid;
+	int status;
+
+	for (size_t i = 0; args[i] && i < 14; i++)
+		argv[i + 1] = args[i];
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+		if (null >= 0) {
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+		}
+		snprintf(path, sizeof(path), "/usr/sbin/%s", tool);
+		execv(path, (char *const *)argv);
+		snprintf(path, sizeof(path), "/sbin/%s", tool);
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Kills every process of uid (all made by the test that made the user) and waits until they are gone. */
+static void kill_user_procs(uid_t uid)
+{
+	for (int round = 0; round < 100; round++) {
+		DIR *d = opendir("/proc");
+		struct dirent *e;
+		bool any = false;
+
+		while (d && (e = readdir(d))) {
+			char path[300], line[256];
+			unsigned int real = 0;
+			FILE *f;
+			int pid = atoi(e->d_name);
+
+			if (pid <= 0)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/status", pid);
+			if (!(f = fopen(path, "re")))
+				continue;
+			while (fgets(line, sizeof(line), f)) {
+				if (!strncmp(line, "State:\tZ", 8))
+					break; /* a zombie: gone but for its parent's wait */
+				if (sscanf(line, "Uid: %u", &real) == 1)
+					break;
+			}
+			fclose(f);
+			if (real == uid && kill(pid, SIGKILL) == 0)
+				any = true;
+		}
+		if (d)
+			closedir(d);
+		if (!any)
+			return;
+		usleep(20000);
+	}
+}
+
+/* userdel, retried: /etc/passwd may be locked by a test running beside this one. */
+static bool user_del(const char *name)
+{
+	struct passwd *pw = getpwnam(name);
+
+	if (pw && pw->pw_uid != 0)
+		kill_user_procs(pw->pw_uid);
+	for (int i = 0; i < 200; i++) {
+		int st = run_tool("userdel", (const char *const[]){ name, NULL });
+
+		if (st == 0 || st == 6 /* no such user */) {
+			/* the user's own group goes with it; one left by an interrupted userdel too */
+			run_tool("groupdel", (const char *const[]){ name, NULL });
+			return true;
+		}
+		usleep(25000);
+	}
+	fprintf(stderr, "e2e: userdel %s failed\n", name);
+	return false;
+}
+
+/* Users and groups left by crashed runs: the pid in their name is gone. */
+static void sweep_stale_users(void)
+{
+	static const char *const files[] = { "/etc/passwd", "/etc/group" };
+	char line[1024], name[64];
+	int pid, n;
+
+	for (size_t f = 0; f < 2; f++) {
+		FILE *fp = fopen(files[f], "re");
+
+		while (fp && fgets(line, sizeof(line), fp)) {
+			if (sscanf(line, "portres-e2e-%d-%d:", &pid, &n) != 2 || kill(pid, 0) == 0 || errno != ESRCH)
+				continue;
+			snprintf(name, sizeof(name), "portres-e2e-%d-%d", pid, n);
+			fclose(fp);
+			fp = NULL;
+			user_del(name);
+			fp = fopen(files[f], "re"); /* the file changed: read it again */
+		}
+		if (fp)
+			fclose(fp);
+	}
+}
+
+void ag_user_new(struct ag_user *u)
+{
+	struct passwd *pw;
+	int st = -1;
+
+	cr_assert(n_users < AG_MAX_USERS, "at most %d users per test", AG_MAX_USERS);
+	memset(u, 0, sizeof(*u));
+	for (int i = 0; i < 200 && st; i++) {
+		snprintf(u->name, sizeof(u->name), "portres-e2e-%d-%d", (int)getpid(), user_seq);
+		st = run_tool("useradd", (const char *const[]){ "--no-create-home", "--user-group", "--shell",
+								"/usr/sbin/nologin", u->name, NULL });
+		if (st == 9) /* the name is taken (a crashed run of a pid like ours): next one */
+			user_seq++;
+		else if (st)
+			usleep(25000); /* /etc/passwd locked by a test running beside this one */
+	}
+	cr_assert_eq(st, 0, "useradd %s: exit %d", u->name, st);
+	snprintf(users[n_users++], sizeof(users[0]), "%s", u->name);
+	user_seq++;
+	pw = getpwnam(u->name);
+	cr_assert(pw, "getpwnam %s after useradd", u->name);
+	u->uid = pw->pw_uid;
+	u->gid = pw->pw_gid;
+	cr_assert(u->uid != 0 && u->gid != 0);
+}
+
+int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups)
+{
+	gid_t all[17] = { u->gid };
+
+	for (int i = 0; i < ngroups && i < 16; i++)
+		all[i + 1] = groups[i];
+	if (setgroups((size_t)(ngroups < 16 ? ngroups : 16) + 1, all) || setgid(u->gid) || setuid(u->uid))
+		return -1;
+	return 0;
+}
+
+struct as_user {
+	const struct ag_user *u;
+	const gid_t *groups;
+	int ngroups;
+	int (*fn)(void *arg);
+	void *arg;
+};
+
+static int become_then(void *arg)
+{
+	struct as_user *x = arg;
+
+	return ag_become(x->u, x->groups, x->ngroups) ? 126 : x->fn(x->arg);
+}
+
+int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups)
+{
+	struct as_user x = { u, groups, ngroups, fn, arg };
+
+	return ag_in_child(become_then, &x);
+}
+
 void ag_setup(void)
 {
 	struct ifreq ifr = { 0 };
@@ -74,6 +253,8 @@ void ag_setup(void)
 	int fd;
 
 	memset(&ag, 0, sizeof(ag));
+	n_users = 0;
+	sweep_stale_users();
 	/* own mount and network namespace: private bpffs, private sysctls */
 	cr_assert(unshare(CLONE_NEWNS | CLONE_NEWNET) == 0, "unshare: %s", strerror(errno));
 	cr_assert(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0, "make-rprivate: %s", strerror(errno));
@@ -124,6 +305,9 @@ void ag_teardown(void)
 		umount2(path, MNT_DETACH); /* the disk-full test mounts a tmpfs here */
 		nftw(ag.tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	}
+	/* after the agent and the test's children: userdel refuses a user with processes */
+	while (n_users > 0)
+		user_del(users[--n_users]);
 	/* Children of the test (setuid helpers) are gone by now; the cgroup is empty. */
 	for (int i = 0; ag.cgroup[0] && i < 50 && rmdir(ag.cgroup) && errno == EBUSY; i++)
 		usleep(20000);
@@ -163,6 +347,8 @@ static pid_t spawn(const char *const *extra)
 
 		/* a test killed on its timeout runs no .fini: its agent must not outlive it */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (ag.nofile)
+			setrlimit(RLIMIT_NOFILE, &(struct rlimit){ ag.nofile, ag.nofile });
 
 		if (fd >= 0) {
 			dup2(fd, STDERR_FILENO);
@@ -204,8 +390,18 @@ int ag_run(const char *const *extra)
 	pid_t pid = spawn(extra);
 	int status;
 
-	cr_assert(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	/* an agent that was to stop at once but serves: killed, and -1 */
+	for (int i = 0; i < 2000; i++) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		cr_assert(r >= 0, "waitpid: %s", strerror(errno));
+		if (r == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
 }
 
 void ag_kill9(void)

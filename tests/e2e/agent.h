@@ -8,8 +8,9 @@
  * makes a mkdtemp directory with a private bpffs mount, the state directory
  * and the socket; creates a cgroup under the cgroup2 mount and moves the test
  * into it (programs are attached there); points PORTRES_SOCKET at the agent.
- * ag_teardown (.fini) kills the agent, unmounts, removes the cgroup and files.
- * Stale cgroups of crashed earlier runs are removed at setup.
+ * ag_teardown (.fini) kills the agent, unmounts, removes the cgroup and files
+ * and the users ag_user_new made. Stale cgroups and users of crashed earlier
+ * runs are removed at setup.
  *
  * The agent binary: $PORTRESD_BIN, else build/portresd.
  */
@@ -32,6 +33,14 @@ struct agent_fx {
 	char cgroup[4096];
 	char home_cgroup[4096];
 	pid_t pid;           /* the running agent, 0 if none */
+	unsigned nofile;     /* non-zero: the agent starts with RLIMIT_NOFILE soft = hard = nofile */
+};
+
+/* A real, unprivileged user of the machine, made for one test. */
+struct ag_user {
+	char name[40];       /* portres-e2e-<pid>-<n> */
+	uid_t uid;
+	gid_t gid;           /* its own group, of the same name */
 };
 
 extern struct agent_fx ag;
@@ -41,7 +50,7 @@ void ag_teardown(void);
 
 /* Starts portresd with the fixture's flags plus extra (NULL-terminated); waits until it serves. */
 void ag_start(const char *const *extra);
-/* Runs portresd with the flags and extra to completion; returns its exit status. */
+/* Runs portresd with the flags and extra to completion; its exit status, -1 if it still ran after 20 s (killed). */
 int ag_run(const char *const *extra);
 void ag_kill9(void);
 void ag_stop(void);
@@ -68,6 +77,16 @@ int ag_bind(int proto, uint16_t port, int *keep);
 
 /* Runs fn in a child process with uid/gid 65534 (and groups); returns its exit status. */
 int ag_as_nobody(int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
+/*
+ * Creates a user (useradd: unique name, no home, its own group, no login
+ * shell); ag_teardown removes it (userdel), even when the test failed, and
+ * ag_setup removes those of crashed runs (their pid is gone).
+ */
+void ag_user_new(struct ag_user *u);
+/* Makes the calling process u, with the supplementary groups (up to 16); 0 or -1. */
+int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups);
+/* Runs fn in a child process as u (uid, gid, and the supplementary groups); its exit status. */
+int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
 /* Runs fn in a child process (same credentials); returns its exit status. */
 int ag_in_child(int (*fn)(void *arg), void *arg);
 

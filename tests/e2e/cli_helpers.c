@@ -106,6 +106,21 @@ void cli_teardown(void)
 	ag_teardown();
 }
 
+char *cli_agent_help(void)
+{
+	const char *bin = getenv("PORTRESD_BIN");
+	char cmd[600], *out;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "%s --help", bin && *bin ? bin : "build/portresd");
+	p = popen(cmd, "r");
+	cr_assert(p);
+	out = calloc(1, 65536);
+	cr_assert(out && fread(out, 1, 65535, p) > 0);
+	cr_assert_eq(pclose(p), 0);
+	return out;
+}
+
 char *cli_read(const char *path)
 {
 	FILE *f = fopen(path, "re");

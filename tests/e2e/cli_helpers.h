@@ -57,6 +57,8 @@ void cli_cgroup(const char *name, char *path, size_t len);
 /* Runs fn(arg) in a child process moved into cgroup first; its exit status. */
 int cli_in_cgroup(const char *cgroup, int (*fn)(void *arg), void *arg);
 
+/* What `portresd --help` prints (malloc'd); asserts it exits 0. */
+char *cli_agent_help(void);
 /* Reads a whole file (malloc'd, "" if missing). */
 char *cli_read(const char *path);
 /* Polls (every 20 ms, up to timeout_ms) until path contains text. */

@@ -201,7 +201,7 @@ Test(agent_apply, start_change_conflict_rollback)
 	cr_assert(bind(held, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(held, 1) == 0);
 	write_renamed(file, conf(cg, "advisory", RESV_KUBE ", { \"name\": \"first\", \"proto\": \"tcp\", \"ports\": 42100 },"
 						    " { \"name\": \"held\", \"proto\": \"tcp\", \"ports\": \"42000-42009\" }"));
-	cr_assert(wait_log("create held tcp 42000-42009 enforce: tcp 42000-42009: port 42005/tcp in use"),
+	cr_assert(wait_log("create held tcp 42000-42009 enforce: tcp 42000-42009: in use by: pid "),
 		  "no failure line in %s", ag.log);
 	cr_assert(wait_log("rolled back"));
 	summary(got, sizeof(got));
@@ -294,16 +294,8 @@ Test(agent_apply, prune)
 
 Test(agent_apply, documented)
 {
-	const char *bin = getenv("PORTRESD_BIN");
-	char cmd[600], *out;
-	FILE *p;
+	char *out = cli_agent_help();
 
-	snprintf(cmd, sizeof(cmd), "%s --help", bin && *bin ? bin : "build/portresd");
-	p = popen(cmd, "r");
-	cr_assert(p);
-	out = calloc(1, 65536);
-	cr_assert(fread(out, 1, 65535, p) > 0);
-	cr_assert_eq(pclose(p), 0);
 	cr_assert(strstr(out, "--apply FILE") && strstr(out, "--apply-prune") && strstr(out, "EDQUOT"), "%s", out);
 	free(out);
 	out = cli_read("scripts/man/portresd.8");

@@ -497,12 +497,12 @@ Test(cli, events_follow_sees_a_denial)
 	/* text form: one line naming port, pid and reservation; --count ends it */
 	snprintf(out, sizeof(out), "%s/events.txt", ag.tmp);
 	pid = cli_spawn(out, "events", "--follow", "--timeout", "30", NULL);
-	for (int i = 0; i < 100 && !cli_wait_file(out, "port 29006", 100); i++)
+	for (int i = 0; i < 100 && !cli_wait_file(out, "127.0.0.1:29006", 100); i++)
 		ag_bind(IPPROTO_TCP, 29006, NULL);
 	kill(pid, SIGTERM);
 	cli_wait(pid, 10000);
 	text = cli_read(out);
-	cr_assert(strstr(text, "deny") && strstr(text, "port 29006") && strstr(text, token), "%s", text);
+	cr_assert(strstr(text, "deny") && strstr(text, "127.0.0.1:29006 ipv4") && strstr(text, token), "%s", text);
 	free(text);
 	pid = cli_spawn(out, "events", "--follow", "--count", "2", "--timeout", "30", NULL);
 	status = -1;

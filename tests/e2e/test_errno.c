@@ -99,7 +99,8 @@ Test(errno_table, eaddrinuse_rows)
 	EXPECT_ERR(portres_acquire(s, &(struct portres_range){ 9100, 1 }, &in), EADDRINUSE);
 	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":9100,\"count\":1}", -1);
 	cr_assert_str_eq(ag_errno(r), "EADDRINUSE");
-	cr_assert(strstr(json_string_value(json_object_get(r, "error")), "port 9100/tcp in use by pid"),
+	cr_assert(strstr(json_string_value(json_object_get(r, "error")), "in use by:\n  pid ") &&
+		  strstr(json_string_value(json_object_get(r, "error")), ": tcp 127.0.0.1:9100"),
 		  "message: %s", json_string_value(json_object_get(r, "error")));
 	json_decref(r);
 	close(held);

@@ -96,6 +96,25 @@ Test(proto, create_rejects)
 		   EINVAL, "grants[0].path");
 }
 
+Test(proto, create_request_id)
+{
+	struct proto_req req;
+
+	expect_ok("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":1,\"count\":1,"
+		  "\"request_id\":\"0123456789abcdef0123456789abcdef\"}", &req);
+	cr_assert_str_eq(req.request_id, "0123456789abcdef0123456789abcdef");
+	proto_req_free(&req);
+	expect_ok("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":1,\"count\":1}", &req);
+	cr_assert_null(req.request_id);
+	proto_req_free(&req);
+	expect_err("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":1,\"count\":1,\"request_id\":\"abc\"}",
+		   EINVAL, "request_id");
+	expect_err("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":1,\"count\":1,"
+		   "\"request_id\":\"0123456789abcdef/0123456789abcdef\"}", EINVAL, "request_id");
+	expect_err("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":1,\"count\":1,\"request_id\":7}",
+		   EINVAL, "request_id");
+}
+
 Test(proto, selectors)
 {
 	struct proto_req req;

@@ -67,11 +67,12 @@ static void sample(struct state *st)
 	};
 	struct state_resv web = { .token = 0x5f0c2a9e1b7d4c33ULL, .proto = IPPROTO_TCP, .start = 8000,
 				  .count = 10, .name = "web", .mode = PORTRES_MODE_AUDIT,
-				  .n_grants = 2, .grants = grants };
+				  .n_grants = 2, .grants = grants,
+				  .request_id = "0123456789abcdef0123456789abcdef", .request_uid = 1001 };
 	struct state_resv dns = { .token = 0xffffffffffffffffULL, .proto = IPPROTO_UDP, .start = 8000,
 				  .count = 1 };
 	struct state_attach a = { .path = "/sys/fs/cgroup/web", .cgroup_id = 4242,
-				  .token = web.token, .confine = true };
+				  .token = web.token, .confine = true, .by_uid = 1001 };
 
 	memset(st, 0, sizeof(*st));
 	cr_assert_eq(state_add_resv(st, &web), 0);
@@ -109,8 +110,13 @@ Test(state, round_trip, .init = setup, .fini = teardown)
 	cr_assert_str_eq(back.resv[0].grants[1].path, "/sys/fs/cgroup/web");
 	cr_assert_eq(back.resv[1].token, 0xffffffffffffffffULL);
 	cr_assert_null(back.resv[1].name);
+	cr_assert_str_eq(back.resv[0].request_id, "0123456789abcdef0123456789abcdef");
+	cr_assert_eq(back.resv[0].request_uid, 1001);
+	cr_assert_null(back.resv[1].request_id);
 	cr_assert_eq(back.n_attach, 1);
 	cr_assert(back.attach[0].confine);
+	cr_assert(!back.attach[0].by_admin);
+	cr_assert_eq(back.attach[0].by_uid, 1001);
 	cr_assert_eq(portset_count(&back.sysctl_added), 10);
 	cr_assert(strstr(slurp(), "\"token\": \"5f0c2a9e1b7d4c33\""));
 	cr_assert(strstr(slurp(), "\"version\": 1"));
@@ -180,7 +186,34 @@ Test(state, refuses_torn_and_invalid_files, .init = setup, .fini = teardown)
 	expect_refused("{\"version\":1,\"attachments\":[{\"path\":\"/x\",\"cgroup_id\":1," T "}]}",
 		       "no such reservation");
 	expect_refused("{\"version\":1,\"sysctl_added\":\"1-\"}", "sysctl_added");
+	expect_refused(R("{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1,\"request\":\"x\"}"),
+		       "reservations[0].request");
+	expect_refused(R("{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1,\"request\":{\"id\":\"short\",\"uid\":0}}"),
+		       "reservations[0].request.id");
+	expect_refused(R("{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1,"
+			 "\"request\":{\"id\":\"0123456789abcdef\"}}"), "reservations[0].request.uid");
+	expect_refused("{\"version\":1,\"reservations\":[{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1}],"
+		       "\"attachments\":[{\"path\":\"/x\",\"cgroup_id\":1," T ",\"made_by\":{\"admin\":1,\"uid\":0}}]}",
+		       "attachments[0].made_by.admin");
+	expect_refused("{\"version\":1,\"reservations\":[{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1}],"
+		       "\"attachments\":[{\"path\":\"/x\",\"cgroup_id\":1," T ",\"made_by\":{\"admin\":false}}]}",
+		       "attachments[0].made_by.uid");
 	expect_refused("{\"version\":1,\"version\":1}", ":1:");
+}
+
+/* Attachments saved before "made_by" was kept were all made by administrators. */
+Test(state, attachment_without_made_by_is_an_admins, .init = setup, .fini = teardown)
+{
+	struct state st;
+	char err[STATE_ERR_LEN];
+
+	put("{\"version\":1,\"reservations\":[{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1}],"
+	    "\"attachments\":[{\"path\":\"/x\",\"cgroup_id\":1," T ",\"confine\":true}]}");
+	cr_assert_eq(state_load(dir, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(st.n_attach, 1);
+	cr_assert(st.attach[0].by_admin);
+	cr_assert_eq(st.attach[0].by_uid, 0);
+	state_free(&st);
 }
 
 Test(state, udp_and_tcp_may_share_ports, .init = setup, .fini = teardown)

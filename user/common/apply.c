@@ -651,6 +651,14 @@ static int check_conflicts(struct planner *p, bool *after_deletes, char *err, si
 	return code;
 }
 
+/* A transient cgroup of `portresctl run`: it goes when the run ends, prune leaves it alone. */
+static bool is_run_cgroup(const char *path)
+{
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+
+	return !strncmp(base, APPLY_RUN_CGROUP_PREFIX, strlen(APPLY_RUN_CGROUP_PREFIX));
+}
+
 /* The file's attachment of a cgroup, or NULL. */
 static const struct apply_attach *file_attach(const struct planner *p, const char *cgroup)
 {
@@ -692,7 +700,7 @@ static void plan_create(struct planner *p, size_t i)
 /* Deleting c; undone by creating it again (new token) and attaching its cgroups again. */
 static void plan_delete(struct planner *p, const struct cur *c)
 {
-	json_t *undo = json_array(), *x;
+	json_t *undo = json_array(), *x, *req;
 	char r[32];
 	size_t i;
 
@@ -701,7 +709,11 @@ static void plan_delete(struct planner *p, const struct cur *c)
 	json_array_foreach(json_object_get(c->j, "attachments"), i, x)
 		json_array_append_new(undo, req_attach(json_string_value(json_object_get(x, "path")) ?: "", "name",
 						       c->name, json_is_true(json_object_get(x, "confine"))));
-	step(p, APPLY_DELETE, req_by_name("delete", c->name), undo, "delete %s %s%s", c->name, r,
+	req = req_by_name("delete", c->name);
+	/* a replaced block's cgroups are attached again; a pruned one is checked for holders first */
+	if (req && (c->replaced || p->o->force))
+		json_object_set_new(req, "force", json_true());
+	step(p, APPLY_DELETE, req, undo, "delete %s %s%s", c->name, r,
 	     c->replaced ? " (to replace it)" : " (not in the file)");
 }
 
@@ -744,7 +756,7 @@ static void plan_attachments(struct planner *p)
 			const char *path = json_string_value(json_object_get(x, "path"));
 			bool confine = json_is_true(json_object_get(x, "confine"));
 
-			if (!path || file_attach(p, path))
+			if (!path || file_attach(p, path) || is_run_cgroup(path))
 				continue;
 			if (p->o->prune && !c->removed)
 				step(p, APPLY_DETACH, req_detach(path), req_attach(path, "name", c->name, confine),
@@ -820,6 +832,35 @@ void apply_plan_free(struct apply_plan *plan)
 }
 
 /* --- execution ------------------------------------------------------------ */
+
+int apply_check_holders(const struct apply_plan *plan, apply_call_fn call, void *arg, char *err, size_t len)
+{
+	char why[APPLY_ERR_LEN];
+	int first = 0;
+
+	err[0] = '\0';
+	for (size_t i = 0; i < plan->n; i++) {
+		const struct apply_step *s = &plan->steps[i];
+		json_t *probe;
+		int e;
+
+		if (s->action != APPLY_DELETE || json_is_true(json_object_get(s->req, "force")))
+			continue;
+		/* the agent's own check, without deleting anything */
+		if (!(probe = json_deep_copy(s->req)) || json_object_set_new(probe, "dry_run", json_true())) {
+			json_decref(probe);
+			return fail(err, len, -ENOMEM, "out of memory");
+		}
+		why[0] = '\0';
+		e = call(arg, probe, why, sizeof(why));
+		json_decref(probe);
+		if (!e)
+			continue;
+		add_conflict(err, len, "%s: %s", s->desc, why[0] ? why : strerror(-e));
+		first = first ?: e;
+	}
+	return first;
+}
 
 int apply_execute(const struct apply_plan *plan, apply_call_fn call, void *arg, size_t *done, char *err,
 		  size_t len)

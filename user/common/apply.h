@@ -34,10 +34,14 @@
  *   same ports and grants, other mode    -> update the mode (token kept)
  *   other proto, ports or grants         -> delete + create (a new token)
  *   identical                            -> nothing
- *   named, persistent, not in the file   -> delete, with prune only
+ *   named, persistent, not in the file   -> delete, with prune only; refused while
+ *                                           sockets are bound in it or cgroups are
+ *                                           attached to it, unless force
+ *                                           (apply_check_holders says first)
  *   attachment absent or different       -> attach
  *   attachment of a named reservation
- *   whose cgroup the file does not list  -> detach, with prune only
+ *   whose cgroup the file does not list  -> detach, with prune only; never the
+ *                                           transient cgroups of portresctl run
  *
  * Every conflict (overlaps with reservations the plan keeps, with each other,
  * unknown reservations, missing cgroups) is found before anything is done.
@@ -53,7 +57,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define APPLY_ERR_LEN 1024
+#define APPLY_ERR_LEN 4096
+/* The transient cgroups of `portresctl run` (<parent>/portresctl-run-<pid>): prune leaves them alone. */
+#define APPLY_RUN_CGROUP_PREFIX "portresctl-run-"
 
 struct apply_grant {
 	uint32_t type;  /* enum portres_grant_type */
@@ -109,6 +115,7 @@ struct apply_plan {
 
 struct apply_opts {
 	bool prune;
+	bool force;       /* prune deletes reservations even while they are in use */
 	uint64_t netns;   /* the agent's netns cookie: overlaps count there; 0 = guess from the reservations */
 	bool check_cgroups; /* attachments' cgroups must exist (stat) */
 };
@@ -125,6 +132,13 @@ const char *apply_action_name(enum apply_action a);
 
 /* Sends one request: 0, or -errno with the agent's message in err. */
 typedef int (*apply_call_fn)(void *arg, json_t *req, char *err, size_t errlen);
+
+/*
+ * Asks the agent (a dry-run delete) whether each reservation the plan
+ * deletes without force is free: no bound sockets, no attached cgroups.
+ * 0, or the first -errno (-EBUSY: in use) with every refusal and its holders in err.
+ */
+int apply_check_holders(const struct apply_plan *plan, apply_call_fn call, void *arg, char *err, size_t errlen);
 
 /*
  * Runs the steps in order. On a failure undoes the steps done, newest first,

@@ -226,6 +226,17 @@ static int parse_cgroup(struct proto_req *req, struct proto_err *err)
 	return 0;
 }
 
+/* An optional boolean field: 0 (read, or absent: false) or -1. */
+static int get_bool(json_t *root, const char *key, bool *out, struct proto_err *err)
+{
+	json_t *v = json_object_get(root, key);
+
+	if (v && !json_is_boolean(v))
+		return bad(err, EINVAL, "%s: must be true or false", key);
+	*out = json_is_true(v);
+	return 0;
+}
+
 static int parse_op(struct proto_req *req, struct proto_err *err)
 {
 	json_t *v;
@@ -239,13 +250,19 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 		return parse_token(req, true, err);
 	case PROTO_OP_CREATE:
 		if (parse_range(req, true, false, err) || parse_name(req, err) < 0 ||
-		    parse_mode(req, false, err) || parse_grants(req, err))
+		    parse_mode(req, false, err) || parse_grants(req, err) ||
+		    get_string(req->root, "request_id", &req->request_id, err) < 0)
 			return -1;
+		if (req->request_id && !state_request_id_valid(req->request_id))
+			return bad(err, EINVAL, "request_id: %d..%d of A-Z a-z 0-9 _ -", STATE_REQUEST_ID_MIN,
+				   STATE_REQUEST_ID_MAX);
 		return 0;
 	case PROTO_OP_LOOKUP:
 		req->sel = PROTO_SEL_RANGE;
 		return parse_range(req, true, false, err);
 	case PROTO_OP_DELETE:
+		if (get_bool(req->root, "force", &req->force, err) || get_bool(req->root, "dry_run", &req->dry_run, err))
+			return -1;
 		return parse_selector(req, 1u << PROTO_SEL_RANGE | 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err);
 	case PROTO_OP_UPDATE:
 		if (parse_selector(req, 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err))
@@ -278,6 +295,7 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 	case PROTO_OP_DETACH:
 		return parse_cgroup(req, err);
 	case PROTO_OP_LIST:
+		return get_bool(req->root, "usage", &req->usage, err);
 	case PROTO_OP_STATUS:
 	case PROTO_OP_METRICS:
 	case PROTO_OP_EVENTS:

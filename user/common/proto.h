@@ -7,19 +7,24 @@
  *   {"v":1,"op":"acquire","start":0,"count":10}          + the socket (SCM_RIGHTS)
  *   {"v":1,"op":"release","token":"5f0c2a9e1b7d4c33"}     + the socket (SCM_RIGHTS)
  *   {"v":1,"op":"create","proto":"tcp","start":8000,"count":10,
- *        "name":"web","mode":"enforce",
+ *        "name":"web","mode":"enforce","request_id":"9f2c4e0b7a1d43c8b5e6f70a1c2d3e4f",
  *        "grants":[{"type":"uid","id":1000},{"type":"cgroup","path":"/sys/fs/cgroup/web"}]}
  *   {"v":1,"op":"lookup","proto":"tcp","start":8000,"count":10}
- *   {"v":1,"op":"delete", one of: "proto"+"start"+"count" | "token" | "name"}
+ *   {"v":1,"op":"delete", one of: "proto"+"start"+"count" | "token" | "name"
+ *        [,"force":true] [,"dry_run":true]}   without force: EBUSY while sockets are
+ *                                              bound in it or cgroups attached to it
  *   {"v":1,"op":"update", "token"|"name", "mode":"audit"}
- *   {"v":1,"op":"list"}
+ *   {"v":1,"op":"list"[,"usage":true]}         usage: each with in_use and stats
  *   {"v":1,"op":"show", "token"|"name"}
  *   {"v":1,"op":"who","port":8005[,"proto":"tcp"]}
  *   {"v":1,"op":"attach","cgroup":"/sys/fs/cgroup/web", "token"|"name", "confine":false}
  *   {"v":1,"op":"detach","cgroup":"/sys/fs/cgroup/web"}
  *   {"v":1,"op":"status"}
  *   {"v":1,"op":"metrics"}                                 -> {"text": Prometheus text}
- *   {"v":1,"op":"events"}      the connection then receives {"v":1,"event":{...}} messages
+ *   {"v":1,"op":"events"[,"since":"2025-01-31T12:00:00.000Z"][,"tail":N][,"name":"web"]
+ *        [,"types":["deny",...]][,"replay":bool][,"follow":bool]}
+ *        -> {"recent":[kept events that pass]}; unless follow is false the connection
+ *        then receives {"v":1,"event":{...}} messages (user/portresd/events.c)
  *
  * Replies: {"v":1,"ok":true, ...op's fields} or
  *          {"v":1,"ok":false,"errno":"EADDRINUSE","error":"human message"}.
@@ -87,8 +92,12 @@ struct proto_req {
 	int mode;            /* -1 if not given */
 	uint64_t token;
 	const char *name;
+	const char *request_id; /* create: the client's id of this request (a retry sends it again), or NULL */
 	const char *cgroup;  /* attach/detach */
 	bool confine;
+	bool force;          /* delete: even with holders */
+	bool dry_run;        /* delete: check only */
+	bool usage;          /* list: ports in use and counters of each */
 	size_t n_grants;
 	struct proto_grant grants[PROTO_MAX_GRANTS];
 	json_t *root;

@@ -132,6 +132,22 @@ bool state_name_valid(const char *s)
 	return true;
 }
 
+bool state_request_id_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < STATE_REQUEST_ID_MIN || n > STATE_REQUEST_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+		      c == '-'))
+			return false;
+	}
+	return true;
+}
+
 /* --- arrays --------------------------------------------------------------- */
 
 void state_resv_free(struct state_resv *r)
@@ -140,6 +156,7 @@ void state_resv_free(struct state_resv *r)
 		free(r->grants[i].path);
 	free(r->grants);
 	free(r->name);
+	free(r->request_id);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -160,9 +177,12 @@ static int resv_copy(struct state_resv *dst, const struct state_resv *src)
 {
 	*dst = *src;
 	dst->name = NULL;
+	dst->request_id = NULL;
 	dst->grants = NULL;
 	dst->n_grants = 0;
 	if (src->name && !(dst->name = strdup(src->name)))
+		goto nomem;
+	if (src->request_id && !(dst->request_id = strdup(src->request_id)))
 		goto nomem;
 	if (src->n_grants) {
 		dst->grants = calloc(src->n_grants, sizeof(*dst->grants));
@@ -258,6 +278,9 @@ int state_validate(const struct state *st, const char *what, char *err, size_t e
 			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].mode: unknown", what, i);
 		if (r->name && !state_name_valid(r->name))
 			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: invalid name", what, i);
+		if (r->request_id && !state_request_id_valid(r->request_id))
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: %d..%d of A-Z a-z 0-9 _ -",
+				    what, i, STATE_REQUEST_ID_MIN, STATE_REQUEST_ID_MAX);
 		for (size_t g = 0; g < r->n_grants; g++) {
 			const struct state_grant *gr = &r->grants[g];
 
@@ -277,6 +300,9 @@ int state_validate(const struct state *st, const char *what, char *err, size_t e
 			if (r->name && o->name && !strcmp(r->name, o->name))
 				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: \"%s\" used twice",
 					    what, i, r->name);
+			if (r->request_id && o->request_id && !strcmp(r->request_id, o->request_id))
+				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: same as reservations[%zu]",
+					    what, i, j);
 			if (o->proto == r->proto && r->start < o->start + o->count &&
 			    o->start < r->start + r->count)
 				return fail(err, errlen, -EINVAL,
@@ -320,6 +346,9 @@ static json_t *resv_to_json(const struct state_resv *r)
 		      "grants", grants);
 	if (o && r->name)
 		json_object_set_new(o, "name", json_string(r->name));
+	if (o && r->request_id)
+		json_object_set_new(o, "request", json_pack("{s:s, s:I}", "id", r->request_id, "uid",
+							    (json_int_t)r->request_uid));
 	return o;
 }
 
@@ -334,9 +363,11 @@ static json_t *state_to_json(const struct state *st)
 		char tok[17];
 
 		state_token_format(st->attach[i].token, tok);
-		json_array_append_new(att, json_pack("{s:s, s:I, s:s, s:b}", "path", st->attach[i].path,
+		json_array_append_new(att, json_pack("{s:s, s:I, s:s, s:b, s:{s:b, s:I}}", "path", st->attach[i].path,
 						     "cgroup_id", (json_int_t)st->attach[i].cgroup_id,
-						     "token", tok, "confine", st->attach[i].confine));
+						     "token", tok, "confine", st->attach[i].confine, "made_by",
+						     "admin", st->attach[i].by_admin, "uid",
+						     (json_int_t)st->attach[i].by_uid));
 	}
 	root = json_pack("{s:i, s:o, s:o, s:s?}", "version", STATE_VERSION, "reservations", resv,
 			 "attachments", att, "sysctl_added", added);
@@ -397,6 +428,27 @@ static int get_token(struct jctx *c, json_t *o, const char *where, uint64_t *tok
 	return 0;
 }
 
+/* A reservation's optional "request": {"id", "uid"} (formats checked by state_validate). */
+static int request_from_json(struct jctx *c, json_t *req, const char *where, struct state_resv *r)
+{
+	const char *id = NULL;
+	char rw[96];
+	uint64_t uid;
+	int err;
+
+	if (!req)
+		return 0;
+	snprintf(rw, sizeof(rw), "%s.request", where);
+	if (!json_is_object(req))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s: must be an object", c->file, rw);
+	if ((err = get_str(c, req, "id", rw, true, &id)) || (err = get_uint(c, req, "uid", rw, 0, UINT32_MAX, true, &uid)))
+		return err;
+	if (!(r->request_id = strdup(id)))
+		return -ENOMEM;
+	r->request_uid = (uint32_t)uid;
+	return 0;
+}
+
 static int resv_from_json(struct jctx *c, json_t *o, const char *where, struct state_resv *r)
 {
 	const char *s = NULL;
@@ -435,6 +487,8 @@ static int resv_from_json(struct jctx *c, json_t *o, const char *where, struct s
 		return err;
 	if (!err && !(r->name = strdup(s)))
 		return -ENOMEM;
+	if ((err = request_from_json(c, json_object_get(o, "request"), where, r)))
+		return err;
 	grants = json_object_get(o, "grants");
 	if (!grants)
 		return 0;
@@ -466,6 +520,31 @@ static int resv_from_json(struct jctx *c, json_t *o, const char *where, struct s
 		if (!err && !(gr->path = strdup(s)))
 			return -ENOMEM;
 	}
+	return 0;
+}
+
+/* An attachment's "made_by"; absent: an administrator (then the only ones who attached persistent tokens). */
+static int made_by_from_json(struct jctx *c, json_t *by, const char *where, struct state_attach *a)
+{
+	json_t *admin;
+	char bw[96];
+	uint64_t uid;
+	int err;
+
+	a->by_admin = true;
+	a->by_uid = 0;
+	if (!by)
+		return 0;
+	snprintf(bw, sizeof(bw), "%s.made_by", where);
+	if (!json_is_object(by))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s: must be an object", c->file, bw);
+	admin = json_object_get(by, "admin");
+	if (!json_is_boolean(admin))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s.admin: must be true or false", c->file, bw);
+	if ((err = get_uint(c, by, "uid", bw, 0, UINT32_MAX, true, &uid)))
+		return err;
+	a->by_admin = json_is_true(admin);
+	a->by_uid = (uint32_t)uid;
 	return 0;
 }
 
@@ -520,6 +599,8 @@ static int state_from_json(struct jctx *c, json_t *root, struct state *st)
 		if (cf && !json_is_boolean(cf))
 			return fail(c->err, c->errlen, -EINVAL, "%s: %s.confine: must be true or false", c->file, where);
 		a.confine = cf && json_is_true(cf);
+		if ((err = made_by_from_json(c, json_object_get(o, "made_by"), where, &a)))
+			return err;
 		if ((err = state_add_attach(st, &a)))
 			return err;
 	}

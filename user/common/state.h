@@ -7,18 +7,22 @@
  *     "reservations": [
  *       { "token": "5f0c2a9e1b7d4c33", "proto": "tcp", "start": 8000, "count": 10,
  *         "name": "web", "mode": "enforce",
+ *         "request": { "id": "9f2c4e0b7a1d43c8b5e6f70a1c2d3e4f", "uid": 0 },
  *         "grants": [ { "type": "uid", "id": 1000 },
  *                     { "type": "cgroup", "id": 4242, "path": "/sys/fs/cgroup/web" } ] }
  *     ],
  *     "attachments": [
  *       { "path": "/sys/fs/cgroup/web", "cgroup_id": 4242, "token": "5f0c2a9e1b7d4c33",
- *         "confine": false }
+ *         "confine": false, "made_by": { "admin": true, "uid": 0 } }
  *     ],
  *     "sysctl_added": "8000-8009"
  *   }
  *
  * reservations are the persistent ones (runtime reservations live only in the
- * pinned maps); attachments tie cgroups to those tokens; sysctl_added lists
+ * pinned maps), with the request id and uid of the create that made them, if
+ * it had one (a client's retry of that create gets the same token); attachments tie cgroups to those tokens, and made_by says who
+ * did (root or the admin group: "admin"; a file without it is from before it
+ * was kept, when only administrators attached persistent tokens); sysctl_added lists
  * the ports portres itself added to ip_local_reserved_ports of the agent's
  * network namespace, so a restarted agent removes only its own.
  *
@@ -54,6 +58,8 @@ struct state_resv {
 	uint16_t start;
 	uint16_t count;
 	char *name;     /* NULL: none */
+	char *request_id;     /* the create's request id (a retry gets this token back); NULL: none */
+	uint32_t request_uid; /* who sent that create */
 	size_t n_grants;
 	struct state_grant *grants;
 };
@@ -63,6 +69,8 @@ struct state_attach {
 	uint64_t cgroup_id;
 	uint64_t token;
 	bool confine;
+	bool by_admin;     /* made by root or the admin group */
+	uint32_t by_uid;   /* the uid that made it */
 };
 
 struct state {
@@ -103,5 +111,9 @@ void state_token_format(uint64_t token, char out[17]);
 int state_token_parse(const char *s, uint64_t *token);
 /* Names: 1..63 of [A-Za-z0-9._-], not starting with '-' or '.'. */
 bool state_name_valid(const char *s);
+/* Request ids: 16..64 of [A-Za-z0-9_-] (the library sends 32 random hex digits). */
+#define STATE_REQUEST_ID_MIN 16
+#define STATE_REQUEST_ID_MAX 64
+bool state_request_id_valid(const char *s);
 
 #endif /* PORTRES_STATE_H */

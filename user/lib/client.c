@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * client.c - the management calls of libportres: one request to portresd per
- * call over its SOCK_SEQPACKET socket (protocol: user/common/proto.h), the
- * socket passed by SCM_RIGHTS where the call takes one. The agent decides;
+ * call on a connection of its own (transport.h; protocol: user/common/proto.h),
+ * the socket passed by SCM_RIGHTS where the call takes one. The agent decides;
  * its errno name becomes the caller's errno. Nothing here prints.
  */
 #include <errno.h>
@@ -12,125 +12,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "portres.h"
-#include "proto_errno.h"
+#include "transport.h"
 
-#define CLIENT_TIMEOUT_SEC 30
-#define CLIENT_MAX_REPLY   (64 * 1024)
-
-static const char *socket_path(void)
-{
-	/* secure_getenv: a set-uid caller must not be pointed at another agent. */
-	const char *p = secure_getenv(PORTRES_SOCKET_ENV);
-
-	return p && *p ? p : PORTRES_DEFAULT_SOCKET;
-}
-
-static int agent_connect(void)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = CLIENT_TIMEOUT_SEC };
-	const char *path = socket_path();
-	int fd, err;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		err = errno;
-		close(fd);
-		/* No socket file is no agent, as is nobody listening on it. */
-		return err == ENOENT || err == ENOTDIR ? -ECONNREFUSED : -err;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
-/* One round trip; passfd >= 0 travels with the request. 0 and *out, or -errno. */
+/* One round trip on a connection of its own; passfd >= 0 travels with the request. 0 and *out, or -errno. */
 static int agent_call(json_t *req, int passfd, json_t **out)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} ctl;
-	char *text = NULL, *buf = NULL;
-	struct iovec iov;
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	json_t *reply = NULL, *ok, *v;
-	ssize_t n;
-	int fd = -1, err;
+	json_t *reply = NULL;
+	int fd, err;
 
 	*out = NULL;
-	if (!req || json_object_set_new(req, "v", json_integer(1)) || !(text = json_dumps(req, JSON_COMPACT)) ||
-	    !(buf = malloc(CLIENT_MAX_REPLY))) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
-	if ((fd = agent_connect()) < 0) {
+	if ((fd = portres_transport_connect(NULL)) < 0) {
 		err = fd;
 		goto cleanup;
 	}
-	iov = (struct iovec){ .iov_base = text, .iov_len = strlen(text) };
-	if (passfd >= 0) {
-		struct cmsghdr *cm;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = sizeof(ctl.buf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
-	}
-	do
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		err = errno == EAGAIN ? -ETIMEDOUT : -errno;
+	if ((err = portres_transport_call(fd, req, passfd, PORTRES_TRANSPORT_TIMEOUT_MS, &reply)))
 		goto cleanup;
-	}
-	do
-		n = recv(fd, buf, CLIENT_MAX_REPLY, 0);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0) {
-		/* The agent went away mid-call, or did not answer in time. */
-		err = n == 0 ? -ECONNRESET : errno == EAGAIN ? -ETIMEDOUT : -errno;
+	if ((err = -portres_transport_error(reply)))
 		goto cleanup;
-	}
-	reply = json_loadb(buf, (size_t)n, 0, NULL);
-	ok = json_object_get(reply, "ok");
-	v = json_object_get(reply, "v");
-	if (!json_is_object(reply) || !json_is_boolean(ok) || !json_is_integer(v) || json_integer_value(v) != 1) {
-		err = -EPROTO;
-		goto cleanup;
-	}
-	if (json_is_false(ok)) {
-		json_t *name = json_object_get(reply, "errno");
-		int code = json_is_string(name) ? proto_errno_from_name(json_string_value(name)) : 0;
-
-		err = code ? -code : -EPROTO;
-		goto cleanup;
-	}
 	*out = reply;
 	reply = NULL;
-	err = 0;
 cleanup:
 	if (fd >= 0)
 		close(fd);
 	json_decref(reply);
 	json_decref(req);
-	free(buf);
-	free(text);
 	return err;
 }
 
@@ -220,7 +130,7 @@ int portres_release(int sockfd, portres_token_t token)
 	return set_errno(err);
 }
 
-/* create, lookup and delete of one block; token_out receives the token if non-NULL. */
+/* create and lookup of one block; token_out receives the token if non-NULL. */
 static int persistent_call(const char *op, int proto, uint16_t start, uint16_t count, portres_token_t *token_out)
 {
 	const char *name = proto_name(proto);
@@ -238,11 +148,55 @@ static int persistent_call(const char *op, int proto, uint16_t start, uint16_t c
 	return set_errno(err);
 }
 
+static double now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * A create carries a random request id. When the connection is lost after
+ * the request went out (the agent stopped, maybe after saving, before
+ * answering), the same request is sent again until the transport's timeout
+ * (30 s) passed: an agent that saved it answers with the saved token, so the caller
+ * sees the outcome once. No agent at the first try is ECONNREFUSED at once.
+ */
 int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
 {
-	if (!token)
+	const char *name = proto_name(proto);
+	unsigned char raw[16];
+	char id[33];
+	double deadline = now_sec() + PORTRES_TRANSPORT_TIMEOUT_MS / 1000.0;
+	useconds_t pause = 50000;
+	json_t *reply = NULL;
+	int err;
+
+	if (!token || !name)
 		return set_errno(-EINVAL);
-	return persistent_call("create", proto, start, count, token);
+	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+		return set_errno(-errno);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(id + 2 * i, 3, "%02x", raw[i]);
+	for (int attempt = 0;; attempt++) {
+		err = agent_call(json_pack("{s:s, s:s, s:i, s:i, s:s}", "op", "create", "proto", name, "start", start,
+					   "count", count, "request_id", id), -1, &reply);
+		/* lost after sending, or (retrying) the agent is not back yet */
+		if (!(err == -ECONNRESET || err == -EPIPE ||
+		      (attempt > 0 && (err == -ECONNREFUSED || err == -ENOENT || err == -EAGAIN))))
+			break;
+		if (now_sec() + pause / 1e6 > deadline) {
+			err = -ETIMEDOUT;
+			break;
+		}
+		usleep(pause);
+		pause = pause < 500000 ? pause * 2 : 1000000;
+	}
+	if (!err)
+		err = token_get(reply, "token", token);
+	json_decref(reply);
+	return set_errno(err);
 }
 
 int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
@@ -252,7 +206,21 @@ int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres
 	return persistent_call("lookup", proto, start, count, token);
 }
 
+/*
+ * Like Windows' DeletePersistent*PortReservation, this deletes the block even
+ * while sockets are bound in it or cgroups are attached to it ("force");
+ * `portresctl delete` refuses those unless --force.
+ */
 int portres_delete_persistent(int proto, uint16_t start, uint16_t count)
 {
-	return persistent_call("delete", proto, start, count, NULL);
+	const char *name = proto_name(proto);
+	json_t *reply;
+	int err;
+
+	if (!name)
+		return set_errno(-EINVAL);
+	err = agent_call(json_pack("{s:s, s:s, s:i, s:i, s:b}", "op", "delete", "proto", name, "start", start, "count",
+				   count, "force", 1), -1, &reply);
+	json_decref(reply);
+	return set_errno(err);
 }

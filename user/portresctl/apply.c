@@ -18,8 +18,9 @@
 #include "ctl.h"
 #include "proto.h"
 #include "subcommands.h"
+#include "transport.h"
 
-enum { OPT_FILE = 'f', OPT_DRY_RUN = 0x200, OPT_PRUNE };
+enum { OPT_FILE = 'f', OPT_DRY_RUN = 0x200, OPT_PRUNE, OPT_FORCE };
 
 /*
  * The agent's reservations, each with its "attachments" (from show when list
@@ -62,28 +63,24 @@ static json_t *current_state(uint64_t *netns)
 /* apply_call_fn over our connection: quiet, the message goes back to apply_execute. */
 static int call_agent(void *arg, json_t *req, char *err, size_t len)
 {
-	int *fd = arg, e, code;
+	int *fd = arg, e;
 	json_t *reply;
 
-	json_incref(req);
-	if ((e = ctl_transact(*fd, req, &reply))) {
+	if ((e = portres_transport_call(*fd, req, -1, -1, &reply))) {
 		snprintf(err, len, "the agent at %s: %s", ctl.socket, strerror(-e));
 		return e;
 	}
-	if (json_is_true(json_object_get(reply, "ok"))) {
-		json_decref(reply);
-		return 0;
-	}
-	code = proto_errno_from_name(ctl_reply_errno(reply));
-	snprintf(err, len, "%s", ctl_jstr(reply, "error", "refused"));
+	if ((e = portres_transport_error(reply)))
+		snprintf(err, len, "%s", ctl_jstr(reply, "error", "refused"));
 	json_decref(reply);
-	return code ? -code : -EIO;
+	return -e;
 }
 
-static void print_json(const struct apply_plan *plan, bool dry_run, size_t applied)
+/* refused: why prune would refuse (holders), or NULL */
+static void print_json(const struct apply_plan *plan, bool dry_run, size_t applied, const char *refused)
 {
-	json_t *o = json_pack("{s:b, s:[], s:I, s:I}", "dry_run", dry_run, "changes", "unchanged",
-			      (json_int_t)plan->unchanged, "applied", (json_int_t)applied);
+	json_t *o = json_pack("{s:b, s:[], s:I, s:I, s:s*}", "dry_run", dry_run, "changes", "unchanged",
+			      (json_int_t)plan->unchanged, "applied", (json_int_t)applied, "refused", refused);
 	json_t *changes = json_object_get(o, "changes");
 
 	for (size_t i = 0; i < plan->n; i++)
@@ -94,30 +91,41 @@ static void print_json(const struct apply_plan *plan, bool dry_run, size_t appli
 	json_decref(o);
 }
 
+/* Prune would delete reservations in use: the holders, and how to go ahead anyway. */
+static int refuse_busy(const char *file, const char *why, bool dry_run)
+{
+	ctl_fail("apply %s: %s", file, why);
+	fprintf(stderr, "%s; --force deletes them anyway.\n",
+		dry_run ? "These reservations are in use: apply would refuse" : "Nothing changed");
+	return CTL_FAIL;
+}
+
 int cmd_apply(int argc, char *argv[])
 {
 	static const struct option opts[] = {
 		{ "file", required_argument, NULL, OPT_FILE },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 		{ "prune", no_argument, NULL, OPT_PRUNE },
+		{ "force", no_argument, NULL, OPT_FORCE },
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
 	struct apply_opts ao = { .check_cgroups = true };
-	char err[APPLY_ERR_LEN];
+	char err[APPLY_ERR_LEN], busy_err[APPLY_ERR_LEN];
 	struct apply_file f = { 0 };
 	struct apply_plan plan = { 0 };
 	const char *file = NULL;
 	json_t *current = NULL;
 	bool dry_run = false;
 	size_t done = 0;
-	int c, ret, e, fd = -1;
+	int c, ret, e, busy, fd = -1;
 
-	while ((c = getopt_long(argc, argv, "hf:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hf:", opts)) != -1) {
 		switch (c) {
 		case OPT_FILE: file = optarg; continue;
 		case OPT_DRY_RUN: dry_run = true; continue;
 		case OPT_PRUNE: ao.prune = true; continue;
+		case OPT_FORCE: ao.force = true; continue;
 		}
 		if (ctl_common_opt(c, &ret))
 			return ret;
@@ -135,10 +143,14 @@ int cmd_apply(int argc, char *argv[])
 		ctl_fail("apply %s: %s; nothing changed", file, err);
 		goto out;
 	}
+	if (plan.n && (fd = ctl_connect()) < 0)
+		goto out;
+	/* reservations to prune that are in use: refused, named with their holders, dry run or not */
+	busy = plan.n ? apply_check_holders(&plan, call_agent, &fd, busy_err, sizeof(busy_err)) : 0;
 	ret = CTL_OK;
 	if (!plan.n || dry_run) {
 		if (ctl.json) {
-			print_json(&plan, dry_run, 0);
+			print_json(&plan, dry_run, 0, busy ? busy_err : NULL);
 		} else if (!plan.n) {
 			printf("no changes: %zu reservation%s and attachment%s already as %s says\n", plan.unchanged,
 			       plan.unchanged == 1 ? "" : "s", plan.unchanged == 1 ? "" : "s", file);
@@ -148,10 +160,12 @@ int cmd_apply(int argc, char *argv[])
 			printf("%zu change%s, %zu unchanged (dry run: nothing done)\n", plan.n, plan.n == 1 ? "" : "s",
 			       plan.unchanged);
 		}
+		if (busy)
+			ret = refuse_busy(file, busy_err, true);
 		goto out;
 	}
-	if ((fd = ctl_connect()) < 0) {
-		ret = CTL_FAIL;
+	if (busy) {
+		ret = refuse_busy(file, busy_err, false);
 		goto out;
 	}
 	if ((e = apply_execute(&plan, call_agent, &fd, &done, err, sizeof(err)))) {
@@ -159,7 +173,7 @@ int cmd_apply(int argc, char *argv[])
 		goto out;
 	}
 	if (ctl.json) {
-		print_json(&plan, false, done);
+		print_json(&plan, false, done, NULL);
 	} else {
 		for (size_t i = 0; i < plan.n; i++)
 			printf("%s\n", plan.steps[i].desc);

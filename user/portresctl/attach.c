@@ -44,7 +44,7 @@ int cmd_attach(int argc, char *argv[])
 	bool confine = false;
 	int c, ret = CTL_USAGE;
 
-	while ((c = getopt_long(argc, argv, "hg:n:t:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hg:n:t:", opts)) != -1) {
 		switch (c) {
 		case OPT_CGROUP: cgroup = optarg; continue;
 		case OPT_NAME: name = optarg; continue;
@@ -83,7 +83,7 @@ int cmd_detach(int argc, char *argv[])
 	json_t *req, *reply;
 	int c, ret, err;
 
-	while ((c = getopt_long(argc, argv, "hg:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hg:", opts)) != -1) {
 		if (c == OPT_CGROUP) {
 			cgroup = optarg;
 			continue;

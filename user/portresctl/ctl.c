@@ -1,17 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-/* ctl.c - portresctl's shared pieces: options, the agent connection, errors, parsing. */
+/* ctl.c - portresctl's shared pieces: options, the agent connection (transport.h), errors, parsing. */
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -20,6 +17,7 @@
 #include "proto.h"
 #include "state.h"
 #include "subcommands.h"
+#include "transport.h"
 
 struct ctl_opts ctl;
 
@@ -37,7 +35,8 @@ void ctl_usage(const char *cmd, bool to_stderr)
 		if (strcmp(s->name, cmd))
 			continue;
 		fprintf(f, "usage: portresctl %s\n%s\n", s->usage, s->description);
-		fprintf(f, "common options: --socket PATH (or $%s), --json, -h/--help\n", PORTRES_SOCKET_ENV);
+		fprintf(f, "common options: --socket PATH (or $%s), --json, -o text|wide|json|jsonpath=TEMPLATE,\n"
+			   "  --no-headers, -h/--help\n", PORTRES_SOCKET_ENV);
 		if (s->example)
 			fprintf(f, "example:\n  %s\n", s->example);
 		return;
@@ -68,11 +67,114 @@ int ctl_bad_usage(const char *fmt, ...)
 	return CTL_USAGE;
 }
 
+/* --- options -------------------------------------------------------------- */
+
+static const struct option *cur_longopts;
+static char **cur_argv;
+static int cur_argc;
+
+int ctl_getopt(int argc, char *argv[], const char *shortopts, const struct option *longopts)
+{
+	static char buf[64];
+	bool plus = shortopts[0] == '+';
+
+	/* ":" first: a missing argument is ':', not '?'; we say what was wrong */
+	snprintf(buf, sizeof(buf), "%s:%so:", plus ? "+" : "", shortopts + plus);
+	cur_longopts = longopts;
+	cur_argv = argv;
+	cur_argc = argc;
+	opterr = 0;
+	return getopt_long(argc, argv, buf, longopts, NULL);
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64], prev, tmp;
+
+	if (lb >= sizeof(row) / sizeof(row[0]))
+		return (size_t)-1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t best = prev + (a[i - 1] != b[j - 1]);
+
+			/* a swap of two neighbours counts as one typo */
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && best > prev)
+				best = prev;
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			tmp = row[j];
+			row[j] = best;
+			prev = tmp;
+		}
+	}
+	return row[lb];
+}
+
+const char *ctl_suggest(const char *word, const char *const *cands, size_t n)
+{
+	size_t best = (size_t)-1, limit = strlen(word) < 5 ? 1 : 2;
+	const char *pick = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t d = edit_distance(word, cands[i]);
+
+		/* a prefix is a suggestion too: --conf for --confine */
+		if (strlen(word) >= 3 && !strncmp(cands[i], word, strlen(word)))
+			d = 1;
+		if (d < best) {
+			best = d;
+			pick = cands[i];
+		}
+	}
+	return best <= limit ? pick : NULL;
+}
+
+/* "unknown option --nmae; did you mean --name?" for the option getopt stopped at. */
+static void bad_option(int c)
+{
+	const char *arg = optind > 0 && optind <= cur_argc ? cur_argv[optind - 1] : NULL, *cands[64], *hint;
+	char name[64];
+	size_t n = 0;
+
+	if (c == ':') {
+		ctl_bad_usage("option %s needs a value", arg ? arg : "?");
+		return;
+	}
+	if (optopt && optopt < 0x100 && (!arg || strncmp(arg, "--", 2))) {
+		ctl_bad_usage("unknown option -%c", optopt);
+		return;
+	}
+	snprintf(name, sizeof(name), "%s", arg ? arg + strspn(arg, "-") : "?");
+	name[strcspn(name, "=")] = '\0';
+	for (const struct option *o = cur_longopts; o && o->name && n < 64; o++)
+		cands[n++] = o->name;
+	if ((hint = ctl_suggest(name, cands, n)))
+		ctl_bad_usage("unknown option --%s; did you mean --%s?", name, hint);
+	else
+		ctl_bad_usage("unknown option --%s", name);
+}
+
 bool ctl_common_opt(int c, int *status)
 {
 	switch (c) {
 	case CTL_OPT_JSON:
 		ctl.json = true;
+		ctl.jsonpath = NULL;
+		ctl.wide = false;
+		return false;
+	case 'o':
+		if (!ctl_set_output(optarg))
+			return false;
+		*status = CTL_USAGE;
+		return true;
+	case CTL_OPT_NO_HEADERS:
+		ctl.no_headers = true;
 		return false;
 	case CTL_OPT_SOCKET:
 		ctl.socket = optarg;
@@ -82,8 +184,7 @@ bool ctl_common_opt(int c, int *status)
 		*status = CTL_OK;
 		return true;
 	}
-	/* getopt already said what was wrong */
-	fprintf(stderr, "Try 'portresctl help %s'.\n", ctl.cmd);
+	bad_option(c);
 	*status = CTL_USAGE;
 	return true;
 }
@@ -92,27 +193,15 @@ bool ctl_common_opt(int c, int *status)
 
 int ctl_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	int fd = portres_transport_connect(ctl.socket);
 
-	if (strlen(ctl.socket) >= sizeof(sa.sun_path)) {
-		ctl_fail("socket path too long: %s", ctl.socket);
-		return -1;
-	}
-	strcpy(sa.sun_path, ctl.socket);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		ctl_fail("socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-		return fd;
-	if (errno == ENOENT || errno == ECONNREFUSED)
+	if (fd == -ECONNREFUSED)
 		ctl_fail("no agent at %s (start portresd)", ctl.socket);
-	else
-		ctl_fail("cannot reach the agent at %s: %s", ctl.socket, strerror(errno));
-	close(fd);
-	return -1;
+	else if (fd == -ENAMETOOLONG)
+		ctl_fail("socket path too long: %s", ctl.socket);
+	else if (fd < 0)
+		ctl_fail("cannot reach the agent at %s: %s", ctl.socket, strerror(-fd));
+	return fd < 0 ? -1 : fd;
 }
 
 void ctl_disconnect(void)
@@ -120,68 +209,6 @@ void ctl_disconnect(void)
 	if (agent_fd >= 0)
 		close(agent_fd);
 	agent_fd = -1;
-}
-
-int ctl_recv(int fd, json_t **msg, int timeout_ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	json_error_t jerr;
-	ssize_t len, n;
-	char *buf;
-	int r;
-
-	*msg = NULL;
-	while ((r = poll(&pfd, 1, timeout_ms)) < 0 && errno == EINTR)
-		;
-	if (r < 0)
-		return -errno;
-	if (r == 0)
-		return -ETIMEDOUT;
-	/* The size of the next message, then the message. */
-	while ((len = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC)) < 0 && errno == EINTR)
-		;
-	if (len < 0)
-		return -errno;
-	if (len == 0)
-		return -ECONNRESET;
-	if (!(buf = malloc((size_t)len)))
-		return -ENOMEM;
-	while ((n = recv(fd, buf, (size_t)len, 0)) < 0 && errno == EINTR)
-		;
-	if (n <= 0) {
-		free(buf);
-		return n < 0 ? -errno : -ECONNRESET;
-	}
-	*msg = json_loadb(buf, (size_t)n, 0, &jerr);
-	free(buf);
-	if (!*msg || !json_is_object(*msg)) {
-		json_decref(*msg);
-		*msg = NULL;
-		return -EPROTO;
-	}
-	return 0;
-}
-
-int ctl_transact(int fd, json_t *req, json_t **reply)
-{
-	char *text = json_dumps(req, JSON_COMPACT);
-	ssize_t n;
-
-	json_decref(req);
-	*reply = NULL;
-	if (!text)
-		return -ENOMEM;
-	while ((n = send(fd, text, strlen(text), MSG_NOSIGNAL)) < 0 && errno == EINTR)
-		;
-	free(text);
-	if (n < 0)
-		return -errno;
-	return ctl_recv(fd, reply, -1);
-}
-
-const char *ctl_reply_errno(const json_t *reply)
-{
-	return ctl_jstr(reply, "errno", "");
 }
 
 json_t *ctl_req(const char *op)
@@ -209,7 +236,7 @@ static const char *strip_context(const char *what, const char *msg)
 json_t *ctl_request(const char *what, json_t *req, int *err_out)
 {
 	json_t *reply = NULL;
-	int err = 0, code;
+	int err = 0;
 
 	if (err_out)
 		*err_out = 0;
@@ -218,8 +245,7 @@ json_t *ctl_request(const char *what, json_t *req, int *err_out)
 			err = ECONNREFUSED;
 			goto out;
 		}
-		json_incref(req);
-		err = -ctl_transact(agent_fd, req, &reply);
+		err = -portres_transport_call(agent_fd, req, -1, -1, &reply);
 		/* The agent drops idle connections: a closed one is reopened once. */
 		if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
 			ctl_disconnect();
@@ -233,8 +259,7 @@ json_t *ctl_request(const char *what, json_t *req, int *err_out)
 	}
 	if (json_is_true(json_object_get(reply, "ok")))
 		goto out;
-	code = proto_errno_from_name(ctl_reply_errno(reply));
-	err = code ? code : EIO;
+	err = portres_transport_error(reply);
 	ctl_fail("%s: %s", what, strip_context(what, ctl_jstr(reply, "error", strerror(err))));
 	json_decref(reply);
 	reply = NULL;
@@ -424,12 +449,6 @@ const char *ctl_cgroup_from_id(uint64_t id)
 }
 
 /* --- output --------------------------------------------------------------- */
-
-void ctl_print_json(json_t *obj, bool compact)
-{
-	json_dumpf(obj, stdout, compact ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-}
 
 json_t *ctl_reply_data(json_t *reply)
 {

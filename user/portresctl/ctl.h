@@ -19,26 +19,43 @@
 enum { CTL_OK = 0, CTL_FAIL = 1, CTL_USAGE = 2 };
 
 struct ctl_opts {
-	const char *socket; /* --socket, $PORTRES_SOCKET, or the default */
-	const char *cmd;    /* the subcommand being run */
-	bool json;
+	const char *socket;   /* --socket, $PORTRES_SOCKET, or the default */
+	const char *cmd;      /* the subcommand being run */
+	bool json;            /* -o json, -o jsonpath=..., --json: print data as JSON (ctl_print_json) */
+	const char *jsonpath; /* -o jsonpath=TEMPLATE (output.c) */
+	bool wide;            /* -o wide: tables with more columns */
+	bool no_headers;      /* --no-headers: tables without their header line */
 };
 extern struct ctl_opts ctl;
 
 /* Options every subcommand accepts; ctl_common_opt() handles them. */
-#define CTL_OPT_JSON   0x100
-#define CTL_OPT_SOCKET 0x101
-#define CTL_COMMON_OPTIONS                                   \
-	{ "json", no_argument, NULL, CTL_OPT_JSON },         \
-	{ "socket", required_argument, NULL, CTL_OPT_SOCKET }, \
+#define CTL_OPT_JSON       0x100
+#define CTL_OPT_SOCKET     0x101
+#define CTL_OPT_NO_HEADERS 0x102
+#define CTL_COMMON_OPTIONS                                      \
+	{ "json", no_argument, NULL, CTL_OPT_JSON },            \
+	{ "output", required_argument, NULL, 'o' },             \
+	{ "no-headers", no_argument, NULL, CTL_OPT_NO_HEADERS }, \
+	{ "socket", required_argument, NULL, CTL_OPT_SOCKET },  \
 	{ "help", no_argument, NULL, 'h' }
 
 /*
- * Handles an option that is not the command's own: --json, --socket, --help
- * or a getopt error. Returns false to go on parsing, true when the command
- * must return *status now (CTL_OK after --help, CTL_USAGE on an error).
+ * getopt_long for a command: shortopts gets -o (and -h is the command's to
+ * list); errors are left to ctl_common_opt, which names the option and
+ * suggests the nearest one of longopts.
+ */
+int ctl_getopt(int argc, char *argv[], const char *shortopts, const struct option *longopts);
+/*
+ * Handles an option that is not the command's own: --json, -o, --no-headers,
+ * --socket, --help or a getopt error. Returns false to go on parsing, true
+ * when the command must return *status now (CTL_OK after --help, CTL_USAGE
+ * on an error).
  */
 bool ctl_common_opt(int c, int *status);
+/* -o FORMAT: text, wide, json, jsonpath=TEMPLATE (output.c); 0 or CTL_USAGE after a message. */
+int ctl_set_output(const char *spec);
+/* The candidate nearest to word by edit distance, if near enough to be a typo; else NULL. */
+const char *ctl_suggest(const char *word, const char *const *cands, size_t n);
 /* Prints the command's usage (stdout for help, stderr otherwise). */
 void ctl_usage(const char *cmd, bool to_stderr);
 /* "portresctl: <fmt>" on stderr; returns CTL_FAIL. */
@@ -56,16 +73,10 @@ int ctl_bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 json_t *ctl_request(const char *what, json_t *req, int *err_out);
 /* A request object {"v":1,"op":op}. */
 json_t *ctl_req(const char *op);
-/* Connection for a long conversation (events); -1 with a message printed. */
+/* Connection for a long conversation (events, apply); -1 with a message printed. */
 int ctl_connect(void);
-/* Sends one message and reads the reply into a new object; 0 or -errno. */
-int ctl_transact(int fd, json_t *req, json_t **reply);
-/* Reads one message (blocking up to timeout_ms, -1 forever); 0, -ETIMEDOUT, -errno. */
-int ctl_recv(int fd, json_t **msg, int timeout_ms);
 /* Closes the shared connection (a later request opens a new one). */
 void ctl_disconnect(void);
-/* The agent's errno name of an error reply ("EADDRINUSE"), or "". */
-const char *ctl_reply_errno(const json_t *reply);
 
 /* --- arguments ------------------------------------------------------------ */
 
@@ -97,12 +108,25 @@ const char *ctl_cgroup_from_id(uint64_t id);
 
 /* --- output --------------------------------------------------------------- */
 
-/* Prints obj as one JSON document (pretty unless compact) on stdout. */
+/* Sorts a list reply's "reservations" by protocol (tcp first), then first port. */
+void ctl_sort_reservations(json_t *arr);
+/* Prints obj as one JSON document (pretty unless compact) on stdout, or through -o jsonpath=. */
 void ctl_print_json(json_t *obj, bool compact);
 /* Drops "v" and "ok" of a reply: what --json prints. */
 json_t *ctl_reply_data(json_t *reply);
 /* json_object_get + json_*_value with defaults. */
 const char *ctl_jstr(const json_t *o, const char *key, const char *dflt);
 long long ctl_jint(const json_t *o, const char *key, long long dflt);
+
+/*
+ * Tables like kubectl's and ss's: columns as wide as their cells, the header
+ * left out with --no-headers, "-" for an empty cell. Rows are printed in the
+ * order they were added.
+ */
+struct ctl_table;
+struct ctl_table *ctl_table_new(const char *indent, size_t ncols, const char *const *headers);
+void ctl_table_row(struct ctl_table *t, const char *const *cells);
+void ctl_table_print(struct ctl_table *t);
+void ctl_table_free(struct ctl_table *t);
 
 #endif /* PORTRESCTL_CTL_H */

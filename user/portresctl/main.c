@@ -24,12 +24,16 @@ const struct subcommand subcommands[] = {
 	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match).",
 	  "lookup (--proto tcp|udp --start P --count N | --name NAME)",
 	  "portresctl lookup --proto tcp --start 8000 --count 10" },
-	{ "delete", cmd_delete, "Deletes a reservation.",
-	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME)",
-	  "portresctl delete --name web" },
-	{ "list", cmd_list, "Lists every reservation, persistent and runtime.",
-	  "list [--json]",
-	  "portresctl list --json | jq -r '.reservations[].token'" },
+	{ "delete", cmd_delete, "Deletes a reservation, unless it is in use (then --force does).\n"
+	  "In use: sockets bound in it, cgroups attached to it; each holder is named (pid, command,\n"
+	  "address; cgroup). --dry-run checks only.",
+	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME) [--force] [--dry-run]",
+	  "portresctl delete --name web --dry-run" },
+	{ "list", cmd_list, "Lists every reservation, persistent and runtime, by protocol and port.\n"
+	  "-o wide adds ports in use of its size, its network namespace (as lsns shows it) and\n"
+	  "attached cgroups; -o json (or jsonpath=...) has them too, with the counters.",
+	  "list [-o wide|json|jsonpath=TEMPLATE] [--no-headers]",
+	  "portresctl list -o jsonpath='{range .reservations[*]}{.name} {.in_use}{\"\\n\"}{end}'" },
 	{ "show", cmd_show, "Shows a reservation: its ports in use and by whom, attached cgroups, counters.",
 	  "show (TOKEN | NAME | --token T | --name NAME) [--json]",
 	  "portresctl show web" },
@@ -52,13 +56,24 @@ const struct subcommand subcommands[] = {
 	  "portresctl run --acquire 10 -- python3 -m http.server 0" },
 	{ "apply", cmd_apply, "Makes the named persistent reservations and cgroup attachments those of FILE.\n"
 	  "Checks the whole plan first; a conflict changes nothing. --prune also deletes named\n"
-	  "reservations (and detaches cgroups) the file does not list.",
-	  "apply -f FILE [--dry-run] [--prune] [--json]",
-	  "portresctl apply -f /etc/portres/reservations.json --dry-run" },
-	{ "events", cmd_events, "Prints the agent's recent events: denials, audit hits, exhaustion, changes.\n"
-	  "--follow keeps printing new ones. --json: one JSON object per line.",
-	  "events [--follow] [--json] [--count N] [--timeout SEC]",
-	  "portresctl events --follow --json" },
+	  "reservations (and detaches cgroups) the file does not list, but refuses those in use (bound\n"
+	  "sockets, attached cgroups: each holder named) unless --force; the transient cgroups of\n"
+	  "portresctl run are never detached. --dry-run prints the plan and what would be refused.",
+	  "apply -f FILE [--dry-run] [--prune [--force]] [--json]",
+	  "portresctl apply -f /etc/portres/reservations.json --prune --dry-run" },
+	{ "events", cmd_events, "Prints the agent's events: denials, audit hits, exhaustion and changes.\n"
+	  "Denials and audit hits carry their reason and address; changes are created, deleted, updated,\n"
+	  "acquired, released, attached, detached. The agent keeps them across restarts (a bounded log).\n"
+	  "Without --follow the kept ones, then it exits; --follow prints new ones as they come (the kept\n"
+	  "ones first only with --since or --tail).",
+	  "events [--follow] [--since DURATION|TIME] [--tail N] [--name NAME] [--type TYPE[,TYPE]...]\n"
+	  "                  [--count N] [--timeout SEC] [--json]",
+	  "portresctl events --since 1h --type deny --name web" },
+	{ "top", cmd_top, "Shows the usage of every block, refreshed like watch.\n"
+	  "Ports in use, binds allowed and denied, ports allocated, exhaustion and audit hits per second.\n"
+	  "--iterations N prints N refreshes one after the other and exits.",
+	  "top [--interval SEC] [--iterations N] [--name NAME] [--no-headers]",
+	  "portresctl top --interval 1" },
 	{ "metrics", cmd_metrics, "Prints the agent's counters in the Prometheus text format.",
 	  "metrics [--json]",
 	  "portresctl metrics | grep portres_denied_total" },
@@ -86,6 +101,22 @@ static void show_usage(FILE *f)
 		PORTRES_SOCKET_ENV, PORTRES_DEFAULT_SOCKET);
 }
 
+/* "unknown command "lsit"; did you mean "list"?" and where to look, not the whole usage. */
+static int unknown_command(const char *name)
+{
+	const char *cands[32], *hint;
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_subcommands && n < 32; i++)
+		cands[n++] = subcommands[i].name;
+	if ((hint = ctl_suggest(name, cands, n)))
+		fprintf(stderr, "portresctl: unknown command \"%s\"; did you mean \"%s\"?\n", name, hint);
+	else
+		fprintf(stderr, "portresctl: unknown command \"%s\"\n", name);
+	fprintf(stderr, "Try 'portresctl help' for the list of commands.\n");
+	return CTL_USAGE;
+}
+
 int cmd_help(int argc, char *argv[])
 {
 	if (argc < 2) {
@@ -98,7 +129,7 @@ int cmd_help(int argc, char *argv[])
 			return CTL_OK;
 		}
 	ctl.cmd = NULL;
-	return ctl_bad_usage("help: no command \"%s\"", argv[1]);
+	return unknown_command(argv[1]);
 }
 
 int main(int argc, char *argv[])
@@ -116,6 +147,14 @@ int main(int argc, char *argv[])
 			ctl.socket = argv[i] + 9;
 		} else if (!strcmp(argv[i], "--json")) {
 			ctl.json = true;
+		} else if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
+			if (ctl_set_output(argv[++i]))
+				return CTL_USAGE;
+		} else if (!strncmp(argv[i], "--output=", 9)) {
+			if (ctl_set_output(argv[i] + 9))
+				return CTL_USAGE;
+		} else if (!strcmp(argv[i], "--no-headers")) {
+			ctl.no_headers = true;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			show_usage(stdout);
 			return CTL_OK;
@@ -123,8 +162,8 @@ int main(int argc, char *argv[])
 			printf("portresctl %s\n", VERSION);
 			return CTL_OK;
 		} else {
-			fprintf(stderr, "portresctl: unknown option %s\n", argv[i]);
-			show_usage(stderr);
+			fprintf(stderr, "portresctl: unknown option %s (before the command)\n"
+					"Try 'portresctl help'.\n", argv[i]);
 			return CTL_USAGE;
 		}
 	}
@@ -139,7 +178,5 @@ int main(int argc, char *argv[])
 		optind = 0; /* glibc: start getopt afresh on the command's argv */
 		return subcommands[k].fn(argc - i, argv + i);
 	}
-	fprintf(stderr, "portresctl: unknown command \"%s\"\n", argv[i]);
-	show_usage(stderr);
-	return CTL_USAGE;
+	return unknown_command(argv[i]);
 }

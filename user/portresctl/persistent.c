@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /* persistent.c - create, lookup, delete: persistent reservations (SPEC §3, §7). */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@ struct range_args {
 };
 
 enum { OPT_PROTO = 'p', OPT_START = 's', OPT_COUNT = 'c', OPT_NAME = 'n', OPT_TOKEN = 't', OPT_MODE = 'm',
-       OPT_GRANT_UID = 0x200, OPT_GRANT_GID, OPT_GRANT_CGROUP };
+       OPT_GRANT_UID = 0x200, OPT_GRANT_GID, OPT_GRANT_CGROUP, OPT_FORCE, OPT_DRY_RUN };
 
 #define RANGE_OPTIONS                                           \
 	{ "proto", required_argument, NULL, OPT_PROTO },        \
@@ -91,7 +92,7 @@ int cmd_create(int argc, char *argv[])
 	char what[96];
 	int c, ret = CTL_USAGE;
 
-	while ((c = getopt_long(argc, argv, "hp:s:c:n:m:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:s:c:n:m:", opts)) != -1) {
 		if (range_opt(c, &r))
 			continue;
 		switch (c) {
@@ -158,7 +159,7 @@ int cmd_lookup(int argc, char *argv[])
 	char what[96];
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "hp:s:c:n:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:s:c:n:", opts)) != -1) {
 		if (range_opt(c, &r))
 			continue;
 		if (c == OPT_NAME) {
@@ -213,21 +214,26 @@ int cmd_delete(int argc, char *argv[])
 		RANGE_OPTIONS,
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "token", required_argument, NULL, OPT_TOKEN },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
 	struct range_args r = { 0 };
 	const char *name = NULL, *token = NULL;
-	json_t *req = ctl_req("delete"), *reply;
+	json_t *req = ctl_req("delete"), *reply, *res;
+	bool force = false, dry_run = false;
 	char what[96];
-	int c, ret = CTL_USAGE;
+	int c, err, ret = CTL_USAGE;
 
-	while ((c = getopt_long(argc, argv, "hp:s:c:n:t:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:s:c:n:t:", opts)) != -1) {
 		if (range_opt(c, &r))
 			continue;
-		if (c == OPT_NAME || c == OPT_TOKEN) {
-			*(c == OPT_NAME ? &name : &token) = optarg;
-			continue;
+		switch (c) {
+		case OPT_NAME: name = optarg; continue;
+		case OPT_TOKEN: token = optarg; continue;
+		case OPT_FORCE: force = true; continue;
+		case OPT_DRY_RUN: dry_run = true; continue;
 		}
 		if (ctl_common_opt(c, &ret))
 			goto out;
@@ -248,8 +254,21 @@ int cmd_delete(int argc, char *argv[])
 			goto out;
 		snprintf(what, sizeof(what), "delete %s", token ? token : name);
 	}
-	reply = ctl_request(what, req, NULL);
+	json_object_set_new(req, "force", json_boolean(force));
+	json_object_set_new(req, "dry_run", json_boolean(dry_run));
+	reply = ctl_request(what, req, &err);
+	if (!reply && err == EBUSY)
+		fprintf(stderr, "%s; --force deletes it anyway.\n", dry_run ? "delete would refuse" : "Nothing changed");
 	ret = reply ? CTL_OK : CTL_FAIL;
+	res = json_object_get(reply, "reservation");
+	if (reply && dry_run && ctl.json) {
+		ctl_print_json(ctl_reply_data(reply), false);
+	} else if (reply && dry_run) {
+		printf("would delete %s %s %lld-%lld%s%s%s\n", ctl_jstr(res, "kind", "?"), ctl_jstr(res, "proto", "?"),
+		       ctl_jint(res, "start", 0), ctl_jint(res, "start", 0) + ctl_jint(res, "count", 1) - 1,
+		       json_object_get(res, "name") ? " (" : "", ctl_jstr(res, "name", ""),
+		       json_object_get(res, "name") ? ")" : "");
+	}
 	json_decref(reply);
 out:
 	json_decref(req);

@@ -2,9 +2,10 @@
 /*
  * run.c - run CMD in a fresh cgroup tied to a reservation.
  *
- *   reservation: --token/--name (show), or --acquire (a socket of ours,
+ *   mkdir <parent>/portresctl-run-<pid> (first: without it nothing is acquired)
+ *   -> reservation: --token/--name (show), or --acquire (a socket of ours,
  *                portres_acquire on it: the reservation lives as long as it)
- *   -> mkdir <parent>/portresctl-run-<pid> -> attach (agent)
+ *   -> attach (agent)
  *   -> fork; the child enters cgroup.procs, then execs CMD with PORTRES_*
  *   -> wait (signals sent to us with kill(1) are passed on to CMD)
  *   -> detach, kill what CMD left in the cgroup, rmdir, close the socket.
@@ -26,11 +27,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apply.h"
 #include "cgroup.h"
 #include "ctl.h"
 #include "portres.h"
 #include "state.h"
 #include "subcommands.h"
+#include "transport.h"
 
 enum { OPT_TOKEN = 't', OPT_NAME = 'n', OPT_ACQUIRE = 'a', OPT_PROTO = 'p', OPT_START = 's',
        OPT_CONFINE = 0x200, OPT_PARENT };
@@ -101,6 +104,37 @@ static void cgroup_remove(const char *dir)
 		nanosleep(&tick, NULL);
 	}
 	ctl_fail("run: cannot remove cgroup %s: %s", dir, strerror(errno));
+}
+
+/*
+ * Makes CMD's cgroup and checks that CMD may enter it (cgroup.procs of the new
+ * cgroup and of our own cgroup, their common ancestor, writable). Without
+ * root that holds only in a cgroup delegated to the user: say how to get one.
+ */
+static int make_cgroup(const char *cgroup, bool parent_given)
+{
+	char procs[PATH_MAX + 64];
+	int err = 0;
+
+	if (mkdir(cgroup, 0755))
+		err = errno;
+	/* the new cgroup's, then its parent's (the common ancestor with ours when it is ours) */
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup);
+	if (!err && access(procs, W_OK))
+		err = errno;
+	snprintf(procs, sizeof(procs), "%s/../cgroup.procs", cgroup);
+	if (!err && access(procs, W_OK))
+		err = errno;
+	if (!err)
+		return CTL_OK;
+	rmdir(cgroup);
+	ctl_fail("run: cannot create cgroup %s: %s", cgroup, strerror(err));
+	if (err == EACCES || err == EPERM || err == EROFS)
+		fprintf(stderr, "run needs a cgroup it may create and enter: run it as root, or%s in a cgroup\n"
+				"delegated to you, e.g.\n"
+				"  systemd-run --user --scope -p Delegate=yes portresctl run ...\n"
+				"Nothing was acquired.\n", parent_given ? " with --cgroup-parent" : "");
+	return CTL_FAIL;
 }
 
 /* The reservation named by --token or --name, from the agent. */
@@ -177,11 +211,21 @@ static int attach(const char *cgroup, const struct run_resv *r, bool confine)
 
 static void detach(const char *cgroup)
 {
-	json_t *req = json_pack("{s:i, s:s, s:s}", "v", 1, "op", "detach", "cgroup", cgroup);
+	json_t *req = json_pack("{s:s, s:s}", "op", "detach", "cgroup", cgroup), *reply = NULL;
+	int fd = portres_transport_connect(ctl.socket), err;
 
-	/* the agent drops idle connections: CMD may have run for long */
-	ctl_disconnect();
-	json_decref(ctl_request("run: detach", req, NULL));
+	/* a connection of its own: CMD may have run for longer than the agent keeps an idle one */
+	if (fd < 0)
+		err = fd;
+	else if (!(err = portres_transport_call(fd, req, -1, PORTRES_TRANSPORT_TIMEOUT_MS, &reply)))
+		err = -portres_transport_error(reply);
+	/* ENOENT: the reservation was deleted (delete --force), and the attachment with it */
+	if (err && err != -ENOENT)
+		ctl_fail("run: detach %s: %s", cgroup,
+			 reply ? ctl_jstr(reply, "error", strerror(-err)) : strerror(-err));
+	if (fd >= 0)
+		close(fd);
+	json_decref(reply);
 	json_decref(req);
 }
 
@@ -264,7 +308,7 @@ int cmd_run(int argc, char *argv[])
 	int c, ret, err, sock = -1;
 
 	/* '+': options end at CMD, with or without "--" */
-	while ((c = getopt_long(argc, argv, "+ht:n:a:p:s:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "+ht:n:a:p:s:", opts)) != -1) {
 		switch (c) {
 		case OPT_TOKEN: token = optarg; continue;
 		case OPT_NAME: name = optarg; continue;
@@ -296,26 +340,25 @@ int cmd_run(int argc, char *argv[])
 		return ctl_fail("run: cannot find %s: %s", parent_s ? parent_s : "our own cgroup (cgroup2)",
 				strerror(-err));
 
+	/* the cgroup first: nothing is acquired when it cannot be made (and entered) */
+	snprintf(cgroup, sizeof(cgroup), "%s/" APPLY_RUN_CGROUP_PREFIX "%d", parent, (int)getpid());
+	if ((ret = make_cgroup(cgroup, parent_s != NULL)))
+		return ret;
 	if (count_s)
 		ret = acquire(proto, start, count, &r, &sock);
 	else
 		ret = resolve(token, name, &r);
 	if (ret)
-		goto out_sock;
-	snprintf(cgroup, sizeof(cgroup), "%s/portresctl-run-%d", parent, (int)getpid());
-	if (mkdir(cgroup, 0755)) {
-		ret = ctl_fail("run: cannot create cgroup %s: %s", cgroup, strerror(errno));
-		goto out_sock;
-	}
-	if ((ret = attach(cgroup, &r, confine)))
 		goto out_cgroup;
+	if ((ret = attach(cgroup, &r, confine)))
+		goto out_sock;
 	ret = spawn(cgroup, &r, argv + optind);
 	detach(cgroup);
-out_cgroup:
-	cgroup_remove(cgroup);
 out_sock:
 	/* closing it ends the runtime reservation */
 	if (sock >= 0)
 		close(sock);
+out_cgroup:
+	cgroup_remove(cgroup);
 	return ret;
 }

@@ -30,9 +30,47 @@ static void add_cgroup_paths(json_t *sockets)
 	}
 }
 
+/* 127.0.0.1:8005, [::]:8005 (as ss prints them) */
+static void local_address(const json_t *s, char *buf, size_t len)
+{
+	const char *addr = ctl_jstr(s, "addr", NULL);
+
+	if (!addr)
+		snprintf(buf, len, "*:%lld", ctl_jint(s, "port", 0));
+	else
+		snprintf(buf, len, strchr(addr, ':') ? "[%s]:%lld" : "%s:%lld", addr, ctl_jint(s, "port", 0));
+}
+
+/* "4121,4122" and "nginx" (each command once) of every process holding the socket. */
+static void processes(const json_t *s, char *pids, size_t plen, char *comms, size_t clen)
+{
+	json_t *procs = json_object_get(s, "processes"), *p;
+	size_t i, pn = 0, cn = 0;
+
+	pids[0] = comms[0] = '\0';
+	if (!json_array_size(procs) && json_object_get(s, "pid")) {
+		snprintf(pids, plen, "%lld", ctl_jint(s, "pid", 0));
+		snprintf(comms, clen, "%s", ctl_jstr(s, "comm", ""));
+		return;
+	}
+	json_array_foreach(procs, i, p) {
+		const char *comm = ctl_jstr(p, "comm", "?");
+		const char *at = strstr(comms, comm);
+		size_t l = strlen(comm);
+
+		if (pn < plen)
+			pn += (size_t)snprintf(pids + pn, plen - pn, "%s%lld", i ? "," : "", ctl_jint(p, "pid", 0));
+		if (!(at && (at == comms || at[-1] == ',') && (at[l] == ',' || !at[l])) && cn < clen)
+			cn += (size_t)snprintf(comms + cn, clen - cn, "%s%s", cn ? "," : "", comm);
+	}
+}
+
+/* The sockets of a block (sorted by the agent as ss sorts them), as a table. */
 static void print_sockets(const json_t *sockets)
 {
-	size_t i;
+	static const char *const head[] = { "PROTO", "LOCAL", "STATE", "PIDS", "COMMAND", "UID", "CGROUP", "INODE" };
+	struct ctl_table *t;
+	size_t i, ncols = ctl.wide ? 8 : 7;
 	json_t *s;
 
 	if (!json_is_array(sockets)) {
@@ -43,19 +81,30 @@ static void print_sockets(const json_t *sockets)
 		printf("  sockets: none\n");
 		return;
 	}
-	printf("  %-6s %-5s %-6s %-8s %-16s %-6s %s\n", "PORT", "PROTO", "FAMILY", "PID", "COMMAND", "UID", "CGROUP");
+	t = ctl_table_new("  ", ncols, head);
 	json_array_foreach(sockets, i, s) {
-		char pid[16] = "-";
+		char local[80], pids[256], comms[256], uid[16], inode[24];
+		const char *row[8];
 
-		if (json_object_get(s, "pid"))
-			snprintf(pid, sizeof(pid), "%lld", ctl_jint(s, "pid", 0));
-		printf("  %-6lld %-5s %-6s %-8s %-16s %-6lld %s\n", ctl_jint(s, "port", 0), ctl_jstr(s, "proto", "?"),
-		       ctl_jstr(s, "family", "?"), pid, ctl_jstr(s, "comm", "-"), ctl_jint(s, "uid", -1),
-		       ctl_jstr(s, "cgroup", "-"));
+		local_address(s, local, sizeof(local));
+		processes(s, pids, sizeof(pids), comms, sizeof(comms));
+		snprintf(uid, sizeof(uid), "%lld", ctl_jint(s, "uid", -1));
+		snprintf(inode, sizeof(inode), "%lld", ctl_jint(s, "inode", 0));
+		row[0] = ctl_jstr(s, "proto", "?");
+		row[1] = local;
+		row[2] = ctl_jstr(s, "state", "");
+		row[3] = pids;
+		row[4] = comms;
+		row[5] = uid;
+		row[6] = ctl_jstr(s, "cgroup", "");
+		row[7] = inode;
+		ctl_table_row(t, row);
 	}
+	ctl_table_print(t);
+	ctl_table_free(t);
 }
 
-/* "tcp 8000-8009 persistent enforce" (+ " name web" / " pid 42") */
+/* "tcp 8000-8009 persistent enforce" (+ " name web" / " owner pid 42") */
 static void resv_line(const json_t *r, char *buf, size_t len)
 {
 	long long start = ctl_jint(r, "start", 0), count = ctl_jint(r, "count", 0);
@@ -71,43 +120,114 @@ static void resv_line(const json_t *r, char *buf, size_t len)
 		snprintf(buf + n, len - (size_t)n, " owner pid %lld", ctl_jint(r, "owner_pid", 0));
 }
 
+/* Its network namespace as lsns and ip netns name it: a path, net:[inode], else the agent's cookie. */
+static void netns_str(const json_t *r, char *buf, size_t len)
+{
+	if (json_object_get(r, "netns_path"))
+		snprintf(buf, len, "%s", ctl_jstr(r, "netns_path", ""));
+	else if (json_object_get(r, "netns_inode"))
+		snprintf(buf, len, "net:[%lld]", ctl_jint(r, "netns_inode", 0));
+	else
+		snprintf(buf, len, "cookie %lld", ctl_jint(r, "netns", 0));
+}
+
+/* By protocol (tcp first), then first port: the order ss and the tables use. */
+static int resv_cmp(const void *pa, const void *pb)
+{
+	const json_t *a = *(json_t *const *)pa, *b = *(json_t *const *)pb;
+	int c = strcmp(ctl_jstr(a, "proto", ""), ctl_jstr(b, "proto", ""));
+	long long sa = ctl_jint(a, "start", 0), sb = ctl_jint(b, "start", 0);
+
+	return c ? c : (sa > sb) - (sa < sb);
+}
+
+void ctl_sort_reservations(json_t *arr)
+{
+	size_t n = json_array_size(arr);
+	json_t **v = n ? calloc(n, sizeof(*v)) : NULL;
+
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(arr, i));
+	qsort(v, n, sizeof(*v), resv_cmp);
+	json_array_clear(arr);
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, v[i]);
+	free(v);
+}
+
 int cmd_list(int argc, char *argv[])
 {
 	static const struct option opts[] = { CTL_COMMON_OPTIONS, { 0 } };
+	static const char *const head[] = { "TOKEN", "PROTO", "PORTS", "KIND", "MODE", "NAME/OWNER",
+					    "IN-USE", "NETNS", "ATTACHED" };
 	json_t *req, *reply, *r, *arr;
+	struct ctl_table *t;
 	size_t i;
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+	while ((c = ctl_getopt(argc, argv, "h", opts)) != -1)
 		if (ctl_common_opt(c, &ret))
 			return ret;
 	if (optind < argc)
 		return ctl_bad_usage("unexpected argument \"%s\"", argv[optind]);
 	req = ctl_req("list");
+	/* the wide table and scripts' JSON get ports in use, counters and netns inodes */
+	if (ctl.wide || ctl.json)
+		json_object_set_new(req, "usage", json_true());
 	reply = ctl_request("list", req, NULL);
 	json_decref(req);
 	if (!reply)
 		return CTL_FAIL;
 	arr = json_object_get(reply, "reservations");
+	ctl_sort_reservations(arr);
 	if (ctl.json) {
 		ctl_print_json(ctl_reply_data(reply), false);
-	} else if (!json_array_size(arr)) {
-		printf("no reservations\n");
-	} else {
-		printf("%-16s  %-5s %-11s %-10s %-8s %s\n", "TOKEN", "PROTO", "PORTS", "KIND", "MODE", "NAME/OWNER");
-		json_array_foreach(arr, i, r) {
-			long long start = ctl_jint(r, "start", 0), end = start + ctl_jint(r, "count", 1) - 1;
-			char ports[16], owner[32] = "";
-
-			snprintf(ports, sizeof(ports), end > start ? "%lld-%lld" : "%lld", start, end);
-			if (json_object_get(r, "name"))
-				snprintf(owner, sizeof(owner), "%s", ctl_jstr(r, "name", ""));
-			else if (json_object_get(r, "owner_pid"))
-				snprintf(owner, sizeof(owner), "pid %lld", ctl_jint(r, "owner_pid", 0));
-			printf("%-16s  %-5s %-11s %-10s %-8s %s\n", ctl_jstr(r, "token", "?"), ctl_jstr(r, "proto", "?"),
-			       ports, ctl_jstr(r, "kind", "?"), ctl_jstr(r, "mode", "?"), owner);
-		}
+		json_decref(reply);
+		return CTL_OK;
 	}
+	if (!json_array_size(arr)) {
+		printf("no reservations\n");
+		json_decref(reply);
+		return CTL_OK;
+	}
+	t = ctl_table_new("", ctl.wide ? 9 : 6, head);
+	json_array_foreach(arr, i, r) {
+		long long start = ctl_jint(r, "start", 0), count = ctl_jint(r, "count", 1), end = start + count - 1;
+		char ports[16], owner[40] = "", use[32], netns[300], cgs[2048] = "";
+		const char *row[9];
+		json_t *x;
+		size_t k, n = 0;
+
+		snprintf(ports, sizeof(ports), end > start ? "%lld-%lld" : "%lld", start, end);
+		if (json_object_get(r, "name"))
+			snprintf(owner, sizeof(owner), "%s", ctl_jstr(r, "name", ""));
+		else if (json_object_get(r, "owner_pid"))
+			snprintf(owner, sizeof(owner), "pid %lld", ctl_jint(r, "owner_pid", 0));
+		if (ctl_jint(r, "in_use", -1) >= 0)
+			snprintf(use, sizeof(use), "%lld/%lld", ctl_jint(r, "in_use", 0), count);
+		else
+			snprintf(use, sizeof(use), "?/%lld", count);
+		netns_str(r, netns, sizeof(netns));
+		json_array_foreach(json_object_get(r, "attachments"), k, x)
+			if (n < sizeof(cgs))
+				n += (size_t)snprintf(cgs + n, sizeof(cgs) - n, "%s%s%s", k ? "," : "",
+						      ctl_jstr(x, "path", "?"),
+						      json_is_true(json_object_get(x, "confine")) ? "(confined)" : "");
+		row[0] = ctl_jstr(r, "token", "?");
+		row[1] = ctl_jstr(r, "proto", "?");
+		row[2] = ports;
+		row[3] = ctl_jstr(r, "kind", "?");
+		row[4] = ctl_jstr(r, "mode", "?");
+		row[5] = owner;
+		row[6] = use;
+		row[7] = netns;
+		row[8] = cgs;
+		ctl_table_row(t, row);
+	}
+	ctl_table_print(t);
+	ctl_table_free(t);
 	json_decref(reply);
 	return CTL_OK;
 }
@@ -154,7 +274,7 @@ int cmd_show(int argc, char *argv[])
 	int c, ret = CTL_USAGE;
 	size_t i;
 
-	while ((c = getopt_long(argc, argv, "hn:t:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hn:t:", opts)) != -1) {
 		if (c == OPT_NAME || c == OPT_TOKEN) {
 			*(c == OPT_NAME ? &name : &token) = optarg;
 			continue;
@@ -188,6 +308,12 @@ int cmd_show(int argc, char *argv[])
 	printf("reservation %s: %s\n", ctl_jstr(r, "token", "?"), line);
 	if (json_is_true(json_object_get(r, "dead")))
 		printf("  ended: its socket is closed, the agent is removing it\n");
+	if (ctl.wide) {
+		char netns[300];
+
+		netns_str(r, netns, sizeof(netns));
+		printf("  netns: %s\n", netns);
+	}
 	json_array_foreach(json_object_get(r, "grants"), i, x) {
 		if (json_object_get(x, "path"))
 			printf("  grant: cgroup %s\n", ctl_jstr(x, "path", ""));
@@ -223,7 +349,7 @@ int cmd_who(int argc, char *argv[])
 	int c, ret;
 	size_t i;
 
-	while ((c = getopt_long(argc, argv, "hp:", opts, NULL)) != -1) {
+	while ((c = ctl_getopt(argc, argv, "hp:", opts)) != -1) {
 		if (c == OPT_PROTO) {
 			proto = optarg;
 			continue;

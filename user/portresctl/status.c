@@ -18,7 +18,7 @@ static json_t *simple_request(int argc, char *argv[], const char *op, int *ret)
 	int c;
 
 	*ret = CTL_OK;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+	while ((c = ctl_getopt(argc, argv, "h", opts)) != -1)
 		if (ctl_common_opt(c, ret))
 			return NULL;
 	if (optind < argc) {

@@ -32,6 +32,7 @@ int cmd_detach(int argc, char *argv[]);  /* attach.c */
 int cmd_run(int argc, char *argv[]);     /* run.c */
 int cmd_apply(int argc, char *argv[]);   /* apply.c */
 int cmd_events(int argc, char *argv[]);  /* events.c */
+int cmd_top(int argc, char *argv[]);     /* top.c */
 int cmd_metrics(int argc, char *argv[]); /* status.c */
 int cmd_status(int argc, char *argv[]);  /* status.c */
 int cmd_help(int argc, char *argv[]);    /* main.c */

@@ -122,7 +122,6 @@ static int call_ops(void *arg, json_t *req, char *err, size_t len)
 	struct agent *a = arg;
 	struct peer root = { .pid = getpid(), .uid = 0, .gid = 0 };
 	char *text = json_dumps(req, JSON_COMPACT), *out;
-	bool subscribe = false;
 	json_t *reply;
 	int code;
 
@@ -130,7 +129,7 @@ static int call_ops(void *arg, json_t *req, char *err, size_t len)
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
 	}
-	out = ops_handle(a, &root, text, strlen(text), -1, &subscribe);
+	out = ops_handle(a, &root, text, strlen(text), -1, NULL);
 	free(text);
 	reply = out ? json_loads(out, 0, NULL) : NULL;
 	free(out);
@@ -153,8 +152,7 @@ static json_t *current(struct agent *a)
 {
 	struct peer root = { .pid = getpid() };
 	static const char req[] = "{\"v\":1,\"op\":\"list\"}";
-	bool subscribe = false;
-	char *out = ops_handle(a, &root, req, sizeof(req) - 1, -1, &subscribe);
+	char *out = ops_handle(a, &root, req, sizeof(req) - 1, -1, NULL);
 	json_t *reply = out ? json_loads(out, 0, NULL) : NULL;
 
 	free(out);
@@ -192,6 +190,10 @@ static void apply_now(struct agent *a)
 		goto out;
 	}
 	if (apply_plan(&f, cur, &ao, &plan, err, sizeof(err))) {
+		log_msg(LOG_ERR, "apply", "%s: %s; nothing changed", file, err);
+		goto out;
+	}
+	if (apply_check_holders(&plan, call_ops, a, err, sizeof(err))) {
 		log_msg(LOG_ERR, "apply", "%s: %s; nothing changed", file, err);
 		goto out;
 	}

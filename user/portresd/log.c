@@ -26,6 +26,30 @@ void log_setup(bool json, int verbose)
 	log_verbose = verbose;
 }
 
+/*
+ * One line per event: a message of several lines (the holders of a port, one
+ * a line) gets "; " between them, or a space after a colon.
+ */
+static void one_line(char *msg, size_t len)
+{
+	char out[1024];
+	size_t n = 0;
+
+	for (const char *r = msg; *r && n + 2 < sizeof(out); r++) {
+		if (*r != '\n') {
+			out[n++] = *r;
+			continue;
+		}
+		while (r[1] == ' ')
+			r++;
+		if (n && out[n - 1] != ':')
+			out[n++] = ';';
+		out[n++] = ' ';
+	}
+	out[n] = '\0';
+	snprintf(msg, len, "%s", out);
+}
+
 static void vlog(enum log_level lvl, const char *event, const json_t *fields, const char *fmt, va_list ap)
 {
 	char msg[1024];
@@ -33,6 +57,8 @@ static void vlog(enum log_level lvl, const char *event, const json_t *fields, co
 	if (lvl == LOG_DEBUG && !log_verbose)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (!log_json)
+		one_line(msg, sizeof(msg));
 	if (log_json) {
 		struct timespec ts;
 		json_t *o;

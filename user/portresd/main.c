@@ -3,11 +3,14 @@
  * portresd - the agent that owns portres's BPF programs, maps, state file and
  * sysctl entries, and serves the management API on a Unix socket.
  *
- * Start: flags -> feature probe -> state file -> loader (load or adopt pins,
- * attach) -> reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
+ * Start: flags -> another agent on the socket? (then stop, touching nothing)
+ * -> feature probe -> state file -> loader (load or adopt pins, attach) ->
+ * reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
  * the agent and leave enforcement in place; --teardown removes it.
  */
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
@@ -47,9 +51,25 @@ static const char usage[] =
 	"                          beyond it fails with EDQUOT\n"
 	"  --max-reservations N    reservations the maps hold, both protocols (default 16384; each\n"
 	"                          costs 40 bytes of counters per CPU); pinned maps keep their size\n"
+	"  --user-ports LO-HI      the ports unprivileged users may acquire, chosen or wildcard (default:\n"
+	"                          the low end of ip_local_port_range to 65535), never below\n"
+	"                          ip_unprivileged_port_start, both of the socket's netns; outside it:\n"
+	"                          EACCES; root and the admin group are not limited\n"
+	"  --max-clients N         connections of unprivileged users, all together (default 1024);\n"
+	"                          root and the admin group are never refused\n"
+	"  --max-clients-per-uid N connections of one unprivileged uid (default 64); past a limit a\n"
+	"                          connection gets an EUSERS reply and is closed\n"
+	"  --stall-timeout SEC     a client (events subscribers too) leaving the agent's messages unread\n"
+	"                          this long is dropped (default 30)\n"
 	"  --log-format text|json  log lines on stderr (default text)\n"
+	"  --events-log-size B     events kept in STATE-DIR/events.log, rotated at B bytes (default\n"
+	"                          1048576; twice that is kept; 0: none)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
+	"  --adopt-pins            when pins hold persistent reservations and the state file is missing:\n"
+	"                          rebuild it from the maps (reservations, grants, attachments; names\n"
+	"                          are lost); without it or --reset the agent refuses to start then\n"
+	"  --reset                 in that case, remove those reservations on purpose instead\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
 
 static int verbose_level;
@@ -271,8 +291,10 @@ static int reconcile(struct agent *a)
 			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == token;
 		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
 			char path[64];
+			/* Who made it is not in the maps: its reservation's owner, an administrator if root. */
 			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
-						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE };
+						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE,
+						   .by_admin = r->uid == 0, .by_uid = r->uid };
 
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
@@ -311,6 +333,161 @@ cleanup:
 	return err;
 }
 
+/* --- a missing state file ------------------------------------------------- */
+
+/* Persistent reservations in the pins of an earlier agent, read before anything is loaded; their ports into ports. */
+static size_t pinned_persistent(const struct agent *a, struct portset *ports)
+{
+	char path[PATH_MAX];
+	__u64 key, next, *prev = NULL;
+	struct portres_resv r;
+	size_t n = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps/portres_resv", a->opts.bpffs);
+	if ((fd = bpf_obj_get(path)) < 0)
+		return 0;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		if (bpf_map_lookup_elem(fd, &next, &r) == 0 && r.kind == PORTRES_KIND_PERSISTENT) {
+			portset_add(ports, r.start, r.count);
+			n++;
+		}
+		key = next;
+		prev = &key;
+	}
+	close(fd);
+	return n;
+}
+
+/*
+ * Pins that hold persistent reservations with no state file (deleted, or a
+ * wrong --state-dir): reconciling would remove them from the maps and their
+ * enforcement would end silently. The operator says which way: --adopt-pins
+ * (*adopt: rebuild the state from the maps) or --reset. -1: refuse, nothing
+ * touched.
+ */
+static int missing_state(struct agent *a, bool *adopt)
+{
+	struct portset pinned, current;
+	char path[PATH_MAX];
+	size_t n;
+
+	portset_clear(&pinned);
+	snprintf(path, sizeof(path), "%s/%s", a->opts.state_dir, STATE_FILE);
+	if (access(path, F_OK) == 0 || errno != ENOENT || !(n = pinned_persistent(a, &pinned)))
+		return 0;
+	/*
+	 * Which ip_local_reserved_ports entries portres added went with the
+	 * file: those of the pinned blocks are taken for its own (adopt: removed
+	 * with their reservation later; reset: now).
+	 */
+	if ((a->opts.adopt_pins || a->opts.reset) && portset_read(SYSCTL_RESERVED_PORTS, &current) == 0)
+		for (size_t i = 0; i < sizeof(pinned.w) / sizeof(pinned.w[0]); i++)
+			a->st.sysctl_added.w[i] = pinned.w[i] & current.w[i];
+	if (a->opts.adopt_pins) {
+		log_msg(LOG_WARN, "start", "--adopt-pins: %s does not exist; it is rebuilt from the %zu persistent "
+			"reservation%s pinned in %s", path, n, n == 1 ? "" : "s", a->opts.bpffs);
+		*adopt = true;
+		return 0;
+	}
+	if (a->opts.reset) {
+		log_msg(LOG_WARN, "start", "--reset: %s does not exist; the %zu persistent reservation%s pinned in %s "
+			"%s removed", path, n, n == 1 ? "" : "s", a->opts.bpffs, n == 1 ? "is" : "are");
+		return 0;
+	}
+	log_msg(LOG_ERR, "start", "the pins in %s hold %zu persistent reservation%s but the state file %s does not "
+		"exist (deleted, or a wrong --state-dir?): refusing to start, nothing was changed; --adopt-pins "
+		"rebuilds the state file from the pins, --reset removes them", a->opts.bpffs, n, n == 1 ? "" : "s",
+		path);
+	return -1;
+}
+
+/* Adds the grants pinned for the state's reservations to them. */
+static int adopt_grants(struct agent *a)
+{
+	char path[PATH_MAX], cg[PATH_MAX];
+	struct portres_grant_key key, next, *prev = NULL;
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/maps/portres_grants", a->opts.bpffs);
+	if ((fd = bpf_obj_get(path)) < 0)
+		return -errno;
+	while (!err && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		struct state_resv *sr = state_find_token(&a->st, next.token);
+		struct state_grant *g;
+
+		key = next;
+		prev = &key;
+		if (!sr || !(g = realloc(sr->grants, (sr->n_grants + 1) * sizeof(*g)))) {
+			err = sr ? -ENOMEM : 0;
+			continue;
+		}
+		sr->grants = g;
+		g[sr->n_grants] = (struct state_grant){ .type = next.type, .id = next.id };
+		if (next.type == PORTRES_GRANT_CGROUP && !cgroup2_path(next.id, cg, sizeof(cg)))
+			g[sr->n_grants].path = strdup(cg);
+		sr->n_grants++;
+	}
+	close(fd);
+	return err;
+}
+
+/* --adopt-pins: the persistent reservations, grants and attachments of the maps become the state file. */
+static int adopt_pins(struct agent *a)
+{
+	struct seen_list seen = { 0 };
+	struct seen_cg_list cgs = { 0 };
+	char err_msg[STATE_ERR_LEN], path[PATH_MAX];
+	size_t n_at = 0;
+	int err;
+
+	if ((err = portres_resv_foreach(a->loader, collect_resv, &seen)) ||
+	    (err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
+		goto cleanup;
+	for (size_t i = 0; i < seen.n; i++) {
+		const struct portres_resv *r = &seen.v[i].r;
+		struct state_resv sr = { .token = seen.v[i].token, .proto = r->proto, .mode = r->mode,
+					 .start = r->start, .count = r->count };
+
+		if (r->kind == PORTRES_KIND_PERSISTENT && r->netns == a->own_ns->cookie &&
+		    (err = state_add_resv(&a->st, &sr)))
+			goto cleanup;
+	}
+	if ((err = adopt_grants(a)))
+		goto cleanup;
+	for (size_t i = 0; i < cgs.n; i++) {
+		/* the agent fills one protocol's slot per attachment (attach_map) */
+		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
+		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = token,
+					   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE, .by_admin = true };
+
+		if (!state_find_token(&a->st, at.token))
+			continue;
+		if (cgroup2_path(at.cgroup_id, path, sizeof(path))) {
+			log_msg(LOG_WARN, "start", "--adopt-pins: cgroup %llu (attached to token %016llx) not found; "
+				"attachment dropped", (unsigned long long)at.cgroup_id, (unsigned long long)at.token);
+			continue;
+		}
+		if ((err = state_add_attach(&a->st, &at)))
+			goto cleanup;
+		n_at++;
+	}
+	if (state_validate(&a->st, "pins", err_msg, sizeof(err_msg))) {
+		log_msg(LOG_ERR, "start", "--adopt-pins: %s", err_msg);
+		err = -EINVAL;
+		goto cleanup;
+	}
+	if ((err = agent_save(a, true, err_msg, sizeof(err_msg))))
+		goto cleanup;
+	log_msg(LOG_INFO, "start", "--adopt-pins: state file rebuilt: %zu persistent reservation%s, %zu attachment%s "
+		"(names are not kept in the maps: none)", a->st.n_resv, a->st.n_resv == 1 ? "" : "s", n_at,
+		n_at == 1 ? "" : "s");
+cleanup:
+	free(seen.v);
+	free(cgs.v);
+	return err;
+}
+
 /* --- teardown ------------------------------------------------------------- */
 
 static int teardown(struct agent *a)
@@ -343,10 +520,54 @@ static int teardown(struct agent *a)
 
 /* --- main ----------------------------------------------------------------- */
 
+/* A decimal number in [min, max]; 0 or -1. */
+static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !*s || *s == '-' || v < min || v > max)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* "LO-HI", 1 <= LO <= HI <= 65535; 0 or -1. */
+static int parse_range(const char *s, uint16_t *lo, uint16_t *hi)
+{
+	const char *dash = strchr(s, '-');
+	char first[8];
+	uint32_t l, h;
+
+	if (!dash || dash - s >= (long)sizeof(first))
+		return -1;
+	memcpy(first, s, (size_t)(dash - s));
+	first[dash - s] = '\0';
+	if (parse_u32(first, 1, 65535, &l) || parse_u32(dash + 1, 1, 65535, &h) || l > h)
+		return -1;
+	*lo = (uint16_t)l;
+	*hi = (uint16_t)h;
+	return 0;
+}
+
+/* Every client is an fd: the soft limit (often 1024) goes up to the hard one. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
-	       O_APPLY, O_APPLY_PRUNE, O_MAXRESV };
+	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS, O_ADOPT_PINS, O_RESET,
+	       O_EVENTS_LOG, O_MAXRESV };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -356,10 +577,17 @@ int main(int argc, char **argv)
 		{ "metrics-listen", required_argument, NULL, O_METRICS },
 		{ "foreground", no_argument, NULL, O_FG },
 		{ "teardown", no_argument, NULL, O_TEARDOWN },
+		{ "adopt-pins", no_argument, NULL, O_ADOPT_PINS },
+		{ "reset", no_argument, NULL, O_RESET },
 		{ "log-format", required_argument, NULL, O_LOGFMT },
 		{ "quota", required_argument, NULL, O_QUOTA },
+		{ "user-ports", required_argument, NULL, O_USER_PORTS },
+		{ "max-clients", required_argument, NULL, O_MAX_CLIENTS },
+		{ "max-clients-per-uid", required_argument, NULL, O_MAX_PER_UID },
+		{ "stall-timeout", required_argument, NULL, O_STALL },
 		{ "apply", required_argument, NULL, O_APPLY },
 		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
+		{ "events-log-size", required_argument, NULL, O_EVENTS_LOG },
 		{ "max-reservations", required_argument, NULL, O_MAXRESV },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -368,9 +596,12 @@ int main(int argc, char **argv)
 	};
 	struct agent a = { .opts = { .bpffs = "/sys/fs/bpf/portres", .socket = PORTRES_DEFAULT_SOCKET,
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
-				     .quota = PORTRESD_QUOTA } };
+				     .quota = PORTRESD_QUOTA, .max_clients = PORTRESD_MAX_CLIENTS,
+				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC,
+				     .events_log_size = PORTRESD_EVENTS_LOG } };
 	struct portres_loader_opts lo = { .max_resv = PORTRES_DEFAULT_RESV };
 	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
+	bool adopt = false;
 	struct group *gr;
 	int c, err, ret = 1;
 
@@ -386,6 +617,8 @@ int main(int argc, char **argv)
 		case O_APPLY: a.opts.apply_file = optarg; break;
 		case O_APPLY_PRUNE: a.opts.apply_prune = true; break;
 		case O_TEARDOWN: a.opts.teardown = true; break;
+		case O_ADOPT_PINS: a.opts.adopt_pins = true; break;
+		case O_RESET: a.opts.reset = true; break;
 		case O_LOGFMT:
 			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
 				fprintf(stderr, "portresd: --log-format: text or json\n%s", usage);
@@ -394,18 +627,46 @@ int main(int argc, char **argv)
 			a.opts.json_log = !strcmp(optarg, "json");
 			break;
 		case O_QUOTA:
-			errno = 0;
-			a.opts.quota = (uint32_t)strtoul(optarg, &end, 10);
-			if (errno || *end || !*optarg || strtoul(optarg, NULL, 10) > 65536) {
+			if (parse_u32(optarg, 0, 65536, &a.opts.quota)) {
 				fprintf(stderr, "portresd: --quota: a number of ports 0..65536\n");
 				return 2;
 			}
 			break;
 		case O_MAXRESV:
-			errno = 0;
-			lo.max_resv = (uint32_t)strtoul(optarg, &end, 10);
-			if (errno || *end || !*optarg || lo.max_resv < 1 || strtoul(optarg, NULL, 10) > PORTRES_MAX_RESV) {
+			if (parse_u32(optarg, 1, PORTRES_MAX_RESV, &lo.max_resv)) {
 				fprintf(stderr, "portresd: --max-reservations: a number 1..%u\n", PORTRES_MAX_RESV);
+				return 2;
+			}
+			break;
+		case O_USER_PORTS:
+			if (parse_range(optarg, &a.opts.user_lo, &a.opts.user_hi)) {
+				fprintf(stderr, "portresd: --user-ports: LO-HI with 1 <= LO <= HI <= 65535\n");
+				return 2;
+			}
+			break;
+		case O_MAX_CLIENTS:
+			if (parse_u32(optarg, 1, 1000000, &a.opts.max_clients)) {
+				fprintf(stderr, "portresd: --max-clients: a number 1..1000000\n");
+				return 2;
+			}
+			break;
+		case O_MAX_PER_UID:
+			if (parse_u32(optarg, 1, 1000000, &a.opts.max_clients_per_uid)) {
+				fprintf(stderr, "portresd: --max-clients-per-uid: a number 1..1000000\n");
+				return 2;
+			}
+			break;
+		case O_STALL:
+			if (parse_u32(optarg, 1, 86400, &a.opts.stall_timeout)) {
+				fprintf(stderr, "portresd: --stall-timeout: seconds 1..86400\n");
+				return 2;
+			}
+			break;
+		case O_EVENTS_LOG:
+			errno = 0;
+			a.opts.events_log_size = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg || *optarg == '-') {
+				fprintf(stderr, "portresd: --events-log-size: a number of bytes\n");
 				return 2;
 			}
 			break;
@@ -419,6 +680,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "portresd: unexpected argument %s\n%s", argv[optind], usage);
 		return 2;
 	}
+	if (a.opts.adopt_pins && a.opts.reset) {
+		fprintf(stderr, "portresd: --adopt-pins and --reset exclude each other\n%s", usage);
+		return 2;
+	}
 	if (a.opts.apply_prune && !a.opts.apply_file) {
 		fprintf(stderr, "portresd: --apply-prune needs --apply FILE\n%s", usage);
 		return 2;
@@ -428,9 +693,19 @@ int main(int argc, char **argv)
 	libbpf_set_print(libbpf_log);
 	if (!a.opts.cgroup)
 		a.opts.cgroup = cgroup2_mount();
+	raise_nofile();
+	/* Test hook (tests/e2e): kill -9 of the agent between saving a create and replying to it. */
+	a.opts.test_crash_after_save = !strcmp(getenv("PORTRESD_TEST_CRASH_AFTER_SAVE") ?: "", "create");
+	if (a.opts.test_crash_after_save)
+		log_msg(LOG_WARN, "start", "test hook PORTRESD_TEST_CRASH_AFTER_SAVE=create: the agent kills itself "
+			"after saving a create, before replying");
 	a.started = time(NULL);
 
-	/* probe -> state -> loader -> reconcile -> serve */
+	/* another agent? -> probe -> state -> loader -> reconcile -> serve */
+	if (!a.opts.teardown && server_socket_answers(a.opts.socket)) {
+		log_msg(LOG_ERR, "start", "another portresd answers on %s; nothing was changed", a.opts.socket);
+		goto cleanup;
+	}
 	if ((err = probe(&a.opts, why, sizeof(why)))) {
 		log_msg(LOG_ERR, "probe", "missing feature: %s", why);
 		goto cleanup;
@@ -449,6 +724,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "start", "refusing to start with this state file; fix or move it away");
 		goto cleanup;
 	}
+	if (!a.opts.teardown && missing_state(&a, &adopt))
+		goto cleanup;
 	lo.bpffs_dir = a.opts.bpffs;
 	lo.cgroup_path = a.opts.cgroup;
 	if ((err = portres_loader_open(&lo, &a.loader))) {
@@ -463,6 +740,10 @@ int main(int argc, char **argv)
 		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs);
 	if ((err = netns_own(&a))) {
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
+		goto cleanup;
+	}
+	if (adopt && (err = adopt_pins(&a))) {
+		log_msg(LOG_ERR, "start", "rebuilding the state from the pins: %s", strerror(-err));
 		goto cleanup;
 	}
 	if ((err = reconcile(&a))) {

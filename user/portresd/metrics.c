@@ -76,6 +76,13 @@ char *metrics_text(struct agent *a)
 	put(&b, "# HELP portres_events_total Events of the data plane, sent or dropped.\n# TYPE portres_events_total counter\n");
 	put(&b, "portres_events_total{outcome=\"sent\"} %llu\n", (unsigned long long)g.events_sent);
 	put(&b, "portres_events_total{outcome=\"dropped\"} %llu\n", (unsigned long long)g.events_dropped);
+	put(&b, "# HELP portres_events_dropped_total Events lost: the data plane's ring was full or over its rate "
+		"(kernel), a subscriber read too slowly (subscriber), the events log could not be written (log).\n"
+		"# TYPE portres_events_dropped_total counter\n");
+	put(&b, "portres_events_dropped_total{stage=\"kernel\"} %llu\n", (unsigned long long)g.events_dropped);
+	put(&b, "portres_events_dropped_total{stage=\"subscriber\"} %llu\n",
+	    (unsigned long long)events_get_stats()->dropped_subscriber);
+	put(&b, "portres_events_dropped_total{stage=\"log\"} %llu\n", (unsigned long long)events_get_stats()->dropped_log);
 	put(&b, "# HELP portres_agent_requests_total Requests served by portresd.\n# TYPE portres_agent_requests_total counter\n");
 	put(&b, "portres_agent_requests_total{outcome=\"ok\"} %llu\n", (unsigned long long)(a->requests - a->errors));
 	put(&b, "portres_agent_requests_total{outcome=\"error\"} %llu\n", (unsigned long long)a->errors);

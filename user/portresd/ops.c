@@ -8,9 +8,12 @@
  * group; acquire - anyone within the per-uid quota; release - the acquiring
  * process only; lookup, list, show, who, status, metrics, events - anyone.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +24,12 @@
 
 #include "cgroup.h"
 #include "portresd.h"
+#include "apply.h"
 #include "sockdiag.h"
 
 struct reply {
 	int code;        /* 0: ok */
-	char msg[512];
+	char msg[2048];
 	json_t *fields;  /* ok: extra fields */
 };
 
@@ -42,7 +46,7 @@ static int fail(struct reply *rp, int code, const char *fmt, ...)
 	return -1;
 }
 
-static bool is_admin(struct agent *a, const struct peer *p)
+bool ops_is_admin(struct agent *a, const struct peer *p)
 {
 	if (p->uid == 0)
 		return true;
@@ -58,7 +62,7 @@ static bool is_admin(struct agent *a, const struct peer *p)
 
 static int need_admin(struct agent *a, const struct peer *p, struct reply *rp, const char *what)
 {
-	if (is_admin(a, p))
+	if (ops_is_admin(a, p))
 		return 0;
 	return fail(rp, EACCES, "%s needs root or membership of group %s", what, a->opts.admin_group);
 }
@@ -151,8 +155,9 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 {
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
+	uint32_t lo = 1, hi = 65535;
 	uint64_t token, used;
-	char held[400];
+	char held[1536], users[64];
 	struct netns *ns;
 	struct resv *o;
 	int err;
@@ -165,6 +170,17 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 			    p->uid, (unsigned long long)used, req->count, a->opts.quota);
 	if (!(ns = netns_get(a, r.netns, fd)))
 		return fail(rp, ENOMEM, "out of memory");
+	/* Users stay in their range (root's services below it are not theirs to take); admins do not. */
+	if (!ops_is_admin(a, p) && (err = user_ports(a, ns, &lo, &hi)))
+		return fail(rp, -err, "cannot read the socket's network namespace's port settings: %s", strerror(-err));
+	if (lo <= hi)
+		snprintf(users, sizeof(users), "%u-%u", lo, hi);
+	else
+		snprintf(users, sizeof(users), "none");
+	if (req->start && (req->start < lo || (uint32_t)req->start + req->count - 1 > hi))
+		return fail(rp, EACCES, "%s is outside the ports users may reserve here: %s (portresd --user-ports, "
+			    "never below ip_unprivileged_port_start; root and group %s are not limited)",
+			    range_str(r.proto, req->start, req->count), users, a->opts.admin_group);
 	if (req->start) {
 		r.start = req->start;
 		if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
@@ -173,9 +189,12 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		if (err == -EADDRINUSE)
 			return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
 	} else {
-		err = pick_block(a, ns, r.proto, r.count, &r.start);
-		if (err == -EADDRINUSE)
+		err = pick_block(a, ns, r.proto, r.count, lo, hi, &r.start);
+		if (err == -EADDRINUSE && lo == 1 && hi == 65535)
 			return fail(rp, EADDRINUSE, "no free block of %u %s ports", r.count, state_proto_name(r.proto));
+		if (err == -EADDRINUSE)
+			return fail(rp, EADDRINUSE, "no free block of %u %s ports in %s, the ports users may reserve here "
+				    "(portresd --user-ports)", r.count, state_proto_name(r.proto), users);
 	}
 	if (err)
 		return fail(rp, -err, "cannot inspect the socket's network namespace: %s", strerror(-err));
@@ -197,7 +216,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		tok_str(token), p->pid, p->uid);
 	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
 			       r.count, "proto", state_proto_name(r.proto));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
 				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
 }
@@ -225,6 +244,31 @@ static int op_release(struct agent *a, const struct peer *p, const struct proto_
 
 /* --- persistent ----------------------------------------------------------- */
 
+/*
+ * A create whose request id the state has already: the client's retry after
+ * a lost reply (the agent stopped between saving and answering). The same
+ * caller asking for the same block gets the same token: 0; anyone or
+ * anything else is refused: -1. 1: the id is new.
+ */
+static int create_replay(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+{
+	const struct state_resv *sr = NULL;
+
+	for (size_t i = 0; i < a->st.n_resv && !sr; i++)
+		if (a->st.resv[i].request_id && !strcmp(a->st.resv[i].request_id, req->request_id))
+			sr = &a->st.resv[i];
+	if (!sr)
+		return 1;
+	/* Says nothing of the reservation: the id may have been copied from someone else's request. */
+	if (sr->request_uid != p->uid || sr->proto != req->proto || sr->start != req->start ||
+	    sr->count != req->count || !sr->name != !req->name || (sr->name && strcmp(sr->name, req->name)))
+		return fail(rp, EINVAL, "request_id %s was sent with another create", req->request_id);
+	log_msg(LOG_INFO, "create", "persistent %s token %s: request %s again (a retry), same token",
+		range_str(sr->proto, sr->start, sr->count), tok_str(sr->token), req->request_id);
+	rp->fields = json_pack("{s:s, s:b}", "token", tok_str(sr->token), "replayed", 1);
+	return 0;
+}
+
 static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct portres_resv r = { .netns = a->own_ns->cookie, .start = req->start, .count = req->count,
@@ -232,14 +276,17 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
 	struct state_grant grants[PROTO_MAX_GRANTS];
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
-				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants };
-	char err_msg[STATE_ERR_LEN] = "", held[400];
+				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants,
+				 .request_id = (char *)req->request_id, .request_uid = p->uid };
+	char err_msg[STATE_ERR_LEN] = "", held[1536];
 	size_t g = 0;
 	struct resv *o;
 	int err;
 
 	if (need_admin(a, p, rp, "creating a persistent reservation"))
 		return -1;
+	if (req->request_id && (err = create_replay(a, p, req, rp)) <= 0)
+		return err;
 	if (req->name && state_find_name(&a->st, req->name))
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
 	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
@@ -269,12 +316,14 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		resv_remove(a, sr.token);
 		goto rollback;
 	}
+	if (a->opts.test_crash_after_save)
+		raise(SIGKILL); /* test hook: saved, never acknowledged */
 	netns_sync_sysctl(a, a->own_ns);
 	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s by uid %u",
 		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
 		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
 	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
 				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
 	return 0;
 rollback:
@@ -300,9 +349,41 @@ static int op_lookup(struct agent *a, const struct proto_req *req, struct reply 
 	return 0;
 }
 
+/*
+ * What holds r: sockets bound in its block and cgroups attached to it, one
+ * per line after "in use by:" into msg; false when nothing does.
+ */
+static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len)
+{
+	const char *run = APPLY_RUN_CGROUP_PREFIX;
+	int err = ports_held(a, r->ns, r->r.proto, r->r.start, r->r.count, msg, len);
+	bool held = err == -EADDRINUSE;
+	size_t off;
+
+	/* sockets that cannot be listed (the netns is gone) hold nothing */
+	if (!held)
+		snprintf(msg, len, "in use by:");
+	off = strlen(msg);
+	for (size_t i = 0; i < a->st.n_attach && off < len; i++) {
+		const struct state_attach *at = &a->st.attach[i];
+		const char *base = strrchr(at->path, '/') ? strrchr(at->path, '/') + 1 : at->path;
+		int w;
+
+		if (at->token != r->token)
+			continue;
+		w = snprintf(msg + off, len - off, "\n  cgroup %s is attached%s%s", at->path,
+			     at->confine ? " (confined)" : "",
+			     !strncmp(base, run, strlen(run)) ? " (a running portresctl run)" : "");
+		off += w > 0 ? (size_t)w : 0;
+		held = true;
+	}
+	return held;
+}
+
 static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN];
+	char err_msg[STATE_ERR_LEN], held[1536];
+	const struct state_resv *sr;
 	struct state keep = { 0 };
 	struct resv *r;
 	uint64_t token;
@@ -312,6 +393,16 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	if (!(r = select_resv(a, req, rp)))
 		return -1;
 	token = r->token;
+	/* Live sockets or attachments: only a forced delete takes the block from under them. */
+	if (!req->force && holders(a, r, held, sizeof(held))) {
+		sr = state_find_token(&a->st, token);
+		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
+			    sr && sr->name ? " named " : "", sr && sr->name ? sr->name : "", held);
+	}
+	if (req->dry_run) {
+		rp->fields = json_pack("{s:b, s:o}", "dry_run", 1, "reservation", resv_json(a, r));
+		return 0;
+	}
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		runtime_end(a, token, "deleted by an administrator");
 		return 0;
@@ -327,8 +418,9 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	}
 	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
 		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
-	server_broadcast(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "deleted", "token", tok_str(token),
-				      "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count));
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token),
+				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
+				 keep.resv[0].name));
 	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
 		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
 	state_free(&keep);
@@ -364,15 +456,19 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 		}
 	}
 	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
+				 state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
+				 state_mode_name(r->r.mode)));
 	return 0;
 }
 
 /* --- cgroups -------------------------------------------------------------- */
 
-/* The cgroup must be the attach root or below it. */
-static int cgroup_resolve(struct agent *a, const char *path, uint64_t *id, uid_t *owner, struct reply *rp)
+/* The cgroup must be the attach root or below it; real gets its resolved path. */
+static int cgroup_resolve(struct agent *a, const char *path, char real[PATH_MAX], uint64_t *id, uid_t *owner,
+			  struct reply *rp)
 {
-	char real[PATH_MAX], root[PATH_MAX];
+	char root[PATH_MAX];
 	struct stat sb;
 	size_t n;
 	int err;
@@ -394,12 +490,89 @@ static int cgroup_resolve(struct agent *a, const char *path, uint64_t *id, uid_t
 static int may_attach(struct agent *a, const struct peer *p, const struct resv *r, uid_t cg_owner,
 		      struct reply *rp)
 {
-	if (is_admin(a, p))
+	if (ops_is_admin(a, p))
 		return 0;
 	if (r && r->r.kind == PORTRES_KIND_RUNTIME && r->r.owner_tgid == (uint32_t)p->pid && cg_owner == p->uid)
 		return 0;
 	return fail(rp, EACCES, "attaching needs root, group %s, or (runtime reservations) the owning process on its own cgroup",
 		    a->opts.admin_group);
+}
+
+/* Whether p may replace or detach at, or attach below it: admins any, others their own only. */
+static bool owns_attachment(struct agent *a, const struct peer *p, const struct state_attach *at)
+{
+	return ops_is_admin(a, p) || (!at->by_admin && at->by_uid == p->uid);
+}
+
+/* "reservation web (token …)" or "token …", for messages. */
+static void resv_label(struct agent *a, uint64_t token, char *buf, size_t len)
+{
+	const struct state_resv *sr = state_find_token(&a->st, token);
+
+	if (sr && sr->name)
+		snprintf(buf, len, "reservation %s (token %s)", sr->name, tok_str(token));
+	else
+		snprintf(buf, len, "token %s", tok_str(token));
+}
+
+static int refuse_attachment(struct agent *a, const struct state_attach *at, const char *below, struct reply *rp)
+{
+	char label[128], by[32];
+
+	resv_label(a, at->token, label, sizeof(label));
+	if (at->by_admin)
+		snprintf(by, sizeof(by), "an administrator");
+	else
+		snprintf(by, sizeof(by), "uid %u", at->by_uid);
+	if (below)
+		return fail(rp, EACCES, "cgroup %s is below %s, which %s attached to %s%s: only root or group %s may "
+			    "attach below it", below, at->path, by, label, at->confine ? " confined" : "",
+			    a->opts.admin_group);
+	return fail(rp, EACCES, "cgroup %s is attached to %s%s by %s: only root or group %s may replace or detach "
+		    "that attachment", at->path, label, at->confine ? " confined" : "", by, a->opts.admin_group);
+}
+
+/*
+ * The nearest attachment of a cgroup or an ancestor is the one that counts
+ * for its sockets, so attaching at or below another's attachment would undo
+ * it (a --confine most of all): a non-admin may do that only to attachments
+ * it made itself. The walk goes up by "..", from an fd of the cgroup (real,
+ * whose id is id), to the attach root: renames meanwhile cannot hide an
+ * ancestor, and a step that fails refuses.
+ */
+static int attach_guard(struct agent *a, const struct peer *p, const char *real, uint64_t id, struct reply *rp)
+{
+	struct stat sb, root;
+	int fd, up, ret = 0;
+
+	if (ops_is_admin(a, p))
+		return 0;
+	if (stat(a->opts.cgroup, &root))
+		return fail(rp, EIO, "cgroup root %s: %s", a->opts.cgroup, strerror(errno));
+	fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) || sb.st_ino != id) {
+		ret = fail(rp, EAGAIN, "cgroup %s changed while it was checked; try again", real);
+		goto out;
+	}
+	for (int depth = 0; depth < 4096; depth++) {
+		for (size_t i = 0; i < a->st.n_attach; i++)
+			if (a->st.attach[i].cgroup_id == sb.st_ino && !owns_attachment(a, p, &a->st.attach[i])) {
+				ret = refuse_attachment(a, &a->st.attach[i], sb.st_ino == id ? NULL : real, rp);
+				goto out;
+			}
+		if (sb.st_ino == root.st_ino && sb.st_dev == root.st_dev)
+			goto out;
+		up = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = up;
+		if (fd < 0 || fstat(fd, &sb) || sb.st_dev != root.st_dev)
+			break;
+	}
+	ret = fail(rp, EAGAIN, "cgroup %s: its ancestors up to %s could not be read; try again", real, a->opts.cgroup);
+out:
+	if (fd >= 0)
+		close(fd);
+	return ret;
 }
 
 /*
@@ -422,15 +595,16 @@ int attach_map(struct agent *a, const struct state_attach *at)
 
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine }, old = { 0 };
-	char err_msg[STATE_ERR_LEN];
+	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine,
+				   .by_admin = ops_is_admin(a, p), .by_uid = p->uid }, old = { 0 };
+	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
 	bool save;
 	struct resv *r;
 	uid_t owner = (uid_t)-1;
 	int err;
 
-	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, &at.cgroup_id, &owner, rp) ||
-	    may_attach(a, p, r, owner, rp))
+	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, real, &at.cgroup_id, &owner, rp) ||
+	    may_attach(a, p, r, owner, rp) || attach_guard(a, p, real, at.cgroup_id, rp))
 		return -1;
 	at.token = r->token;
 	save = r->r.kind == PORTRES_KIND_PERSISTENT;
@@ -464,6 +638,9 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	a->attach_dirty = true;
 	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
 		req->confine ? " confined" : "", p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:b}", "type", "attached", "token", tok_str(r->token),
+				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
+				 req->cgroup, "confine", req->confine));
 	return 0;
 undo_map:
 	portres_cgroup_detach(a->loader, at.cgroup_id);
@@ -496,8 +673,11 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		return fail(rp, ENOENT, "cgroup %s is not attached", req->cgroup);
 	if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
 		return -1;
+	if (!owns_attachment(a, p, at))
+		return refuse_attachment(a, at, NULL, rp);
 	portres_cgroup_detach(a->loader, at->cgroup_id);
 	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
+	events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup", at->path));
 	state_del_attach(&a->st, i);
 	a->attach_dirty = true;
 	agent_save(a, true, err_msg, sizeof(err_msg));
@@ -522,11 +702,22 @@ struct socks_ctx {
 	json_t *arr;
 };
 
+/* ss's names of socket states; an unconnected UDP socket is "unconn". */
+static const char *sock_state(const struct sockdiag_sock *s)
+{
+	static const char *const names[] = { "?", "estab", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2",
+					     "time-wait", "close", "close-wait", "last-ack", "listen", "closing" };
+
+	if (s->proto == IPPROTO_UDP && s->state == 7)
+		return "unconn";
+	return s->state < sizeof(names) / sizeof(names[0]) ? names[s->state] : "?";
+}
+
 static int socks_in_ns(void *arg)
 {
 	struct socks_ctx *c = arg;
 	struct sockdiag_sock *s;
-	char path[PATH_MAX];
+	char path[PATH_MAX], addr[64];
 	size_t n;
 	int err = sockdiag_list(c->proto, c->start, c->count, &s, &n);
 
@@ -534,20 +725,27 @@ static int socks_in_ns(void *arg)
 		return err;
 	sockdiag_find_pids(s, n);
 	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
-				      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4",
-				      "uid", s[i].uid, "inode", (json_int_t)s[i].inode, "cgroup_id",
-				      (json_int_t)s[i].cgroup_id);
+		json_t *o, *procs = json_array();
 
+		inet_ntop(s[i].family == AF_INET6 ? AF_INET6 : AF_INET, s[i].addr, addr, sizeof(addr));
+		o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:I}", "port", s[i].port, "proto",
+			      state_proto_name(s[i].proto), "family", s[i].family == AF_INET6 ? "ipv6" : "ipv4", "addr",
+			      addr, "state", sock_state(&s[i]), "uid", s[i].uid, "inode", (json_int_t)s[i].inode,
+			      "cgroup_id", (json_int_t)s[i].cgroup_id);
 		if (o && s[i].pid) {
 			json_object_set_new(o, "pid", json_integer(s[i].pid));
 			json_object_set_new(o, "comm", json_string(s[i].comm));
 		}
+		/* every process holding it: a shared listener has them all (nginx's workers) */
+		for (size_t k = 0; k < s[i].n_procs; k++)
+			json_array_append_new(procs, json_pack("{s:i, s:s}", "pid", s[i].procs[k].pid, "comm",
+							       s[i].procs[k].comm));
+		json_object_set_new(o, "processes", procs);
 		if (o && !cgroup2_path(s[i].cgroup_id, path, sizeof(path)))
 			json_object_set_new(o, "cgroup", json_string(path));
 		json_array_append_new(c->arr, o);
 	}
-	free(s);
+	sockdiag_free(s, n);
 	return 0;
 }
 
@@ -589,7 +787,81 @@ static int op_show(struct agent *a, const struct proto_req *req, struct reply *r
 	return 0;
 }
 
-static int op_list(struct agent *a, struct reply *rp)
+/* The sockets of one netns, for the usage of its reservations. */
+struct usage_ctx {
+	struct sockdiag_sock *socks;
+	size_t n;
+};
+
+static int usage_in_ns(void *arg)
+{
+	struct usage_ctx *c = arg;
+
+	return sockdiag_list(0, 0, 65536, &c->socks, &c->n);
+}
+
+/* Ports of [start, start+count) of proto with a socket: socks sorted by protocol and port. */
+static long ports_in_use(const struct usage_ctx *c, uint8_t proto, uint32_t start, uint32_t count)
+{
+	size_t lo = 0, hi = c->n;
+	long used = 0;
+	int last = -1;
+
+	/* the first socket at (proto, start) or after it */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct sockdiag_sock *s = &c->socks[mid];
+		bool before = s->proto != proto ? (s->proto == IPPROTO_TCP) : s->port < start;
+
+		if (before)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < c->n && c->socks[lo].proto == proto && c->socks[lo].port < start + count; lo++)
+		if (c->socks[lo].port != last) {
+			used++;
+			last = c->socks[lo].port;
+		}
+	return used;
+}
+
+/*
+ * list with "usage": each reservation's ports in use ("in_use", from one
+ * sock_diag dump per network namespace, -1 when that fails), counters
+ * ("stats") and its netns's nsfs inode (as lsns shows it) when known.
+ */
+static void add_usage(struct agent *a, json_t *arr)
+{
+	for (size_t k = 0; k < a->n_ns; k++) {
+		struct netns *ns = a->ns[k];
+		struct usage_ctx c = { 0 };
+		bool ok = false, any = false;
+		struct stat sb;
+		json_t *o;
+		size_t i;
+
+		for (i = 0; i < a->n_resv && !any; i++)
+			any = a->resv[i].ns == ns;
+		if (any)
+			ok = !netns_run(a, ns, usage_in_ns, &c);
+		json_array_foreach(arr, i, o) {
+			const struct resv *r = &a->resv[i];
+
+			if (r->ns != ns)
+				continue;
+			json_object_set_new(o, "in_use", json_integer(ok ? ports_in_use(&c, r->r.proto, r->r.start,
+											 r->r.count) : -1));
+			json_object_set_new(o, "stats", stats_json(a, r->token));
+			if (!json_object_get(o, "netns_inode") &&
+			    (ns->fd >= 0 ? !fstat(ns->fd, &sb) : ns->own && !stat("/proc/self/ns/net", &sb)))
+				json_object_set_new(o, "netns_inode", json_integer((json_int_t)sb.st_ino));
+		}
+		sockdiag_free(c.socks, c.n);
+	}
+}
+
+static int op_list(struct agent *a, const struct proto_req *req, struct reply *rp)
 {
 	json_t *arr = json_array();
 
@@ -599,6 +871,8 @@ static int op_list(struct agent *a, struct reply *rp)
 		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
 		json_array_append_new(arr, o);
 	}
+	if (req->usage)
+		add_usage(a, arr);
 	rp->fields = json_pack("{s:o}", "reservations", arr);
 	return 0;
 }
@@ -626,10 +900,14 @@ static int op_status(struct agent *a, struct reply *rp)
 {
 	struct portres_gstats g = { 0 };
 	size_t persistent = 0;
+	uint32_t lo, hi;
+	char users[32] = "none";
 
 	portres_global_stats(a->loader, &g);
 	for (size_t i = 0; i < a->n_resv; i++)
 		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
+	if (user_ports(a, a->own_ns, &lo, &hi) == 0 && lo <= hi)
+		snprintf(users, sizeof(users), "%u-%u", lo, hi);
 	rp->fields = json_pack("{s:s, s:i, s:I, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
 			       " s:{s:I, s:I, s:I}}",
 			       "version", PORTRESD_VERSION, "pid", (int)getpid(), "netns",
@@ -641,6 +919,8 @@ static int op_status(struct agent *a, struct reply *rp)
 			       (json_int_t)a->n_clients, "requests", (json_int_t)a->requests, "kernel", "decisions",
 			       (json_int_t)g.decisions, "events_sent", (json_int_t)g.events_sent, "events_dropped",
 			       (json_int_t)g.events_dropped);
+	if (rp->fields)
+		json_object_set_new(rp->fields, "user_ports", json_string(users));
 	return 0;
 }
 
@@ -655,9 +935,23 @@ static int op_metrics(struct agent *a, struct reply *rp)
 	return 0;
 }
 
+static int op_events(struct agent *a, const struct proto_req *req, struct event_sub **sub, struct reply *rp)
+{
+	char msg[256] = "out of memory";
+	json_t *recent;
+	int err;
+
+	if (sub)
+		*sub = NULL;
+	if ((err = events_request(a, req->root, &recent, sub, msg, sizeof(msg))))
+		return fail(rp, -err, "events: %s", msg);
+	rp->fields = json_pack("{s:o}", "recent", recent);
+	return 0;
+}
+
 /* --- dispatch ------------------------------------------------------------- */
 
-char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, bool *subscribe)
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub)
 {
 	struct reply rp = { 0 };
 	struct proto_req req;
@@ -682,17 +976,14 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &rp); break;
 	case PROTO_OP_DELETE:  op_delete(a, p, &req, &rp); break;
 	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
-	case PROTO_OP_LIST:    op_list(a, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &req, &rp); break;
 	case PROTO_OP_SHOW:    op_show(a, &req, &rp); break;
 	case PROTO_OP_WHO:     op_who(a, &req, &rp); break;
 	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
 	case PROTO_OP_METRICS: op_metrics(a, &rp); break;
-	case PROTO_OP_EVENTS:
-		*subscribe = true;
-		rp.fields = json_pack("{s:o}", "recent", server_recent());
-		break;
+	case PROTO_OP_EVENTS:  op_events(a, &req, sub, &rp); break;
 	case PROTO_OP__COUNT:  break;
 	}
 reply:
@@ -716,7 +1007,11 @@ static const char *const event_names[] = {
 
 json_t *event_json(const struct portres_event *ev)
 {
-	char comm[17], path[PATH_MAX];
+	static const char *const reasons[] = {
+		[PORTRES_REASON_FOREIGN_BLOCK] = "foreign-block", [PORTRES_REASON_CONFINED] = "confined",
+		[PORTRES_REASON_WRONG_NETNS] = "wrong-netns", [PORTRES_REASON_GONE] = "gone",
+	};
+	char comm[17], path[PATH_MAX], addr[INET6_ADDRSTRLEN];
 	int e = ev->err < 0 ? -ev->err : ev->err;
 	json_t *o;
 
@@ -725,13 +1020,18 @@ json_t *event_json(const struct portres_event *ev)
 	for (char *c = comm; *c; c++)
 		if (*c < 0x20 || *c > 0x7e)
 			*c = '?';
-	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
+	/* the bind's local address: all zeros is the wildcard, 0.0.0.0 or :: */
+	if (!inet_ntop(ev->family == AF_INET6 ? AF_INET6 : AF_INET, ev->addr, addr, sizeof(addr)))
+		addr[0] = '\0';
+	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
 		      ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
 		      tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
-		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
+		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "addr", addr, "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
 		      "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
 		      "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",
 		      (json_int_t)ev->ts_ns);
+	if (o && ev->reason < sizeof(reasons) / sizeof(reasons[0]) && reasons[ev->reason])
+		json_object_set_new(o, "reason", json_string(reasons[ev->reason]));
 	/* resolved now: the cgroup of a short-lived process may be gone by the time someone reads it */
 	if (o && ev->cgroup_id && !cgroup2_path(ev->cgroup_id, path, sizeof(path)))
 		json_object_set_new(o, "cgroup", json_string(path));

@@ -6,6 +6,7 @@
  *   server.c   the epoll loop: listening socket, clients, BPF events, signals
  *   ops.c      one handler per protocol op (proto.h), authorisation
  *   resv.c     the reservation table, network namespaces, sysctl merging, state saving
+ *   events.c   the event sink: time and name stamped, the on-disk log, subscribers
  *   metrics.c  Prometheus text, served by the metrics op and --metrics-listen
  *   cgwatch.c  attachments of removed cgroups are dropped (inotify)
  *   autoapply.c  --apply FILE: applied at start and again whenever it changes
@@ -26,10 +27,15 @@
 #include "sysctl_ports.h"
 
 #define PORTRESD_VERSION     "0.1.0"
-#define PORTRESD_MAX_CLIENTS 1024
+#define PORTRESD_MAX_CLIENTS 1024    /* connections of unprivileged users, all together (--max-clients) */
+#define PORTRESD_MAX_PER_UID 64      /* connections of one unprivileged uid (--max-clients-per-uid) */
+#define PORTRESD_STALL_SEC   30      /* a client leaving messages unread this long is dropped (--stall-timeout) */
 #define PORTRESD_IDLE_SEC    60      /* a silent client (not subscribed to events) is dropped */
 #define PORTRESD_OUTQ_MAX    256     /* queued replies/events per client */
+#define PORTRESD_SNDBUF      (256 * 1024) /* a client socket's send buffer; raised only to send one bigger reply */
+#define PORTRESD_UNREAD_PER_UID (64 << 20) /* bytes of replies one unprivileged uid may leave unread */
 #define PORTRESD_QUOTA       4096    /* runtime ports per uid (root is exempt) */
+#define PORTRESD_EVENTS_LOG  (1 << 20) /* bytes of the events log before it is rotated (twice that kept) */
 
 struct agent_opts {
 	const char *cgroup;
@@ -42,9 +48,17 @@ struct agent_opts {
 	bool apply_prune;
 	bool foreground;
 	bool teardown;
+	bool adopt_pins;      /* no state file but pins: rebuild the state from the maps */
+	bool reset;           /* no state file but pins: remove their persistent reservations */
 	bool json_log;
 	int verbose;
 	uint32_t quota;
+	uint32_t max_clients;         /* unprivileged connections, all uids together */
+	uint32_t max_clients_per_uid;
+	uint32_t stall_timeout;       /* seconds */
+	uint16_t user_lo, user_hi;    /* --user-ports; 0: from each netns's ip_local_port_range to 65535 */
+	bool test_crash_after_save;   /* test hook, env PORTRESD_TEST_CRASH_AFTER_SAVE=create */
+	uint64_t events_log_size; /* bytes per events log file; 0: no log */
 };
 
 /* A network namespace portres has reservations in. */
@@ -138,25 +152,60 @@ void runtime_sweep(struct agent *a);
 /* Removes a persistent or runtime reservation from the maps with its grants and attachments. */
 void resv_unload(struct agent *a, uint64_t token);
 
-/* Picks a free block for a wildcard acquire, in ns; 0 or -EADDRINUSE. */
-int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start);
+/*
+ * The ports unprivileged users may reserve in ns: --user-ports (default: the
+ * low end of ns's ip_local_port_range to 65535), never below ns's
+ * ip_unprivileged_port_start. Empty when *lo > *hi. 0 or -errno.
+ */
+int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi);
+/* Picks a free block within [lo, hi] for a wildcard acquire, in ns; 0 or -EADDRINUSE. */
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint32_t lo, uint32_t hi,
+	       uint16_t *start);
 /* sock_diag holders of [start, start+count) in ns: 0 none, -EADDRINUSE with msg, -errno. */
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len);
 
-/* ops.c: handles one request; fd is the passed socket or -1. Returns the reply (malloc'd). */
+/* ops.c: root, or a member of the admin group (primary or supplementary). */
+bool ops_is_admin(struct agent *a, const struct peer *p);
+/*
+ * ops.c: handles one request; fd is the passed socket or -1. Returns the reply
+ * (malloc'd). An events request that follows sets *sub (NULL: the caller
+ * cannot take subscriptions) to a subscription for events_sub_start.
+ */
+struct event_sub;
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
-		 bool *subscribe);
+		 struct event_sub **sub);
 json_t *event_json(const struct portres_event *ev);
 /* Puts a single-block attachment into the cgroup map (its protocol's slot). */
 int attach_map(struct agent *a, const struct state_attach *at);
 
+/* events.c: the event sink (operations emit; the server registers subscribers) */
+struct events_stats {
+	uint64_t emitted;
+	uint64_t dropped_subscriber; /* a subscriber's queue was full */
+	uint64_t dropped_log;        /* not written to the events log */
+};
+/* Stamps event (taken) with its time and reservation name, logs it to disk, delivers it. */
+void events_emit(struct agent *a, json_t *event);
+/* The data plane's ring callback: releases end runtime reservations, the rest is emitted. */
+int events_from_ring(const struct portres_event *ev, void *arg);
+/*
+ * The events op: *recent gets the kept events that req's filter lets through
+ * (since, tail, name, types; none with "replay":false); unless "follow" is
+ * false, *sub a subscription with the same filter. 0, or -errno with err.
+ */
+int events_request(struct agent *a, const json_t *req, json_t **recent, struct event_sub **sub, char *err,
+		   size_t len);
+/* deliver(ctx, text) takes text, a whole message; false when it was dropped. */
+void events_sub_start(struct event_sub *s, bool (*deliver)(void *ctx, char *text), void *ctx);
+void events_sub_free(struct event_sub *s);
+const struct events_stats *events_get_stats(void);
+void events_close(void);
+
 /* server.c */
 int server_run(struct agent *a);
-/* Sends an event message (taken) to every subscriber and keeps it among the recent ones. */
-void server_broadcast(struct agent *a, json_t *event);
-/* The recent events, oldest first (a new array). */
-json_t *server_recent(void);
+/* True when an agent answers on the socket at path. */
+bool server_socket_answers(const char *path);
 
 /* cgwatch.c: the inotify fd (or -errno); sync after attachments changed; events; fallback tick */
 int cgwatch_open(struct agent *a);

@@ -337,7 +337,7 @@ void runtime_end(struct agent *a, uint64_t token, const char *why)
 	resv_remove(a, token);
 	netns_sync_sysctl(a, ns);
 	netns_gc(a, ns);
-	server_broadcast(a, ev);
+	events_emit(a, ev);
 }
 
 static int sweep_one(uint64_t token, void *arg)
@@ -366,11 +366,58 @@ void runtime_sweep(struct agent *a)
 
 /* --- choosing a block ----------------------------------------------------- */
 
+#define SYSCTL_UNPRIV_START "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+struct user_ports_ctx {
+	const struct agent_opts *o;
+	uint32_t lo, hi;
+};
+
+/* Read in the socket's netns: /proc/sys/net shows the opener's namespace. */
+static int user_ports_in_ns(void *arg)
+{
+	struct user_ports_ctx *c = arg;
+	uint16_t lo = 32768, hi = 60999;
+	unsigned long unpriv = 1024;
+	FILE *f;
+	int err;
+
+	c->lo = c->o->user_lo;
+	c->hi = c->o->user_hi;
+	if (!c->o->user_lo) {
+		if ((err = sysctl_port_range(SYSCTL_PORT_RANGE, &lo, &hi)))
+			return err;
+		c->lo = lo;
+		c->hi = 65535;
+	}
+	f = fopen(SYSCTL_UNPRIV_START, "re");
+	if (!f)
+		return -errno;
+	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
+	fclose(f);
+	if (!err && unpriv > c->lo)
+		c->lo = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
+	return err;
+}
+
+int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi)
+{
+	struct user_ports_ctx c = { .o = &a->opts };
+	int err = netns_run(a, ns, user_ports_in_ns, &c);
+
+	if (!err) {
+		*lo = c.lo;
+		*hi = c.hi;
+	}
+	return err;
+}
+
 struct pick_ctx {
 	struct agent *a;
 	struct netns *ns;
 	uint8_t proto;
 	uint16_t count;
+	uint32_t lo, hi;  /* the block stays within */
 	uint16_t start;
 };
 
@@ -454,6 +501,10 @@ static int pick_in_ns(void *arg)
 	if (lo < 1024)
 		lo = 1024;
 	portset_add(busy, 0, 1024);
+	/* Outside the caller's range counts as taken: the order within it stays. */
+	portset_add(busy, 0, c->lo);
+	if (c->hi < 65535)
+		portset_add(busy, c->hi + 1, 65535 - c->hi);
 	for (size_t i = 0; i < c->a->n_resv; i++) {
 		const struct resv *r = &c->a->resv[i];
 
@@ -493,9 +544,10 @@ cleanup:
 	return err;
 }
 
-int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint16_t *start)
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint32_t lo, uint32_t hi,
+	       uint16_t *start)
 {
-	struct pick_ctx c = { .a = a, .ns = ns, .proto = proto, .count = count };
+	struct pick_ctx c = { .a = a, .ns = ns, .proto = proto, .count = count, .lo = lo, .hi = hi };
 	int err = netns_run(a, ns, pick_in_ns, &c);
 
 	if (!err)
@@ -506,6 +558,7 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 struct held_ctx {
 	uint8_t proto;
 	uint16_t start, count;
+	bool reserved;   /* inside a reservation the agent's own probe is refused: dump */
 	char *msg;
 	size_t len;
 };
@@ -514,7 +567,7 @@ static int held_in_ns(void *arg)
 {
 	struct held_ctx *c = arg;
 	struct sockdiag_sock *socks;
-	bool any = c->count > PROBE_MAX;
+	bool any = c->count > PROBE_MAX || c->reserved;
 	size_t n;
 	int err;
 
@@ -529,17 +582,18 @@ static int held_in_ns(void *arg)
 		return err;
 	if (n) {
 		sockdiag_find_pids(socks, n);
-		sockdiag_describe(socks, n, c->msg, c->len);
+		sockdiag_describe(socks, n, "  ", c->msg, c->len);
 		err = -EADDRINUSE;
 	}
-	free(socks);
+	sockdiag_free(socks, n);
 	return err;
 }
 
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len)
 {
-	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len };
+	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len,
+			      .reserved = resv_overlap(a, ns->cookie, proto, start, count) != NULL };
 
 	return netns_run(a, ns, held_in_ns, &c);
 }

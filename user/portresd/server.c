@@ -7,8 +7,18 @@
  * A client never blocks the others: sockets are non-blocking, at most
  * BATCH messages are read from one client per turn, a client whose replies
  * are not being read is not read from until they are (its own backpressure),
- * event subscribers lose events rather than stall the loop, and a silent
- * client is dropped after PORTRESD_IDLE_SEC.
+ * event subscribers lose events rather than stall the loop, a client that
+ * leaves messages unread for --stall-timeout is dropped, and a silent client
+ * after PORTRESD_IDLE_SEC.
+ *
+ * No user can lock another out: connections of unprivileged uids are capped
+ * per uid (--max-clients-per-uid) and all together (--max-clients); root and
+ * the admin group are never refused. A client socket's send buffer is
+ * PORTRESD_SNDBUF; a bigger reply (a list of many reservations) raises it
+ * for that one send, and nothing more is read from that client until it read
+ * the reply. The replies an unprivileged uid leaves unread in its sockets
+ * stay under PORTRESD_UNREAD_PER_UID bytes (beyond, a big reply becomes an
+ * ENOBUFS error; one is always let through), so kernel memory stays bounded.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -37,13 +49,18 @@ struct watch {
 struct client {
 	struct watch w;
 	int fd;
-	struct peer peer;
+	struct peer peer;     /* at connect (SO_PEERCRED) */
+	bool admin;           /* root or admin group at connect: outside the caps */
 	bool subscriber;
+	struct event_sub *sub;
 	bool reading;         /* EPOLLIN is armed */
+	bool big_unread;      /* a reply bigger than PORTRESD_SNDBUF waits in the socket */
 	time_t last;
+	time_t stalled;       /* since when its messages wait unread; 0: none do */
 	char *q[PORTRESD_OUTQ_MAX];
 	size_t qlen[PORTRESD_OUTQ_MAX];
-	size_t qhead, qn;
+	bool qreply[PORTRESD_OUTQ_MAX]; /* a reply to a request (not an event) */
+	size_t qhead, qn, replies;
 	uint64_t dropped;
 	bool dead;            /* closed during this turn; freed after it */
 	struct client *next;
@@ -51,9 +68,75 @@ struct client {
 
 static struct agent *agent;
 static struct client *clients, *graveyard;
+static size_t n_user_clients; /* unprivileged */
+
+/* Connections refused over the caps, logged at most once a second. */
+static struct {
+	uint64_t n;
+	time_t logged;
+} refused;
+
+/*
+ * With no fd free, accept4 fails (EMFILE/ENFILE) while the connection stays
+ * in the backlog and the listener readable: polling it would spin. It is
+ * taken out of the epoll set until a client closes or ACCEPT_BACKOFF_MS
+ * passed, and the condition is logged at most once a second.
+ */
+#define ACCEPT_BACKOFF_MS 200
+static struct {
+	int lfd;
+	bool paused;
+	struct timespec resume_at;
+	uint64_t failures;        /* since the last log line */
+	time_t logged;
+} acc = { .lfd = -1 };
 static struct watch w_listen = { W_LISTEN }, w_events = { W_EVENTS }, w_signal = { W_SIGNAL },
 		    w_metrics = { W_METRICS }, w_cgroups = { W_CGROUPS }, w_apply = { W_APPLY },
 		    w_apply_timer = { W_APPLY_TIMER };
+
+static void listener_arm(bool on)
+{
+	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &w_listen };
+
+	if (acc.lfd < 0 || acc.paused == !on)
+		return;
+	acc.paused = !on;
+	epoll_ctl(agent->epfd, EPOLL_CTL_MOD, acc.lfd, &ev);
+}
+
+static void accept_no_fd(int err)
+{
+	time_t now = time(NULL);
+
+	clock_gettime(CLOCK_MONOTONIC, &acc.resume_at);
+	acc.resume_at.tv_nsec += ACCEPT_BACKOFF_MS * 1000000L;
+	if (acc.resume_at.tv_nsec >= 1000000000L) {
+		acc.resume_at.tv_sec++;
+		acc.resume_at.tv_nsec -= 1000000000L;
+	}
+	listener_arm(false);
+	acc.failures++;
+	if (now != acc.logged) {
+		log_msg(LOG_WARN, "accept", "no file descriptor free (%s), %llu time%s: new connections wait until a "
+			"client closes (retried every %d ms)", strerror(err), (unsigned long long)acc.failures,
+			acc.failures == 1 ? "" : "s", ACCEPT_BACKOFF_MS);
+		acc.logged = now;
+		acc.failures = 0;
+	}
+}
+
+/* The back-off is over: the listener is polled again. */
+static void accept_resume_due(void)
+{
+	struct timespec now;
+
+	if (!acc.paused)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec > acc.resume_at.tv_sec ||
+	    (now.tv_sec == acc.resume_at.tv_sec && now.tv_nsec >= acc.resume_at.tv_nsec))
+		listener_arm(true);
+}
 
 static void client_close(struct client *c)
 {
@@ -71,10 +154,16 @@ static void client_close(struct client *c)
 		c->qn--;
 	}
 	agent->n_clients--;
+	if (!c->admin)
+		n_user_clients--;
 	if (c->subscriber)
 		agent->n_subscribers--;
+	events_sub_free(c->sub);
+	c->sub = NULL;
 	/* Other events of this turn may still point at c. */
 	c->dead = true;
+	/* an fd is free again */
+	listener_arm(true);
 	c->next = graveyard;
 	graveyard = c;
 }
@@ -91,20 +180,86 @@ static void bury(void)
 
 static void client_arm(struct client *c)
 {
-	/* Not reading a request client while its replies wait is its backpressure. */
-	bool want_in = c->qn == 0 || c->subscriber;
-	struct epoll_event ev = { .events = (want_in ? EPOLLIN : 0) | (c->qn ? EPOLLOUT : 0), .data.ptr = c };
+	/*
+	 * Not reading a client while its replies wait (queued, or a big one in
+	 * its socket) is its backpressure; a subscriber's queued events do not
+	 * count.
+	 */
+	bool want_in = c->replies == 0 && !c->big_unread;
+	bool want_out = c->qn || c->big_unread;
+	struct epoll_event ev = { .events = (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0), .data.ptr = c };
 
 	c->reading = want_in;
 	epoll_ctl(agent->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* Bytes c's peer has not read yet. */
+static size_t unread(const struct client *c)
+{
+	int outq = 0;
+
+	return ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq > 0 ? (size_t)outq : 0;
+}
+
+/* The socket's unread bytes are down to what makes it writable at the capped buffer. */
+static bool drained(const struct client *c)
+{
+	return unread(c) * 4 <= PORTRESD_SNDBUF;
+}
+
+/*
+ * A reply bigger than the send buffer, for unprivileged c: its uid's unread
+ * bytes would pass PORTRESD_UNREAD_PER_UID (checked when that uid has any
+ * big reply unread, so one always goes).
+ */
+static char *unread_over_budget(const struct client *c, size_t len)
+{
+	size_t sum = 0;
+	bool any_big = false;
+	char msg[200];
+
+	if (c->admin || len <= PORTRESD_SNDBUF / 2)
+		return NULL;
+	for (const struct client *o = clients; o; o = o->next) {
+		if (o->admin || o->peer.uid != c->peer.uid)
+			continue;
+		any_big |= o->big_unread;
+		sum += unread(o);
+	}
+	if (!any_big || sum + len <= PORTRESD_UNREAD_PER_UID)
+		return NULL;
+	snprintf(msg, sizeof(msg), "uid %u leaves %zu bytes of replies unread; read them before asking for a reply "
+		 "of %zu bytes", c->peer.uid, sum, len);
+	return proto_err_reply(ENOBUFS, msg);
+}
+
+static void set_sndbuf(int fd, size_t bytes)
+{
+	/* The kernel doubles the value (its bookkeeping overhead). */
+	int half = (int)(bytes / 2 + 1);
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &half, sizeof(half));
+}
+
 /* Sends what is queued; -1 if the client is gone (and freed). */
 static int client_flush(struct client *c)
 {
+	if (c->big_unread && drained(c))
+		c->big_unread = false;
 	while (c->qn) {
-		ssize_t n = send(c->fd, c->q[c->qhead], c->qlen[c->qhead], MSG_DONTWAIT | MSG_NOSIGNAL);
+		size_t len = c->qlen[c->qhead];
+		bool big = len > PORTRESD_SNDBUF / 2;
+		ssize_t n;
 
+		/* one big reply in the socket at a time */
+		if (big && c->big_unread)
+			break;
+		/* A message must fit the send buffer whole: raised for this one send only. */
+		if (big)
+			set_sndbuf(c->fd, len + PORTRESD_SNDBUF);
+		n = send(c->fd, c->q[c->qhead], len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (big)
+			set_sndbuf(c->fd, PORTRESD_SNDBUF);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -113,17 +268,24 @@ static int client_flush(struct client *c)
 			client_close(c);
 			return -1;
 		}
+		c->big_unread |= big;
+		c->stalled = 0;
+		c->replies -= c->qreply[c->qhead];
 		free(c->q[c->qhead]);
 		c->qhead = (c->qhead + 1) % PORTRESD_OUTQ_MAX;
 		c->qn--;
 	}
+	if ((c->qn || c->big_unread) && !c->stalled)
+		c->stalled = time(NULL);
 	client_arm(c);
 	return 0;
 }
 
-/* Queues msg (taken); false if the queue is full (msg freed). */
-static bool client_queue(struct client *c, char *msg)
+/* Queues msg (taken), a reply or an event; false if the queue is full (msg freed). */
+static bool client_queue(struct client *c, char *msg, bool reply)
 {
+	size_t i = (c->qhead + c->qn) % PORTRESD_OUTQ_MAX;
+
 	if (!msg)
 		return false;
 	if (c->qn == PORTRESD_OUTQ_MAX) {
@@ -131,64 +293,65 @@ static bool client_queue(struct client *c, char *msg)
 		c->dropped++;
 		return false;
 	}
-	c->q[(c->qhead + c->qn) % PORTRESD_OUTQ_MAX] = msg;
-	c->qlen[(c->qhead + c->qn) % PORTRESD_OUTQ_MAX] = strlen(msg);
+	c->q[i] = msg;
+	c->qlen[i] = strlen(msg);
+	c->qreply[i] = reply;
+	c->replies += reply;
 	c->qn++;
 	return true;
 }
 
-/* The last RECENT events, oldest first from recent_head, for the events op. */
-#define RECENT 256
-static json_t *recent[RECENT];
-static size_t recent_head, recent_n;
-
-json_t *server_recent(void)
+/* events_sub_start's delivery: queues an event message (taken) for a subscriber. */
+static bool deliver_event(void *ctx, char *text)
 {
-	json_t *arr = json_array();
+	struct client *c = ctx;
+	bool queued = client_queue(c, text, false);
 
-	for (size_t i = 0; arr && i < recent_n; i++)
-		json_array_append(arr, recent[(recent_head + i) % RECENT]);
-	return arr;
+	client_flush(c);
+	return queued;
 }
 
-void server_broadcast(struct agent *a, json_t *event)
+/* Connections of c's uid (unprivileged). */
+static uint32_t uid_clients(uid_t uid)
 {
-	json_t *msg;
-	char *text;
+	uint32_t n = 0;
 
-	if (!event)
-		return;
-	/* Every event carries its time (CLOCK_MONOTONIC, as the data plane's do). */
-	if (!json_object_get(event, "ts_ns")) {
-		struct timespec now;
+	for (const struct client *o = clients; o; o = o->next)
+		n += !o->admin && o->peer.uid == uid;
+	return n;
+}
 
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		json_object_set_new(event, "ts_ns",
-				    json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
+/* An unprivileged peer over a cap gets one error reply and is closed; true if so. */
+static bool refuse_over_caps(int fd, const struct peer *p)
+{
+	const struct agent_opts *o = &agent->opts;
+	char msg[200], *reply;
+	uint32_t n;
+	time_t now;
+
+	if (n_user_clients >= o->max_clients)
+		snprintf(msg, sizeof(msg), "the agent serves %zu connections of unprivileged users, its limit "
+			 "(portresd --max-clients %u)", n_user_clients, o->max_clients);
+	else if ((n = uid_clients(p->uid)) >= o->max_clients_per_uid)
+		snprintf(msg, sizeof(msg), "uid %u has %u connections to the agent, its limit "
+			 "(portresd --max-clients-per-uid %u)", p->uid, n, o->max_clients_per_uid);
+	else
+		return false;
+	/* The request the client sent (or will send) meets this reply, then the end. */
+	reply = proto_err_reply(EUSERS, msg);
+	if (reply)
+		send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+	free(reply);
+	close(fd);
+	refused.n++;
+	now = time(NULL);
+	if (now != refused.logged) {
+		log_msg(LOG_WARN, "accept", "%llu connection%s refused; the last: pid %d: %s",
+			(unsigned long long)refused.n, refused.n == 1 ? "" : "s", p->pid, msg);
+		refused.logged = now;
+		refused.n = 0;
 	}
-	if (recent_n == RECENT) {
-		json_decref(recent[recent_head]);
-		recent_head = (recent_head + 1) % RECENT;
-		recent_n--;
-	}
-	recent[(recent_head + recent_n++) % RECENT] = json_incref(event);
-	if (!a->n_subscribers) {
-		json_decref(event);
-		return;
-	}
-	msg = json_pack("{s:i, s:o}", "v", PROTO_VERSION, "event", event);
-	text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-	json_decref(msg);
-	if (!text)
-		return;
-	for (struct client *c = clients, *next; c; c = next) {
-		next = c->next;
-		if (!c->subscriber)
-			continue;
-		client_queue(c, strdup(text));
-		client_flush(c);
-	}
-	free(text);
+	return true;
 }
 
 static void client_accept(int lfd)
@@ -196,32 +359,44 @@ static void client_accept(int lfd)
 	for (;;) {
 		socklen_t len = sizeof(struct ucred);
 		struct ucred cred;
+		struct peer peer = { 0 };
 		struct client *c;
+		bool admin;
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				accept_no_fd(errno);
+			else if (errno != EAGAIN)
 				log_msg(LOG_WARN, "accept", "%s", strerror(errno));
 			return;
 		}
-		if (agent->n_clients >= PORTRESD_MAX_CLIENTS || !(c = calloc(1, sizeof(*c)))) {
-			log_msg(LOG_WARN, "accept", "too many clients (%zu): connection refused", agent->n_clients);
+		/* Who: without credentials nobody is root. */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+			peer.pid = cred.pid;
+			peer.uid = cred.uid;
+			peer.gid = cred.gid;
+		} else {
+			peer.uid = peer.gid = (uint32_t)-1;
+		}
+		len = sizeof(peer.groups);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer.groups, &len) == 0)
+			peer.ngroups = (int)(len / sizeof(gid_t));
+		admin = ops_is_admin(agent, &peer);
+		if (!admin && refuse_over_caps(fd, &peer))
+			continue;
+		if (!(c = calloc(1, sizeof(*c)))) {
 			close(fd);
 			continue;
 		}
 		c->w.kind = W_CLIENT;
 		c->fd = fd;
+		c->peer = peer;
+		c->admin = admin;
 		c->last = time(NULL);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-			c->peer.pid = cred.pid;
-			c->peer.uid = cred.uid;
-			c->peer.gid = cred.gid;
-		}
-		/* A list of many reservations is one message: let it fit (memory is used only in flight). */
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &(int){ 32 << 20 }, sizeof(int));
-		len = sizeof(c->peer.groups);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, c->peer.groups, &len) == 0)
-			c->peer.ngroups = (int)(len / sizeof(gid_t));
+		set_sndbuf(fd, PORTRESD_SNDBUF);
 		if (epoll_ctl(agent->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c })) {
 			close(fd);
 			free(c);
@@ -231,6 +406,7 @@ static void client_accept(int lfd)
 		c->next = clients;
 		clients = c;
 		agent->n_clients++;
+		n_user_clients += !admin;
 	}
 }
 
@@ -249,8 +425,8 @@ static int client_read(struct client *c)
 				     .msg_controllen = sizeof(ctl.buf) };
 		struct peer peer = c->peer;
 		int fds[8], nfds = 0;
-		bool subscribe = false;
-		char *reply;
+		struct event_sub *sub = NULL;
+		char *reply, *over;
 		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -291,21 +467,32 @@ static int client_read(struct client *c)
 		else if ((mh.msg_flags & MSG_CTRUNC) || nfds > 1)
 			reply = proto_err_reply(EINVAL, "at most one file descriptor per request");
 		else
-			reply = ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &subscribe);
+			reply = ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub);
 		/* The agent never keeps a client's socket: closing it must end its reservations. */
 		for (int j = 0; j < nfds; j++)
 			close(fds[j]);
 		if (c->dead) {
+			events_sub_free(sub);
 			free(reply);
 			return -1;
 		}
-		if (subscribe && !c->subscriber) {
-			c->subscriber = true;
-			agent->n_subscribers++;
+		if (reply && (over = unread_over_budget(c, strlen(reply)))) {
+			free(reply);
+			reply = over;
 		}
-		if (!client_queue(c, reply)) {
+		if (!client_queue(c, reply, true)) {
+			events_sub_free(sub);
 			client_close(c);
 			return -1;
+		}
+		/* after the reply: it carries the history, the subscription what comes next */
+		if (sub && c->sub) {
+			events_sub_free(sub);
+		} else if (sub) {
+			c->subscriber = true;
+			c->sub = sub;
+			agent->n_subscribers++;
+			events_sub_start(sub, deliver_event, c);
 		}
 		if (client_flush(c))
 			return -1;
@@ -319,11 +506,34 @@ static void sweep_idle(void)
 
 	for (struct client *c = clients, *next; c; c = next) {
 		next = c->next;
-		if (!c->subscriber && now - c->last > PORTRESD_IDLE_SEC) {
+		if (c->stalled && now - c->stalled >= (time_t)agent->opts.stall_timeout) {
+			log_msg(LOG_INFO, "client", "pid %d uid %u left %zu message%s unread for %us%s: closed", c->peer.pid,
+				c->peer.uid, c->qn + c->big_unread, c->qn + c->big_unread == 1 ? "" : "s",
+				agent->opts.stall_timeout, c->subscriber ? " (events subscriber)" : "");
+			client_close(c);
+		} else if (!c->subscriber && now - c->last > PORTRESD_IDLE_SEC) {
 			log_msg(LOG_DEBUG, "client", "pid %d idle for %ds: closed", c->peer.pid, PORTRESD_IDLE_SEC);
 			client_close(c);
 		}
 	}
+}
+
+bool server_socket_answers(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	bool answers;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	/* EAGAIN: its backlog is full, yet it listens. */
+	answers = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN;
+	close(fd);
+	return answers;
 }
 
 static int listen_socket(const char *path)
@@ -334,14 +544,13 @@ static int listen_socket(const char *path)
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, path);
+	/* main checked this before touching anything; checked again for an agent that started meanwhile */
+	if (server_socket_answers(path))
+		return -EADDRINUSE;
+	/* A socket file nobody answers on is a leftover of a crashed agent. */
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	/* A socket file nobody answers on is a leftover of a crashed agent. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN) {
-		close(fd);
-		return -EADDRINUSE;
-	}
 	unlink(path);
 	if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) ||
 	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || chmod(path, 0666) || listen(fd, SOMAXCONN)) {
@@ -351,30 +560,6 @@ static int listen_socket(const char *path)
 		return err;
 	}
 	return fd;
-}
-
-static int handle_ring_event(const struct portres_event *ev, void *arg)
-{
-	struct agent *a = arg;
-	char tok[17];
-	json_t *json;
-
-	a->events_seen++;
-	state_token_format(ev->token, tok);
-	if (ev->type == PORTRES_EV_RELEASED) {
-		a->released_events++;
-		runtime_end(a, ev->token, "socket closed");
-		return 0;
-	}
-	json = event_json(ev);
-	/* The data plane sends up to 1000 events a second per CPU: the log gets a few, subscribers all. */
-	if (log_event_allowed())
-		log_event(LOG_INFO, ev->type == PORTRES_EV_DENY ? "deny" : ev->type == PORTRES_EV_AUDIT ? "audit" : "exhausted",
-			  json, "%s port %u pid %u (%.16s) uid %u token %s",
-			  state_proto_name(ev->proto) ? state_proto_name(ev->proto) : "?", ev->port, ev->pid, ev->comm,
-			  ev->uid, tok);
-	server_broadcast(a, json);
-	return 0;
 }
 
 int server_run(struct agent *a)
@@ -418,9 +603,10 @@ int server_run(struct agent *a)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	err = portres_events_open(a->loader, handle_ring_event, a);
+	err = portres_events_open(a->loader, events_from_ring, a);
 	efd = err ? err : portres_events_fd(a->loader);
 	epoll_ctl(a->epfd, EPOLL_CTL_ADD, lfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_listen });
+	acc.lfd = lfd;
 	epoll_ctl(a->epfd, EPOLL_CTL_ADD, sfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_signal });
 	if (efd >= 0)
 		epoll_ctl(a->epfd, EPOLL_CTL_ADD, efd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_events });
@@ -450,7 +636,7 @@ int server_run(struct agent *a)
 		epoll_ctl(a->epfd, EPOLL_CTL_ADD, atfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply_timer });
 	}
 	while (!a->stop) {
-		int n = epoll_wait(a->epfd, evs, 64, 1000);
+		int n = epoll_wait(a->epfd, evs, 64, acc.paused ? ACCEPT_BACKOFF_MS : 1000);
 
 		if (n < 0 && errno != EINTR) {
 			log_msg(LOG_ERR, "loop", "epoll_wait: %s", strerror(errno));
@@ -504,6 +690,7 @@ int server_run(struct agent *a)
 		}
 		sweep_idle();
 		bury();
+		accept_resume_due();
 		if (mfd >= 0)
 			metrics_run(a);
 		if (a->attach_dirty)
@@ -516,15 +703,12 @@ int server_run(struct agent *a)
 	while (clients)
 		client_close(clients);
 	bury();
-	while (recent_n) {
-		json_decref(recent[recent_head]);
-		recent_head = (recent_head + 1) % RECENT;
-		recent_n--;
-	}
+	events_close();
 	metrics_stop(a);
 	autoapply_stop();
 	cgwatch_close();
 	close(lfd);
+	acc.lfd = -1;
 	unlink(a->opts.socket);
 	close(sfd);
 	close(a->epfd);
