@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # portres: port reservations for Linux, enforced by cgroup eBPF.
 #
-#   make            build BPF object + skeleton, libportres, portresd, portresctl
+#   make            build BPF object + skeleton, libportres, portresd, portresctl, portres-oci-hook
 #   make run        install what running needs, build, run portresd in the foreground
 #   make check      install what the tests need, build, run every test (real kernel, real BPF)
 #   make bench      run the benchmarks and print a table
@@ -26,6 +26,8 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 DATADIR    ?= $(PREFIX)/share
+LIBEXECDIR ?= $(PREFIX)/libexec
+HOOKSDIR   ?= $(DATADIR)/containers/oci/hooks.d
 DESTDIR    ?=
 
 OUT        := build
@@ -59,17 +61,20 @@ LIB_SRC    := $(wildcard user/lib/*.c)
 COMMON_SRC := $(wildcard user/common/*.c)
 AGENT_SRC  := $(wildcard user/portresd/*.c)
 CTL_SRC    := $(wildcard user/portresctl/*.c)
+HOOK_SRC   := $(wildcard user/portres-oci-hook/*.c)
 HEADERS    := $(wildcard include/*.h user/*/*.h)
 
 LIB_OBJ    := $(patsubst user/lib/%.c,$(OUT)/obj/lib/%.o,$(LIB_SRC))
 COMMON_OBJ := $(patsubst user/common/%.c,$(OUT)/obj/common/%.o,$(COMMON_SRC))
 AGENT_OBJ  := $(patsubst user/portresd/%.c,$(OUT)/obj/portresd/%.o,$(AGENT_SRC))
 CTL_OBJ    := $(patsubst user/portresctl/%.c,$(OUT)/obj/portresctl/%.o,$(CTL_SRC))
+HOOK_OBJ   := $(patsubst user/portres-oci-hook/%.c,$(OUT)/obj/portres-oci-hook/%.o,$(HOOK_SRC))
 
 LIB_SO     := $(OUT)/libportres.so.$(VERSION)
 LIB_A      := $(OUT)/libportres.a
 COMMON_A   := $(OUT)/libportres_common.a
-PROGS      := $(if $(AGENT_SRC),$(OUT)/portresd) $(if $(CTL_SRC),$(OUT)/portresctl)
+PROGS      := $(if $(AGENT_SRC),$(OUT)/portresd) $(if $(CTL_SRC),$(OUT)/portresctl) \
+	      $(if $(HOOK_SRC),$(OUT)/portres-oci-hook)
 
 TEST_KINDS := $(notdir $(patsubst %/,%,$(sort $(dir $(wildcard tests/unit/*.c tests/kernel/*.c tests/e2e/*.c)))))
 TEST_BINS  := $(addprefix $(OUT)/test_,$(TEST_KINDS))
@@ -105,6 +110,10 @@ $(OUT)/obj/portresctl/%.o: user/portresctl/%.c $(HEADERS) $(SKEL) | $(OUT)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+$(OUT)/obj/portres-oci-hook/%.o: user/portres-oci-hook/%.c $(HEADERS) $(SKEL) | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
 $(LIB_SO): $(LIB_OBJ) user/lib/libportres.map
 	$(call msg,LD,$@)
 	$(Q)$(CC) -shared -Wl,-soname,libportres.so.$(SOVERSION) \
@@ -127,6 +136,11 @@ $(OUT)/portresd: $(AGENT_OBJ) $(COMMON_A) $(LIB_A)
 $(OUT)/portresctl: $(CTL_OBJ) $(COMMON_A) $(LIB_A)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS_ALL)
+
+# Static: the Kubernetes DaemonSet copies the hook onto nodes that may lack its libraries.
+$(OUT)/portres-oci-hook: $(HOOK_OBJ) $(COMMON_A) $(LIB_A)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -static -o $@ $^ -ljansson
 
 $(OUT):
 	$(Q)mkdir -p $@
@@ -184,7 +198,8 @@ bench: all $(OUT)/bench
 # --- install -----------------------------------------------------------------
 # `man portres_acquire` and the others open portres(3).
 MAN3_LINKS := portres_acquire portres_associate portres_release portres_create_persistent \
-	      portres_lookup_persistent portres_delete_persistent
+	      portres_lookup_persistent portres_delete_persistent portres_create_persistent_ns \
+	      portres_lookup_persistent_ns portres_delete_persistent_ns
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
@@ -200,6 +215,9 @@ install: all
 	$(foreach m,$(wildcard scripts/man/*.[0-9]),install -D -m 0644 $(m) $(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m));)
 	$(foreach f,$(MAN3_LINKS),printf '.so man3/portres.3\n' > $(DESTDIR)$(MANDIR)/man3/$(f).3;)
 	$(if $(wildcard scripts/portresctl.bash-completion),install -D -m 0644 scripts/portresctl.bash-completion $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl)
+	$(if $(HOOK_SRC),install -D -m 0755 $(OUT)/portres-oci-hook $(DESTDIR)$(LIBEXECDIR)/portres/portres-oci-hook)
+	$(if $(HOOK_SRC),install -d $(DESTDIR)$(HOOKSDIR) && sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|' \
+		scripts/oci/portres.json.in > $(DESTDIR)$(HOOKSDIR)/portres.json)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/portres.h $(DESTDIR)$(LIBDIR)/libportres.so* \
@@ -207,7 +225,9 @@ uninstall:
 	      $(DESTDIR)$(SBINDIR)/portresd $(DESTDIR)$(BINDIR)/portresctl \
 	      $(DESTDIR)$(MANDIR)/man8/portresd.8 $(DESTDIR)$(MANDIR)/man8/portresctl.8 \
 	      $(DESTDIR)$(MANDIR)/man3/portres.3 $(foreach f,$(MAN3_LINKS),$(DESTDIR)$(MANDIR)/man3/$(f).3) \
-	      $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl
+	      $(DESTDIR)$(DATADIR)/bash-completion/completions/portresctl \
+	      $(DESTDIR)$(LIBEXECDIR)/portres/portres-oci-hook $(DESTDIR)$(HOOKSDIR)/portres.json
+	-rmdir $(DESTDIR)$(LIBEXECDIR)/portres 2>/dev/null
 
 clean:
 	rm -rf $(OUT)

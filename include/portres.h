@@ -14,6 +14,14 @@
  *   portres_lookup_persistent  LookupPersistent{Tcp,Udp}PortReservation
  *   portres_delete_persistent  DeletePersistent{Tcp,Udp}PortReservation
  *
+ * The persistent calls act in the caller's network namespace (the one its
+ * connection to the agent is made in); their _ns twins in the network
+ * namespace netns_fd refers to (an open /proc/PID/ns/net, /run/netns/NAME as
+ * `ip netns` makes them, or any nsfs descriptor; passing it proves the
+ * caller could open it). The same block may exist in two namespaces; a
+ * reservation ends when its namespace does. With a netns_fd that is not open
+ * they fail with EBADF, with one of something else with EINVAL.
+ *
  * Every function returns 0 on success and -1 with errno set on failure.
  * Ports are in host byte order; proto is IPPROTO_TCP or IPPROTO_UDP.
  * Besides the errors of the Windows calls (EINVAL, EOPNOTSUPP, EPROTOTYPE,
@@ -75,6 +83,11 @@ PORTRES_API int portres_release(int sockfd, portres_token_t token);
 PORTRES_API int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token);
 PORTRES_API int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token);
 PORTRES_API int portres_delete_persistent(int proto, uint16_t start, uint16_t count);
+PORTRES_API int portres_create_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count,
+					     portres_token_t *token);
+PORTRES_API int portres_lookup_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count,
+					     portres_token_t *token);
+PORTRES_API int portres_delete_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count);
 #endif /* !__bpf__ */
 
 #ifdef __cplusplus

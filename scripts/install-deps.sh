@@ -5,12 +5,14 @@
 #         the README's examples
 #   test  that, and what the tests need (make check, .ci/run): Criterion,
 #         the fuzzers' symbolizer, man-db and systemd-analyze (install test),
-#         dpkg-dev (make deb), iproute2, procps
+#         dpkg-dev (make deb), iproute2, procps; runc, busybox-static and
+#         util-linux (nsenter): the e2e tests run real containers
 # Without an argument: test (everything).
 set -eu
 run=(make gcc clang pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
      libjansson-dev libmnl-dev libmicrohttpd-dev python3)
-test=("${run[@]}" libcriterion-dev llvm man-db groff-base systemd dpkg-dev iproute2 procps)
+test=("${run[@]}" libcriterion-dev llvm man-db groff-base systemd dpkg-dev iproute2 procps
+      runc busybox-static util-linux)
 case "${1:-test}" in
 run) pkgs=("${run[@]}") ;;
 test) pkgs=("${test[@]}") ;;

@@ -35,6 +35,13 @@ for f in usr/share/man/man8/portresd.8 usr/share/man/man8/portresctl.8 usr/share
 done
 [ -e build/portresd ] && { [ -x "$dest/usr/sbin/portresd" ] || fail "missing usr/sbin/portresd"; }
 [ -e build/portresctl ] && { [ -x "$dest/usr/bin/portresctl" ] || fail "missing usr/bin/portresctl"; }
+if [ -e build/portres-oci-hook ]; then
+	[ -x "$dest/usr/libexec/portres/portres-oci-hook" ] || fail "missing usr/libexec/portres/portres-oci-hook"
+	hooks="$dest/usr/share/containers/oci/hooks.d/portres.json"
+	[ -e "$hooks" ] || fail "missing usr/share/containers/oci/hooks.d/portres.json"
+	python3 -c 'import json,sys; h=json.load(open(sys.argv[1])); assert h["hook"]["path"] == "/usr/libexec/portres/portres-oci-hook", h; assert "createRuntime" in h["stages"] and "poststop" in h["stages"]' "$hooks" ||
+		fail "hooks.d/portres.json does not name the installed hook and its stages"
+fi
 bash -n "$dest/usr/share/bash-completion/completions/portresctl" || fail "the bash completion does not parse"
 complete_words() { # the completions of a command line whose last word is being typed
 	bash -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _portresctl; echo "${COMPREPLY[*]}"' \
@@ -64,7 +71,7 @@ fi
 soname=$(readelf -d "$dest/usr/lib/libportres.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 [ "$soname" = libportres.so.0 ] || fail "soname is '$soname'"
 exported=$(nm -D --defined-only "$dest/usr/lib/libportres.so" | awk '$2=="T"{sub(/@.*/, "", $3); print $3}' | sort | tr '\n' ' ')
-want="portres_acquire portres_associate portres_create_persistent portres_delete_persistent portres_lookup_persistent portres_release "
+want="portres_acquire portres_associate portres_create_persistent portres_create_persistent_ns portres_delete_persistent portres_delete_persistent_ns portres_lookup_persistent portres_lookup_persistent_ns portres_release "
 [ "$exported" = "$want" ] || fail "exported symbols: $exported"
 
 cat >"$dest/prog.c" <<'C'
@@ -84,6 +91,7 @@ LD_LIBRARY_PATH="$dest/usr/lib" "$dest/prog" >/dev/null || true
 
 make -s uninstall DESTDIR="$dest" PREFIX=/usr >/dev/null
 left=$(find "$dest/usr" -type f | head -n 5)
+[ ! -e "$dest/usr/libexec/portres" ] || fail "uninstall left usr/libexec/portres"
 [ -z "$left" ] || fail "uninstall left: $left"
 
 # --- 2. the Debian package ----------------------------------------------------
@@ -108,7 +116,8 @@ files="/usr/sbin/portresd /usr/bin/portresctl /usr/include/portres.h
 /usr/lib/$multiarch/pkgconfig/libportres.pc /usr/lib/systemd/system/portresd.service
 /usr/share/man/man8/portresd.8.gz /usr/share/man/man8/portresctl.8.gz /usr/share/man/man3/portres.3.gz
 /usr/share/man/man3/portres_acquire.3.gz /usr/share/bash-completion/completions/portresctl
-/usr/share/doc/portres/copyright"
+/usr/share/doc/portres/copyright /usr/libexec/portres/portres-oci-hook
+/usr/share/containers/oci/hooks.d/portres.json"
 listed=$(dpkg -L portres)
 for f in $files; do
 	[ -e "$f" ] || fail "the package did not install $f"

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /* agent.c - the end-to-end fixture (see agent.h). */
 #include <criterion/criterion.h>
+#include <bpf/bpf.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -291,10 +292,30 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 	return remove(p);
 }
 
+/* Children a test left running (it failed before killing them): killed at teardown. */
+static pid_t tracked[16];
+static size_t n_tracked;
+
+void ag_track_child(pid_t pid)
+{
+	if (n_tracked < sizeof(tracked) / sizeof(tracked[0]))
+		tracked[n_tracked++] = pid;
+}
+
+void ag_kill_tracked(void)
+{
+	/* only a child not reaped yet: a reaped one's pid may be someone else's by now */
+	for (size_t i = 0; i < n_tracked; i++)
+		if (waitpid(tracked[i], NULL, WNOHANG) == 0 && kill(tracked[i], SIGKILL) == 0)
+			waitpid(tracked[i], NULL, 0);
+	n_tracked = 0;
+}
+
 void ag_teardown(void)
 {
 	char path[8192];
 
+	ag_kill_tracked();
 	ag_kill9();
 	if (ag.home_cgroup[0] && cgroup2_enter(ag.home_cgroup))
 		fprintf(stderr, "e2e: leaving cgroup %s failed\n", ag.cgroup);
@@ -604,4 +625,39 @@ json_t *ag_named(json_t *l, const char *name)
 		if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
 			return r;
 	return NULL;
+}
+
+bool ag_map_has(const char *map, const void *key)
+{
+	char pin[400];
+	unsigned char value[256];
+	bool found;
+	int fd;
+
+	snprintf(pin, sizeof(pin), "%s/maps/%s", ag.bpffs, map);
+	fd = bpf_obj_get(pin);
+	cr_assert(fd >= 0, "%s: %s", pin, strerror(errno));
+	found = bpf_map_lookup_elem(fd, key, value) == 0;
+	close(fd);
+	return found;
+}
+
+bool ag_in_resv_map(const char *token)
+{
+	uint64_t key = strtoull(token, NULL, 16);
+
+	return ag_map_has("portres_resv", &key);
+}
+
+bool ag_has_event(const char *type, const char *token)
+{
+	json_t *r = ag_req("{\"v\":1,\"op\":\"events\"}", -1), *e;
+	bool found = false;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "recent"), i, e)
+		found |= !strcmp(json_string_value(json_object_get(e, "type")) ?: "", type) &&
+			 !strcmp(json_string_value(json_object_get(e, "token")) ?: "", token);
+	json_decref(r);
+	return found;
 }

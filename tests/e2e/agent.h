@@ -87,8 +87,18 @@ void ag_user_new(struct ag_user *u);
 int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups);
 /* Runs fn in a child process as u (uid, gid, and the supplementary groups); its exit status. */
 int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
+/* A child the test started and may leave running if it fails: ag_teardown kills it. */
+void ag_track_child(pid_t pid);
+void ag_kill_tracked(void);
 /* Runs fn in a child process (same credentials); returns its exit status. */
 int ag_in_child(int (*fn)(void *arg), void *arg);
+
+/* Whether the pinned map (portres_resv, portres_cgroups, ...) has key; values up to 256 bytes. */
+bool ag_map_has(const char *map, const void *key);
+/* Whether the pinned portres_resv map has token (16 hex digits). */
+bool ag_in_resv_map(const char *token);
+/* Whether the agent's recent events hold one of this type about token (16 hex digits). */
+bool ag_has_event(const char *type, const char *token);
 
 /* Polls (up to 5 s) until the agent lists no reservation with this token. */
 bool ag_wait_gone(portres_token_t token);

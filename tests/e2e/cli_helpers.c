@@ -101,6 +101,7 @@ void cli_teardown(void)
 		waitpid(bg[i], NULL, 0);
 	}
 	n_bg = 0;
+	ag_kill_tracked();
 	if (ag.cgroup[0])
 		remove_children(ag.cgroup);
 	ag_teardown();

@@ -332,9 +332,9 @@ Test(cli_apply_plan, other_netns_and_relative_cgroups)
 	     " \"attachments\": [ { \"cgroup\": \"a/b/\", \"reservation\": \"x\" } ] }",
 	     "{ \"reservations\": ["
 	     " { \"token\": \"00000000000000b1\", \"proto\": \"udp\", \"start\": 9005, \"count\": 1, \"kind\": \"runtime\","
-	     "   \"mode\": \"enforce\", \"netns\": 2, \"attachments\": [] },"
+	     "   \"mode\": \"enforce\", \"netns\": 2, \"netns_inode\": 4026532002, \"attachments\": [] },"
 	     " { \"token\": \"00000000000000b2\", \"proto\": \"tcp\", \"start\": 1, \"count\": 1, \"kind\": \"persistent\","
-	     "   \"mode\": \"enforce\", \"netns\": 1, \"grants\": [], \"attachments\": [] } ] }",
+	     "   \"mode\": \"enforce\", \"netns\": 1, \"netns_inode\": 4026532001, \"grants\": [], \"attachments\": [] } ] }",
 	     false, &p);
 	cr_assert_eq(p.n, 2);
 	cr_assert_str_eq(json_string_value(json_object_get(p.steps[1].req, "cgroup")), "/cg/a/b");

@@ -119,7 +119,8 @@ Test(state, round_trip, .init = setup, .fini = teardown)
 	cr_assert_eq(back.attach[0].by_uid, 1001);
 	cr_assert_eq(portset_count(&back.sysctl_added), 10);
 	cr_assert(strstr(slurp(), "\"token\": \"5f0c2a9e1b7d4c33\""));
-	cr_assert(strstr(slurp(), "\"version\": 1"));
+	cr_assert(strstr(slurp(), "\"version\": 2"));
+	cr_assert(strstr(slurp(), "\"boot_id\": \""), "the boot is saved: %s", slurp());
 	state_free(&st);
 	state_free(&back);
 }
@@ -164,7 +165,8 @@ Test(state, refuses_torn_and_invalid_files, .init = setup, .fini = teardown)
 	expect_refused("", ":1:");
 	expect_refused("[]", "top level");
 	expect_refused("{}", "version");
-	expect_refused("{\"version\":2}", "version");
+	expect_refused("{\"version\":3}", "version");
+	expect_refused("{\"version\":0}", "version");
 	expect_refused("{\"version\":\"1\"}", "version");
 	expect_refused(R("{\"proto\":\"tcp\",\"start\":1,\"count\":1}"), "reservations[0].token");
 	expect_refused(R("{\"token\":\"0000000000000000\",\"proto\":\"tcp\",\"start\":1,\"count\":1}"),
@@ -291,4 +293,102 @@ Test(state, helpers)
 	cr_assert_eq(state_proto_parse("udp"), IPPROTO_UDP);
 	cr_assert_eq(state_mode_parse("advisory"), PORTRES_MODE_ADVISORY);
 	cr_assert_eq(state_grant_parse("gid"), PORTRES_GRANT_GID);
+}
+
+/* Version 2: reservations in other network namespaces, found again by their netns entry. */
+static void sample_netns(struct state *st)
+{
+	struct portset added;
+	struct state_netns ns = { .cookie = 4711, .inode = 4026532178ULL, .nsid = 3, .path = "/run/netns/pod",
+				  .sysctl_added = &added };
+	struct state_resv pod = { .token = 0x77aa01c3d2e4f5a6ULL, .proto = IPPROTO_TCP, .start = 8000, .count = 10,
+				  .name = "pod", .netns = 4711 };
+	struct state_attach a = { .path = "/sys/fs/cgroup/pod", .cgroup_id = 99, .token = pod.token,
+				  .confine = STATE_CONFINE_ALL };
+
+	sample(st);
+	portset_clear(&added);
+	portset_add(&added, 8000, 10);
+	cr_assert_eq(state_add_netns(st, &ns), 0);
+	/* the same block as "web": another netns */
+	cr_assert_eq(state_add_resv(st, &pod), 0);
+	cr_assert_eq(state_add_attach(st, &a), 0);
+}
+
+Test(state, netns_round_trip, .init = setup, .fini = teardown)
+{
+	struct state st, back;
+	char err[STATE_ERR_LEN], boot[STATE_BOOT_ID_LEN + 1];
+
+	sample_netns(&st);
+	cr_assert_eq(state_save(dir, &st, true, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(state_load(dir, &back, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(back.n_resv, 3);
+	cr_assert_eq(back.resv[0].netns, 0);
+	cr_assert_eq(back.resv[2].netns, 4711);
+	cr_assert_eq(back.n_netns, 1);
+	cr_assert_eq(back.netns[0].inode, 4026532178ULL);
+	cr_assert_eq(back.netns[0].nsid, 3);
+	cr_assert_str_eq(back.netns[0].path, "/run/netns/pod");
+	cr_assert_not_null(back.netns[0].sysctl_added);
+	cr_assert_eq(portset_count(back.netns[0].sysctl_added), 10);
+	cr_assert_eq(back.attach[1].confine, STATE_CONFINE_ALL);
+	cr_assert(strstr(slurp(), "\"confine\": \"all\""));
+	cr_assert_eq(state_boot_id(boot), 0);
+	cr_assert_str_eq(back.boot_id, boot);
+	state_free(&st);
+	state_free(&back);
+}
+
+Test(state, version_1_still_loads, .init = setup, .fini = teardown)
+{
+	struct state st;
+	char err[STATE_ERR_LEN];
+
+	put("{\"version\":1,\"reservations\":[{" T ",\"proto\":\"tcp\",\"start\":100,\"count\":10}],"
+	    "\"attachments\":[{\"path\":\"/x\",\"cgroup_id\":1," T ",\"confine\":true}],\"sysctl_added\":\"100-109\"}");
+	cr_assert_eq(state_load(dir, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(st.n_resv, 1);
+	cr_assert_eq(st.resv[0].netns, 0);
+	cr_assert_eq(st.attach[0].confine, STATE_CONFINE);
+	cr_assert_str_eq(st.boot_id, "");
+	state_free(&st);
+}
+
+#define N(x) "{\"cookie\":7,\"inode\":9" x "}"
+#define R2(n, x) "{\"version\":2,\"netns\":[" n "],\"reservations\":[" x "]}"
+
+Test(state, refuses_invalid_netns, .init = setup, .fini = teardown)
+{
+	expect_refused(R2("", "{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1,\"netns\":7}"), "no netns entry");
+	expect_refused(R2("{\"cookie\":0,\"inode\":9}", ""), "netns[0]");
+	expect_refused(R2("{\"cookie\":7}", ""), "netns[0].inode");
+	expect_refused(R2(N(",\"path\":\"run/netns/x\""), ""), "netns[0].path");
+	expect_refused(R2(N(",\"nsid\":-2"), ""), "netns[0].nsid");
+	expect_refused(R2(N(",\"sysctl_added\":\"x\""), ""), "netns[0].sysctl_added");
+	expect_refused(R2(N("") "," N(""), ""), "same as netns[0]");
+	expect_refused(R2(N(""), "{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":5,\"netns\":7},"
+			  "{\"token\":\"00000000000000bb\",\"proto\":\"tcp\",\"start\":5,\"count\":1,\"netns\":7}"),
+		       "overlaps");
+	expect_refused("{\"version\":2,\"boot_id\":\"x\"}", "boot_id");
+	/* "all" is version 2 */
+	expect_refused("{\"version\":1,\"reservations\":[{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1}],"
+		       "\"attachments\":[{\"path\":\"/x\",\"cgroup_id\":1," T ",\"confine\":\"all\"}]}", "confine");
+	/* one block per protocol and cgroup */
+	expect_refused("{\"version\":2,\"reservations\":[{" T ",\"proto\":\"tcp\",\"start\":1,\"count\":1},"
+		       "{\"token\":\"00000000000000bb\",\"proto\":\"tcp\",\"start\":2,\"count\":1}],"
+		       "\"attachments\":[{\"path\":\"/x\",\"cgroup_id\":1," T "},"
+		       "{\"path\":\"/x\",\"cgroup_id\":1,\"token\":\"00000000000000bb\"}]}", "attached twice");
+}
+
+Test(state, same_block_in_two_netns, .init = setup, .fini = teardown)
+{
+	struct state st;
+	char err[STATE_ERR_LEN];
+
+	put(R2(N(""), "{" T ",\"proto\":\"tcp\",\"start\":100,\"count\":10},"
+	       "{\"token\":\"00000000000000bb\",\"proto\":\"tcp\",\"start\":100,\"count\":10,\"netns\":7}"));
+	cr_assert_eq(state_load(dir, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(st.n_resv, 2);
+	state_free(&st);
 }

@@ -2,6 +2,7 @@
 /* apply.c - the declarative file, the plan against the agent's state, its execution (apply.h). */
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "apply.h"
+#include "netns_path.h"
 #include "portres_abi.h"
 #include "proto.h"
 #include "state.h"
@@ -133,7 +135,7 @@ static int parse_grant(json_t *g, const char *where, struct apply_grant *out, ch
 
 static int parse_resv(json_t *o, const char *where, struct apply_resv *r, char *err, size_t len)
 {
-	static const char *const keys[] = { "name", "proto", "ports", "start", "count", "mode", "grants", NULL };
+	static const char *const keys[] = { "name", "proto", "ports", "start", "count", "mode", "grants", "netns", NULL };
 	json_t *ports = json_object_get(o, "ports"), *start = json_object_get(o, "start"),
 	       *count = json_object_get(o, "count"), *grants = json_object_get(o, "grants"), *g;
 	const char *s, *bad;
@@ -151,6 +153,16 @@ static int parse_resv(json_t *o, const char *where, struct apply_resv *r, char *
 			    where, STATE_NAME_MAX);
 	if (!(r->name = strdup(s)))
 		return fail(err, len, -ENOMEM, "out of memory");
+	if (json_object_get(o, "netns")) {
+		const char *ns = json_string_value(json_object_get(o, "netns"));
+		char path[PATH_MAX], why[256];
+
+		if (!ns || netns_spec_path(ns, path, sizeof(path), why, sizeof(why)))
+			return fail(err, len, -EINVAL, "%s (%s).netns: a netns file, a name of `ip netns` or \"pid:PID\"",
+				    where, s);
+		if (!(r->netns = strdup(ns)))
+			return fail(err, len, -ENOMEM, "out of memory");
+	}
 	if ((v = state_proto_parse(json_string_value(json_object_get(o, "proto")) ?: "")) < 0)
 		return fail(err, len, -EINVAL, "%s (%s).proto: needed, \"tcp\" or \"udp\"", where, s);
 	r->proto = (uint8_t)v;
@@ -213,9 +225,12 @@ static int parse_attach(json_t *o, const char *where, const char *cgroup_root, s
 	name = json_string_value(json_object_get(o, "reservation"));
 	if (!name || !state_name_valid(name))
 		return fail(err, len, -EINVAL, "%s.reservation: needed, the name of a reservation", where);
-	if (confine && !json_is_boolean(confine))
-		return fail(err, len, -EINVAL, "%s.confine: true or false", where);
-	a->confine = json_is_true(confine);
+	if (json_is_string(confine) && !strcmp(json_string_value(confine), "all"))
+		a->confine = STATE_CONFINE_ALL;
+	else if (confine && !json_is_boolean(confine))
+		return fail(err, len, -EINVAL, "%s.confine: true, false or \"all\"", where);
+	else
+		a->confine = json_is_true(confine) ? STATE_CONFINE : STATE_CONFINE_NONE;
 	if (!(a->cgroup = strdup(path)) || !(a->resv = strdup(name)))
 		return fail(err, len, -ENOMEM, "out of memory");
 	return 0;
@@ -224,6 +239,22 @@ static int parse_attach(json_t *o, const char *where, const char *cgroup_root, s
 static bool overlap(uint8_t pa, uint32_t sa, uint32_t ca, uint8_t pb, uint32_t sb, uint32_t cb)
 {
 	return pa == pb && sa < sb + cb && sb < sa + ca;
+}
+
+/* Two reservations of the file in one netns (as the file names them). */
+static bool same_file_netns(const struct apply_resv *a, const struct apply_resv *b)
+{
+	if (a->netns_inode && b->netns_inode)
+		return a->netns_inode == b->netns_inode;
+	return !a->netns == !b->netns && (!a->netns || !strcmp(a->netns, b->netns));
+}
+
+static const struct apply_resv *file_resv(const struct apply_file *f, const char *name)
+{
+	for (size_t i = 0; i < f->n_resv; i++)
+		if (!strcmp(f->resv[i].name, name))
+			return &f->resv[i];
+	return NULL;
 }
 
 /* Names, ports and cgroups used twice in the file. */
@@ -238,7 +269,7 @@ static int check_file(const struct apply_file *f, const char *what, char *err, s
 			if (!strcmp(a->name, b->name))
 				return fail(err, len, -EINVAL, "%s: reservations[%zu] and [%zu] are both named %s", what, j,
 					    i, a->name);
-			if (overlap(a->proto, a->start, a->count, b->proto, b->start, b->count)) {
+			if (same_file_netns(a, b) && overlap(a->proto, a->start, a->count, b->proto, b->start, b->count)) {
 				range_str(b->proto, b->start, b->count, rb, sizeof(rb));
 				range_str(a->proto, a->start, a->count, ra, sizeof(ra));
 				return fail(err, len, -EADDRINUSE, "%s: reservations %s (%s) and %s (%s) overlap", what,
@@ -246,10 +277,17 @@ static int check_file(const struct apply_file *f, const char *what, char *err, s
 			}
 		}
 	for (size_t i = 0; i < f->n_attach; i++)
-		for (size_t j = 0; j < i; j++)
-			if (!strcmp(f->attach[i].cgroup, f->attach[j].cgroup))
-				return fail(err, len, -EINVAL, "%s: attachments[%zu] and [%zu] both name cgroup %s",
-					    what, j, i, f->attach[i].cgroup);
+		for (size_t j = 0; j < i; j++) {
+			const struct apply_resv *ri = file_resv(f, f->attach[i].resv), *rj = file_resv(f, f->attach[j].resv);
+
+			if (strcmp(f->attach[i].cgroup, f->attach[j].cgroup))
+				continue;
+			/* a cgroup holds one block per protocol */
+			if (!strcmp(f->attach[i].resv, f->attach[j].resv) || (ri && rj && ri->proto == rj->proto))
+				return fail(err, len, -EINVAL, "%s: attachments[%zu] and [%zu] both give cgroup %s a%s block",
+					    what, j, i, f->attach[i].cgroup,
+					    ri ? (ri->proto == IPPROTO_TCP ? " TCP" : " UDP") : "");
+		}
 	return 0;
 }
 
@@ -341,6 +379,31 @@ int apply_file_load(const char *path, const char *cgroup_root, struct apply_file
 	return e;
 }
 
+int apply_file_resolve_netns(struct apply_file *f, const char *what, char *err, size_t len)
+{
+	char path[PATH_MAX], why[256];
+	struct stat sb;
+
+	for (size_t i = 0; i < f->n_resv; i++) {
+		struct apply_resv *r = &f->resv[i];
+		char *abs;
+
+		if (!r->netns)
+			continue;
+		if (netns_spec_path(r->netns, path, sizeof(path), why, sizeof(why)))
+			return fail(err, len, -EINVAL, "%s: reservations[%zu] (%s).netns: %s", what, i, r->name, why);
+		if (stat(path, &sb))
+			return fail(err, len, -errno, "%s: reservations[%zu] (%s).netns: %s: %s", what, i, r->name, path,
+				    strerror(errno));
+		if (!(abs = strdup(path)))
+			return fail(err, len, -ENOMEM, "out of memory");
+		free(r->netns);
+		r->netns = abs;
+		r->netns_inode = (uint64_t)sb.st_ino;
+	}
+	return check_file(f, what, err, len);
+}
+
 void apply_file_free(struct apply_file *f)
 {
 	for (size_t i = 0; i < f->n_resv; i++) {
@@ -348,6 +411,7 @@ void apply_file_free(struct apply_file *f)
 			free(f->resv[i].grants[g].path);
 		free(f->resv[i].grants);
 		free(f->resv[i].name);
+		free(f->resv[i].netns);
 	}
 	for (size_t i = 0; i < f->n_attach; i++) {
 		free(f->attach[i].cgroup);
@@ -366,7 +430,8 @@ struct cur {
 	const char *token, *name; /* name: persistent and named only */
 	uint8_t proto, mode;
 	uint32_t start, count;
-	uint64_t netns;
+	uint64_t netns_inode;   /* 0: not known (an older agent) */
+	const char *netns_path; /* the path its netns was named by, or NULL */
 	bool removed;   /* deleted by the plan: replaced or pruned */
 	bool replaced;
 	long kept_by;   /* the file's entry it already is (same or mode change), or -1 */
@@ -376,7 +441,8 @@ enum want { W_SAME, W_MODE, W_NEW, W_REPLACE };
 
 struct planner {
 	const struct apply_file *f;
-	struct apply_opts *o;     /* netns learnt from the list when not given */
+	const struct apply_opts *o;
+	uint64_t netns_inode; /* of reservations without "netns": o's, else guessed (read_current) */
 	struct apply_plan *plan;
 	struct cur *cur;
 	size_t n_cur;
@@ -426,15 +492,31 @@ static void step(struct planner *p, enum apply_action action, json_t *req, json_
 	va_end(ap);
 }
 
-static json_t *req_attach(const char *cgroup, const char *sel_key, const char *sel, bool confine)
+/* The file says which block a cgroup has: replacing another is what it asks (force). */
+static json_t *req_attach(const char *cgroup, const char *sel_key, const char *sel, uint8_t confine)
 {
-	return json_pack("{s:i, s:s, s:s, s:s, s:b}", "v", PROTO_VERSION, "op", "attach", "cgroup", cgroup, sel_key,
-			 sel, "confine", confine);
+	return json_pack("{s:i, s:s, s:s, s:s, s:o, s:b}", "v", PROTO_VERSION, "op", "attach", "cgroup", cgroup,
+			 sel_key, sel, "confine", confine == STATE_CONFINE_ALL ? json_string("all") : json_boolean(confine),
+			 "force", 1);
 }
 
-static json_t *req_detach(const char *cgroup)
+/* Detaches the block name (all of the cgroup's blocks when NULL). */
+static json_t *req_detach(const char *cgroup, const char *name)
 {
-	return json_pack("{s:i, s:s, s:s}", "v", PROTO_VERSION, "op", "detach", "cgroup", cgroup);
+	json_t *r = json_pack("{s:i, s:s, s:s}", "v", PROTO_VERSION, "op", "detach", "cgroup", cgroup);
+
+	if (r && name)
+		json_object_set_new(r, "name", json_string(name));
+	return r;
+}
+
+static uint8_t confine_of(const json_t *x)
+{
+	const json_t *c = json_object_get(x, "confine");
+
+	if (json_is_string(c) && !strcmp(json_string_value(c), "all"))
+		return STATE_CONFINE_ALL;
+	return json_is_true(c) ? STATE_CONFINE : STATE_CONFINE_NONE;
 }
 
 static json_t *req_by_name(const char *op, const char *name)
@@ -448,9 +530,9 @@ static json_t *req_mode(const char *name, uint8_t mode)
 			 state_mode_name(mode));
 }
 
-/* grants (taken) as a create request carries them */
+/* grants (taken) as a create request carries them; netns: an absolute path or NULL */
 static json_t *req_create(const char *name, uint8_t proto, uint32_t start, uint32_t count, uint8_t mode,
-			  json_t *grants)
+			  json_t *grants, const char *netns)
 {
 	json_t *r = json_pack("{s:i, s:s, s:s, s:i, s:i, s:s, s:s}", "v", PROTO_VERSION, "op", "create", "proto",
 			      state_proto_name(proto), "start", (int)start, "count", (int)count, "name", name, "mode",
@@ -458,6 +540,8 @@ static json_t *req_create(const char *name, uint8_t proto, uint32_t start, uint3
 
 	if (r && json_array_size(grants))
 		json_object_set(r, "grants", grants);
+	if (r && netns)
+		json_object_set_new(r, "netns", json_string(netns));
 	json_decref(grants);
 	return r;
 }
@@ -545,13 +629,14 @@ static int read_current(struct planner *p, const json_t *current, char *err, siz
 			return fail(err, len, -EPROTO, "the agent's list reply: reservations[%zu] is not understood", i);
 		c->proto = (uint8_t)proto;
 		c->mode = mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)mode;
-		c->netns = (uint64_t)json_integer_value(json_object_get(r, "netns"));
+		c->netns_inode = (uint64_t)json_integer_value(json_object_get(r, "netns_inode"));
+		c->netns_path = json_string_value(json_object_get(r, "netns_path"));
 		c->kept_by = -1;
 		if (kind && !strcmp(kind, "persistent")) {
 			c->name = json_string_value(json_object_get(r, "name"));
-			/* persistent reservations live in the agent's own netns */
-			if (!p->o->netns && c->netns)
-				p->o->netns = c->netns;
+			/* not told where the file's default is: where persistent blocks without a path live */
+			if (!p->netns_inode && !c->netns_path)
+				p->netns_inode = c->netns_inode;
 		}
 		p->n_cur++;
 	}
@@ -566,6 +651,19 @@ static long cur_by_name(const struct planner *p, const char *name)
 	return -1;
 }
 
+/* Whether the file's d and the agent's c live in one netns. */
+static bool same_netns(const struct planner *p, const struct apply_resv *d, const struct cur *c)
+{
+	uint64_t want = d->netns ? d->netns_inode : p->netns_inode;
+
+	if (want && c->netns_inode)
+		return want == c->netns_inode;
+	/* not resolved: by the path, none meaning the default */
+	if (!d->netns)
+		return !c->netns_path;
+	return c->netns_path && !strcmp(d->netns, c->netns_path);
+}
+
 /* The reservations of the file against the agent's: what each needs. */
 static void compare_resv(struct planner *p)
 {
@@ -577,7 +675,8 @@ static void compare_resv(struct planner *p)
 		p->cur_of[i] = k;
 		if (!c) {
 			p->want[i] = W_NEW;
-		} else if (c->proto != d->proto || c->start != d->start || c->count != d->count || !grants_equal(d, c)) {
+		} else if (c->proto != d->proto || c->start != d->start || c->count != d->count || !grants_equal(d, c) ||
+			   !same_netns(p, d, c)) {
 			p->want[i] = W_REPLACE;
 			c->removed = c->replaced = true;
 		} else {
@@ -590,11 +689,6 @@ static void compare_resv(struct planner *p)
 	for (size_t k = 0; k < p->n_cur; k++)
 		if (p->cur[k].name && p->cur[k].kept_by < 0 && !p->cur[k].replaced)
 			p->cur[k].removed = true;
-}
-
-static bool in_own_netns(const struct planner *p, const struct cur *c)
-{
-	return !p->o->netns || !c->netns || c->netns == p->o->netns;
 }
 
 /* Names every conflict in err; 0 if the plan can go ahead, else -EADDRINUSE (an overlap) or -ENOENT. */
@@ -613,7 +707,7 @@ static int check_conflicts(struct planner *p, bool *after_deletes, char *err, si
 		for (size_t k = 0; k < p->n_cur; k++) {
 			const struct cur *c = &p->cur[k];
 
-			if (c->kept_by >= 0 || !in_own_netns(p, c) ||
+			if (c->kept_by >= 0 || !same_netns(p, d, c) ||
 			    !overlap(d->proto, d->start, d->count, c->proto, c->start, c->count))
 				continue;
 			if (c->removed) {
@@ -659,30 +753,46 @@ static bool is_run_cgroup(const char *path)
 	return !strncmp(base, APPLY_RUN_CGROUP_PREFIX, strlen(APPLY_RUN_CGROUP_PREFIX));
 }
 
-/* The file's attachment of a cgroup, or NULL. */
-static const struct apply_attach *file_attach(const struct planner *p, const char *cgroup)
+/* The protocol of the reservation name (the file's, else the agent's); 0 if unknown. */
+static uint8_t proto_of(const struct planner *p, const char *name)
 {
-	for (size_t i = 0; i < p->f->n_attach; i++)
-		if (!strcmp(p->f->attach[i].cgroup, cgroup))
-			return &p->f->attach[i];
-	return NULL;
+	const struct apply_resv *d = file_resv(p->f, name);
+	long k;
+
+	if (d)
+		return d->proto;
+	k = cur_by_name(p, name);
+	return k >= 0 ? p->cur[k].proto : 0;
 }
 
-/* The agent's attachment of a cgroup: its reservation and whether it confines. */
-static const struct cur *cur_attach(const struct planner *p, const char *cgroup, bool *confine)
+/* Whether the file ties cgroup to a block of proto (or to name). */
+static bool file_attach(const struct planner *p, const char *cgroup, uint8_t proto, const char *name)
+{
+	for (size_t i = 0; i < p->f->n_attach; i++)
+		if (!strcmp(p->f->attach[i].cgroup, cgroup) &&
+		    (!strcmp(p->f->attach[i].resv, name) || proto_of(p, p->f->attach[i].resv) == proto))
+			return true;
+	return false;
+}
+
+/* The agent's attachment of a cgroup's block of proto: its reservation and how it confines. */
+static const struct cur *cur_attach(const struct planner *p, const char *cgroup, uint8_t proto, uint8_t *confine)
 {
 	json_t *x;
 	size_t i;
 
-	for (size_t k = 0; k < p->n_cur; k++)
+	for (size_t k = 0; k < p->n_cur; k++) {
+		if (p->cur[k].proto != proto)
+			continue;
 		json_array_foreach(json_object_get(p->cur[k].j, "attachments"), i, x) {
 			const char *path = json_string_value(json_object_get(x, "path"));
 
 			if (path && !strcmp(path, cgroup)) {
-				*confine = json_is_true(json_object_get(x, "confine"));
+				*confine = confine_of(x);
 				return &p->cur[k];
 			}
 		}
+	}
 	return NULL;
 }
 
@@ -692,9 +802,9 @@ static void plan_create(struct planner *p, size_t i)
 	char r[32];
 
 	range_str(d->proto, d->start, d->count, r, sizeof(r));
-	step(p, APPLY_CREATE, req_create(d->name, d->proto, d->start, d->count, d->mode, file_grants(d)),
-	     req_by_name("delete", d->name), "create %s %s %s%s", d->name, r, state_mode_name(d->mode),
-	     p->want[i] == W_REPLACE ? " (replacing it)" : "");
+	step(p, APPLY_CREATE, req_create(d->name, d->proto, d->start, d->count, d->mode, file_grants(d), d->netns),
+	     req_by_name("delete", d->name), "create %s %s %s%s%s%s", d->name, r, state_mode_name(d->mode),
+	     d->netns ? " in netns " : "", d->netns ? d->netns : "", p->want[i] == W_REPLACE ? " (replacing it)" : "");
 }
 
 /* Deleting c; undone by creating it again (new token) and attaching its cgroups again. */
@@ -705,10 +815,11 @@ static void plan_delete(struct planner *p, const struct cur *c)
 	size_t i;
 
 	range_str(c->proto, c->start, c->count, r, sizeof(r));
-	json_array_append_new(undo, req_create(c->name, c->proto, c->start, c->count, c->mode, cur_grants(c)));
+	json_array_append_new(undo, req_create(c->name, c->proto, c->start, c->count, c->mode, cur_grants(c),
+					       c->netns_path));
 	json_array_foreach(json_object_get(c->j, "attachments"), i, x)
 		json_array_append_new(undo, req_attach(json_string_value(json_object_get(x, "path")) ?: "", "name",
-						       c->name, json_is_true(json_object_get(x, "confine"))));
+						       c->name, confine_of(x)));
 	req = req_by_name("delete", c->name);
 	/* a replaced block's cgroups are attached again; a pruned one is checked for holders first */
 	if (req && (c->replaced || p->o->force))
@@ -717,19 +828,25 @@ static void plan_delete(struct planner *p, const struct cur *c)
 	     c->replaced ? " (to replace it)" : " (not in the file)");
 }
 
-/* Attaching cgroup to name; undone by putting back what the cgroup had. */
-static void plan_attach(struct planner *p, const char *cgroup, const char *name, bool confine, const char *why)
+static const char *confine_desc(uint8_t confine)
 {
-	bool had_confine = false;
-	const struct cur *had = cur_attach(p, cgroup, &had_confine);
+	return confine == STATE_CONFINE_ALL ? " (confined, all protocols)" : confine ? " (confined)" : "";
+}
+
+/* Attaching cgroup to name (of proto); undone by putting back the cgroup's block of proto. */
+static void plan_attach(struct planner *p, const char *cgroup, const char *name, uint8_t proto, uint8_t confine,
+			const char *why)
+{
+	uint8_t had_confine = 0;
+	const struct cur *had = cur_attach(p, cgroup, proto, &had_confine);
 	json_t *undo;
 
 	if (had && !had->removed)
 		undo = req_attach(cgroup, had->name ? "name" : "token", had->name ?: had->token, had_confine);
 	else
-		undo = req_detach(cgroup); /* a deleted reservation's undo attaches its cgroups again */
+		undo = req_detach(cgroup, name); /* a deleted reservation's undo attaches its cgroups again */
 	step(p, APPLY_ATTACH, req_attach(cgroup, "name", name, confine), undo, "attach %s -> %s%s%s", cgroup, name,
-	     confine ? " (confined)" : "", why);
+	     confine_desc(confine), why);
 }
 
 static void plan_attachments(struct planner *p)
@@ -739,13 +856,13 @@ static void plan_attachments(struct planner *p)
 
 	for (size_t n = 0; n < p->f->n_attach; n++) {
 		const struct apply_attach *a = &p->f->attach[n];
-		bool confine = false;
-		const struct cur *had = cur_attach(p, a->cgroup, &confine);
+		uint8_t confine = 0, proto = proto_of(p, a->resv);
+		const struct cur *had = cur_attach(p, a->cgroup, proto, &confine);
 
 		if (had && !had->removed && had->name && !strcmp(had->name, a->resv) && confine == a->confine)
 			p->plan->unchanged++;
 		else
-			plan_attach(p, a->cgroup, a->resv, a->confine, "");
+			plan_attach(p, a->cgroup, a->resv, proto, a->confine, "");
 	}
 	for (size_t k = 0; k < p->n_cur; k++) {
 		const struct cur *c = &p->cur[k];
@@ -754,16 +871,16 @@ static void plan_attachments(struct planner *p)
 			continue;
 		json_array_foreach(json_object_get(c->j, "attachments"), i, x) {
 			const char *path = json_string_value(json_object_get(x, "path"));
-			bool confine = json_is_true(json_object_get(x, "confine"));
+			uint8_t confine = confine_of(x);
 
-			if (!path || file_attach(p, path) || is_run_cgroup(path))
+			if (!path || file_attach(p, path, c->proto, c->name) || is_run_cgroup(path))
 				continue;
 			if (p->o->prune && !c->removed)
-				step(p, APPLY_DETACH, req_detach(path), req_attach(path, "name", c->name, confine),
+				step(p, APPLY_DETACH, req_detach(path, c->name), req_attach(path, "name", c->name, confine),
 				     "detach %s (from %s, not in the file)", path, c->name);
 			else if (!p->o->prune && c->replaced)
 				/* deleting the old reservation took the cgroup's attachment along */
-				plan_attach(p, path, c->name, confine, " (again, after replacing it)");
+				plan_attach(p, path, c->name, c->proto, confine, " (again, after replacing it)");
 		}
 	}
 }
@@ -771,8 +888,7 @@ static void plan_attachments(struct planner *p)
 int apply_plan(const struct apply_file *f, const json_t *current, const struct apply_opts *opts,
 	       struct apply_plan *plan, char *err, size_t len)
 {
-	struct apply_opts o = *opts;
-	struct planner p = { .f = f, .o = &o, .plan = plan };
+	struct planner p = { .f = f, .o = opts, .netns_inode = opts->netns_inode, .plan = plan };
 	bool *after = NULL;
 	int e;
 

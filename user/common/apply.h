@@ -13,35 +13,46 @@
  *       { "name": "nodeports", "proto": "tcp", "ports": "30000-32767", "mode": "enforce",
  *         "grants": [ { "type": "cgroup", "path": "/sys/fs/cgroup/kubepods.slice" } ] },
  *       { "name": "dns",       "proto": "udp", "start": 5300, "count": 4, "mode": "audit",
- *         "grants": [ { "type": "uid", "id": 101 }, { "type": "gid", "id": 101 } ] }
+ *         "grants": [ { "type": "uid", "id": 101 }, { "type": "gid", "id": 101 } ] },
+ *       { "name": "sidecar",   "proto": "tcp", "ports": "15000-15090", "netns": "pod1" }
  *     ],
  *     "attachments": [
  *       { "cgroup": "/sys/fs/cgroup/system.slice/kubelet.service", "reservation": "kubelet",
- *         "confine": false }
+ *         "confine": false },
+ *       { "cgroup": "system.slice/coredns.service", "reservation": "dns", "confine": "all" }
  *     ]
  *   }
  *
  * A reservation has a name (required: it is what apply recognises it by), a
  * proto, its ports as "ports" (a port or "first-last") or "start"+"count", a
- * mode (default enforce) and grants (as in the protocol, proto.h). An
+ * mode (default enforce), grants (as in the protocol, proto.h) and the
+ * network namespace it lives in, "netns": a netns file, a name of
+ * `ip netns` or "pid:PID" (netns_path.h; default: that of whoever applies
+ * the file, the agent's for portresd --apply). Names are unique across
+ * namespaces; ports only within one. An
  * attachment names a cgroup (absolute, or relative to the cgroup2 mount) and
- * a reservation by name, of the file or already known to the agent.
+ * a reservation by name, of the file or already known to the agent; a cgroup
+ * may be listed twice, with a TCP and a UDP block. "confine": true confines
+ * the protocols the cgroup has blocks for, "all" every protocol (portresctl
+ * help attach).
  *
  * The plan compares the file with the agent's reservations (its "list"
  * reply; each entry's "attachments" as "show" gives them):
  *
  *   absent by name                       -> create
  *   same ports and grants, other mode    -> update the mode (token kept)
- *   other proto, ports or grants         -> delete + create (a new token)
+ *   other proto, ports, grants or netns  -> delete + create (a new token)
  *   identical                            -> nothing
  *   named, persistent, not in the file   -> delete, with prune only; refused while
  *                                           sockets are bound in it or cgroups are
  *                                           attached to it, unless force
  *                                           (apply_check_holders says first)
- *   attachment absent or different       -> attach
+ *   attachment absent or different       -> attach (replacing the cgroup's
+ *                                           block of that protocol)
  *   attachment of a named reservation
- *   whose cgroup the file does not list  -> detach, with prune only; never the
- *                                           transient cgroups of portresctl run
+ *   the file does not list               -> detach that block, with prune only;
+ *                                           never the transient cgroups of
+ *                                           portresctl run
  *
  * Every conflict (overlaps with reservations the plan keeps, with each other,
  * unknown reservations, missing cgroups) is found before anything is done.
@@ -69,6 +80,8 @@ struct apply_grant {
 
 struct apply_resv {
 	char *name;
+	char *netns;    /* the netns as the file names it; absolute once resolved; NULL: the default */
+	uint64_t netns_inode; /* set by apply_file_resolve_netns; 0: not resolved */
 	uint8_t proto;  /* IPPROTO_TCP or IPPROTO_UDP */
 	uint8_t mode;   /* enum portres_mode */
 	uint16_t start, count;
@@ -79,7 +92,7 @@ struct apply_resv {
 struct apply_attach {
 	char *cgroup;   /* absolute once loaded */
 	char *resv;     /* a reservation's name */
-	bool confine;
+	uint8_t confine; /* enum state_confine: false, true or "all" in the file */
 };
 
 struct apply_file {
@@ -97,6 +110,11 @@ int apply_file_load(const char *path, const char *cgroup_root, struct apply_file
 int apply_file_parse(const char *text, size_t len, const char *what, const char *cgroup_root,
 		     struct apply_file *f, char *err, size_t errlen);
 void apply_file_free(struct apply_file *f);
+/*
+ * Each reservation's "netns" becomes its absolute path and nsfs inode (stat).
+ * 0, or -errno with err naming the entry and the path.
+ */
+int apply_file_resolve_netns(struct apply_file *f, const char *what, char *err, size_t errlen);
 
 enum apply_action { APPLY_CREATE, APPLY_UPDATE, APPLY_DELETE, APPLY_ATTACH, APPLY_DETACH };
 
@@ -116,7 +134,7 @@ struct apply_plan {
 struct apply_opts {
 	bool prune;
 	bool force;       /* prune deletes reservations even while they are in use */
-	uint64_t netns;   /* the agent's netns cookie: overlaps count there; 0 = guess from the reservations */
+	uint64_t netns_inode; /* the netns of reservations without "netns" (whoever applies); 0: unknown */
 	bool check_cgroups; /* attachments' cgroups must exist (stat) */
 };
 
@@ -130,7 +148,10 @@ int apply_plan(const struct apply_file *f, const json_t *current, const struct a
 void apply_plan_free(struct apply_plan *plan);
 const char *apply_action_name(enum apply_action a);
 
-/* Sends one request: 0, or -errno with the agent's message in err. */
+/*
+ * Sends one request: 0, or -errno with the agent's message in err. A request
+ * with "netns" (an absolute path) goes with that netns opened (proto.h).
+ */
 typedef int (*apply_call_fn)(void *arg, json_t *req, char *err, size_t errlen);
 
 /*

@@ -25,6 +25,12 @@ const char *proto_op_name(enum proto_op op)
 	return (unsigned)op < PROTO_OP__COUNT ? op_names[op] : "?";
 }
 
+bool proto_op_takes_netns(enum proto_op op)
+{
+	return op == PROTO_OP_CREATE || op == PROTO_OP_LOOKUP || op == PROTO_OP_DELETE || op == PROTO_OP_LIST ||
+	       op == PROTO_OP_SHOW || op == PROTO_OP_WHO;
+}
+
 static int bad(struct proto_err *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -288,12 +294,24 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 		    parse_selector(req, 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err))
 			return -1;
 		v = json_object_get(req->root, "confine");
+		if (json_is_string(v) && !strcmp(json_string_value(v), "all"))
+			req->confine = STATE_CONFINE_ALL;
+		else if (v && !json_is_boolean(v))
+			return bad(err, EINVAL, "confine: must be true, false or \"all\"");
+		else
+			req->confine = json_is_true(v) ? STATE_CONFINE : STATE_CONFINE_NONE;
+		v = json_object_get(req->root, "force");
 		if (v && !json_is_boolean(v))
-			return bad(err, EINVAL, "confine: must be true or false");
-		req->confine = v && json_is_true(v);
+			return bad(err, EINVAL, "force: must be true or false");
+		req->force = json_is_true(v);
 		return 0;
 	case PROTO_OP_DETACH:
-		return parse_cgroup(req, err);
+		/* one block of the cgroup, or all of them */
+		if (parse_cgroup(req, err))
+			return -1;
+		if (!json_object_get(req->root, "token") && !json_object_get(req->root, "name"))
+			return 0;
+		return parse_selector(req, 1u << PROTO_SEL_TOKEN | 1u << PROTO_SEL_NAME, err);
 	case PROTO_OP_LIST:
 		return get_bool(req->root, "usage", &req->usage, err);
 	case PROTO_OP_STATUS:
@@ -328,8 +346,15 @@ int proto_parse_request(const char *buf, size_t len, struct proto_req *req, stru
 	if (get_string(req->root, "op", &op, err))
 		return bad(err, EINVAL, "op: missing or not a string");
 	for (req->op = 0; req->op < PROTO_OP__COUNT; req->op++)
-		if (!strcmp(op, op_names[req->op]))
+		if (!strcmp(op, op_names[req->op])) {
+			int r = proto_op_takes_netns(req->op) ? get_string(req->root, "netns", &req->netns, err) : 1;
+
+			if (r < 0)
+				return r;
+			if (req->netns && (req->netns[0] != '/' || strlen(req->netns) >= PATH_MAX))
+				return bad(err, EINVAL, "netns: must be an absolute path");
 			return parse_op(req, err);
+		}
 	return bad(err, ENOSYS, "op: \"%.32s\" is not known", op);
 }
 

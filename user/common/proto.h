@@ -17,14 +17,22 @@
  *   {"v":1,"op":"list"[,"usage":true]}         usage: each with in_use and stats
  *   {"v":1,"op":"show", "token"|"name"}
  *   {"v":1,"op":"who","port":8005[,"proto":"tcp"]}
- *   {"v":1,"op":"attach","cgroup":"/sys/fs/cgroup/web", "token"|"name", "confine":false}
- *   {"v":1,"op":"detach","cgroup":"/sys/fs/cgroup/web"}
+ *   {"v":1,"op":"attach","cgroup":"/sys/fs/cgroup/web", "token"|"name",
+ *        "confine":false|true|"all", "force":false}
+ *   {"v":1,"op":"detach","cgroup":"/sys/fs/cgroup/web"[, "token"|"name"]}  (all its blocks, or that one)
  *   {"v":1,"op":"status"}
  *   {"v":1,"op":"metrics"}                                 -> {"text": Prometheus text}
  *   {"v":1,"op":"events"[,"since":"2025-01-31T12:00:00.000Z"][,"tail":N][,"name":"web"]
  *        [,"types":["deny",...]][,"replay":bool][,"follow":bool]}
  *        -> {"recent":[kept events that pass]}; unless follow is false the connection
  *        then receives {"v":1,"event":{...}} messages (user/portresd/events.c)
+ *
+ * Network namespaces: create, lookup, delete, list, show and who act in the
+ * caller's netns (the one its connection was made in; list: all of them),
+ * or in the netns passed as a descriptor (SCM_RIGHTS: an open
+ * /proc/PID/ns/net, /run/netns/NAME, ...) with, optionally, "netns":"PATH",
+ * the path the client named it by (shown to users, and where the agent looks
+ * for it again; the descriptor is what counts).
  *
  * Replies: {"v":1,"ok":true, ...op's fields} or
  *          {"v":1,"ok":false,"errno":"EADDRINUSE","error":"human message"}.
@@ -94,10 +102,11 @@ struct proto_req {
 	const char *name;
 	const char *request_id; /* create: the client's id of this request (a retry sends it again), or NULL */
 	const char *cgroup;  /* attach/detach */
-	bool confine;
-	bool force;          /* delete: even with holders */
+	uint8_t confine;     /* attach: enum state_confine */
+	bool force;          /* attach: replace another block of the cgroup; delete: even with holders */
 	bool dry_run;        /* delete: check only */
 	bool usage;          /* list: ports in use and counters of each */
+	const char *netns;   /* "netns": the path the client named the passed netns by, or NULL */
 	size_t n_grants;
 	struct proto_grant grants[PROTO_MAX_GRANTS];
 	json_t *root;
@@ -115,6 +124,8 @@ struct proto_err {
 int proto_parse_request(const char *buf, size_t len, struct proto_req *req, struct proto_err *err);
 void proto_req_free(struct proto_req *req);
 const char *proto_op_name(enum proto_op op);
+/* True for the ops that take a network namespace (passed as a descriptor). */
+bool proto_op_takes_netns(enum proto_op op);
 
 /* Replies (malloc'd compact JSON, NULL on ENOMEM). ok_reply steals fields (may be NULL). */
 char *proto_ok_reply(json_t *fields);

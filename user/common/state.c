@@ -85,6 +85,29 @@ int state_grant_parse(const char *s)
 	return -1;
 }
 
+const char *state_confine_name(uint8_t confine)
+{
+	return confine == STATE_CONFINE_ALL ? "all" : confine ? "true" : "false";
+}
+
+int state_boot_id(char out[STATE_BOOT_ID_LEN + 1])
+{
+	char buf[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	size_t n;
+
+	if (!f)
+		return -errno;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (strlen(buf) != STATE_BOOT_ID_LEN)
+		return -EIO;
+	memcpy(out, buf, STATE_BOOT_ID_LEN + 1);
+	return 0;
+}
+
 void state_token_format(uint64_t token, char out[17])
 {
 	snprintf(out, 17, "%016" PRIx64, token);
@@ -166,9 +189,14 @@ void state_free(struct state *st)
 		return;
 	for (size_t i = 0; i < st->n_resv; i++)
 		state_resv_free(&st->resv[i]);
+	for (size_t i = 0; i < st->n_netns; i++) {
+		free(st->netns[i].path);
+		free(st->netns[i].sysctl_added);
+	}
 	for (size_t i = 0; i < st->n_attach; i++)
 		free(st->attach[i].path);
 	free(st->resv);
+	free(st->netns);
 	free(st->attach);
 	memset(st, 0, sizeof(*st));
 }
@@ -243,6 +271,36 @@ void state_del_attach(struct state *st, size_t i)
 	st->n_attach--;
 }
 
+int state_add_netns(struct state *st, const struct state_netns *ns)
+{
+	struct state_netns *n = realloc(st->netns, (st->n_netns + 1) * sizeof(*n)), *d;
+
+	if (!n)
+		return -ENOMEM;
+	st->netns = n;
+	d = &n[st->n_netns];
+	*d = *ns;
+	d->path = NULL;
+	d->sysctl_added = NULL;
+	if ((ns->path && !(d->path = strdup(ns->path))) ||
+	    (ns->sysctl_added && !(d->sysctl_added = malloc(sizeof(*d->sysctl_added))))) {
+		free(d->path);
+		return -ENOMEM;
+	}
+	if (ns->sysctl_added)
+		*d->sysctl_added = *ns->sysctl_added;
+	st->n_netns++;
+	return 0;
+}
+
+struct state_netns *state_find_netns(const struct state *st, uint64_t cookie)
+{
+	for (size_t i = 0; i < st->n_netns; i++)
+		if (st->netns[i].cookie == cookie)
+			return &st->netns[i];
+	return NULL;
+}
+
 struct state_resv *state_find_token(const struct state *st, uint64_t token)
 {
 	for (size_t i = 0; i < st->n_resv; i++)
@@ -278,6 +336,9 @@ int state_validate(const struct state *st, const char *what, char *err, size_t e
 			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].mode: unknown", what, i);
 		if (r->name && !state_name_valid(r->name))
 			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: invalid name", what, i);
+		if (r->netns && !state_find_netns(st, r->netns))
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].netns: no netns entry with cookie %" PRIu64,
+				    what, i, r->netns);
 		if (r->request_id && !state_request_id_valid(r->request_id))
 			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: %d..%d of A-Z a-z 0-9 _ -",
 				    what, i, STATE_REQUEST_ID_MIN, STATE_REQUEST_ID_MAX);
@@ -303,7 +364,7 @@ int state_validate(const struct state *st, const char *what, char *err, size_t e
 			if (r->request_id && o->request_id && !strcmp(r->request_id, o->request_id))
 				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: same as reservations[%zu]",
 					    what, i, j);
-			if (o->proto == r->proto && r->start < o->start + o->count &&
+			if (o->netns == r->netns && o->proto == r->proto && r->start < o->start + o->count &&
 			    o->start < r->start + r->count)
 				return fail(err, errlen, -EINVAL,
 					    "%s: reservations[%zu] (%s %u-%u) overlaps reservations[%zu] (%u-%u)",
@@ -311,16 +372,32 @@ int state_validate(const struct state *st, const char *what, char *err, size_t e
 					    j, o->start, o->start + o->count - 1);
 		}
 	}
+	for (size_t i = 0; i < st->n_netns; i++) {
+		const struct state_netns *n = &st->netns[i];
+
+		if (!n->cookie || !n->inode)
+			return fail(err, errlen, -EINVAL, "%s: netns[%zu]: cookie and inode must not be 0", what, i);
+		if (n->path && n->path[0] != '/')
+			return fail(err, errlen, -EINVAL, "%s: netns[%zu].path: not an absolute path", what, i);
+		for (size_t j = 0; j < i; j++)
+			if (st->netns[j].cookie == n->cookie)
+				return fail(err, errlen, -EINVAL, "%s: netns[%zu].cookie: same as netns[%zu]", what, i, j);
+	}
 	for (size_t i = 0; i < st->n_attach; i++) {
 		const struct state_attach *a = &st->attach[i];
 
+		if (a->confine > STATE_CONFINE_ALL)
+			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].confine: unknown", what, i);
 		if (!a->path || a->path[0] != '/')
 			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: not an absolute path", what, i);
 		if (!state_find_token(st, a->token))
 			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].token: no such reservation", what, i);
+		/* a cgroup holds one block per protocol */
 		for (size_t j = 0; j < i; j++)
-			if (!strcmp(st->attach[j].path, a->path))
-				return fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: attached twice", what, i);
+			if (!strcmp(st->attach[j].path, a->path) &&
+			    state_find_token(st, st->attach[j].token)->proto == state_find_token(st, a->token)->proto)
+				return fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: attached twice to %s blocks",
+					    what, i, state_proto_name(state_find_token(st, a->token)->proto));
 	}
 	return 0;
 }
@@ -346,31 +423,56 @@ static json_t *resv_to_json(const struct state_resv *r)
 		      "grants", grants);
 	if (o && r->name)
 		json_object_set_new(o, "name", json_string(r->name));
+	if (o && r->netns)
+		json_object_set_new(o, "netns", json_integer((json_int_t)r->netns));
 	if (o && r->request_id)
 		json_object_set_new(o, "request", json_pack("{s:s, s:I}", "id", r->request_id, "uid",
 							    (json_int_t)r->request_uid));
 	return o;
 }
 
+static json_t *netns_to_json(const struct state_netns *n)
+{
+	char *added = n->sysctl_added ? portset_format(n->sysctl_added) : NULL;
+	json_t *o = json_pack("{s:I, s:I, s:s?, s:s?}", "cookie", (json_int_t)n->cookie, "inode",
+			      (json_int_t)n->inode, "path", n->path, "sysctl_added", added);
+
+	if (o && n->nsid >= 0)
+		json_object_set_new(o, "nsid", json_integer(n->nsid));
+	free(added);
+	return o;
+}
+
+static json_t *confine_json(uint8_t confine)
+{
+	return confine == STATE_CONFINE_ALL ? json_string("all") : json_boolean(confine);
+}
+
 static json_t *state_to_json(const struct state *st)
 {
-	json_t *root, *resv = json_array(), *att = json_array();
-	char *added = portset_format(&st->sysctl_added);
+	json_t *root, *resv = json_array(), *att = json_array(), *netns = json_array();
+	char *added = portset_format(&st->sysctl_added), boot[STATE_BOOT_ID_LEN + 1];
 
 	for (size_t i = 0; resv && i < st->n_resv; i++)
 		json_array_append_new(resv, resv_to_json(&st->resv[i]));
+	for (size_t i = 0; netns && i < st->n_netns; i++)
+		json_array_append_new(netns, netns_to_json(&st->netns[i]));
 	for (size_t i = 0; att && i < st->n_attach; i++) {
 		char tok[17];
 
 		state_token_format(st->attach[i].token, tok);
-		json_array_append_new(att, json_pack("{s:s, s:I, s:s, s:b, s:{s:b, s:I}}", "path", st->attach[i].path,
+		json_array_append_new(att, json_pack("{s:s, s:I, s:s, s:o, s:{s:b, s:I}}", "path", st->attach[i].path,
 						     "cgroup_id", (json_int_t)st->attach[i].cgroup_id,
-						     "token", tok, "confine", st->attach[i].confine, "made_by",
+						     "token", tok, "confine", confine_json(st->attach[i].confine), "made_by",
 						     "admin", st->attach[i].by_admin, "uid",
 						     (json_int_t)st->attach[i].by_uid));
 	}
-	root = json_pack("{s:i, s:o, s:o, s:s?}", "version", STATE_VERSION, "reservations", resv,
-			 "attachments", att, "sysctl_added", added);
+	/* the boot this is saved in: another network namespace dies with it */
+	if (state_boot_id(boot))
+		snprintf(boot, sizeof(boot), "%s", st->boot_id);
+	root = json_pack("{s:i, s:s?, s:o, s:o, s:o, s:s?}", "version", STATE_VERSION, "boot_id",
+			 boot[0] ? boot : NULL, "reservations", resv, "netns", netns, "attachments", att,
+			 "sysctl_added", added);
 	free(added);
 	return root;
 }
@@ -379,6 +481,7 @@ struct jctx {
 	const char *file;
 	char *err;
 	size_t errlen;
+	int version;
 };
 
 static int get_uint(struct jctx *c, json_t *o, const char *key, const char *where, uint64_t min,
@@ -487,6 +590,8 @@ static int resv_from_json(struct jctx *c, json_t *o, const char *where, struct s
 		return err;
 	if (!err && !(r->name = strdup(s)))
 		return -ENOMEM;
+	if (c->version >= 2 && (err = get_uint(c, o, "netns", where, 1, INT64_MAX, false, &r->netns)) < 0)
+		return err;
 	if ((err = request_from_json(c, json_object_get(o, "request"), where, r)))
 		return err;
 	grants = json_object_get(o, "grants");
@@ -519,6 +624,38 @@ static int resv_from_json(struct jctx *c, json_t *o, const char *where, struct s
 			return err;
 		if (!err && !(gr->path = strdup(s)))
 			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int netns_from_json(struct jctx *c, json_t *o, const char *where, struct state_netns *n)
+{
+	const char *s = NULL;
+	uint64_t v;
+	int err;
+
+	if (!json_is_object(o))
+		return fail(c->err, c->errlen, -EINVAL, "%s: %s: must be an object", c->file, where);
+	if ((err = get_uint(c, o, "cookie", where, 1, INT64_MAX, true, &n->cookie)) ||
+	    (err = get_uint(c, o, "inode", where, 1, INT64_MAX, true, &n->inode)))
+		return err;
+	n->nsid = -1;
+	if ((err = get_uint(c, o, "nsid", where, 0, INT32_MAX, false, &v)) < 0)
+		return err;
+	if (!err)
+		n->nsid = (int32_t)v;
+	if ((err = get_str(c, o, "path", where, false, &s)) < 0)
+		return err;
+	if (!err && !(n->path = strdup(s)))
+		return -ENOMEM;
+	if ((err = get_str(c, o, "sysctl_added", where, false, &s)) < 0)
+		return err;
+	if (!err) {
+		if (!(n->sysctl_added = calloc(1, sizeof(*n->sysctl_added))))
+			return -ENOMEM;
+		if (portset_parse(s, n->sysctl_added))
+			return fail(c->err, c->errlen, -EINVAL, "%s: %s.sysctl_added: \"%.64s\" is not a port list like \"1,2-5\"",
+				    c->file, where, s);
 	}
 	return 0;
 }
@@ -560,9 +697,33 @@ static int state_from_json(struct jctx *c, json_t *root, struct state *st)
 		return fail(c->err, c->errlen, -EINVAL, "%s: top level: must be an object", c->file);
 	if ((err = get_uint(c, root, "version", "top level", 0, INT64_MAX, true, &v)))
 		return err;
-	if (v != STATE_VERSION)
-		return fail(c->err, c->errlen, -EINVAL, "%s: version: %" PRIu64 " is not supported (this is %d)",
-			    c->file, v, STATE_VERSION);
+	if (v < STATE_VERSION_MIN || v > STATE_VERSION)
+		return fail(c->err, c->errlen, -EINVAL, "%s: version: %" PRIu64 " is not supported (this reads %d to %d)",
+			    c->file, v, STATE_VERSION_MIN, STATE_VERSION);
+	c->version = (int)v;
+	if (v >= 2) {
+		if ((err = get_str(c, root, "boot_id", "top level", false, &s)) < 0)
+			return err;
+		if (!err && strlen(s) != STATE_BOOT_ID_LEN)
+			return fail(c->err, c->errlen, -EINVAL, "%s: boot_id: not a boot id like the kernel's", c->file);
+		if (!err)
+			memcpy(st->boot_id, s, STATE_BOOT_ID_LEN + 1);
+		arr = json_object_get(root, "netns");
+		if (arr && !json_is_array(arr))
+			return fail(c->err, c->errlen, -EINVAL, "%s: netns: must be an array", c->file);
+		for (size_t i = 0; arr && i < json_array_size(arr); i++) {
+			struct state_netns n = { 0 };
+
+			snprintf(where, sizeof(where), "netns[%zu]", i);
+			err = netns_from_json(c, json_array_get(arr, i), where, &n);
+			if (!err)
+				err = state_add_netns(st, &n);
+			free(n.path);
+			free(n.sysctl_added);
+			if (err)
+				return err;
+		}
+	}
 	arr = json_object_get(root, "reservations");
 	if (arr && !json_is_array(arr))
 		return fail(c->err, c->errlen, -EINVAL, "%s: reservations: must be an array", c->file);
@@ -596,9 +757,13 @@ static int state_from_json(struct jctx *c, json_t *root, struct state *st)
 		if ((err = get_token(c, o, where, &a.token)))
 			return err;
 		cf = json_object_get(o, "confine");
-		if (cf && !json_is_boolean(cf))
-			return fail(c->err, c->errlen, -EINVAL, "%s: %s.confine: must be true or false", c->file, where);
-		a.confine = cf && json_is_true(cf);
+		if (c->version >= 2 && json_is_string(cf) && !strcmp(json_string_value(cf), "all"))
+			a.confine = STATE_CONFINE_ALL;
+		else if (cf && !json_is_boolean(cf))
+			return fail(c->err, c->errlen, -EINVAL, "%s: %s.confine: must be true, false%s", c->file, where,
+				    c->version >= 2 ? " or \"all\"" : "");
+		else
+			a.confine = cf && json_is_true(cf) ? STATE_CONFINE : STATE_CONFINE_NONE;
 		if ((err = made_by_from_json(c, json_object_get(o, "made_by"), where, &a)))
 			return err;
 		if ((err = state_add_attach(st, &a)))

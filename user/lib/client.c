@@ -8,10 +8,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <linux/nsfs.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,18 +133,30 @@ int portres_release(int sockfd, portres_token_t token)
 	return set_errno(err);
 }
 
-/* create and lookup of one block; token_out receives the token if non-NULL. */
-static int persistent_call(const char *op, int proto, uint16_t start, uint16_t count, portres_token_t *token_out)
+/*
+ * lookup and delete of one block in the netns of netns_fd (-1: the
+ * caller's, which the agent reads from the connection); token_out receives
+ * the token if non-NULL.
+ */
+static int persistent_call(const char *op, int netns_fd, int proto, uint16_t start, uint16_t count,
+			   portres_token_t *token_out)
 {
 	const char *name = proto_name(proto);
 	portres_token_t token;
-	json_t *reply;
+	json_t *reply, *req;
 	int err;
 
 	if (!name)
 		return set_errno(-EINVAL);
-	err = agent_call(json_pack("{s:s, s:s, s:i, s:i}", "op", op, "proto", name, "start", start, "count", count),
-			 -1, &reply);
+	req = json_pack("{s:s, s:s, s:i, s:i}", "op", op, "proto", name, "start", start, "count", count);
+	/*
+	 * Like Windows' DeletePersistent*PortReservation, delete deletes the block
+	 * even while sockets are bound in it or cgroups are attached to it
+	 * ("force"); `portresctl delete` refuses those unless --force.
+	 */
+	if (req && !strcmp(op, "delete"))
+		json_object_set_new(req, "force", json_true());
+	err = agent_call(req, netns_fd, &reply);
 	if (!err && token_out && !(err = token_get(reply, "token", &token)))
 		*token_out = token;
 	json_decref(reply);
@@ -162,8 +177,9 @@ static double now_sec(void)
  * answering), the same request is sent again until the transport's timeout
  * (30 s) passed: an agent that saved it answers with the saved token, so the caller
  * sees the outcome once. No agent at the first try is ECONNREFUSED at once.
+ * netns_fd: the netns (passed with each try), -1 for the caller's.
  */
-int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
+static int create_call(int netns_fd, int proto, uint16_t start, uint16_t count, portres_token_t *token)
 {
 	const char *name = proto_name(proto);
 	unsigned char raw[16];
@@ -181,7 +197,7 @@ int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres
 		snprintf(id + 2 * i, 3, "%02x", raw[i]);
 	for (int attempt = 0;; attempt++) {
 		err = agent_call(json_pack("{s:s, s:s, s:i, s:i, s:s}", "op", "create", "proto", name, "start", start,
-					   "count", count, "request_id", id), -1, &reply);
+					   "count", count, "request_id", id), netns_fd, &reply);
 		/* lost after sending, or (retrying) the agent is not back yet */
 		if (!(err == -ECONNRESET || err == -EPIPE ||
 		      (attempt > 0 && (err == -ECONNREFUSED || err == -ENOENT || err == -EAGAIN))))
@@ -199,28 +215,55 @@ int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres
 	return set_errno(err);
 }
 
+int portres_create_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	return create_call(-1, proto, start, count, token);
+}
+
 int portres_lookup_persistent(int proto, uint16_t start, uint16_t count, portres_token_t *token)
 {
 	if (!token)
 		return set_errno(-EINVAL);
-	return persistent_call("lookup", proto, start, count, token);
+	return persistent_call("lookup", -1, proto, start, count, token);
 }
 
-/*
- * Like Windows' DeletePersistent*PortReservation, this deletes the block even
- * while sockets are bound in it or cgroups are attached to it ("force");
- * `portresctl delete` refuses those unless --force.
- */
 int portres_delete_persistent(int proto, uint16_t start, uint16_t count)
 {
-	const char *name = proto_name(proto);
-	json_t *reply;
-	int err;
+	return persistent_call("delete", -1, proto, start, count, NULL);
+}
 
-	if (!name)
-		return set_errno(-EINVAL);
-	err = agent_call(json_pack("{s:s, s:s, s:i, s:i, s:b}", "op", "delete", "proto", name, "start", start, "count",
-				   count, "force", 1), -1, &reply);
-	json_decref(reply);
-	return set_errno(err);
+/* EBADF for no descriptor, EINVAL for one of something else than a network namespace. */
+static int check_netns_fd(int netns_fd)
+{
+	int type;
+
+	if (netns_fd < 0)
+		return -EBADF;
+	type = ioctl(netns_fd, NS_GET_NSTYPE);
+	if (type < 0)
+		return errno == EBADF ? -EBADF : -EINVAL;
+	return type == CLONE_NEWNET ? 0 : -EINVAL;
+}
+
+int portres_create_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	int err = check_netns_fd(netns_fd);
+
+	return err ? set_errno(err) : create_call(netns_fd, proto, start, count, token);
+}
+
+int portres_lookup_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count, portres_token_t *token)
+{
+	int err = check_netns_fd(netns_fd);
+
+	if (err || !token)
+		return set_errno(err ? err : -EINVAL);
+	return persistent_call("lookup", netns_fd, proto, start, count, token);
+}
+
+int portres_delete_persistent_ns(int netns_fd, int proto, uint16_t start, uint16_t count)
+{
+	int err = check_netns_fd(netns_fd);
+
+	return err ? set_errno(err) : persistent_call("delete", netns_fd, proto, start, count, NULL);
 }

@@ -10,32 +10,27 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "apply.h"
 #include "cgroup.h"
 #include "ctl.h"
+#include "netns_path.h"
 #include "proto.h"
 #include "subcommands.h"
 #include "transport.h"
 
 enum { OPT_FILE = 'f', OPT_DRY_RUN = 0x200, OPT_PRUNE, OPT_FORCE };
 
-/*
- * The agent's reservations, each with its "attachments" (from show when list
- * lacks them), and the agent's netns cookie (overlaps count only there).
- */
-static json_t *current_state(uint64_t *netns)
+/* The agent's reservations, each with its "attachments" (from show when list lacks them). */
+static json_t *current_state(void)
 {
-	json_t *req = ctl_req("status"), *list = ctl_request("apply: status", req, NULL), *r;
+	json_t *req, *list, *r;
 	size_t i;
 
-	json_decref(req);
-	if (!list)
-		return NULL;
-	*netns = (uint64_t)ctl_jint(list, "netns", 0);
-	json_decref(list);
 	req = ctl_req("list");
 	list = ctl_request("apply: list", req, NULL);
 	json_decref(req);
@@ -63,10 +58,18 @@ static json_t *current_state(uint64_t *netns)
 /* apply_call_fn over our connection: quiet, the message goes back to apply_execute. */
 static int call_agent(void *arg, json_t *req, char *err, size_t len)
 {
-	int *fd = arg, e;
+	const char *netns = json_string_value(json_object_get(req, "netns"));
+	char path[PATH_MAX];
+	int *fd = arg, e, nsfd = -1;
 	json_t *reply;
 
-	if ((e = portres_transport_call(*fd, req, -1, -1, &reply))) {
+	/* the file names the netns: it goes along opened (proto.h) */
+	if (netns && (nsfd = netns_spec_open(netns, path, sizeof(path), err, len)) < 0)
+		return nsfd;
+	e = portres_transport_call(*fd, req, nsfd, -1, &reply);
+	if (nsfd >= 0)
+		close(nsfd);
+	if (e) {
 		snprintf(err, len, "the agent at %s: %s", ctl.socket, strerror(-e));
 		return e;
 	}
@@ -116,6 +119,7 @@ int cmd_apply(int argc, char *argv[])
 	struct apply_plan plan = { 0 };
 	const char *file = NULL;
 	json_t *current = NULL;
+	struct stat sb;
 	bool dry_run = false;
 	size_t done = 0;
 	int c, ret, e, busy, fd = -1;
@@ -134,10 +138,16 @@ int cmd_apply(int argc, char *argv[])
 		return ctl_bad_usage("unexpected argument \"%s\"", argv[optind]);
 	if (!file)
 		return ctl_bad_usage("-f FILE is needed");
-	if (apply_file_load(file, cgroup2_mount(), &f, err, sizeof(err)))
+	if (apply_file_load(file, cgroup2_mount(), &f, err, sizeof(err)) ||
+	    apply_file_resolve_netns(&f, file, err, sizeof(err))) {
+		apply_file_free(&f);
 		return ctl_fail("apply: %s", err);
+	}
+	/* reservations without "netns" go where this process lives */
+	if (!stat("/proc/self/ns/net", &sb))
+		ao.netns_inode = (uint64_t)sb.st_ino;
 	ret = CTL_FAIL;
-	if (!(current = current_state(&ao.netns)))
+	if (!(current = current_state()))
 		goto out;
 	if (apply_plan(&f, current, &ao, &plan, err, sizeof(err))) {
 		ctl_fail("apply %s: %s; nothing changed", file, err);

@@ -12,7 +12,7 @@
 #include "ctl.h"
 #include "subcommands.h"
 
-enum { OPT_CGROUP = 'g', OPT_NAME = 'n', OPT_TOKEN = 't', OPT_CONFINE = 0x200 };
+enum { OPT_CGROUP = 'g', OPT_NAME = 'n', OPT_TOKEN = 't', OPT_CONFINE = 0x200, OPT_FORCE };
 
 static int cgroup_arg(const char *arg, char *path, size_t len)
 {
@@ -34,14 +34,15 @@ int cmd_attach(int argc, char *argv[])
 		{ "cgroup", required_argument, NULL, OPT_CGROUP },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "token", required_argument, NULL, OPT_TOKEN },
-		{ "confine", no_argument, NULL, OPT_CONFINE },
+		{ "confine", optional_argument, NULL, OPT_CONFINE },
+		{ "force", no_argument, NULL, OPT_FORCE },
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
 	const char *cgroup = NULL, *name = NULL, *token = NULL;
-	json_t *req = ctl_req("attach"), *reply;
+	json_t *req = ctl_req("attach"), *reply, *confine = json_false(), *replaced;
 	char path[PATH_MAX], what[PATH_MAX + 32];
-	bool confine = false;
+	bool force = false;
 	int c, ret = CTL_USAGE;
 
 	while ((c = ctl_getopt(argc, argv, "hg:n:t:", opts)) != -1) {
@@ -49,7 +50,16 @@ int cmd_attach(int argc, char *argv[])
 		case OPT_CGROUP: cgroup = optarg; continue;
 		case OPT_NAME: name = optarg; continue;
 		case OPT_TOKEN: token = optarg; continue;
-		case OPT_CONFINE: confine = true; continue;
+		case OPT_FORCE: force = true; continue;
+		case OPT_CONFINE:
+			/* --confine: the protocols the cgroup has blocks for; --confine=all: every one */
+			json_decref(confine);
+			if (optarg && strcmp(optarg, "all")) {
+				ret = ctl_bad_usage("--confine=%s: only --confine or --confine=all", optarg);
+				goto out;
+			}
+			confine = optarg ? json_string("all") : json_true();
+			continue;
 		}
 		if (ctl_common_opt(c, &ret))
 			goto out;
@@ -61,12 +71,25 @@ int cmd_attach(int argc, char *argv[])
 	if ((ret = ctl_set_selector(req, token, name, true)) || (ret = cgroup_arg(cgroup, path, sizeof(path))))
 		goto out;
 	json_object_set_new(req, "cgroup", json_string(path));
-	json_object_set_new(req, "confine", json_boolean(confine));
+	json_object_set(req, "confine", confine);
+	if (force)
+		json_object_set_new(req, "force", json_true());
 	snprintf(what, sizeof(what), "attach %s", path);
 	reply = ctl_request(what, req, NULL);
 	ret = reply ? CTL_OK : CTL_FAIL;
+	replaced = json_object_get(reply, "replaced");
+	if (replaced && ctl.json) {
+		ctl_print_json(ctl_reply_data(reply), false);
+	} else if (replaced) {
+		long long start = ctl_jint(replaced, "start", 0);
+
+		printf("replaced %s %lld-%lld (%s%stoken %s)\n", ctl_jstr(replaced, "proto", "?"), start,
+		       start + ctl_jint(replaced, "count", 1) - 1, ctl_jstr(replaced, "name", ""),
+		       json_object_get(replaced, "name") ? ", " : "", ctl_jstr(replaced, "token", "?"));
+	}
 	json_decref(reply);
 out:
+	json_decref(confine);
 	json_decref(req);
 	return ret;
 }
@@ -75,18 +98,21 @@ int cmd_detach(int argc, char *argv[])
 {
 	static const struct option opts[] = {
 		{ "cgroup", required_argument, NULL, OPT_CGROUP },
+		{ "name", required_argument, NULL, OPT_NAME },
+		{ "token", required_argument, NULL, OPT_TOKEN },
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
 	char path[PATH_MAX], what[PATH_MAX + 32];
-	const char *cgroup = NULL;
+	const char *cgroup = NULL, *name = NULL, *token = NULL;
 	json_t *req, *reply;
 	int c, ret, err;
 
-	while ((c = ctl_getopt(argc, argv, "hg:", opts)) != -1) {
-		if (c == OPT_CGROUP) {
-			cgroup = optarg;
-			continue;
+	while ((c = ctl_getopt(argc, argv, "hg:n:t:", opts)) != -1) {
+		switch (c) {
+		case OPT_CGROUP: cgroup = optarg; continue;
+		case OPT_NAME: name = optarg; continue;
+		case OPT_TOKEN: token = optarg; continue;
 		}
 		if (ctl_common_opt(c, &ret))
 			return ret;
@@ -99,6 +125,10 @@ int cmd_detach(int argc, char *argv[])
 	if ((err = ctl_cgroup_path(cgroup, path, sizeof(path))))
 		return ctl_bad_usage("--cgroup %s: %s", cgroup, strerror(-err));
 	req = json_pack("{s:i, s:s, s:s}", "v", 1, "op", "detach", "cgroup", path);
+	if ((ret = ctl_set_selector(req, token, name, false))) {
+		json_decref(req);
+		return ret;
+	}
 	snprintf(what, sizeof(what), "detach %s", path);
 	reply = ctl_request(what, req, NULL);
 	json_decref(req);

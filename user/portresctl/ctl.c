@@ -13,13 +13,14 @@
 
 #include "cgroup.h"
 #include "ctl.h"
+#include "netns_path.h"
 #include "portres.h"
 #include "proto.h"
 #include "state.h"
 #include "subcommands.h"
 #include "transport.h"
 
-struct ctl_opts ctl;
+struct ctl_opts ctl = { .netns_fd = -1 };
 
 static int agent_fd = -1;
 
@@ -179,6 +180,20 @@ bool ctl_common_opt(int c, int *status)
 	case CTL_OPT_SOCKET:
 		ctl.socket = optarg;
 		return false;
+	case CTL_OPT_NETNS: {
+		char err[512];
+		int fd = netns_spec_open(optarg, ctl.netns_path, sizeof(ctl.netns_path), err, sizeof(err));
+
+		if (fd < 0) {
+			ctl_bad_usage("--netns %s", err);
+			*status = CTL_USAGE;
+			return true;
+		}
+		if (ctl.netns_fd >= 0)
+			close(ctl.netns_fd);
+		ctl.netns_fd = fd;
+		return false;
+	}
 	case 'h':
 		ctl_usage(ctl.cmd, false);
 		*status = CTL_OK;
@@ -211,6 +226,17 @@ void ctl_disconnect(void)
 	agent_fd = -1;
 }
 
+/* True when req's op takes a network namespace (proto.h). */
+static bool takes_netns(const json_t *req)
+{
+	const char *op = json_string_value(json_object_get(req, "op"));
+
+	for (int i = 0; op && i < PROTO_OP__COUNT; i++)
+		if (!strcmp(op, proto_op_name((enum proto_op)i)))
+			return proto_op_takes_netns((enum proto_op)i);
+	return false;
+}
+
 json_t *ctl_req(const char *op)
 {
 	return json_pack("{s:i, s:s}", "v", PROTO_VERSION, "op", op);
@@ -236,8 +262,14 @@ static const char *strip_context(const char *what, const char *msg)
 json_t *ctl_request(const char *what, json_t *req, int *err_out)
 {
 	json_t *reply = NULL;
-	int err = 0;
+	int err = 0, passfd = -1;
 
+	/* --netns travels with the requests that act in a network namespace */
+	if (ctl.netns_fd >= 0 && takes_netns(req)) {
+		passfd = ctl.netns_fd;
+		if (!json_object_get(req, "netns"))
+			json_object_set_new(req, "netns", json_string(ctl.netns_path));
+	}
 	if (err_out)
 		*err_out = 0;
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -245,7 +277,7 @@ json_t *ctl_request(const char *what, json_t *req, int *err_out)
 			err = ECONNREFUSED;
 			goto out;
 		}
-		err = -portres_transport_call(agent_fd, req, -1, -1, &reply);
+		err = -portres_transport_call(agent_fd, req, passfd, -1, &reply);
 		/* The agent drops idle connections: a closed one is reopened once. */
 		if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
 			ctl_disconnect();

@@ -25,6 +25,8 @@ struct ctl_opts {
 	const char *jsonpath; /* -o jsonpath=TEMPLATE (output.c) */
 	bool wide;            /* -o wide: tables with more columns */
 	bool no_headers;      /* --no-headers: tables without their header line */
+	int netns_fd;         /* --netns: the namespace, passed with the requests that take one; -1 */
+	char netns_path[4096];
 };
 extern struct ctl_opts ctl;
 
@@ -32,12 +34,15 @@ extern struct ctl_opts ctl;
 #define CTL_OPT_JSON       0x100
 #define CTL_OPT_SOCKET     0x101
 #define CTL_OPT_NO_HEADERS 0x102
+#define CTL_OPT_NETNS      0x103
 #define CTL_COMMON_OPTIONS                                      \
 	{ "json", no_argument, NULL, CTL_OPT_JSON },            \
 	{ "output", required_argument, NULL, 'o' },             \
 	{ "no-headers", no_argument, NULL, CTL_OPT_NO_HEADERS }, \
 	{ "socket", required_argument, NULL, CTL_OPT_SOCKET },  \
 	{ "help", no_argument, NULL, 'h' }
+/* --netns PATH|NAME|pid:PID, for the commands that act in a network namespace */
+#define CTL_NETNS_OPTION { "netns", required_argument, NULL, CTL_OPT_NETNS }
 
 /*
  * getopt_long for a command: shortopts gets -o (and -h is the command's to
@@ -47,7 +52,8 @@ extern struct ctl_opts ctl;
 int ctl_getopt(int argc, char *argv[], const char *shortopts, const struct option *longopts);
 /*
  * Handles an option that is not the command's own: --json, -o, --no-headers,
- * --socket, --help or a getopt error. Returns false to go on parsing, true
+ * --socket, --help, --netns (opened here; a bad one is a usage error) or a
+ * getopt error. Returns false to go on parsing, true
  * when the command must return *status now (CTL_OK after --help, CTL_USAGE
  * on an error).
  */

@@ -29,7 +29,7 @@
 enum { OPT_FOLLOW = 'f', OPT_TAIL = 'n', OPT_COUNT = 0x200, OPT_TIMEOUT, OPT_SINCE, OPT_NAME, OPT_TYPE };
 
 static const char *const event_types[] = { "deny", "audit", "exhausted", "created", "deleted", "updated",
-					   "acquired", "released", "attached", "detached" };
+					   "acquired", "released", "attached", "detached", "ended" };
 
 /* The agent's event with the names portresctl(8) documents (command, protocol, reservation, address). */
 static json_t *normalize(json_t *ev)

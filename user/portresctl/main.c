@@ -17,35 +17,47 @@
 #define VERSION "0.1.0"
 
 const struct subcommand subcommands[] = {
-	{ "create", cmd_create, "Creates a persistent reservation and prints its token.",
+	{ "create", cmd_create, "Creates a persistent reservation and prints its token.\n"
+	  "--netns creates it in that network namespace (a netns file, a name of `ip netns`, or a\n"
+	  "process's); it ends when the namespace does. Without it: the caller's namespace.",
 	  "create --proto tcp|udp --start P --count N [--name NAME] [--mode enforce|audit|advisory]\n"
-	  "                  [--grant-uid U]... [--grant-gid G]... [--grant-cgroup PATH]...",
+	  "                  [--grant-uid U]... [--grant-gid G]... [--grant-cgroup PATH]...\n"
+	  "                  [--netns PATH|NAME|pid:PID]",
 	  "portresctl create --proto tcp --start 8000 --count 10 --name web --grant-uid www-data" },
-	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match).",
-	  "lookup (--proto tcp|udp --start P --count N | --name NAME)",
-	  "portresctl lookup --proto tcp --start 8000 --count 10" },
+	{ "lookup", cmd_lookup, "Prints the token of a persistent reservation (start and count must match,\n"
+	  "in the caller's network namespace or --netns's).",
+	  "lookup (--proto tcp|udp --start P --count N | --name NAME) [--netns PATH|NAME|pid:PID]",
+	  "portresctl lookup --proto tcp --start 8000 --count 10 --netns pod1" },
 	{ "delete", cmd_delete, "Deletes a reservation, unless it is in use (then --force does).\n"
 	  "In use: sockets bound in it, cgroups attached to it; each holder is named (pid, command,\n"
-	  "address; cgroup). --dry-run checks only.",
-	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME) [--force] [--dry-run]",
+	  "address; cgroup). --dry-run checks only. By range: in the caller's network namespace or --netns's.",
+	  "delete (--proto tcp|udp --start P --count N | --token T | --name NAME) [--force] [--dry-run]\n"
+	  "                  [--netns PATH|NAME|pid:PID]",
 	  "portresctl delete --name web --dry-run" },
-	{ "list", cmd_list, "Lists every reservation, persistent and runtime, by protocol and port.\n"
-	  "-o wide adds ports in use of its size, its network namespace (as lsns shows it) and\n"
-	  "attached cgroups; -o json (or jsonpath=...) has them too, with the counters.",
-	  "list [-o wide|json|jsonpath=TEMPLATE] [--no-headers]",
+	{ "list", cmd_list, "Lists every reservation, persistent and runtime, by protocol and port\n"
+	  "(--netns: those of that network namespace). -o wide adds ports in use of its size, its network\n"
+	  "namespace (as lsns shows it) and attached cgroups; -o json (or jsonpath=...) has them too, with\n"
+	  "the counters.",
+	  "list [--netns PATH|NAME|pid:PID] [-o wide|json|jsonpath=TEMPLATE] [--no-headers]",
 	  "portresctl list -o jsonpath='{range .reservations[*]}{.name} {.in_use}{\"\\n\"}{end}'" },
 	{ "show", cmd_show, "Shows a reservation: its ports in use and by whom, attached cgroups, counters.",
-	  "show (TOKEN | NAME | --token T | --name NAME) [--json]",
+	  "show (TOKEN | NAME | --token T | --name NAME) [--netns PATH|NAME|pid:PID] [--json]",
 	  "portresctl show web" },
-	{ "who", cmd_who, "Tells which reservation owns a port and which sockets hold it.",
-	  "who PORT [--proto tcp|udp] [--json]",
-	  "portresctl who 8005 --proto tcp" },
-	{ "attach", cmd_attach, "Ties a cgroup subtree to a reservation: its sockets are associated with it.\n"
-	  "--confine also denies the subtree's binds outside its reservation.",
-	  "attach --cgroup PATH (--token T | --name NAME) [--confine]",
+	{ "who", cmd_who, "Tells which reservation owns a port and which sockets hold it\n"
+	  "(in the caller's network namespace, or --netns's).",
+	  "who PORT [--proto tcp|udp] [--netns PATH|NAME|pid:PID] [--json]",
+	  "portresctl who 8005 --proto tcp --netns pid:4242" },
+	{ "attach", cmd_attach, "Ties a cgroup subtree to a reservation: its sockets of that protocol are associated\n"
+	  "with it. A cgroup holds one TCP and one UDP block: attaching the other protocol's block\n"
+	  "adds it; replacing a block of the same protocol needs --force (and says what it replaced).\n"
+	  "The block must live in the network namespace of the cgroup's processes.\n"
+	  "--confine denies the subtree's binds outside its blocks, for the protocols it has blocks\n"
+	  "for (a TCP block alone: UDP stays free); --confine=all denies every other protocol's binds\n"
+	  "too. The cgroup is confined as the strongest of its attachments asks.",
+	  "attach --cgroup PATH (--token T | --name NAME) [--confine | --confine=all] [--force]",
 	  "portresctl attach --cgroup system.slice/nginx.service --name web --confine" },
-	{ "detach", cmd_detach, "Unties a cgroup from its reservation.",
-	  "detach --cgroup PATH",
+	{ "detach", cmd_detach, "Unties a cgroup from its blocks (--token/--name: from that one only).",
+	  "detach --cgroup PATH [--token T | --name NAME]",
 	  "portresctl detach --cgroup system.slice/nginx.service" },
 	{ "run", cmd_run, "Runs CMD in a fresh cgroup tied to a reservation.\n"
 	  "CMD gets PORTRES_TOKEN, PORTRES_START, PORTRES_COUNT (and PORTRES_PROTO) in its environment;\n"
@@ -63,7 +75,8 @@ const struct subcommand subcommands[] = {
 	  "portresctl apply -f /etc/portres/reservations.json --prune --dry-run" },
 	{ "events", cmd_events, "Prints the agent's events: denials, audit hits, exhaustion and changes.\n"
 	  "Denials and audit hits carry their reason and address; changes are created, deleted, updated,\n"
-	  "acquired, released, attached, detached. The agent keeps them across restarts (a bounded log).\n"
+	  "acquired, released, attached, detached, ended (its network namespace went). The agent keeps\n"
+	  "them across restarts (a bounded log).\n"
 	  "Without --follow the kept ones, then it exits; --follow prints new ones as they come (the kept\n"
 	  "ones first only with --since or --tail).",
 	  "events [--follow] [--since DURATION|TIME] [--tail N] [--name NAME] [--type TYPE[,TYPE]...]\n"

@@ -83,6 +83,7 @@ int cmd_create(int argc, char *argv[])
 		{ "grant-uid", required_argument, NULL, OPT_GRANT_UID },
 		{ "grant-gid", required_argument, NULL, OPT_GRANT_GID },
 		{ "grant-cgroup", required_argument, NULL, OPT_GRANT_CGROUP },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
@@ -131,6 +132,10 @@ int cmd_create(int argc, char *argv[])
 
 		if (name)
 			json_object_set_new(o, "name", json_string(name));
+		if (json_object_get(reply, "netns_inode"))
+			json_object_set(o, "netns_inode", json_object_get(reply, "netns_inode"));
+		if (json_object_get(reply, "netns_path"))
+			json_object_set(o, "netns_path", json_object_get(reply, "netns_path"));
 		ctl_print_json(o, false);
 		json_decref(o);
 	} else {
@@ -149,6 +154,7 @@ int cmd_lookup(int argc, char *argv[])
 	static const struct option opts[] = {
 		RANGE_OPTIONS,
 		{ "name", required_argument, NULL, OPT_NAME },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
@@ -216,6 +222,7 @@ int cmd_delete(int argc, char *argv[])
 		{ "token", required_argument, NULL, OPT_TOKEN },
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};

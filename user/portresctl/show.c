@@ -159,7 +159,7 @@ void ctl_sort_reservations(json_t *arr)
 
 int cmd_list(int argc, char *argv[])
 {
-	static const struct option opts[] = { CTL_COMMON_OPTIONS, { 0 } };
+	static const struct option opts[] = { CTL_NETNS_OPTION, CTL_COMMON_OPTIONS, { 0 } };
 	static const char *const head[] = { "TOKEN", "PROTO", "PORTS", "KIND", "MODE", "NAME/OWNER",
 					    "IN-USE", "NETNS", "ATTACHED" };
 	json_t *req, *reply, *r, *arr;
@@ -265,6 +265,7 @@ int cmd_show(int argc, char *argv[])
 	static const struct option opts[] = {
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "token", required_argument, NULL, OPT_TOKEN },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};
@@ -308,7 +309,8 @@ int cmd_show(int argc, char *argv[])
 	printf("reservation %s: %s\n", ctl_jstr(r, "token", "?"), line);
 	if (json_is_true(json_object_get(r, "dead")))
 		printf("  ended: its socket is closed, the agent is removing it\n");
-	if (ctl.wide) {
+	/* a namespace named by a path is not the agent's: worth saying */
+	if (ctl.wide || json_object_get(r, "netns_path")) {
 		char netns[300];
 
 		netns_str(r, netns, sizeof(netns));
@@ -322,7 +324,8 @@ int cmd_show(int argc, char *argv[])
 	}
 	json_array_foreach(json_object_get(r, "attachments"), i, x)
 		printf("  attached: %s%s\n", ctl_jstr(x, "path", "?"),
-		       json_is_true(json_object_get(x, "confine")) ? " (confined)" : "");
+		       json_is_string(json_object_get(x, "confine")) ? " (confined, all protocols)"
+		       : json_is_true(json_object_get(x, "confine")) ? " (confined)" : "");
 	x = json_object_get(r, "stats");
 	if (x)
 		printf("  counters: allowed %lld, denied %lld, allocated %lld, exhausted %lld, audited %lld\n",
@@ -339,6 +342,7 @@ int cmd_who(int argc, char *argv[])
 {
 	static const struct option opts[] = {
 		{ "proto", required_argument, NULL, OPT_PROTO },
+		CTL_NETNS_OPTION,
 		CTL_COMMON_OPTIONS,
 		{ 0 }
 	};

@@ -34,6 +34,7 @@
 
 #include "apply.h"
 #include "cgroup.h"
+#include "netns_path.h"
 #include "portresd.h"
 
 #define SETTLE_MS    150
@@ -120,16 +121,24 @@ static char *read_file(const char *path, size_t *len)
 static int call_ops(void *arg, json_t *req, char *err, size_t len)
 {
 	struct agent *a = arg;
-	struct peer root = { .pid = getpid(), .uid = 0, .gid = 0 };
-	char *text = json_dumps(req, JSON_COMPACT), *out;
+	struct peer root = { .pid = getpid(), .uid = 0, .gid = 0, .conn = -1 };
+	const char *netns = json_string_value(json_object_get(req, "netns"));
+	char *text, *out, path[PATH_MAX];
 	json_t *reply;
-	int code;
+	int code, nsfd = -1;
 
-	if (!text) {
+	/* the file names the netns: the administrator's, so the agent opens it itself */
+	if (netns && (nsfd = netns_spec_open(netns, path, sizeof(path), err, len)) < 0)
+		return nsfd;
+	if (!(text = json_dumps(req, JSON_COMPACT))) {
+		if (nsfd >= 0)
+			close(nsfd);
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
 	}
-	out = ops_handle(a, &root, text, strlen(text), -1, NULL);
+	out = ops_handle(a, &root, text, strlen(text), nsfd, NULL);
+	if (nsfd >= 0)
+		close(nsfd);
 	free(text);
 	reply = out ? json_loads(out, 0, NULL) : NULL;
 	free(out);
@@ -150,7 +159,7 @@ static int call_ops(void *arg, json_t *req, char *err, size_t len)
 /* The agent's reservations as the planner reads them: the list op's reply. */
 static json_t *current(struct agent *a)
 {
-	struct peer root = { .pid = getpid() };
+	struct peer root = { .pid = getpid(), .conn = -1 };
 	static const char req[] = "{\"v\":1,\"op\":\"list\"}";
 	char *out = ops_handle(a, &root, req, sizeof(req) - 1, -1, NULL);
 	json_t *reply = out ? json_loads(out, 0, NULL) : NULL;
@@ -162,7 +171,7 @@ static json_t *current(struct agent *a)
 static void apply_now(struct agent *a)
 {
 	const char *file = a->opts.apply_file;
-	struct apply_opts ao = { .prune = a->opts.apply_prune, .netns = a->own_ns->cookie, .check_cgroups = true };
+	struct apply_opts ao = { .prune = a->opts.apply_prune, .netns_inode = a->own_ns->inode, .check_cgroups = true };
 	struct apply_file f = { 0 };
 	struct apply_plan plan = { 0 };
 	char err[APPLY_ERR_LEN], real[PATH_MAX], steps[APPLY_ERR_LEN] = "";
@@ -181,7 +190,8 @@ static void apply_now(struct agent *a)
 		log_msg(LOG_DEBUG, "apply", "%s: unchanged", file);
 		goto out;
 	}
-	if (apply_file_parse(text, len, file, cgroup2_mount(), &f, err, sizeof(err))) {
+	if (apply_file_parse(text, len, file, cgroup2_mount(), &f, err, sizeof(err)) ||
+	    apply_file_resolve_netns(&f, file, err, sizeof(err))) {
 		log_msg(LOG_ERR, "apply", "%s; keeping the current reservations", err);
 		goto out;
 	}

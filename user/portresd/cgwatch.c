@@ -102,10 +102,12 @@ static void drop(struct agent *a, size_t i, bool *save)
 	char tok[17];
 
 	state_token_format(at->token, tok);
+	uint64_t id = at->cgroup_id;
+
 	log_msg(LOG_INFO, "cgroup", "%s was removed: its attachment to token %s is dropped", at->path, tok);
-	portres_cgroup_detach(a->loader, at->cgroup_id);
 	*save |= state_find_token(&a->st, at->token) != NULL;
 	state_del_attach(&a->st, i);
+	cgroup_map_sync(a, id);
 }
 
 /* Watches the parent of attachment i's cgroup (found at real); drops i if the cgroup went meanwhile. */
@@ -195,9 +197,8 @@ static void check_marked(struct agent *a, bool all)
 		if (!all && !cgw[k].check)
 			continue;
 		cgw[k].check = false;
-		if ((i = attach_index(a, cgw[k].id)) < 0)
-			continue;
-		if (verify(a, (size_t)i, real, sizeof(real)) == -ENOENT)
+		/* a cgroup may hold two blocks (TCP and UDP): both go */
+		while ((i = attach_index(a, cgw[k].id)) >= 0 && verify(a, (size_t)i, real, sizeof(real)) == -ENOENT)
 			drop(a, (size_t)i, &save);
 	}
 	for (size_t k = n_cgw; k-- > 0;)

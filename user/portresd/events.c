@@ -34,7 +34,7 @@
 #define EVENTS_TIME_LEN 32 /* "2025-01-31T12:00:00.123Z" and room */
 
 static const char *const type_names[] = { "deny", "audit", "exhausted", "created", "deleted", "updated",
-					  "acquired", "released", "attached", "detached" };
+					  "acquired", "released", "attached", "detached", "ended" };
 #define N_TYPES (sizeof(type_names) / sizeof(type_names[0]))
 
 struct event_filter {

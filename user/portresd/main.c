@@ -243,8 +243,9 @@ static int reconcile(struct agent *a)
 
 			if (!ns || (err = resv_insert(a, s->token, &s->r, uid_of_pid(s->r.owner_tgid), ns)))
 				goto cleanup;
+			netns_adopt(a, ns, s->r.owner_tgid);
 			log_msg(LOG_INFO, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
-		} else if (!sr || s->r.netns != a->own_ns->cookie || s->r.proto != sr->proto ||
+		} else if (!sr || s->r.netns != (sr->netns ? sr->netns : a->own_ns->cookie) || s->r.proto != sr->proto ||
 			   s->r.start != sr->start || s->r.count != sr->count) {
 			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the state file; removed", tok);
 			portres_resv_del(a->loader, s->token);
@@ -255,13 +256,14 @@ static int reconcile(struct agent *a)
 				portres_resv_set_mode(a->loader, s->token, sr->mode);
 				r.mode = sr->mode;
 			}
-			if ((err = resv_insert(a, s->token, &r, 0, a->own_ns)))
+			if ((err = resv_insert(a, s->token, &r, 0, sr->netns ? netns_find(a, sr->netns) : a->own_ns)))
 				goto cleanup;
 		}
 	}
 	for (size_t i = 0; i < a->st.n_resv; i++) {
 		const struct state_resv *sr = &a->st.resv[i];
-		struct portres_resv r = { .netns = a->own_ns->cookie, .start = sr->start, .count = sr->count,
+		struct netns *ns = sr->netns ? netns_find(a, sr->netns) : a->own_ns;
+		struct portres_resv r = { .netns = ns->cookie, .start = sr->start, .count = sr->count,
 					  .proto = sr->proto, .kind = PORTRES_KIND_PERSISTENT, .mode = sr->mode };
 		char tok[17];
 
@@ -272,7 +274,7 @@ static int reconcile(struct agent *a)
 					state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, strerror(-err));
 				goto cleanup;
 			}
-			if ((err = resv_insert(a, sr->token, &r, 0, a->own_ns)))
+			if ((err = resv_insert(a, sr->token, &r, 0, ns)))
 				goto cleanup;
 			log_msg(LOG_INFO, "reconcile", "persistent token %s loaded from the state file", tok);
 		}
@@ -283,25 +285,27 @@ static int reconcile(struct agent *a)
 	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
-		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
-		struct resv *r = resv_find(a, token);
-		bool saved = false;
+		const uint64_t tokens[] = { cgs.v[i].c.tcp_token, cgs.v[i].c.udp_token };
+		uint32_t flags = cgs.v[i].c.flags;
 
-		for (size_t j = 0; j < a->st.n_attach; j++)
-			saved |= a->st.attach[j].cgroup_id == cgs.v[i].id && a->st.attach[j].token == token;
-		if (r && r->r.kind == PORTRES_KIND_RUNTIME) {
+		for (size_t k = 0; k < 2; k++) {
+			struct resv *r = tokens[k] ? resv_find(a, tokens[k]) : NULL;
 			char path[64];
 			/* Who made it is not in the maps: its reservation's owner, an administrator if root. */
-			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = r->token,
-						   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE,
-						   .by_admin = r->uid == 0, .by_uid = r->uid };
+			struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = tokens[k],
+						   .confine = flags & PORTRES_CG_CONFINE_ALL ? STATE_CONFINE_ALL
+							      : flags & PORTRES_CG_CONFINE ? STATE_CONFINE : 0 };
 
+			if (!r || r->r.kind != PORTRES_KIND_RUNTIME)
+				continue;
+			at.by_admin = r->uid == 0;
+			at.by_uid = r->uid;
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
 			state_add_attach(&a->st, &at);
-		} else if (!saved) {
-			portres_cgroup_detach(a->loader, cgs.v[i].id);
 		}
+		/* what the saved and adopted attachments make of it (none: it goes) */
+		cgroup_map_sync(a, cgs.v[i].id);
 	}
 	for (size_t j = a->st.n_attach; j-- > 0;) {
 		struct state_attach *at = &a->st.attach[j];
@@ -316,16 +320,19 @@ static int reconcile(struct agent *a)
 			continue;
 		}
 		if (id != at->cgroup_id) {
-			portres_cgroup_detach(a->loader, at->cgroup_id);
+			uint64_t was = at->cgroup_id;
+
 			at->cgroup_id = id;
+			cgroup_map_sync(a, was);
 			changed = true;
 		}
-		attach_map(a, at);
+		cgroup_map_sync(a, at->cgroup_id);
 	}
 	if (changed)
 		agent_save(a, true, err_msg, sizeof(err_msg));
 	a->attach_dirty = true;
-	netns_sync_sysctl(a, a->own_ns);
+	for (size_t i = 0; i < a->n_ns; i++)
+		netns_sync_sysctl(a, a->ns[i]);
 	err = 0;
 cleanup:
 	free(seen.v);
@@ -455,13 +462,16 @@ static int adopt_pins(struct agent *a)
 	}
 	if ((err = adopt_grants(a)))
 		goto cleanup;
-	for (size_t i = 0; i < cgs.n; i++) {
-		/* the agent fills one protocol's slot per attachment (attach_map) */
-		uint64_t token = cgs.v[i].c.tcp_token ? cgs.v[i].c.tcp_token : cgs.v[i].c.udp_token;
-		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i].id, .token = token,
-					   .confine = cgs.v[i].c.flags & PORTRES_CG_CONFINE, .by_admin = true };
+	for (size_t i = 0; i < 2 * cgs.n; i++) {
+		/* each slot (TCP, UDP) of a cgroup is an attachment */
+		const struct portres_cgroup *c = &cgs.v[i / 2].c;
+		struct state_attach at = { .path = path, .cgroup_id = cgs.v[i / 2].id,
+					   .token = i % 2 ? c->udp_token : c->tcp_token,
+					   .confine = c->flags & PORTRES_CG_CONFINE_ALL ? STATE_CONFINE_ALL
+						      : c->flags & PORTRES_CG_CONFINE ? STATE_CONFINE : 0,
+					   .by_admin = true };
 
-		if (!state_find_token(&a->st, at.token))
+		if (!at.token || !state_find_token(&a->st, at.token))
 			continue;
 		if (cgroup2_path(at.cgroup_id, path, sizeof(path))) {
 			log_msg(LOG_WARN, "start", "--adopt-pins: cgroup %llu (attached to token %016llx) not found; "
@@ -499,6 +509,8 @@ static int teardown(struct agent *a)
 	have_state = state_load(a->opts.state_dir, &a->st, err_msg, sizeof(err_msg)) == 0;
 	if (!have_state)
 		log_msg(LOG_WARN, "teardown", "%s; ip_local_reserved_ports left as it is", err_msg);
+	if (have_state && netns_teardown(a))
+		agent_save(a, true, err_msg, sizeof(err_msg));
 	if (have_state && !portset_empty(&a->st.sysctl_added)) {
 		struct portset none;
 
@@ -598,7 +610,8 @@ int main(int argc, char **argv)
 				     .state_dir = "/var/lib/portres", .admin_group = "portres",
 				     .quota = PORTRESD_QUOTA, .max_clients = PORTRESD_MAX_CLIENTS,
 				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC,
-				     .events_log_size = PORTRESD_EVENTS_LOG } };
+				     .events_log_size = PORTRESD_EVENTS_LOG },
+			   .nswatch_fd = -1 };
 	struct portres_loader_opts lo = { .max_resv = PORTRES_DEFAULT_RESV };
 	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
 	bool adopt = false;
@@ -740,6 +753,14 @@ int main(int argc, char **argv)
 		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs);
 	if ((err = netns_own(&a))) {
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
+		goto cleanup;
+	}
+	/* listening before the netns of the state file are looked for: none dies unseen */
+	if ((a.nswatch_fd = netns_watch_open(&a)) < 0)
+		log_msg(LOG_WARN, "start", "RTNLGRP_NSID: %s: reservations in network namespaces that die are seen only at the next start",
+			strerror(-a.nswatch_fd));
+	if ((err = netns_restore(&a))) {
+		log_msg(LOG_ERR, "start", "finding the network namespaces of the state file: %s", strerror(-err));
 		goto cleanup;
 	}
 	if (adopt && (err = adopt_pins(&a))) {

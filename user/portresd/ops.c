@@ -9,6 +9,7 @@
  * process only; lookup, list, show, who, status, metrics, events - anyone.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -83,25 +86,100 @@ static const char *tok_str(uint64_t token)
 	return buf;
 }
 
-/* The reservation a request names by token or name (any kind) or by range (persistent). */
-static struct resv *select_resv(struct agent *a, const struct proto_req *req, struct reply *rp)
+/*
+ * The network namespace a request acts in (proto.h): the one passed as a
+ * descriptor, else the caller's (its connection's).
+ */
+struct where {
+	struct netns *ns;    /* the table's entry, or &tmp when the agent has none for it */
+	struct netns tmp;    /* enough to enter it (its fd) */
+	uint64_t cookie;
+	int fd;              /* a descriptor of it; -1 for the agent's own */
+	int lent;            /* a dup of fd lent to ns for this request, or -1 */
+	bool close_fd;       /* fd is ours (the caller's, from its connection) */
+	bool given;          /* passed with the request */
+};
+
+static int where_resolve(struct agent *a, const struct peer *p, const struct proto_req *req, int fd, bool create,
+			 struct where *w, struct reply *rp)
+{
+	char msg[256];
+	uint64_t inode;
+	int err;
+
+	*w = (struct where){ .ns = a->own_ns, .cookie = a->own_ns->cookie, .fd = -1, .lent = -1, .given = fd >= 0 };
+	if (fd < 0 && (!p->netns || p->netns == a->own_ns->cookie)) {
+		if (req->netns)
+			return fail(rp, EINVAL, "netns %s: the namespace itself must be passed with it (SCM_RIGHTS)",
+				    req->netns);
+		return 0;
+	}
+	if (fd < 0) {
+		/* a caller in another netns means its own */
+		if ((fd = ioctl(p->conn, SIOCGSKNS)) < 0)
+			return fail(rp, EIO, "cannot open the caller's network namespace: %s", strerror(errno));
+		w->close_fd = true;
+	}
+	w->fd = fd;
+	if ((err = netns_identify(a, fd, &w->cookie, &inode, msg, sizeof(msg))))
+		return fail(rp, -err, "%s", msg);
+	w->ns = netns_find(a, w->cookie);
+	if (w->ns && w->ns->own)
+		return 0;
+	if (create && (err = netns_register(a, fd, w->cookie, inode, req->netns, &w->ns, msg, sizeof(msg))))
+		return fail(rp, -err, "%s", msg);
+	if (!w->ns) {
+		w->tmp = (struct netns){ .cookie = w->cookie, .inode = inode, .nsid = -1, .fd = fd,
+					 .path = (char *)req->netns };
+		w->ns = &w->tmp;
+	} else if (w->ns->fd < 0) {
+		/* while the request runs, the agent gets in through the caller's descriptor */
+		w->lent = w->ns->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	}
+	return 0;
+}
+
+static void where_done(struct agent *a, struct where *w)
+{
+	if (w->ns && w->ns != &w->tmp && !w->ns->own) {
+		for (size_t i = 0; i < a->n_ns; i++)
+			if (a->ns[i] == w->ns) {
+				if (w->lent >= 0 && w->ns->fd == w->lent) {
+					close(w->lent);
+					w->ns->fd = -1;
+				}
+				netns_gc(a, w->ns);
+				break;
+			}
+	}
+	if (w->close_fd)
+		close(w->fd);
+}
+
+/* The reservation a request names by token or name (any kind) or by range (persistent, in w). */
+static struct resv *select_resv(struct agent *a, const struct proto_req *req, const struct where *w,
+				struct reply *rp)
 {
 	struct state_resv *sr;
 	struct resv *r = NULL;
 
 	switch (req->sel) {
 	case PROTO_SEL_TOKEN:
-		if (!(r = resv_find(a, req->token)))
-			fail(rp, ENOENT, "no reservation with token %s", tok_str(req->token));
-		return r;
+		if (!(r = resv_find(a, req->token)) || (w && w->given && r->r.netns != w->cookie))
+			fail(rp, ENOENT, "no reservation with token %s%s%s", tok_str(req->token), r ? " in " : "",
+			     r ? netns_name(w->ns) : "");
+		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_NAME:
-		if (!(sr = state_find_name(&a->st, req->name)) || !(r = resv_find(a, sr->token)))
-			fail(rp, ENOENT, "no reservation named %s", req->name);
-		return r;
+		if (!(sr = state_find_name(&a->st, req->name)) || !(r = resv_find(a, sr->token)) ||
+		    (w && w->given && r->r.netns != w->cookie))
+			fail(rp, ENOENT, "no reservation named %s%s%s", req->name, r ? " in " : "",
+			     r ? netns_name(w->ns) : "");
+		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_RANGE:
-		r = resv_find_range(a, a->own_ns->cookie, req->proto, req->start, req->count);
+		r = resv_find_range(a, w ? w->cookie : a->own_ns->cookie, req->proto, req->start, req->count);
 		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT) {
-			fail(rp, ENOENT, "no persistent reservation %s", range_str(req->proto, req->start, req->count));
+			fail(rp, ENOENT, "no persistent reservation %s%s%s", range_str(req->proto, req->start, req->count),
+			     w && w->ns && !w->ns->own ? " in " : "", w && w->ns && !w->ns->own ? netns_name(w->ns) : "");
 			return NULL;
 		}
 		return r;
@@ -269,18 +347,22 @@ static int create_replay(struct agent *a, const struct peer *p, const struct pro
 	return 0;
 }
 
-static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+static int op_create(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
+		     struct reply *rp)
 {
-	struct portres_resv r = { .netns = a->own_ns->cookie, .start = req->start, .count = req->count,
+	struct netns *ns = w->ns;
+	struct portres_resv r = { .netns = ns->cookie, .start = req->start, .count = req->count,
 				  .proto = req->proto, .kind = PORTRES_KIND_PERSISTENT,
 				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
 	struct state_grant grants[PROTO_MAX_GRANTS];
 	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
-				 .name = (char *)req->name, .n_grants = req->n_grants, .grants = grants,
+				 .name = (char *)req->name, .netns = ns->own ? 0 : ns->cookie,
+				 .n_grants = req->n_grants, .grants = grants,
 				 .request_id = (char *)req->request_id, .request_uid = p->uid };
 	char err_msg[STATE_ERR_LEN] = "", held[1536];
 	size_t g = 0;
 	struct resv *o;
+	json_t *ev;
 	int err;
 
 	if (need_admin(a, p, rp, "creating a persistent reservation"))
@@ -291,11 +373,11 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
 	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
 		return overlap_msg(a, o, rp, r.proto, r.start, r.count);
-	err = ports_held(a, a->own_ns, r.proto, r.start, r.count, held, sizeof(held));
+	err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 	if (err == -EADDRINUSE)
 		return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
 	if (err)
-		return fail(rp, -err, "cannot list sockets: %s", strerror(-err));
+		return fail(rp, -err, "cannot list sockets in %s: %s", netns_name(ns), strerror(-err));
 	for (size_t i = 0; i < req->n_grants; i++) {
 		grants[i] = (struct state_grant){ .type = req->grants[i].type, .id = req->grants[i].id,
 						  .path = (char *)req->grants[i].path };
@@ -310,7 +392,7 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	for (g = 0; g < sr.n_grants; g++)
 		if ((err = portres_grant_add(a->loader, sr.token, grants[g].type, grants[g].id)))
 			goto rollback;
-	if ((err = state_add_resv(&a->st, &sr)) || (err = resv_insert(a, sr.token, &r, 0, a->own_ns)))
+	if ((err = state_add_resv(&a->st, &sr)) || (err = resv_insert(a, sr.token, &r, 0, ns)))
 		goto rollback;
 	if ((err = agent_save(a, true, err_msg, sizeof(err_msg)))) {
 		resv_remove(a, sr.token);
@@ -318,13 +400,17 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	}
 	if (a->opts.test_crash_after_save)
 		raise(SIGKILL); /* test hook: saved, never acknowledged */
-	netns_sync_sysctl(a, a->own_ns);
-	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s by uid %u",
+	netns_sync_sysctl(a, ns);
+	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s%s%s by uid %u",
 		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
-		req->name ? req->name : "", state_mode_name(r.mode), p->uid);
+		req->name ? req->name : "", state_mode_name(r.mode), ns->own ? "" : " in ", ns->own ? "" : netns_name(ns),
+		p->uid);
 	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token),
-				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count));
+	netns_json(rp->fields, ns);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token), "proto",
+		       state_proto_name(r.proto), "start", r.start, "count", r.count);
+	netns_json(ev, ns);
+	events_emit(a, ev);
 	return 0;
 rollback:
 	if ((o = resv_find(a, sr.token)) == NULL && state_find_token(&a->st, sr.token))
@@ -339,9 +425,9 @@ rollback:
 	return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
 }
 
-static int op_lookup(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_lookup(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
-	struct resv *r = select_resv(a, req, rp);
+	struct resv *r = select_resv(a, req, w, rp);
 
 	if (!r)
 		return -1;
@@ -380,19 +466,23 @@ static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len
 	return held;
 }
 
-static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
+static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
+		     struct reply *rp)
 {
 	char err_msg[STATE_ERR_LEN], held[1536];
 	const struct state_resv *sr;
 	struct state keep = { 0 };
+	struct netns *ns;
 	struct resv *r;
 	uint64_t token;
+	json_t *ev;
 
 	if (need_admin(a, p, rp, "deleting a reservation"))
 		return -1;
-	if (!(r = select_resv(a, req, rp)))
+	if (!(r = select_resv(a, req, w, rp)))
 		return -1;
 	token = r->token;
+	ns = r->ns;
 	/* Live sockets or attachments: only a forced delete takes the block from under them. */
 	if (!req->force && holders(a, r, held, sizeof(held))) {
 		sr = state_find_token(&a->st, token);
@@ -416,17 +506,21 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 		state_free(&keep);
 		return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
 	}
-	log_msg(LOG_INFO, "delete", "persistent %s token %s by uid %u",
-		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token),
-				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
-				 keep.resv[0].name));
+	log_msg(LOG_INFO, "delete", "persistent %s token %s%s%s by uid %u",
+		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), ns->own ? "" : " in ",
+		ns->own ? "" : netns_name(ns), p->uid);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token), "proto",
+		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name", keep.resv[0].name);
+	netns_json(ev, ns);
+	events_emit(a, ev);
 	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
 		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
 	state_free(&keep);
 	resv_unload(a, token);
 	resv_remove(a, token);
-	netns_sync_sysctl(a, a->own_ns);
+	netns_sync_sysctl(a, ns);
+	if (ns != w->ns)
+		netns_gc(a, ns);
 	return 0;
 }
 
@@ -440,7 +534,7 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 
 	if (need_admin(a, p, rp, "changing a reservation"))
 		return -1;
-	if (!(r = select_resv(a, req, rp)))
+	if (!(r = select_resv(a, req, NULL, rp)))
 		return -1;
 	old = r->r.mode;
 	if ((err = portres_resv_set_mode(a->loader, r->token, (uint8_t)req->mode)))
@@ -576,111 +670,238 @@ out:
 }
 
 /*
- * The cgroup map entry of an attachment: its block in the slot of the block's
- * protocol; confine keeps the agent's rule so far (the other protocol too).
+ * The cgroup map entry of cgroup_id from its attachments (at most one block
+ * per protocol): each block in its protocol's slot, confined as the
+ * strongest of them asks; with none left the entry goes.
  */
-int attach_map(struct agent *a, const struct state_attach *at)
+int cgroup_map_sync(struct agent *a, uint64_t cgroup_id)
 {
-	struct portres_cgroup c = { .flags = at->confine ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL : 0 };
-	struct resv *r = resv_find(a, at->token);
+	struct portres_cgroup c = { 0 };
+	uint8_t confine = STATE_CONFINE_NONE;
+	bool any = false;
+	int err;
 
-	if (!r)
-		return -ENOENT;
-	if (r->r.proto == IPPROTO_TCP)
-		c.tcp_token = at->token;
-	else
-		c.udp_token = at->token;
-	return portres_cgroup_attach(a->loader, at->cgroup_id, &c);
+	for (size_t i = 0; i < a->st.n_attach; i++) {
+		const struct state_attach *at = &a->st.attach[i];
+		struct resv *r;
+
+		if (at->cgroup_id != cgroup_id || !(r = resv_find(a, at->token)))
+			continue;
+		any = true;
+		*(r->r.proto == IPPROTO_TCP ? &c.tcp_token : &c.udp_token) = at->token;
+		if (at->confine > confine)
+			confine = at->confine;
+	}
+	if (!any) {
+		err = portres_cgroup_detach(a->loader, cgroup_id);
+		return err == -ENOENT ? 0 : err;
+	}
+	c.flags = confine == STATE_CONFINE_ALL ? PORTRES_CG_CONFINE | PORTRES_CG_CONFINE_ALL
+		  : confine ? PORTRES_CG_CONFINE : 0;
+	return portres_cgroup_attach(a->loader, cgroup_id, &c);
 }
 
+/* A process in cgroup path or below whose netns is not inode: its pid (*other: its netns), or 0. */
+static pid_t other_netns_in(const char *path, uint64_t inode, uint64_t *other, int depth)
+{
+	char file[PATH_MAX + 16], ns[64];
+	struct dirent *e;
+	struct stat sb;
+	pid_t found = 0;
+	long pid;
+	FILE *f;
+	DIR *d;
+
+	snprintf(file, sizeof(file), "%s/cgroup.procs", path);
+	if ((f = fopen(file, "re"))) {
+		while (!found && fscanf(f, "%ld", &pid) == 1) {
+			snprintf(ns, sizeof(ns), "/proc/%ld/ns/net", pid);
+			if (!stat(ns, &sb) && (uint64_t)sb.st_ino != inode) {
+				*other = (uint64_t)sb.st_ino;
+				found = (pid_t)pid;
+			}
+		}
+		fclose(f);
+	}
+	if (found || depth >= PORTRES_MAX_CG_DEPTH || !(d = opendir(path)))
+		return found;
+	while (!found && (e = readdir(d))) {
+		if (e->d_type != DT_DIR || e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+		found = other_netns_in(file, inode, other, depth + 1);
+	}
+	closedir(d);
+	return found;
+}
+
+static const char *comm_of(pid_t pid)
+{
+	static char comm[32];
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	comm[0] = '\0';
+	if ((f = fopen(path, "re"))) {
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = '\0';
+		fclose(f);
+	}
+	comm[strcspn(comm, "\n")] = '\0';
+	return comm[0] ? comm : "?";
+}
+
+/* "tcp 8000-8009 (web, token …)" */
+static const char *block_str(struct agent *a, const struct resv *r)
+{
+	static char buf[160];
+	const struct state_resv *sr = state_find_token(&a->st, r->token);
+
+	snprintf(buf, sizeof(buf), "%s (%s%stoken %s)", range_str(r->r.proto, r->r.start, r->r.count),
+		 sr && sr->name ? sr->name : "", sr && sr->name ? ", " : "", tok_str(r->token));
+	return buf;
+}
+
+static json_t *attach_json(const struct state_attach *at)
+{
+	return json_pack("{s:s, s:I, s:o}", "path", at->path, "cgroup_id", (json_int_t)at->cgroup_id, "confine",
+			 at->confine == STATE_CONFINE_ALL ? json_string("all") : json_boolean(at->confine));
+}
+
+/*
+ * A cgroup holds one block per protocol: attaching a TCP block to a cgroup
+ * with a UDP block adds it; replacing its TCP block by another needs force.
+ * The block must live in the netns of the cgroup's processes.
+ */
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine,
 				   .by_admin = ops_is_admin(a, p), .by_uid = p->uid }, old = { 0 };
-	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
-	bool save;
-	struct resv *r;
+	char err_msg[STATE_ERR_LEN], theirs[64], real[PATH_MAX];
+	struct resv *r, *pr = NULL;
 	uid_t owner = (uid_t)-1;
+	uint64_t other = 0;
+	bool save;
+	pid_t pid;
 	int err;
 
-	if (!(r = select_resv(a, req, rp)) || cgroup_resolve(a, req->cgroup, real, &at.cgroup_id, &owner, rp) ||
+	if (!(r = select_resv(a, req, NULL, rp)) || cgroup_resolve(a, req->cgroup, real, &at.cgroup_id, &owner, rp) ||
 	    may_attach(a, p, r, owner, rp) || attach_guard(a, p, real, at.cgroup_id, rp))
 		return -1;
 	at.token = r->token;
+	if (r->ns->inode && (pid = other_netns_in(req->cgroup, r->ns->inode, &other, 0))) {
+		snprintf(theirs, sizeof(theirs), "net:[%llu]", (unsigned long long)other);
+		return fail(rp, EINVAL, "cgroup %s: pid %d (%s) lives in network namespace %s, the block %s in %s",
+			    req->cgroup, (int)pid, comm_of(pid), theirs, block_str(a, r), netns_name(r->ns));
+	}
 	save = r->r.kind == PORTRES_KIND_PERSISTENT;
-	/* The cgroup's attachment so far is replaced; kept aside to be put back on a failure. */
-	for (size_t i = 0; i < a->st.n_attach; i++)
-		if (a->st.attach[i].cgroup_id == at.cgroup_id || !strcmp(a->st.attach[i].path, at.path)) {
-			old = a->st.attach[i];
-			if (!(old.path = strdup(old.path)))
-				return fail(rp, ENOMEM, "out of memory");
-			save |= state_find_token(&a->st, old.token) != NULL;
-			state_del_attach(&a->st, i);
-			break;
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *x = &a->st.attach[i];
+		struct resv *xr;
+
+		if (x->cgroup_id != at.cgroup_id) {
+			/* the path names another cgroup now (made anew): its old attachments go */
+			if (!strcmp(x->path, at.path)) {
+				uint64_t id = x->cgroup_id;
+
+				save |= state_find_token(&a->st, x->token) != NULL;
+				state_del_attach(&a->st, i);
+				cgroup_map_sync(a, id);
+			}
+			continue;
 		}
-	if ((err = attach_map(a, &at))) {
-		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
-		goto restore;
+		if (!(xr = resv_find(a, x->token)) || xr->r.proto != r->r.proto || old.path)
+			continue;
+		if (x->token != at.token && !req->force)
+			return fail(rp, EEXIST, "cgroup %s has the %s block %s; --force replaces it", req->cgroup,
+				    state_proto_name(r->r.proto), block_str(a, xr));
+		/* kept aside to be put back on a failure */
+		old = *x;
+		if (!(old.path = strdup(old.path)))
+			return fail(rp, ENOMEM, "out of memory");
+		pr = xr;
+		save |= pr->r.kind == PORTRES_KIND_PERSISTENT;
+		state_del_attach(&a->st, i);
 	}
 	if ((err = state_add_attach(&a->st, &at))) {
 		fail(rp, ENOMEM, "out of memory");
-		goto undo_map;
+		goto restore;
+	}
+	if ((err = cgroup_map_sync(a, at.cgroup_id))) {
+		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
+		goto undo;
 	}
 	if (save && agent_save(a, true, err_msg, sizeof(err_msg))) {
-		state_del_attach(&a->st, a->st.n_attach - 1);
 		fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
-		goto undo_map;
+		goto undo;
 	}
-	/* the path now names another cgroup: the old one's map entry goes */
-	if (old.path && old.cgroup_id != at.cgroup_id)
-		portres_cgroup_detach(a->loader, old.cgroup_id);
-	free(old.path);
 	a->attach_dirty = true;
-	log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
-		req->confine ? " confined" : "", p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:b}", "type", "attached", "token", tok_str(r->token),
+	if (pr && old.token != at.token) {
+		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s (replacing %s) by uid %u", req->cgroup,
+			tok_str(r->token), at.confine ? " confined" : "", block_str(a, pr), p->uid);
+		rp->fields = json_pack("{s:o}", "replaced", resv_json(a, pr));
+	} else {
+		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
+			at.confine == STATE_CONFINE_ALL ? " confined (all protocols)" : at.confine ? " confined" : "",
+			p->uid);
+	}
+	free(old.path);
+	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "type", "attached", "token", tok_str(r->token),
 				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
-				 req->cgroup, "confine", req->confine));
+				 req->cgroup, "confine", at.confine == STATE_CONFINE_ALL ? json_string("all")
+								: json_boolean(at.confine)));
 	return 0;
-undo_map:
-	portres_cgroup_detach(a->loader, at.cgroup_id);
+undo:
+	state_del_attach(&a->st, a->st.n_attach - 1);
 restore:
 	if (old.path) {
-		attach_map(a, &old);
 		state_add_attach(&a->st, &old);
 		free(old.path);
 	}
+	cgroup_map_sync(a, at.cgroup_id);
 	return -1;
 }
 
+/* Detaches a cgroup: every block of it, or the one req names. */
 static int op_detach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
-	struct state_attach *at = NULL;
+	bool any = false, save = false, have_real = realpath(req->cgroup, real) != NULL;
+	struct resv *sel = NULL;
 	struct stat sb;
 	uint64_t id;
-	size_t i;
 
 	if (portres_cgroup_id(req->cgroup, &id))
 		id = 0;
-	for (i = 0; i < a->st.n_attach; i++)
-		if (!strcmp(a->st.attach[i].path, req->cgroup) || (id && a->st.attach[i].cgroup_id == id) ||
-		    (realpath(req->cgroup, real) && !strcmp(a->st.attach[i].path, real))) {
-			at = &a->st.attach[i];
-			break;
-		}
-	if (!at)
-		return fail(rp, ENOENT, "cgroup %s is not attached", req->cgroup);
-	if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
+	if (req->sel != PROTO_SEL_NONE && !(sel = select_resv(a, req, NULL, rp)))
 		return -1;
-	if (!owns_attachment(a, p, at))
-		return refuse_attachment(a, at, NULL, rp);
-	portres_cgroup_detach(a->loader, at->cgroup_id);
-	log_msg(LOG_INFO, "detach", "cgroup %s by uid %u", at->path, p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup", at->path));
-	state_del_attach(&a->st, i);
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *at = &a->st.attach[i];
+		uint64_t cg = at->cgroup_id;
+
+		if (strcmp(at->path, req->cgroup) && (!id || cg != id) && (!have_real || strcmp(at->path, real)))
+			continue;
+		if (sel && at->token != sel->token)
+			continue;
+		if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
+			return -1;
+		if (!owns_attachment(a, p, at))
+			return refuse_attachment(a, at, NULL, rp);
+		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
+		events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup",
+					 at->path));
+		save |= state_find_token(&a->st, at->token) != NULL;
+		state_del_attach(&a->st, i);
+		cgroup_map_sync(a, cg);
+		any = true;
+	}
+	if (!any)
+		return fail(rp, ENOENT, "cgroup %s is not attached%s%s", req->cgroup, sel ? " to " : "",
+			    sel ? block_str(a, sel) : "");
 	a->attach_dirty = true;
-	agent_save(a, true, err_msg, sizeof(err_msg));
+	if (save)
+		agent_save(a, true, err_msg, sizeof(err_msg));
 	return 0;
 }
 
@@ -766,15 +987,13 @@ static json_t *attachments_json(struct agent *a, uint64_t token)
 
 	for (size_t i = 0; i < a->st.n_attach; i++)
 		if (a->st.attach[i].token == token)
-			json_array_append_new(att, json_pack("{s:s, s:I, s:b}", "path", a->st.attach[i].path,
-							     "cgroup_id", (json_int_t)a->st.attach[i].cgroup_id,
-							     "confine", a->st.attach[i].confine));
+			json_array_append_new(att, attach_json(&a->st.attach[i]));
 	return att;
 }
 
-static int op_show(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_show(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
-	struct resv *r = select_resv(a, req, rp);
+	struct resv *r = select_resv(a, req, w, rp);
 	json_t *o;
 
 	if (!r)
@@ -861,12 +1080,17 @@ static void add_usage(struct agent *a, json_t *arr)
 	}
 }
 
-static int op_list(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_list(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
 	json_t *arr = json_array();
 
 	for (size_t i = 0; i < a->n_resv; i++) {
-		json_t *o = resv_json(a, &a->resv[i]);
+		json_t *o;
+
+		/* a netns passed: its reservations only */
+		if (w->given && a->resv[i].r.netns != w->cookie)
+			continue;
+		o = resv_json(a, &a->resv[i]);
 
 		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
 		json_array_append_new(arr, o);
@@ -877,7 +1101,7 @@ static int op_list(struct agent *a, const struct proto_req *req, struct reply *r
 	return 0;
 }
 
-static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp)
+static int op_who(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
 	json_t *owners = json_array();
@@ -887,12 +1111,13 @@ static int op_who(struct agent *a, const struct proto_req *req, struct reply *rp
 
 		if (req->proto && req->proto != protos[i])
 			continue;
-		r = resv_overlap(a, a->own_ns->cookie, protos[i], req->port, 1);
+		r = resv_overlap(a, w->cookie, protos[i], req->port, 1);
 		if (r)
 			json_array_append_new(owners, resv_json(a, r));
 	}
 	rp->fields = json_pack("{s:i, s:o, s:o}", "port", req->port, "reservations", owners, "sockets",
-			       sockets_json(a, a->own_ns, req->proto, req->port, 1));
+			       sockets_json(a, w->ns, req->proto, req->port, 1));
+	netns_json(rp->fields, w->ns);
 	return 0;
 }
 
@@ -956,29 +1181,36 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	struct reply rp = { 0 };
 	struct proto_req req;
 	struct proto_err perr;
+	struct where w = { .fd = -1, .lent = -1 };
 	char *out;
 
 	a->requests++;
+	/* a netns that died is forgotten before anyone names it (its inode may be reused) */
+	netns_watch_run(a);
 	if (proto_parse_request(buf, len, &req, &perr)) {
 		rp.code = perr.code;
 		snprintf(rp.msg, sizeof(rp.msg), "%s", perr.msg);
 		goto reply;
 	}
 	log_msg(LOG_DEBUG, "request", "%s from pid %d uid %u", proto_op_name(req.op), p->pid, p->uid);
-	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE) {
+	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE && !proto_op_takes_netns(req.op)) {
 		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
 		goto reply;
 	}
+	/* only an administrator's create makes the agent watch a netns */
+	if (proto_op_takes_netns(req.op) &&
+	    where_resolve(a, p, &req, fd, req.op == PROTO_OP_CREATE && ops_is_admin(a, p), &w, &rp))
+		goto reply;
 	switch (req.op) {
 	case PROTO_OP_ACQUIRE: op_acquire(a, p, &req, fd, &rp); break;
 	case PROTO_OP_RELEASE: op_release(a, p, &req, fd, &rp); break;
-	case PROTO_OP_CREATE:  op_create(a, p, &req, &rp); break;
-	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &rp); break;
-	case PROTO_OP_DELETE:  op_delete(a, p, &req, &rp); break;
+	case PROTO_OP_CREATE:  op_create(a, p, &req, &w, &rp); break;
+	case PROTO_OP_LOOKUP:  op_lookup(a, &req, &w, &rp); break;
+	case PROTO_OP_DELETE:  op_delete(a, p, &req, &w, &rp); break;
 	case PROTO_OP_UPDATE:  op_update(a, p, &req, &rp); break;
-	case PROTO_OP_LIST:    op_list(a, &req, &rp); break;
-	case PROTO_OP_SHOW:    op_show(a, &req, &rp); break;
-	case PROTO_OP_WHO:     op_who(a, &req, &rp); break;
+	case PROTO_OP_LIST:    op_list(a, &req, &w, &rp); break;
+	case PROTO_OP_SHOW:    op_show(a, &req, &w, &rp); break;
+	case PROTO_OP_WHO:     op_who(a, &req, &w, &rp); break;
 	case PROTO_OP_ATTACH:  op_attach(a, p, &req, &rp); break;
 	case PROTO_OP_DETACH:  op_detach(a, p, &req, &rp); break;
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
@@ -987,6 +1219,7 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP__COUNT:  break;
 	}
 reply:
+	where_done(a, &w);
 	if (rp.code) {
 		a->errors++;
 		json_decref(rp.fields);

@@ -5,7 +5,8 @@
  *   main.c     flags, feature probe, start-up (load, adopt, reconcile), teardown
  *   server.c   the epoll loop: listening socket, clients, BPF events, signals
  *   ops.c      one handler per protocol op (proto.h), authorisation
- *   resv.c     the reservation table, network namespaces, sysctl merging, state saving
+ *   resv.c     the reservation table, wildcard blocks, holders of ports, state saving
+ *   netns.c    network namespaces: identity, getting in, sysctl merging, their end (nsids)
  *   events.c   the event sink: time and name stamped, the on-disk log, subscribers
  *   metrics.c  Prometheus text, served by the metrics op and --metrics-listen
  *   cgwatch.c  attachments of removed cgroups are dropped (inotify)
@@ -61,10 +62,14 @@ struct agent_opts {
 	uint64_t events_log_size; /* bytes per events log file; 0: no log */
 };
 
-/* A network namespace portres has reservations in. */
+/* A network namespace portres has reservations in (netns.c). */
 struct netns {
-	uint64_t cookie;
-	int fd;               /* open netns fd; -1 when unknown (adopted after a restart) */
+	uint64_t cookie;      /* what the data plane knows it by */
+	uint64_t inode;       /* its nsfs inode, as lsns shows it; 0 when unknown (adopted runtime) */
+	int32_t nsid;         /* its id in the agent's netns, whose RTM_DELNSID ends it; -1 none */
+	int fd;               /* held for the agent's own and while runtime reservations live there; else -1 */
+	char *path;           /* the path a client named it by, or NULL */
+	char hint[64];        /* where a scan last found it (/proc/PID/ns/net) */
 	bool own;             /* the agent's namespace: owned ports are saved in the state file */
 	struct portset owned; /* ports portres added to its sysctl (own: unused, see state) */
 };
@@ -85,7 +90,11 @@ struct peer {
 	gid_t gid;
 	int ngroups;
 	gid_t groups[64];
+	uint64_t netns;       /* cookie of the caller's netns (its connection's); 0: the agent's */
+	int conn;             /* the connection (SIOCGSKNS gives the caller's netns), or -1 */
 };
+
+struct mnl_socket;
 
 struct agent {
 	struct agent_opts opts;
@@ -97,6 +106,10 @@ struct agent {
 	struct netns **ns;
 	size_t n_ns;
 	struct netns *own_ns;
+	uint64_t nsfs_dev;    /* st_dev of nsfs files */
+	struct mnl_socket *nl_req, *nl_watch; /* nsid requests; RTNLGRP_NSID */
+	int nswatch_fd;       /* nl_watch's fd, or -1 */
+	unsigned nl_seq;
 	time_t started;
 	int epfd;
 	bool stop;
@@ -135,13 +148,36 @@ int resv_new_token(struct agent *a, uint64_t *token);
 uint64_t resv_runtime_ports(struct agent *a, uint32_t uid);
 json_t *resv_json(struct agent *a, const struct resv *r);
 
+/* netns.c */
 int netns_own(struct agent *a);
+void netns_release_all(struct agent *a);
+struct netns *netns_find(struct agent *a, uint64_t cookie);
+/* The netns of a runtime reservation's socket (or -1): its fd is held while runtime reservations live there. */
 struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd);
-/* Runs fn inside ns (setns and back); -ENOENT when ns cannot be entered. */
+/* An adopted runtime reservation's netns found again through its owner's /proc/PID/ns/net. */
+void netns_adopt(struct agent *a, struct netns *ns, uint32_t pid);
+/* Checks that fd is a netns (-EINVAL with msg otherwise) and reads its cookie and inode. */
+int netns_identify(struct agent *a, int fd, uint64_t *cookie, uint64_t *inode, char *msg, size_t len);
+/* The table's entry for a netns that persistent reservations go in: watched by an nsid. */
+int netns_register(struct agent *a, int fd, uint64_t cookie, uint64_t inode, const char *path,
+		   struct netns **out, char *msg, size_t len);
+/* Forgets a netns without reservations; lets go of an fd no runtime reservation needs. */
+void netns_gc(struct agent *a, struct netns *ns);
+/* "net:[4026532178] (/run/netns/x)"; a static buffer. */
+const char *netns_name(const struct netns *ns);
+/* Adds netns_inode and netns_path (when known) to o. */
+void netns_json(json_t *o, const struct netns *ns);
+/* Runs fn inside ns (setns and back); -ENOENT when ns cannot be found. */
 int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg);
 /* Brings ns's ip_local_reserved_ports in line with its reservations. */
 int netns_sync_sysctl(struct agent *a, struct netns *ns);
-void netns_release_all(struct agent *a);
+/* The RTNLGRP_NSID socket (an fd for the loop, or -errno); ends the reservations of netns that died. */
+int netns_watch_open(struct agent *a);
+void netns_watch_run(struct agent *a);
+/* At start: the state file's netns found again, or their reservations dropped (logged, evented). */
+int netns_restore(struct agent *a);
+/* --teardown: portres's entries leave the sysctl of the state file's other netns that can be found (true: some did). */
+bool netns_teardown(struct agent *a);
 
 /* Saves the state file; durable for persistent changes. 0 or -errno (logged). */
 int agent_save(struct agent *a, bool durable, char *err, size_t errlen);
@@ -176,8 +212,8 @@ struct event_sub;
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
 		 struct event_sub **sub);
 json_t *event_json(const struct portres_event *ev);
-/* Puts a single-block attachment into the cgroup map (its protocol's slot). */
-int attach_map(struct agent *a, const struct state_attach *at);
+/* Writes the cgroup map entry of cgroup_id from its attachments (deletes it when none is left). */
+int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);
 
 /* events.c: the event sink (operations emit; the server registers subscribers) */
 struct events_stats {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * resv.c - the agent's table of reservations and the network namespaces they
- * live in: sysctl merging, wildcard block choice, holders of ports, saving.
+ * resv.c - the agent's table of reservations: wildcard block choice, holders
+ * of ports, saving, ending (the netns they live in: netns.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -106,6 +106,7 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 		      (json_int_t)r->r.netns, "dead", (r->r.flags & PORTRES_RESV_DEAD) != 0);
 	if (!o)
 		return NULL;
+	netns_json(o, r->ns);
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		json_object_set_new(o, "owner_pid", json_integer(r->r.owner_tgid));
 		json_object_set_new(o, "uid", json_integer(r->uid));
@@ -124,157 +125,6 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 	return o;
 }
 
-/* --- network namespaces --------------------------------------------------- */
-
-int netns_own(struct agent *a)
-{
-	struct netns *ns = calloc(1, sizeof(*ns));
-	int err;
-
-	if (!ns)
-		return -ENOMEM;
-	ns->own = true;
-	ns->fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-	if (ns->fd < 0 || (err = portres_netns_cookie(&ns->cookie))) {
-		err = ns->fd < 0 ? -errno : err;
-		if (ns->fd >= 0)
-			close(ns->fd);
-		free(ns);
-		return err;
-	}
-	a->ns = calloc(1, sizeof(*a->ns));
-	if (!a->ns) {
-		close(ns->fd);
-		free(ns);
-		return -ENOMEM;
-	}
-	a->ns[a->n_ns++] = ns;
-	a->own_ns = ns;
-	return 0;
-}
-
-/*
- * The context of a netns by cookie. sockfd (or -1) is a socket of that netns:
- * SIOCGSKNS gives an fd of the socket's own namespace, which outlives the
- * process that sent it, so its sysctl can be cleaned when the reservation ends.
- */
-struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd)
-{
-	struct netns **arr, *ns;
-
-	for (size_t i = 0; i < a->n_ns; i++) {
-		if (a->ns[i]->cookie != cookie)
-			continue;
-		if (a->ns[i]->fd < 0 && sockfd >= 0)
-			a->ns[i]->fd = ioctl(sockfd, SIOCGSKNS);
-		return a->ns[i];
-	}
-	ns = calloc(1, sizeof(*ns));
-	arr = realloc(a->ns, (a->n_ns + 1) * sizeof(*arr));
-	if (!ns || !arr) {
-		free(ns);
-		if (arr)
-			a->ns = arr;
-		return NULL;
-	}
-	a->ns = arr;
-	ns->cookie = cookie;
-	ns->fd = sockfd >= 0 ? ioctl(sockfd, SIOCGSKNS) : -1;
-	if (ns->fd >= 0)
-		fcntl(ns->fd, F_SETFD, FD_CLOEXEC);
-	a->ns[a->n_ns++] = ns;
-	return ns;
-}
-
-/* Forgets a foreign netns that holds no reservation any more. */
-static void netns_gc(struct agent *a, struct netns *ns)
-{
-	if (ns->own)
-		return;
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].ns == ns)
-			return;
-	for (size_t i = 0; i < a->n_ns; i++) {
-		if (a->ns[i] != ns)
-			continue;
-		a->ns[i] = a->ns[--a->n_ns];
-		if (ns->fd >= 0)
-			close(ns->fd);
-		free(ns);
-		return;
-	}
-}
-
-void netns_release_all(struct agent *a)
-{
-	for (size_t i = 0; i < a->n_ns; i++) {
-		if (a->ns[i]->fd >= 0)
-			close(a->ns[i]->fd);
-		free(a->ns[i]);
-	}
-	free(a->ns);
-	a->ns = NULL;
-	a->n_ns = 0;
-	a->own_ns = NULL;
-}
-
-int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg)
-{
-	int ret;
-
-	if (ns->own)
-		return fn(arg);
-	if (ns->fd < 0)
-		return -ENOENT;
-	if (setns(ns->fd, CLONE_NEWNET))
-		return -errno;
-	ret = fn(arg);
-	if (setns(a->own_ns->fd, CLONE_NEWNET)) {
-		/* Going on in the wrong namespace would corrupt every later operation. */
-		log_msg(LOG_ERR, "netns", "cannot return to own network namespace: %s", strerror(errno));
-		abort();
-	}
-	return ret;
-}
-
-struct sync_ctx {
-	const struct portset *wanted;
-	struct portset *owned;
-	bool changed;
-};
-
-static int sync_in_ns(void *arg)
-{
-	struct sync_ctx *c = arg;
-
-	return sysctl_ports_sync(SYSCTL_RESERVED_PORTS, c->wanted, c->owned, &c->changed);
-}
-
-int netns_sync_sysctl(struct agent *a, struct netns *ns)
-{
-	struct portset *wanted = calloc(1, sizeof(*wanted));
-	struct sync_ctx c = { .wanted = wanted, .owned = ns->own ? &a->st.sysctl_added : &ns->owned };
-	char err[STATE_ERR_LEN];
-	int ret;
-
-	if (!wanted)
-		return -ENOMEM;
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].ns == ns && !(a->resv[i].r.flags & PORTRES_RESV_DEAD))
-			portset_add(wanted, a->resv[i].r.start, a->resv[i].r.count);
-	ret = netns_run(a, ns, sync_in_ns, &c);
-	free(wanted);
-	if (ret) {
-		log_msg(LOG_WARN, "sysctl", "netns %llu: ip_local_reserved_ports not updated: %s",
-			(unsigned long long)ns->cookie, strerror(-ret));
-		return ret;
-	}
-	/* Runtime changes need not survive a reboot (the sysctl does not): no fsync. */
-	if (ns->own && c.changed)
-		agent_save(a, false, err, sizeof(err));
-	return 0;
-}
-
 /* --- saving --------------------------------------------------------------- */
 
 int agent_save(struct agent *a, bool durable, char *err, size_t errlen)
@@ -284,14 +134,39 @@ int agent_save(struct agent *a, bool durable, char *err, size_t errlen)
 
 	/* Attachments of runtime tokens die with them: only persistent ones are saved. */
 	view.attach = calloc(a->st.n_attach + 1, sizeof(*view.attach));
-	if (!view.attach)
+	/* The other netns persistent reservations live in, as the table knows them (borrowed). */
+	view.netns = calloc(a->n_ns + 1, sizeof(*view.netns));
+	if (!view.attach || !view.netns) {
+		free(view.attach);
+		free(view.netns);
 		return -ENOMEM;
+	}
 	view.n_attach = 0;
 	for (size_t i = 0; i < a->st.n_attach; i++)
 		if (state_find_token(&a->st, a->st.attach[i].token))
 			view.attach[view.n_attach++] = a->st.attach[i];
+	view.n_netns = 0;
+	for (size_t i = 0; i < a->n_ns; i++) {
+		struct netns *ns = a->ns[i];
+		bool used = false;
+
+		for (size_t k = 0; !ns->own && !used && k < a->st.n_resv; k++)
+			used = a->st.resv[k].netns == ns->cookie;
+		if (used)
+			view.netns[view.n_netns++] = (struct state_netns){ .cookie = ns->cookie, .inode = ns->inode,
+									   .nsid = ns->nsid, .path = ns->path,
+									   .sysctl_added = &ns->owned };
+	}
+	/* before netns_restore (--teardown) the loaded entries are all there is */
+	if (a->st.n_netns) {
+		free(view.netns);
+		view.netns = a->st.netns;
+		view.n_netns = a->st.n_netns;
+	}
 	ret = state_save(a->opts.state_dir, &view, durable, err, errlen);
 	free(view.attach);
+	if (view.netns != a->st.netns)
+		free(view.netns);
 	if (ret)
 		log_msg(LOG_ERR, "state", "%s", err);
 	return ret;
@@ -307,10 +182,12 @@ void resv_unload(struct agent *a, uint64_t token)
 	for (size_t i = 0; sr && i < sr->n_grants; i++)
 		portres_grant_del(a->loader, token, sr->grants[i].type, sr->grants[i].id);
 	for (size_t i = a->st.n_attach; i-- > 0;) {
+		uint64_t id = a->st.attach[i].cgroup_id;
+
 		if (a->st.attach[i].token != token)
 			continue;
-		portres_cgroup_detach(a->loader, a->st.attach[i].cgroup_id);
 		state_del_attach(&a->st, i);
+		cgroup_map_sync(a, id); /* the cgroup's block of the other protocol stays */
 		a->attach_dirty = true;
 	}
 	err = portres_resv_del(a->loader, token);

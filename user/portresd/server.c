@@ -40,7 +40,7 @@
 
 #define BATCH 16
 
-enum watch_kind { W_LISTEN, W_CLIENT, W_EVENTS, W_SIGNAL, W_METRICS, W_CGROUPS, W_APPLY, W_APPLY_TIMER };
+enum watch_kind { W_LISTEN, W_CLIENT, W_EVENTS, W_SIGNAL, W_METRICS, W_CGROUPS, W_APPLY, W_APPLY_TIMER, W_NETNS };
 
 struct watch {
 	enum watch_kind kind;
@@ -92,7 +92,7 @@ static struct {
 } acc = { .lfd = -1 };
 static struct watch w_listen = { W_LISTEN }, w_events = { W_EVENTS }, w_signal = { W_SIGNAL },
 		    w_metrics = { W_METRICS }, w_cgroups = { W_CGROUPS }, w_apply = { W_APPLY },
-		    w_apply_timer = { W_APPLY_TIMER };
+		    w_apply_timer = { W_APPLY_TIMER }, w_netns = { W_NETNS };
 
 static void listener_arm(bool on)
 {
@@ -396,6 +396,10 @@ static void client_accept(int lfd)
 		c->peer = peer;
 		c->admin = admin;
 		c->last = time(NULL);
+		/* The connection lives in the caller's netns: what its calls mean by default. */
+		len = sizeof(c->peer.netns);
+		getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &c->peer.netns, &len);
+		c->peer.conn = fd;
 		set_sndbuf(fd, PORTRESD_SNDBUF);
 		if (epoll_ctl(agent->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c })) {
 			close(fd);
@@ -625,6 +629,8 @@ int server_run(struct agent *a)
 	else
 		log_msg(LOG_WARN, "start", "inotify: %s: attachments of removed cgroups stay until the next start",
 			strerror(-cgfd));
+	if (a->nswatch_fd >= 0)
+		epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->nswatch_fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_netns });
 	/* Releases that came between adopting the maps and now. */
 	portres_events_poll(a->loader, 0);
 	cgwatch_sync(a);
@@ -664,6 +670,9 @@ int server_run(struct agent *a)
 				break;
 			case W_CGROUPS:
 				cgwatch_run(a);
+				break;
+			case W_NETNS:
+				netns_watch_run(a);
 				break;
 			case W_APPLY:
 				autoapply_changed(a);
