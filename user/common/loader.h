@@ -4,7 +4,9 @@
  *
  * Stages: open -> size maps -> load (reusing pinned maps) -> pin -> attach
  * (multi-attach cgroup links, pinned; a pinned link from an earlier agent is
- * re-pointed at the new program, so enforcement never stops).
+ * re-pointed at the new program, so enforcement never stops). Every program
+ * is linked at the attach root except portres_create, which
+ * portres_cgroup_attach links at each attached cgroup (links/create-<id>).
  *
  * Every function returns 0 or a negative errno; nothing here prints except
  * through the libbpf print callback the caller installs.
