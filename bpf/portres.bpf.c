@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: (LGPL-2.1-or-later OR BSD-2-Clause)
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * portres.bpf.c - the data plane: cgroup programs that enforce port
  * reservations and hand out their ports. The rules are in
@@ -6,10 +6,15 @@
  *
  *   portres_bind4/6    bind(): allow, deny (EACCES / EADDRINUSE) or rewrite port 0
  *   portres_conn4/6    connect() of an unbound associated socket: bind from the block
+ *   portres_send4/6    sendto() of an unbound associated or confined UDP socket: refused
  *   portres_create     socket(): associate with the nearest attached cgroup's token
  *   portres_release    close(): drop the socket's claim, end runtime reservations it anchors
  *   portres_setsopt    setsockopt(SOL_PORTRES, PORTRES_ASSOCIATE)
  *   portres_getsopt    getsockopt(SOL_PORTRES, PORTRES_ASSOCIATION)
+ *
+ * Every program runs for every socket of the host, so each one first finds
+ * out, with as few loads as it can and before any helper call it can avoid,
+ * whether the socket or port concerns portres at all (see make bench).
  */
 #include <stdbool.h>
 #include <linux/bpf.h>
@@ -28,6 +33,7 @@
 #define EPERM         1
 #define ENOENT        2
 #define ENOMEM       12
+#define ENOSPC       28
 #define EACCES       13
 #define EINVAL       22
 #define EPROTOTYPE   91
@@ -36,14 +42,19 @@
 #define EADDRINUSE   98
 #define EADDRNOTAVAIL 99
 #define PAGE_SIZE  4096
+#define TCP_CLOSE  7 /* bpf_sock.state */
 #define NSEC_PER_SEC 1000000000ULL
 
+/* The kernel needs a GPL-compatible license for the helpers used; "Dual BSD/GPL" is the SPDX line above. */
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define READ_ONCE(x)     (*(const volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 /* Read-only configuration, set by the loader before load. */
 const volatile __u32 events_per_sec = 1000;
 
-/* Written by user space only (the data plane edits values in place): no preallocation. */
+/* Written by user space only: no preallocation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -51,6 +62,14 @@ struct {
 	__type(key, __u64);
 	__type(value, struct portres_resv);
 } portres_resv SEC(".maps");
+
+/* Written by the data plane only (user space zeroes a slot it hands out). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTRES_MAX_RESV);
+	__type(key, __u32);
+	__type(value, struct portres_rstate);
+} portres_rstate SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -83,18 +102,18 @@ struct {
 } portres_cgroups SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct portres_sk);
-} portres_sk SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTRES_CGIDX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} portres_cgidx SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct portres_anchor);
-} portres_anchor SEC(".maps");
+	__type(value, struct portres_sk);
+} portres_sk SEC(".maps");
 
 /* Indexed by portres_resv.slot: no hashing on the paths that count. */
 struct {
@@ -134,6 +153,12 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, PORTRES_EVENTS_BYTES);
 } portres_events SEC(".maps");
+
+/* Releases apart: a flood of denials never crowds one out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PORTRES_RELEASED_BYTES);
+} portres_released SEC(".maps");
 
 enum counter { C_ALLOWED, C_DENIED, C_ALLOCATED, C_EXHAUSTED, C_AUDITED };
 
@@ -252,14 +277,26 @@ static __always_inline void emit(const struct req *q, __u8 type, __u64 token, __
 	ev_submit(ev);
 }
 
+/* What the data plane writes about a reservation, at its slot. */
+static __always_inline struct portres_rstate *rstate(const struct portres_resv *r)
+{
+	__u32 slot = r->slot;
+
+	return bpf_map_lookup_elem(&portres_rstate, &slot);
+}
+
 static __always_inline struct portres_resv *live_resv(__u64 token)
 {
+	struct portres_rstate *st;
 	struct portres_resv *r;
 
 	if (!token)
 		return NULL;
 	r = bpf_map_lookup_elem(&portres_resv, &token);
-	if (!r || (r->flags & PORTRES_RESV_DEAD))
+	if (!r)
+		return NULL;
+	st = rstate(r);
+	if (st && READ_ONCE(st->dead) == token)
 		return NULL;
 	return r;
 }
@@ -271,42 +308,97 @@ static __always_inline struct portres_cfg *cfg(void)
 	return bpf_map_lookup_elem(&portres_cfg, &zero);
 }
 
+/* The slot of a port: its entry if the slot names netns, else NULL. */
+static __always_inline struct portres_port *slot_ent(__u64 netns, __u8 proto, __u16 port)
+{
+	__u32 slot = portres_port_slot(proto, port);
+	struct portres_port *ent = bpf_map_lookup_elem(&portres_ports, &slot);
+
+	if (ent && READ_ONCE(ent->token) && ent->netns == netns)
+		return ent;
+	return NULL;
+}
+
 /* The entry of a reserved port in netns, or NULL: the slot, else the overflow. */
 static __always_inline struct portres_port *port_ent(__u64 netns, __u8 proto, __u16 port)
 {
 	struct portres_port_key key = { .netns = netns, .port = port, .proto = proto };
-	__u32 slot = portres_port_slot(proto, port);
-	struct portres_port *ent = bpf_map_lookup_elem(&portres_ports, &slot);
+	struct portres_port *ent = slot_ent(netns, proto, port);
 	struct portres_cfg *c;
 
-	if (ent && ent->token && ent->netns == netns)
+	if (ent)
 		return ent;
 	c = cfg();
-	if (!c || !c->overflow)
+	if (!c || !READ_ONCE(c->overflow))
 		return NULL;
 	return bpf_map_lookup_elem(&portres_portx, &key);
 }
 
-/* The clock of portres_port.released: ~microseconds, wrapping every ~73 minutes. */
+/*
+ * Is port reserved in any netns? Without a helper call: the slot, and the
+ * overflow only when it has entries. The common case of every host (a bind
+ * of a port nobody reserved) ends here.
+ */
+static __always_inline bool maybe_reserved(__u8 proto, __u16 port)
+{
+	__u32 slot = portres_port_slot(proto, port);
+	struct portres_port *ent = bpf_map_lookup_elem(&portres_ports, &slot);
+	struct portres_cfg *c;
+
+	if (ent && READ_ONCE(ent->token))
+		return true;
+	c = cfg();
+	return c && READ_ONCE(c->overflow);
+}
+
+/* The clock of portres_port.free_at: ~microseconds, wrapping every ~73 minutes. */
 static __always_inline __u32 now_us(void)
 {
 	return bpf_ktime_get_ns() >> 10;
 }
 
-/*
- * Drops one claim of a port. The time is stamped first (the atomic add
- * orders it): an allocator that sees users == 0 sees the new stamp.
- */
-static __always_inline void release_port(struct portres_port *ent)
+/* Is free_at still ahead of now (within the longest hold; the clock wraps)? */
+static __always_inline bool held(__u32 free_at, __u32 now)
 {
-	if (ent->users == 0)
-		return;
-	ent->released = now_us() | 1; /* never 0: that means never released */
-	__sync_fetch_and_add(&ent->users, -1);
+	return free_at && free_at - now - 1 < PORTRES_HOLD_US;
+}
+
+/* Rounds of a compare-and-swap on users before giving up (each lost round is another CPU's win). */
+#define CAS_TRIES 16
+
+/*
+ * Drops one claim of a port; the kernel may hold it hold_us longer. free_at
+ * is written before the compare-and-swap (a full barrier) takes users down,
+ * so an allocator that sees users == 0 sees free_at too; a later, shorter
+ * hold never shortens a longer one still running. users never goes below 0.
+ */
+static __always_inline void release_port(struct portres_port *ent, __u32 hold_us)
+{
+	__u32 now = now_us(), want = now + hold_us, cur, old, seen;
+	int i;
+
+	old = READ_ONCE(ent->users);
+	for (i = 0; i < CAS_TRIES && old; i++) {
+		cur = READ_ONCE(ent->free_at);
+		if (held(cur, now) && cur - now > hold_us)
+			want = cur;
+		WRITE_ONCE(ent->free_at, want | 1); /* never 0: that means never claimed */
+		seen = __sync_val_compare_and_swap(&ent->users, old, old - 1);
+		if (seen == old)
+			return;
+		old = seen;
+	}
+}
+
+/* Adds a claim (a fetching atomic: ordered on every architecture). */
+static __always_inline void claim_port(struct portres_port *ent)
+{
+	if (__sync_fetch_and_add(&ent->users, 1) == ~0u)
+		__sync_fetch_and_add(&ent->users, -1); /* cannot happen: 2^32 sockets */
 }
 
 /* Drops the claim a socket holds on a port, if the port still belongs to its token. */
-static __always_inline void unclaim(struct portres_sk *ps, __u64 netns, __u8 proto)
+static __always_inline void unclaim(struct portres_sk *ps, __u64 netns, __u8 proto, __u32 hold_us)
 {
 	struct portres_port *ent;
 
@@ -314,8 +406,8 @@ static __always_inline void unclaim(struct portres_sk *ps, __u64 netns, __u8 pro
 		return;
 	ps->flags &= ~PORTRES_SK_CLAIMED;
 	ent = port_ent(netns, proto, ps->claim_port);
-	if (ent && ent->token == ps->claim_token)
-		release_port(ent);
+	if (ent && READ_ONCE(ent->token) == ps->claim_token)
+		release_port(ent, hold_us);
 }
 
 static __always_inline void set_claim(struct portres_sk *ps, __u64 token, __u16 port)
@@ -326,17 +418,9 @@ static __always_inline void set_claim(struct portres_sk *ps, __u64 token, __u16 
 }
 
 /*
- * A port whose last claim was dropped less than this long ago (now_us units,
- * ~1 ms) is handed out only when no other port is free: cgroup/sock_release
- * runs before the kernel unhashes the socket, so for a moment the port is
- * free in our books but still bound, and a bind to it would fail.
- */
-#define QUARANTINE_US 1000
-
-/*
- * Ports probed before settling for the quarantined free port released longest
- * ago: under heavy churn every free port may be in quarantine, and a scan of
- * the whole block per bind would cost more than the quarantine saves.
+ * Ports probed before settling for the held free port free soonest: under
+ * heavy churn every free port may be held, and a scan of the whole block per
+ * bind would cost more than it saves.
  */
 #define ALLOC_PATIENCE 64
 
@@ -351,8 +435,8 @@ struct alloc_ctx {
 	__u32 offset;
 	__u32 now;        /* now_us() */
 	__u32 port;       /* result, 0 if none */
-	__u32 oldest;     /* the free port in quarantine released longest ago, 0 if none */
-	__u32 oldest_age;
+	__u32 soonest;    /* the held free port free soonest, 0 if none */
+	__u32 soonest_wait;
 	__u8  proto;
 };
 
@@ -364,29 +448,23 @@ static __always_inline bool claim_free(struct portres_port *ent)
 
 static long alloc_step(__u32 i, struct alloc_ctx *a)
 {
-	__u32 idx = a->offset + i;
+	__u32 idx = a->offset + i, free_at;
 	struct portres_port *ent;
-	__u32 age;
 	__u16 port;
 
-	if (a->oldest && i >= ALLOC_PATIENCE)
+	if (a->soonest && i >= ALLOC_PATIENCE)
 		return 1;
 	if (idx >= a->count)
 		idx -= a->count;
 	port = a->start + idx;
 	ent = port_ent(a->netns, a->proto, port);
-	if (!ent || ent->token != a->token || ent->users)
+	if (!ent || READ_ONCE(ent->token) != a->token || READ_ONCE(ent->users))
 		return 0;
-	/*
-	 * Released within QUARANTINE_US of now, before or after our scan began
-	 * (the clock wraps: compare differences only). age grows with time
-	 * since the release; 0 in `released` means never released.
-	 */
-	age = a->now - ent->released + QUARANTINE_US;
-	if (ent->released && age < 2 * QUARANTINE_US) {
-		if (!a->oldest || age > a->oldest_age) {
-			a->oldest = port;
-			a->oldest_age = age;
+	free_at = READ_ONCE(ent->free_at);
+	if (held(free_at, a->now)) {
+		if (!a->soonest || free_at - a->now < a->soonest_wait) {
+			a->soonest = port;
+			a->soonest_wait = free_at - a->now;
 		}
 		return 0;
 	}
@@ -398,8 +476,8 @@ static long alloc_step(__u32 i, struct alloc_ctx *a)
 
 /*
  * Claims a free port of a block (start << 16 | count: global functions take
- * five arguments), probing linearly from offset `next` (where
- * the last allocation stopped: next fit), ports out of quarantine first.
+ * five arguments), probing linearly from offset `next` (where the last
+ * allocation stopped: next fit), ports the kernel no longer holds first.
  * Concurrent allocators that start at the same port are sorted out by the
  * cmpxchg in claim_free. Returns the port, 0 when none is free.
  *
@@ -421,15 +499,15 @@ __attribute__((noinline)) int portres_alloc(__u64 token, __u64 netns, __u32 bloc
 	a.offset = next % a.count;
 	a.now = now_us();
 	for (i = 0; i < ALLOC_TRIES; i++) {
-		a.oldest = 0;
-		a.oldest_age = 0;
+		a.soonest = 0;
+		a.soonest_wait = 0;
 		bpf_loop(a.count, alloc_step, &a, 0);
-		if (a.port || !a.oldest)
+		if (a.port || !a.soonest)
 			break;
-		/* Only ports in quarantine were found free: the one released longest ago. */
-		ent = port_ent(netns, a.proto, a.oldest);
-		if (ent && ent->token == token && claim_free(ent)) {
-			a.port = a.oldest;
+		/* Only held ports were found free: the one free soonest. */
+		ent = port_ent(netns, a.proto, a.soonest);
+		if (ent && READ_ONCE(ent->token) == token && claim_free(ent)) {
+			a.port = a.soonest;
 			break;
 		}
 		/* Another CPU took that one: look again. */
@@ -439,13 +517,15 @@ __attribute__((noinline)) int portres_alloc(__u64 token, __u64 netns, __u32 bloc
 
 static __always_inline __u16 alloc_port(__u64 token, struct portres_resv *r, __u64 netns)
 {
-	__u32 port = portres_alloc(token, netns, (__u32)r->start << 16 | r->count, r->proto, r->next);
-	__u32 after;
+	struct portres_rstate *st = rstate(r);
+	__u32 next = st ? READ_ONCE(st->next) : 0, port, after;
 
+	port = portres_alloc(token, netns, (__u32)r->start << 16 | r->count, r->proto, next);
 	if (!port)
 		return 0;
 	after = port - r->start + 1;
-	r->next = after < r->count ? after : 0; /* racing writers: either is a fine start */
+	if (st)
+		WRITE_ONCE(st->next, after < r->count ? after : 0); /* racing writers: either is a fine start */
 	return port;
 }
 
@@ -461,6 +541,14 @@ static __always_inline int deny(int err)
 {
 	bpf_set_retval(-err);
 	return 0;
+}
+
+static __always_inline void count_decision(void)
+{
+	struct portres_gstats *g = gstats();
+
+	if (g)
+		g->decisions++;
 }
 
 /*
@@ -513,14 +601,68 @@ static __always_inline __u8 confined_reason(__u64 token, __u64 netns)
 	return PORTRES_REASON_CONFINED;
 }
 
+/* A confined socket without a usable reservation: refused, and the event says why. */
+static __always_inline int confined_deny(const struct req *q, const struct portres_sk *ps)
+{
+	emit(q, PORTRES_EV_DENY, ps->token, confined_reason(ps->token, q->netns), EACCES);
+	return deny(EACCES);
+}
+
+/* bind() of a socket that has portres state: associated and/or confined. */
+static __always_inline int bind_tracked(struct req *q, struct portres_sk *ps)
+{
+	struct bpf_sock_addr *ctx = q->ctx;
+	struct portres_resv *own;
+	struct portres_port *ent;
+
+	q->netns = bpf_get_netns_cookie(ctx);
+	count_decision();
+	own = own_resv(ps, q->netns, q->proto);
+	if (!own) {
+		if (ps->flags & PORTRES_SK_CONFINE)
+			return confined_deny(q, ps);
+		if (q->port == 0)
+			return 1;
+		ent = port_ent(q->netns, q->proto, q->port);
+		return ent ? foreign_port(q, READ_ONCE(ent->token)) : 1;
+	}
+	/* A second bind attempt: the earlier claim no longer holds. */
+	unclaim(ps, q->netns, q->proto, PORTRES_QUARANTINE_US);
+	if (q->port == 0) {
+		__u16 port = alloc_port(ps->token, own, q->netns);
+
+		if (!port) {
+			count(own, C_EXHAUSTED);
+			emit(q, PORTRES_EV_EXHAUSTED, ps->token, PORTRES_REASON_NONE, EADDRINUSE);
+			return deny(EADDRINUSE);
+		}
+		ctx->user_port = bpf_htons(port);
+		set_claim(ps, ps->token, port);
+		count(own, C_ALLOCATED);
+		return 1;
+	}
+	ent = port_ent(q->netns, q->proto, q->port);
+	if (ent && READ_ONCE(ent->token) == ps->token) {
+		claim_port(ent);
+		set_claim(ps, ps->token, q->port);
+		count(own, C_ALLOWED);
+		return 1;
+	}
+	if (ent)
+		return foreign_port(q, READ_ONCE(ent->token));
+	if (ps->flags & PORTRES_SK_CONFINE) {
+		count(own, C_DENIED);
+		emit(q, PORTRES_EV_DENY, ps->token, PORTRES_REASON_CONFINED, EACCES);
+		return deny(EACCES);
+	}
+	return 1;
+}
+
 static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 {
 	struct bpf_sock *sk = ctx->sk;
-	struct portres_gstats *g = gstats();
-	struct portres_resv *own;
-	struct portres_port *ent;
-	struct portres_sk *ps;
 	struct req q = { .ctx = ctx, .family = family };
+	struct portres_sk *ps;
 
 	/*
 	 * The socket's family, not the address's: inet_bind takes an AF_UNSPEC
@@ -528,61 +670,32 @@ static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 	 */
 	if (!sk || !inet_proto(ctx->family, ctx->type, ctx->protocol))
 		return 1;
+	q.proto = ctx->protocol;
+	q.port = bpf_ntohs(ctx->user_port);
+	/* A socket without storage has none of ours: a pointer test in the kernel. */
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	if (!ps) {
+		/* Not associated, not confined: only a reserved port concerns us. */
+		if (q.port == 0 || !maybe_reserved(q.proto, q.port))
+			return 1;
+		/* Already bound: the kernel refuses the bind (EINVAL). */
+		if (sk->src_port)
+			return 1;
+		q.netns = bpf_get_netns_cookie(ctx);
+		struct portres_port *ent = port_ent(q.netns, q.proto, q.port);
+
+		if (!ent)
+			return 1;
+		count_decision();
+		return foreign_port(&q, READ_ONCE(ent->token));
+	}
 	/* Already bound: the kernel refuses the bind (EINVAL); keep claims as they are. */
 	if (sk->src_port)
 		return 1;
-	if (g)
-		g->decisions++;
-	q.proto = ctx->protocol;
-	q.port = bpf_ntohs(ctx->user_port);
-	q.netns = bpf_get_netns_cookie(ctx);
-	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
-	own = own_resv(ps, q.netns, q.proto);
-
-	if (own && ps) {
-		/* A second bind attempt: the earlier claim no longer holds. */
-		unclaim(ps, q.netns, q.proto);
-		if (q.port == 0) {
-			__u16 port = alloc_port(ps->token, own, q.netns);
-
-			if (!port) {
-				count(own, C_EXHAUSTED);
-				emit(&q, PORTRES_EV_EXHAUSTED, ps->token, PORTRES_REASON_NONE, EADDRINUSE);
-				return deny(EADDRINUSE);
-			}
-			ctx->user_port = bpf_htons(port);
-			set_claim(ps, ps->token, port);
-			count(own, C_ALLOCATED);
-			return 1;
-		}
-		ent = port_ent(q.netns, q.proto, q.port);
-		if (ent && ent->token == ps->token) {
-			__sync_fetch_and_add(&ent->users, 1);
-			set_claim(ps, ps->token, q.port);
-			count(own, C_ALLOWED);
-			return 1;
-		}
-		if (ent)
-			return foreign_port(&q, ent->token);
-		if (ps->flags & PORTRES_SK_CONFINE) {
-			count(own, C_DENIED);
-			emit(&q, PORTRES_EV_DENY, ps->token, PORTRES_REASON_CONFINED, EACCES);
-			return deny(EACCES);
-		}
-		return 1;
-	}
-
-	if (ps && (ps->flags & PORTRES_SK_CONFINE)) {
-		/* Confined, and no usable reservation: nothing is inside its block. */
-		emit(&q, PORTRES_EV_DENY, ps->token, confined_reason(ps->token, q.netns), EACCES);
-		return deny(EACCES);
-	}
-	if (q.port == 0)
-		return 1;
-	ent = port_ent(q.netns, q.proto, q.port);
-	if (!ent)
-		return 1;
-	return foreign_port(&q, ent->token);
+	if (!bind_tracked(&q, ps))
+		return 0;
+	ps->flags |= PORTRES_SK_BOUND;
+	return 1;
 }
 
 SEC("cgroup/bind4")
@@ -612,38 +725,41 @@ static __always_inline long bind_port(struct bpf_sock_addr *ctx, __u8 family, __
 	return bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
 }
 
-/* Gives back a port claimed by alloc_port that was not used (and is quarantined for it). */
+/* Gives back a port claimed by alloc_port that the kernel still holds. */
 static __always_inline void drop_port(__u64 netns, __u8 proto, __u16 port)
 {
 	struct portres_port *ent = port_ent(netns, proto, port);
 
 	if (ent)
-		release_port(ent);
+		release_port(ent, PORTRES_QUARANTINE_US);
 }
 
 /* connect() of an unbound associated socket: bind it to a port of its block first. */
 static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 {
 	struct bpf_sock *sk = ctx->sk;
+	struct req q = { .ctx = ctx, .family = family };
 	struct portres_resv *own;
 	struct portres_sk *ps;
 	__u16 tried[CONNECT_TRIES];
 	int i, ntried = 0;
-	__u64 netns;
 	__u16 port;
 	long err;
 
-	if (!sk || !inet_proto(ctx->family, ctx->type, ctx->protocol))
-		return 1;
-	if (sk->src_port)
+	if (!sk)
 		return 1;
 	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
-	if (!ps || !ps->token)
+	if (!ps || sk->src_port || !inet_proto(ctx->family, ctx->type, ctx->protocol))
 		return 1;
-	netns = bpf_get_netns_cookie(ctx);
-	own = own_resv(ps, netns, ctx->protocol);
-	if (!own)
+	q.proto = ctx->protocol;
+	q.netns = bpf_get_netns_cookie(ctx);
+	own = own_resv(ps, q.netns, q.proto);
+	if (!own) {
+		/* The kernel would bind it outside every block: a bind like any other. */
+		if (ps->flags & PORTRES_SK_CONFINE)
+			return confined_deny(&q, ps);
 		return 1;
+	}
 	/*
 	 * A port free in our books may still be held in the kernel by a TCP
 	 * connection closed earlier (FIN_WAIT2, TIME_WAIT): bpf_bind then says
@@ -653,7 +769,7 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 	port = 0;
 	err = 0;
 	for (i = 0; i < CONNECT_TRIES; i++) {
-		port = alloc_port(ps->token, own, netns);
+		port = alloc_port(ps->token, own, q.netns);
 		if (!port)
 			break;
 		err = bind_port(ctx, family, port);
@@ -665,18 +781,16 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 			break;
 	}
 	for (i = 0; i < ntried && i < CONNECT_TRIES; i++)
-		drop_port(netns, ctx->protocol, tried[i]);
+		drop_port(q.netns, q.proto, tried[i]);
 	if (err && err != -EADDRINUSE)
 		return deny(-err);
 	if (!port) {
 		/* No free port, or only ports the kernel still holds. */
-		struct req q = { .ctx = ctx, .netns = netns, .proto = ctx->protocol, .family = family };
-
 		count(own, C_EXHAUSTED);
 		emit(&q, PORTRES_EV_EXHAUSTED, ps->token, PORTRES_REASON_NONE, EADDRNOTAVAIL);
 		return deny(EADDRNOTAVAIL);
 	}
-	unclaim(ps, netns, ctx->protocol);
+	unclaim(ps, q.netns, q.proto, PORTRES_QUARANTINE_US);
 	set_claim(ps, ps->token, port);
 	count(own, C_ALLOCATED);
 	return 1;
@@ -695,27 +809,81 @@ int portres_conn6(struct bpf_sock_addr *ctx)
 }
 
 /*
- * socket(): the nearest attached ancestor cgroup (deepest level) decides;
- * its slot for the socket's protocol names the token.
+ * sendto() with a destination on a UDP socket the kernel bound itself: it
+ * binds an unbound socket to a port of its own before this hook runs (and BPF
+ * cannot bind here). A socket bound by bind() or connect() passes; one that
+ * is associated gets EINVAL (bind first: bind(0) picks a port of the block),
+ * a confined one without a usable block is refused as its bind would be.
+ */
+static __always_inline int do_send(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct req q = { .ctx = ctx, .family = family };
+	struct portres_sk *ps;
+
+	if (!sk)
+		return 1;
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	if (!ps || (ps->flags & (PORTRES_SK_CLAIMED | PORTRES_SK_BOUND)) || ctx->protocol != IPPROTO_UDP)
+		return 1;
+	q.proto = IPPROTO_UDP;
+	q.netns = bpf_get_netns_cookie(ctx);
+	if (own_resv(ps, q.netns, q.proto))
+		return deny(EINVAL);
+	if (ps->flags & PORTRES_SK_CONFINE)
+		return confined_deny(&q, ps);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int portres_send4(struct bpf_sock_addr *ctx)
+{
+	return do_send(ctx, AF_INET);
+}
+
+SEC("cgroup/sendmsg6")
+int portres_send6(struct bpf_sock_addr *ctx)
+{
+	return do_send(ctx, AF_INET6);
+}
+
+/* The attachment of cgroup id, if it is one (portres_cgidx first: no hashing for the others). */
+static __always_inline struct portres_cgroup *attached(__u64 id)
+{
+	__u32 idx = id & (PORTRES_CGIDX_SLOTS - 1);
+	__u64 *v = bpf_map_lookup_elem(&portres_cgidx, &idx);
+
+	if (!v || (READ_ONCE(*v) != id && READ_ONCE(*v) != PORTRES_CGIDX_MANY))
+		return NULL;
+	return bpf_map_lookup_elem(&portres_cgroups, &id);
+}
+
+/*
+ * socket() below an attached cgroup (the loader links this program at each
+ * one, not at the root): the nearest attached ancestor (deepest level)
+ * decides; its slot for the socket's protocol names the token.
  */
 SEC("cgroup/sock_create")
 int portres_create(struct bpf_sock *sk)
 {
-	struct portres_cfg *conf = cfg();
 	struct portres_cgroup *found = NULL, *c;
+	struct portres_cfg *conf = cfg();
 	struct portres_resv *r;
 	struct portres_sk *ps;
 	bool usable, confine;
 	__u64 id, token;
 	int level;
 
-	if (!conf || !conf->cgroups || !inet_proto(sk->family, sk->type, sk->protocol))
+	if (!conf || !READ_ONCE(conf->cgroups) || !inet_proto(sk->family, sk->type, sk->protocol))
+		return 1;
+	/* Linked at each attached cgroup: below two of them it runs twice, the first decides. */
+	if (bpf_sk_storage_get(&portres_sk, sk, 0, 0))
 		return 1;
 	for (level = 0; level < PORTRES_MAX_CG_DEPTH; level++) {
 		id = bpf_get_current_ancestor_cgroup_id(level);
 		if (!id)
 			break;
-		c = bpf_map_lookup_elem(&portres_cgroups, &id);
+		c = attached(id);
 		if (c)
 			found = c;
 	}
@@ -739,26 +907,28 @@ int portres_create(struct bpf_sock *sk)
 	return 1;
 }
 
-SEC("cgroup/sock_release")
-int portres_release(struct bpf_sock *sk)
+/*
+ * How long the kernel may hold the port of a socket being closed: a TCP
+ * socket in any state but CLOSE goes through FIN_WAIT / TIME_WAIT or (a
+ * listener) leaves accepted connections on it; any other is unhashed soon.
+ */
+static __always_inline __u32 hold_of(const struct bpf_sock *sk)
 {
-	struct portres_anchor *an;
-	struct portres_event *ev;
-	struct portres_sk *ps;
-	__u64 netns;
+	if (sk->protocol == IPPROTO_TCP && sk->state != TCP_CLOSE)
+		return PORTRES_HOLD_US;
+	return PORTRES_QUARANTINE_US;
+}
+
+/* Ends the runtime reservations a closing socket anchors. */
+static __always_inline void end_anchored(struct bpf_sock *sk, struct portres_sk *ps)
+{
+	struct portres_gstats *g;
 	int i;
 
-	if (!inet_proto(sk->family, sk->type, sk->protocol))
-		return 1;
-	netns = bpf_get_netns_cookie(sk);
-	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
-	if (ps)
-		unclaim(ps, netns, sk->protocol);
-	an = bpf_sk_storage_get(&portres_anchor, sk, 0, 0);
-	if (!an)
-		return 1;
 	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
-		__u64 token = an->tokens[i];
+		__u64 token = ps->anchors[i];
+		struct portres_event *ev;
+		struct portres_rstate *st;
 		struct portres_resv *r;
 
 		if (!token)
@@ -766,11 +936,47 @@ int portres_release(struct bpf_sock *sk)
 		r = bpf_map_lookup_elem(&portres_resv, &token);
 		if (!r || r->kind != PORTRES_KIND_RUNTIME)
 			continue;
-		r->flags |= PORTRES_RESV_DEAD;
-		ev = ev_start(PORTRES_EV_RELEASED, token, r->netns, r->proto, sk->family, r->start, 0);
-		if (ev)
-			ev_submit(ev);
+		st = rstate(r);
+		if (!st)
+			continue;
+		WRITE_ONCE(st->dead, token);
+		g = gstats();
+		if (g)
+			__sync_fetch_and_add(&g->released, 1);
+		ev = bpf_ringbuf_reserve(&portres_released, sizeof(*ev), 0);
+		if (!ev)
+			continue; /* counted: the reader's sweep finds it */
+		__builtin_memset(ev, 0, sizeof(*ev));
+		ev->ts_ns = bpf_ktime_get_ns();
+		ev->token = token;
+		ev->cgroup_id = bpf_get_current_cgroup_id();
+		ev->netns = r->netns;
+		ev->pid = bpf_get_current_pid_tgid() >> 32;
+		ev->uid = (__u32)bpf_get_current_uid_gid();
+		ev->port = r->start;
+		ev->proto = r->proto;
+		ev->family = sk->family;
+		ev->type = PORTRES_EV_RELEASED;
+		bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+		bpf_ringbuf_submit(ev, 0);
 	}
+}
+
+/*
+ * One lookup, no family or protocol check first: only TCP and UDP sockets
+ * ever get our storage, and a socket without storage has none of ours.
+ */
+SEC("cgroup/sock_release")
+int portres_release(struct bpf_sock *sk)
+{
+	struct portres_sk *ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+
+	if (!ps)
+		return 1;
+	if (ps->flags & PORTRES_SK_CLAIMED)
+		unclaim(ps, bpf_get_netns_cookie(sk), sk->protocol, hold_of(sk));
+	if (ps->anchors[0] | ps->anchors[1] | ps->anchors[2] | ps->anchors[3])
+		end_anchored(sk, ps);
 	return 1;
 }
 
@@ -804,11 +1010,88 @@ static __always_inline bool may_associate(__u64 token, const struct portres_resv
 	return false;
 }
 
+/*
+ * Any other option: pass it on untouched. Options larger than a page are
+ * not copied for us: optlen 0 lets the kernel use the original.
+ */
 static __always_inline int sockopt_pass(struct bpf_sockopt *ctx)
 {
-	/* Options larger than a page are not copied for us: let the kernel use the original. */
 	if (ctx->optlen > PAGE_SIZE)
 		ctx->optlen = 0;
+	return 1;
+}
+
+/*
+ * A token this instance does not know (another instance attached above or
+ * below may): EINVAL unless an instance that ran before us took it (taken:
+ * then our explicit association of the socket is over) or answered. When
+ * no instance ran before us (retval still 0), one that runs after us may
+ * take it: our explicit association is marked stale, and getsockopt lets a
+ * later instance's explicit one answer over it. An instance that runs after
+ * another keeps its own: a later taker answers after it anyway.
+ */
+static __always_inline int not_mine(struct bpf_sock *sk, bool taken)
+{
+	struct portres_sk *ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	bool first = !taken && bpf_get_retval() == 0;
+
+	if (ps && (ps->flags & PORTRES_SK_ASSOC)) {
+		if (taken) {
+			ps->token = 0;
+			ps->flags &= ~(PORTRES_SK_ASSOC | PORTRES_SK_STALE);
+		} else if (first) {
+			ps->flags |= PORTRES_SK_STALE;
+		}
+	}
+	if (first)
+		bpf_set_retval(-EINVAL);
+	return 1;
+}
+
+/*
+ * Anchors, set by the loader's process only (an instance nested above or
+ * below passes on what another instance's loader sets).
+ */
+static __always_inline int anchor_op(struct bpf_sockopt *ctx, struct bpf_sock *sk)
+{
+	void *optval = ctx->optval, *end = ctx->optval_end;
+	struct portres_cfg *conf = cfg();
+	struct portres_sk *ps;
+	__u64 token, want;
+	int i, free = -1;
+
+	if (ctx->optlen == -1)
+		return 1; /* another instance's loader: handled there */
+	if (!conf || (bpf_get_current_pid_tgid() >> 32) != conf->loader_tgid ||
+	    (__u32)bpf_get_current_uid_gid() != 0) {
+		if (bpf_get_retval() == 0)
+			bpf_set_retval(-EACCES);
+		return 1;
+	}
+	if (ctx->optlen != sizeof(token) || optval + sizeof(token) > end || !*(__u64 *)optval)
+		return deny(EINVAL);
+	token = *(__u64 *)optval;
+	ps = bpf_sk_storage_get(&portres_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ps)
+		return deny(ENOMEM);
+	want = ctx->optname == PORTRES_ANCHOR_ADD ? token : 0;
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
+		if (ps->anchors[i] == token)
+			break;
+		if (!ps->anchors[i] && free < 0)
+			free = i;
+	}
+	if (i == PORTRES_MAX_ANCHORS) {
+		if (!want)
+			return deny(ENOENT);
+		if (free < 0)
+			return deny(ENOSPC);
+		i = free;
+	}
+	if (i >= 0 && i < PORTRES_MAX_ANCHORS)
+		ps->anchors[i] = want;
+	ctx->optlen = -1;
+	bpf_set_retval(0);
 	return 1;
 }
 
@@ -825,8 +1108,13 @@ int portres_setsopt(struct bpf_sockopt *ctx)
 		return sockopt_pass(ctx);
 	if (!sk || !inet_proto(sk->family, sk->type, sk->protocol))
 		return deny(EOPNOTSUPP);
+	if (ctx->optname == PORTRES_ANCHOR_ADD || ctx->optname == PORTRES_ANCHOR_DEL)
+		return anchor_op(ctx, sk);
 	if (ctx->optname != PORTRES_ASSOCIATE)
 		return deny(ENOPROTOOPT);
+	/* An instance that ran before us took it (optlen -1: its token, not ours). */
+	if (ctx->optlen == -1)
+		return not_mine(sk, !bpf_get_retval());
 	if (ctx->optlen != sizeof(token) || optval + sizeof(token) > end)
 		return deny(EINVAL);
 	token = *(__u64 *)optval;
@@ -834,7 +1122,7 @@ int portres_setsopt(struct bpf_sockopt *ctx)
 		return deny(EINVAL); /* already bound: the association is fixed */
 	r = live_resv(token);
 	if (!r || r->netns != bpf_get_netns_cookie(ctx))
-		return deny(EINVAL);
+		return not_mine(sk, false);
 	if (r->proto != sk->protocol)
 		return deny(EPROTOTYPE);
 	if (!may_associate(token, r))
@@ -843,17 +1131,24 @@ int portres_setsopt(struct bpf_sockopt *ctx)
 	if (!ps)
 		return deny(ENOMEM);
 	ps->token = token;
-	ps->flags |= PORTRES_SK_ASSOC;
+	ps->flags = (ps->flags | PORTRES_SK_ASSOC) & ~PORTRES_SK_STALE;
 	ctx->optlen = -1; /* handled here: the kernel's setsockopt is skipped */
+	bpf_set_retval(0); /* over an EINVAL of an instance that ran before us */
 	return 1;
 }
 
+/*
+ * The kernel ran its getsockopt first (an error for this level); then
+ * each instance, deepest first: an explicit association answers over one by
+ * cgroup, the first answer stands otherwise, ENOENT when nobody has one.
+ */
 SEC("cgroup/getsockopt")
 int portres_getsopt(struct bpf_sockopt *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	void *optval = ctx->optval, *end = ctx->optval_end;
 	struct portres_sk *ps;
+	int prev;
 
 	if (ctx->level != SOL_PORTRES)
 		return sockopt_pass(ctx);
@@ -863,11 +1158,17 @@ int portres_getsopt(struct bpf_sockopt *ctx)
 		bpf_set_retval(-ENOPROTOOPT);
 		return 1;
 	}
+	prev = bpf_get_retval();
 	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
-	if (!own_resv(ps, bpf_get_netns_cookie(ctx), sk->protocol)) {
-		bpf_set_retval(-ENOENT);
+	if (!ps || !own_resv(ps, bpf_get_netns_cookie(ctx), sk->protocol)) {
+		/* Not over another instance's answer (0) or its "buffer too small". */
+		if (prev != 0 && prev != -EINVAL)
+			bpf_set_retval(-ENOENT);
 		return 1;
 	}
+	/* Another instance answered; ours counts more only if it is explicit and current. */
+	if (prev == 0 && (ps->flags & (PORTRES_SK_ASSOC | PORTRES_SK_STALE)) != PORTRES_SK_ASSOC)
+		return 1;
 	if (ctx->optlen < (int)sizeof(__u64) || optval + sizeof(__u64) > end) {
 		bpf_set_retval(-EINVAL);
 		return 1;

@@ -8,7 +8,13 @@
  * [start, start+count) of one protocol (TCP or UDP) in one network namespace
  * (identified by its netns cookie, SO_NETNS_COOKIE). IPv4 and IPv6 share it.
  *
- *   portres_resv     token -> struct portres_resv         what the block is
+ *   portres_resv     token -> struct portres_resv         what the block is; written
+ *                    by user space only
+ *   portres_rstate   array, slot portres_resv.slot -> struct portres_rstate:
+ *                    what the data plane writes about a reservation (next
+ *                    bind(0) offset, anchor closed); user space only zeroes
+ *                    a slot when it hands it out, so neither side ever
+ *                    overwrites the other's writes
  *   portres_ports    array, slot portres_port_slot(proto, port) -> struct portres_port
  *                    one entry per reserved port: its token and netns, and how
  *                    many sockets associated with that token claimed it. Every
@@ -23,21 +29,37 @@
  *                    flags}: sockets created in that cgroup (or below it; the
  *                    nearest attached ancestor decides, both of its slots) are
  *                    associated with the token of their protocol's slot.
- *   portres_sk       sk_storage: a socket's association and claimed port
- *   portres_anchor   sk_storage: the runtime reservations acquired on a socket;
- *                    closing it ends them (written by the agent only)
+ *                    The loader links portres_create (cgroup/sock_create) at
+ *                    each cgroup in this map, not at the attach root: a
+ *                    socket made anywhere else runs no program at socket().
+ *   portres_sk       sk_storage: a socket's association, claimed port, and the
+ *                    runtime reservations acquired on it (its anchors: closing
+ *                    it ends them). Written by the data plane only; the agent
+ *                    sets anchors through setsockopt(SOL_PORTRES,
+ *                    PORTRES_ANCHOR_ADD / _DEL), which only the loader's own
+ *                    process (portres_cfg.loader_tgid, as root) may use.
+ *   portres_cgidx    array, cgroup id % PORTRES_CGIDX_SLOTS -> that id when it
+ *                    is in portres_cgroups (PORTRES_CGIDX_MANY: several are),
+ *                    so that socket() looks up only attached ancestors
  *   portres_cfg      counts the data plane checks before optional work
  *   portres_stats    per-CPU counters per reservation, at portres_resv.slot
+ *                    (sized by the loader: max_resv entries)
  *   portres_gstats   per-CPU global counters
- *   portres_events   ring buffer of struct portres_event
+ *   portres_events   ring buffer of struct portres_event: DENY, AUDIT,
+ *                    EXHAUSTED, rate-limited (events_per_sec per CPU)
+ *   portres_released ring buffer of RELEASED events only, never rate-limited;
+ *                    gstats.released counts them, so a reader that finds the
+ *                    count ahead of what it received sweeps portres_rstate
+ *                    for anchors it missed (the ring was full)
  *
  * Rules of bind(2) on a socket S to port P (host order) in S's netns:
  *
  *   S associated with live token T:
  *     P == 0                    -> a port of T with no claim is chosen and
  *                                  written into the bind; none free: EADDRINUSE
- *                                  (ports are chosen in turn; one released
- *                                  moments ago only when no other is free)
+ *                                  (ports are chosen in turn; a port the
+ *                                  kernel may still hold is offered only when
+ *                                  no other is free, see "Held ports" below)
  *     P inside T                -> allowed (P claimed by S)
  *     P inside another token U  -> U enforce: EACCES; audit: allowed + event;
  *                                  advisory: allowed
@@ -79,12 +101,58 @@
  * connect(2) of an unbound socket associated with T binds it first to a
  * free port of T (bpf_bind); a port the kernel still holds (a closed TCP
  * connection in TIME_WAIT) is skipped; none usable: EADDRNOTAVAIL, as the
- * kernel says when its ephemeral range is exhausted.
+ * kernel says when its ephemeral range is exhausted. connect(2) of an unbound
+ * confined socket without a usable reservation: EACCES (reason as for bind).
+ *
+ * Implicit binds. The kernel gives an unbound socket a port of its own on
+ * connect(2) (handled above), on sendto(2)/sendmsg(2) with a destination
+ * (UDP) and on listen(2) (TCP). BPF can bind only from the connect hooks, so:
+ *   sendto with a destination on an unbound UDP socket: the kernel binds it
+ *     to a port of its own before any cgroup hook runs; the sendto is then
+ *     refused: EINVAL for an associated socket (bind first: bind(0) picks a
+ *     port of the block), EACCES (with its reason) for a confined one without
+ *     a usable block. The socket keeps the kernel's port: make a new one.
+ *   listen of an unbound associated TCP socket: no cgroup hook runs there,
+ *     so the kernel's own port, outside the block, is not seen; bind(0)
+ *     before listen(), as Windows requires (it refuses listen on an unbound
+ *     socket). BPF LSM (lsm_cgroup/socket_listen) could refuse it, but
+ *     kernels in lockdown (integrity) refuse to load LSM programs (EPERM).
+ *
+ * Held ports. When a socket that claimed port P of T closes, P is free in
+ * our books at once but the kernel may hold it a while longer: a TCP socket
+ * closed in any state but CLOSE may linger (FIN_WAIT, TIME_WAIT: up to
+ * PORTRES_HOLD_US), a closed listener leaves its accepted connections on P,
+ * and any socket is unhashed only after cgroup/sock_release ran (~1 ms,
+ * PORTRES_QUARANTINE_US). portres_port.free_at records until when; bind(0)
+ * offers such a port only when no other port of T is free (the one free
+ * soonest first), and connect(2) probes it with bpf_bind. A listener's
+ * accepted connections may outlive PORTRES_HOLD_US: after it the port is
+ * offered like any other, and bind(0) onto it fails (EADDRINUSE) while they
+ * live; connect(2) still skips it.
  *
  * A token of kind RUNTIME is usable only by owner_tgid; when its anchor
- * socket is released the data plane marks it PORTRES_RESV_DEAD at once (it
- * stops counting as a reservation) and sends PORTRES_EV_RELEASED; the agent
- * then removes its maps entries.
+ * socket is released the data plane marks it dead at once (portres_rstate.dead
+ * = token: it stops counting as a reservation), counts it in
+ * gstats.released and sends PORTRES_EV_RELEASED on portres_released; the
+ * agent then removes its maps entries (and sweeps for dead ones whenever
+ * that count is ahead of the events it received).
+ *
+ * Nested instances. Two portres instances may be attached at an ancestor and
+ * a descendant cgroup (a host agent and one in a container); the kernel runs
+ * the descendant's programs first. Each instance passes on SOL_PORTRES
+ * options whose token it does not know:
+ *   setsockopt(PORTRES_ASSOCIATE, T): the instance that knows T answers (0
+ *     and the association, or its EACCES / EPROTOTYPE); if none does: EINVAL.
+ *     An instance that sees another one accept T drops its own explicit
+ *     association of the socket.
+ *   getsockopt(PORTRES_ASSOCIATION): the last explicit association made;
+ *     else the deepest instance's association by cgroup; ENOENT only when no
+ *     instance holds one.
+ * Binds are checked by every instance against its own maps. The deepest
+ * instance cannot know whether one above it took a token it did not know:
+ * a socket associated with a token of the deeper instance and then with one
+ * of the outer instance still gets bind(0) from the deeper block (getsockopt
+ * reports the outer association). Associate once, before bind.
  *
  * All fields are host byte order. Structures are padded explicitly: user space
  * must zero the whole key before filling it.
@@ -103,6 +171,7 @@
 
 /* Sizes of the maps; the loader may lower them (tests) but the BPF side never relies on them. */
 #define PORTRES_MAX_RESV       131072 /* 65,535 per protocol plus room */
+#define PORTRES_DEFAULT_RESV   16384  /* what the loader and portresd use unless told */
 #define PORTRES_PORT_SLOTS     (2 * 65536) /* portres_ports: one slot per protocol and port */
 #define PORTRES_MAX_PORTS      65536  /* portres_portx: ports reserved in a second netns */
 #define PORTRES_MAX_GRANTS     4096
@@ -110,6 +179,13 @@
 #define PORTRES_EVENTS_BYTES   (256 * 1024)
 #define PORTRES_MAX_ANCHORS    4      /* runtime reservations held by one socket */
 #define PORTRES_MAX_CG_DEPTH   32     /* ancestors searched for an attached cgroup */
+#define PORTRES_RELEASED_BYTES (64 * 1024)
+#define PORTRES_CGIDX_SLOTS    4096   /* portres_cgidx: a power of two */
+#define PORTRES_CGIDX_MANY     (~0ULL)
+
+/* How long the kernel may hold a port after its socket closed (portres_port.free_at). */
+#define PORTRES_QUARANTINE_US  1000   /* unhashed after cgroup/sock_release: ~1 ms */
+#define PORTRES_HOLD_US        (130 * 1000000) /* FIN_WAIT2 (60 s) then TIME_WAIT (60 s) */
 
 enum portres_kind {
 	PORTRES_KIND_PERSISTENT = 1,
@@ -124,6 +200,11 @@ enum portres_mode {
 
 #define PORTRES_RESV_DEAD 0x01 /* runtime reservation whose anchor socket is gone */
 
+/*
+ * portres_resv is written by user space only. Its fields flags and next are
+ * what the loader reports from portres_rstate when it reads a reservation
+ * (portres_resv_get, _foreach); the map itself always holds 0 there.
+ */
 struct portres_resv {
 	__u64 netns;      /* netns cookie the reservation lives in */
 	__u32 owner_tgid; /* RUNTIME: the acquiring process; 0 for PERSISTENT */
@@ -132,10 +213,18 @@ struct portres_resv {
 	__u8  proto;      /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8  kind;       /* enum portres_kind */
 	__u8  mode;       /* enum portres_mode */
-	__u8  flags;      /* PORTRES_RESV_* */
-	__u32 next;       /* data plane only (user space writes 0): where the next
-			     bind(0) starts probing, an offset into the block */
-	__u32 slot;       /* its counters: index into portres_stats, chosen by the loader */
+	__u8  flags;      /* PORTRES_RESV_* (as read through the loader) */
+	__u32 next;       /* (as read through the loader) portres_rstate.next */
+	__u32 slot;       /* index into portres_stats and portres_rstate, chosen by the loader */
+	__u32 pad;
+};
+
+/* Value of portres_rstate at portres_resv.slot: written by the data plane only. */
+struct portres_rstate {
+	__u64 dead;       /* the token whose anchor closed (0: none); a stale write
+			     after the slot was handed out again names another
+			     token, so it never kills the new reservation */
+	__u32 next;       /* where the next bind(0) starts probing, an offset into the block */
 	__u32 pad;
 };
 
@@ -156,10 +245,10 @@ struct portres_port {
 	__u64 token;      /* 0: the slot is free */
 	__u64 netns;
 	__u32 users;      /* sockets associated with token that claimed this port */
-	__u32 released;   /* data plane only (user space writes 0): when users was
-			     last decremented, bpf_ktime_get_ns() >> 10, wrapping.
-			     bind(0) offers a port released moments ago last, as
-			     the kernel may not have unbound its socket yet. */
+	__u32 free_at;    /* data plane only (user space writes 0): until when the
+			     kernel may still hold the port after its last claim
+			     was dropped, in bpf_ktime_get_ns() >> 10 (~us,
+			     wrapping; 0: never claimed). See "Held ports". */
 };
 
 enum portres_grant_type {
@@ -178,6 +267,16 @@ struct portres_grant_key {
 struct portres_cfg {
 	__u32 cgroups;    /* entries of portres_cgroups: 0 skips the ancestor walk */
 	__u32 overflow;   /* entries of portres_portx: 0 skips its lookup */
+	__u32 loader_tgid; /* the process that may set anchors */
+	__u32 pad;
+};
+
+/* setsockopt(SOL_PORTRES, ...) of the loader's process: struct portres_anchor_op in. */
+#define PORTRES_ANCHOR_ADD 100 /* anchors token on the socket (ENOSPC: it holds PORTRES_MAX_ANCHORS) */
+#define PORTRES_ANCHOR_DEL 101 /* ENOENT: not anchored there */
+
+struct portres_anchor_op {
+	__u64 token;
 };
 
 #define PORTRES_CG_CONFINE     0x01 /* binds of a protocol that has a block here are denied outside it */
@@ -196,6 +295,9 @@ struct portres_cgroup {
 #define PORTRES_SK_CGROUP   0x02 /* associated by its cgroup */
 #define PORTRES_SK_CONFINE  0x04 /* binds outside the block are denied */
 #define PORTRES_SK_CLAIMED  0x08 /* claim_port of token is counted in portres_port.users */
+#define PORTRES_SK_STALE    0x10 /* ASSOC, then a token unknown here was set: another
+				    instance may have taken the association */
+#define PORTRES_SK_BOUND    0x20 /* bound by a bind() this instance allowed */
 
 struct portres_sk {
 	__u64 token;      /* associated token, 0 none; a confined socket keeps
@@ -204,10 +306,7 @@ struct portres_sk {
 	__u16 claim_port;
 	__u8  flags;
 	__u8  pad[5];
-};
-
-struct portres_anchor {
-	__u64 tokens[PORTRES_MAX_ANCHORS];
+	__u64 anchors[PORTRES_MAX_ANCHORS]; /* runtime tokens this socket ends when it closes */
 };
 
 struct portres_stats {
@@ -221,7 +320,9 @@ struct portres_stats {
 struct portres_gstats {
 	__u64 events_sent;
 	__u64 events_dropped; /* rate limit or full ring buffer */
-	__u64 decisions;      /* bind decisions taken */
+	__u64 decisions;      /* binds that concerned a reservation (an associated
+				 socket, or a reserved port) */
+	__u64 released;       /* runtime reservations ended by their anchor's close */
 };
 
 /* Why a DENY or AUDIT event happened. */

@@ -337,3 +337,86 @@ Test(bind, same_port_two_netns)
 	cr_expect_eq(ent.token, 0, "B's entry after B's deletion");
 	close(home);
 }
+
+/* A connection on port from a client socket of the block, closed first (active close). */
+static void time_wait_on(const struct fp *p, uint64_t t, uint16_t *port)
+{
+	uint16_t lport;
+	int lis = h_listener(p->family, &lport), cli = assoc_socket(p, t), acc;
+
+	cr_assert_eq(fx_bind(cli, p->family, 0), 0);
+	*port = fx_local_port(cli);
+	cr_assert_eq(h_connect_lo(cli, p->family, lport), 0, "connect: %s", strerror(errno));
+	acc = accept(lis, NULL, NULL);
+	cr_assert(acc >= 0, "accept: %s", strerror(errno));
+	close(cli); /* FIN first: this side ends in TIME_WAIT */
+	usleep(20000);
+	close(acc);
+	close(lis);
+	usleep(20000);
+}
+
+/*
+ * A block full but for two ports: one the kernel still holds (TIME_WAIT of a
+ * normal active close, or a closed listener's accepted connection) and one
+ * really free, with the next-fit offset on the held one. bind(0) must return
+ * the free port: the held one would fail with EADDRINUSE.
+ */
+static void full_but_one(const struct fp *p, bool listener)
+{
+	const char *n = fp_name(p->family, p->proto);
+	uint16_t start = START + (p->family == AF_INET6 ? 100 : 0) + (listener ? 200 : 0);
+	uint64_t t = fx_reserve(p->proto, start, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	int fds[COUNT], i, fd, cli = -1, acc = -1, lis;
+	uint16_t held;
+
+	if (!listener) {
+		time_wait_on(p, t, &held);
+	} else {
+		lis = assoc_socket(p, t);
+		cr_assert_eq(fx_bind(lis, p->family, 0), 0);
+		cr_assert_eq(listen(lis, 4), 0);
+		held = fx_local_port(lis);
+		cli = fx_socket(p->family, IPPROTO_TCP);
+		cr_assert_eq(h_connect_lo(cli, p->family, held), 0, "%s: connect: %s", n, strerror(errno));
+		acc = accept(lis, NULL, NULL);
+		cr_assert(acc >= 0, "%s: accept: %s", n, strerror(errno));
+		close(lis); /* acc stays connected on the port */
+	}
+	/* bind(0) through the rest of the block: next fit comes back to the held port. */
+	for (i = 1; i < COUNT; i++) {
+		fds[i] = assoc_socket(p, t);
+		cr_assert_eq(fx_bind(fds[i], p->family, 0), 0, "%s: bind(0) #%d", n, i);
+		cr_assert_neq(fx_local_port(fds[i]), held, "%s: bind(0) #%d got the held port", n, i);
+	}
+	close(fds[1]);
+	usleep(5000); /* past the quarantine of a plain close */
+	fd = assoc_socket(p, t);
+	cr_expect_eq(fx_bind(fd, p->family, 0), 0, "%s: bind(0) with one free port and one held: %s", n,
+		     strerror(errno));
+	cr_expect_neq(fx_local_port(fd), held, "%s: bind(0) got %u, which the kernel still holds", n,
+		      held);
+	close(fd);
+	for (i = 2; i < COUNT; i++)
+		close(fds[i]);
+	if (acc >= 0)
+		close(acc);
+	if (cli >= 0)
+		close(cli);
+}
+
+Test(bind, bind0_skips_time_wait_port)
+{
+	struct fp v4 = { AF_INET, IPPROTO_TCP }, v6 = { AF_INET6, IPPROTO_TCP };
+
+	full_but_one(&v4, false);
+	full_but_one(&v6, false);
+}
+
+Test(bind, bind0_skips_port_of_closed_listener)
+{
+	struct fp v4 = { AF_INET, IPPROTO_TCP }, v6 = { AF_INET6, IPPROTO_TCP };
+
+	full_but_one(&v4, true);
+	full_but_one(&v6, true);
+}

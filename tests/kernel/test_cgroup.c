@@ -372,3 +372,117 @@ Test(cgroup, detach_restores)
 	cr_expect_eq(portres_cgroup_foreach(fx.l, count_cgroups, &n), 0);
 	cr_expect_eq(n, 0, "%d cgroups still attached after detach", n);
 }
+
+/* connect() of a confined socket whose block is gone: refused as its bind, reason GONE. */
+static uint16_t gone_dport;
+
+static int connect_confined_gone(void *arg)
+{
+	int fd, err;
+
+	if ((err = h_enter_cgroup(arg)))
+		return h_fail("enter: %s", strerror(-err));
+	fd = h_socket(AF_INET, IPPROTO_TCP);
+	err = h_connect_lo(fd, AF_INET, gone_dport);
+	if (err != -EACCES)
+		return h_fail("connect of a confined socket whose block is gone: %s (port %u)",
+			      strerror(-err), h_local_port(fd));
+	close(fd);
+	fd = h_socket(AF_INET6, IPPROTO_UDP);
+	err = h_connect_lo(fd, AF_INET6, 53);
+	if (err)
+		return h_fail("udp connect, a protocol without a block (CONFINE only): %s", strerror(-err));
+	close(fd);
+	return 0;
+}
+
+Test(cgroup, confined_connect_gone)
+{
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct h_events log;
+	char a[4200];
+	int srv;
+
+	h_events_open(&log);
+	srv = h_listener(AF_INET, &gone_dport);
+	fx_child_cgroup("a", a, sizeof(a));
+	cr_assert_eq(h_attach(a, IPPROTO_TCP, t, PORTRES_CG_CONFINE), 0);
+	cr_assert_eq(portres_resv_del(fx.l, t), 0);
+	h_expect_child(connect_confined_gone, a, "connect with the block gone");
+	expect_deny(&log, t, PORTRES_REASON_GONE, "connect, block gone");
+	close(srv);
+}
+
+/*
+ * sendto() on an unbound UDP socket would get a kernel port outside the
+ * block: an associated one is told to bind first (EINVAL), a confined one
+ * without a usable block is refused (EACCES); once bound, sendto works.
+ */
+static int send_lo(int fd, int family)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char b = 'x';
+
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(9);
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(9);
+		sin6->sin6_addr = in6addr_loopback;
+		len = sizeof(*sin6);
+	}
+	return sendto(fd, &b, 1, 0, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+}
+
+static int sendto_confined(void *arg)
+{
+	int fd, err;
+
+	if ((err = h_enter_cgroup(arg)))
+		return h_fail("enter: %s", strerror(-err));
+	fd = h_socket(AF_INET, IPPROTO_UDP);
+	err = send_lo(fd, AF_INET);
+	close(fd);
+	return err == -EACCES ? 0 : h_fail("sendto of a confined socket, block gone: %s", strerror(-err));
+}
+
+Test(cgroup, sendto_unbound)
+{
+	uint64_t t = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	int f, families[2] = { AF_INET, AF_INET6 };
+	char a[4200];
+
+	for (f = 0; f < 2; f++) {
+		int fd = fx_socket(families[f], IPPROTO_UDP), plain = fx_socket(families[f], IPPROTO_UDP);
+
+		int bound = fx_socket(families[f], IPPROTO_UDP);
+
+		cr_assert_eq(h_associate(fd, t), 0);
+		cr_expect_eq(send_lo(fd, families[f]), -EINVAL, "%s: sendto before bind",
+			     fp_name(families[f], IPPROTO_UDP));
+		cr_expect_eq(send_lo(fd, families[f]), -EINVAL, "%s: sendto again, on the kernel's port",
+			     fp_name(families[f], IPPROTO_UDP));
+		cr_assert_eq(h_associate(bound, t), 0);
+		cr_assert_eq(fx_bind(bound, families[f], 0), 0);
+		cr_expect_eq(send_lo(bound, families[f]), 0, "%s: sendto after bind(0)",
+			     fp_name(families[f], IPPROTO_UDP));
+		close(bound);
+		cr_expect_eq(send_lo(plain, families[f]), 0, "%s: sendto of an unassociated socket",
+			     fp_name(families[f], IPPROTO_UDP));
+		close(fd);
+		close(plain);
+	}
+	fx_child_cgroup("a", a, sizeof(a));
+	cr_assert_eq(h_attach(a, IPPROTO_UDP, t, PORTRES_CG_CONFINE), 0);
+	cr_assert_eq(portres_resv_del(fx.l, t), 0);
+	h_expect_child(sendto_confined, a, "sendto in a confined cgroup whose block is gone");
+}

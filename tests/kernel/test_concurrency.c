@@ -178,3 +178,78 @@ Test(concurrency, udp_bind0, .timeout = 120)
 {
 	race(IPPROTO_UDP, false);
 }
+
+/* --- claims counted with atomics: no lost or doubled release ------------------ */
+
+#define RACE_PORTS   4
+#define RACE_START   28500
+#define RACE_SECONDS 3
+
+struct claim_race {
+	uint64_t token;
+	pthread_barrier_t go;
+	atomic_bool stop;
+};
+
+/* UDP with SO_REUSEPORT: many sockets claim the same port, and release it at once. */
+static void *claim_churn(void *arg)
+{
+	struct claim_race *r = arg;
+	unsigned seed = (unsigned)(uintptr_t)&seed;
+	int fds[8] = { -1, -1, -1, -1, -1, -1, -1, -1 }, one = 1, i = 0;
+
+	pthread_barrier_wait(&r->go);
+	while (!atomic_load(&r->stop)) {
+		int slot = i++ % 8, family = rand_r(&seed) % 2 ? AF_INET6 : AF_INET;
+		int fd = h_socket(family, IPPROTO_UDP);
+
+		if (fds[slot] >= 0)
+			close(fds[slot]);
+		fds[slot] = -1;
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+		if (h_associate(fd, r->token) ||
+		    fx_bind(fd, family, rand_r(&seed) % 3 ? RACE_START + rand_r(&seed) % RACE_PORTS : 0)) {
+			close(fd);
+			continue;
+		}
+		fds[slot] = fd;
+	}
+	for (i = 0; i < 8; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return NULL;
+}
+
+Test(concurrency, claims_balance_after_bind_close_race, .timeout = 120)
+{
+	struct claim_race r = { .stop = false };
+	pthread_t th[THREADS];
+	int i, fds[RACE_PORTS + 1];
+
+	r.token = fx_reserve(IPPROTO_UDP, RACE_START, RACE_PORTS, PORTRES_KIND_PERSISTENT,
+			     PORTRES_MODE_ENFORCE);
+	pthread_barrier_init(&r.go, NULL, THREADS + 1);
+	for (i = 0; i < THREADS; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, claim_churn, &r), 0);
+	pthread_barrier_wait(&r.go);
+	sleep(RACE_SECONDS);
+	atomic_store(&r.stop, true);
+	for (i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&r.go);
+	for (i = 0; i < RACE_PORTS; i++)
+		cr_expect_eq(h_users(IPPROTO_UDP, RACE_START + i), 0, "users of %u after the race: %u",
+			     RACE_START + i, h_users(IPPROTO_UDP, RACE_START + i));
+	/* Every port can be had again, and exactly those. */
+	usleep(5000);
+	for (i = 0; i <= RACE_PORTS; i++) {
+		fds[i] = fx_socket(AF_INET, IPPROTO_UDP);
+		cr_assert_eq(h_associate(fds[i], r.token), 0);
+		cr_expect_eq(fx_bind(fds[i], AF_INET, 0), i < RACE_PORTS ? 0 : -EADDRINUSE,
+			     "bind(0) #%d of a %d-port block after the race", i + 1, RACE_PORTS);
+	}
+	for (i = 0; i <= RACE_PORTS; i++)
+		close(fds[i]);
+}

@@ -23,10 +23,11 @@
 
 TestSuite(loader, .init = fx_setup, .fini = fx_teardown);
 
+/* The hooks at the attach root; sock_create is linked at each attached cgroup instead. */
 static const enum bpf_attach_type hooks[] = {
 	BPF_CGROUP_INET4_BIND, BPF_CGROUP_INET6_BIND, BPF_CGROUP_INET4_CONNECT,
-	BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET_SOCK_CREATE, BPF_CGROUP_INET_SOCK_RELEASE,
-	BPF_CGROUP_SETSOCKOPT, BPF_CGROUP_GETSOCKOPT,
+	BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_UDP4_SENDMSG, BPF_CGROUP_UDP6_SENDMSG,
+	BPF_CGROUP_INET_SOCK_RELEASE, BPF_CGROUP_SETSOCKOPT, BPF_CGROUP_GETSOCKOPT,
 };
 #define NHOOKS (int)(sizeof(hooks) / sizeof(hooks[0]))
 
@@ -40,10 +41,10 @@ static int open_again(struct portres_loader **l)
 	return portres_loader_open(&opts, l);
 }
 
-/* Programs attached to the test's cgroup at one hook. */
-static int progs_at(enum bpf_attach_type type)
+/* Programs attached to a cgroup at one hook. */
+static int progs_in(const char *cgroup, enum bpf_attach_type type)
 {
-	int fd = open(fx.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	__u32 cnt = 0;
 
 	cr_assert(fd >= 0);
@@ -51,6 +52,11 @@ static int progs_at(enum bpf_attach_type type)
 		     strerror(errno));
 	close(fd);
 	return cnt;
+}
+
+static int progs_at(enum bpf_attach_type type)
+{
+	return progs_in(fx.cgroup, type);
 }
 
 /* Entries of a bpffs directory, less those a fresh bpffs has (bpf_preload's *.debug). */
@@ -421,4 +427,110 @@ Test(loader, counter_slots_survive_adoption)
 	cr_assert_eq(portres_resv_del(fx.l, a), 0);
 	c = fx_reserve(IPPROTO_TCP, START + 2, 1, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
 	cr_expect_eq(h_stats(c).denied, 0, "a reused slot kept old counts");
+}
+
+/* The kernel's view of the license (GPL-compatible for the helpers used) and the SPDX line agree. */
+Test(loader, license_matches_spdx)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	char line[256] = "";
+	FILE *f = fopen("bpf/portres.bpf.c", "r");
+	bool dual = false;
+
+	memset(&info, 0, sizeof(info));
+	cr_assert_eq(bpf_obj_get_info_by_fd(portres_prog_fd(fx.l, "portres_bind4"), &info, &len), 0);
+	cr_expect(info.gpl_compatible, "the kernel does not see a GPL-compatible license");
+	cr_assert_not_null(f, "bpf/portres.bpf.c (tests run from the repository root)");
+	cr_assert_not_null(fgets(line, sizeof(line), f));
+	cr_expect_str_eq(line, "// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)\n",
+			 "SPDX line: %s", line);
+	while (fgets(line, sizeof(line), f))
+		dual |= strstr(line, "SEC(\"license\") = \"Dual BSD/GPL\"") != NULL;
+	fclose(f);
+	cr_expect(dual, "the license string is not \"Dual BSD/GPL\", the SPDX line's dual license");
+}
+
+/*
+ * socket() runs portres_create only below attached cgroups: linked at attach,
+ * unlinked at detach, kept and re-pointed by a re-open, removed by teardown.
+ */
+Test(loader, create_linked_per_attached_cgroup)
+{
+	uint64_t t = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	char a[4200], b[4200];
+	uint64_t ida;
+	int err;
+
+	fx_child_cgroup("a", a, sizeof(a));
+	fx_child_cgroup("b", b, sizeof(b));
+	cr_assert_eq(portres_cgroup_id(a, &ida), 0);
+	cr_expect_eq(progs_at(BPF_CGROUP_INET_SOCK_CREATE), 0, "sock_create at the attach root");
+	cr_assert_eq(h_attach(a, IPPROTO_UDP, t, 0), 0);
+	cr_assert_eq(h_attach(a, IPPROTO_UDP, t, PORTRES_CG_CONFINE), 0); /* a change: still one link */
+	cr_expect_eq(progs_in(a, BPF_CGROUP_INET_SOCK_CREATE), 1, "sock_create at the attached cgroup");
+	cr_expect_eq(progs_in(b, BPF_CGROUP_INET_SOCK_CREATE), 0, "sock_create at a sibling");
+	portres_loader_close(fx.l);
+	fx.l = NULL;
+	err = open_again(&fx.l);
+	cr_assert_eq(err, 0, "re-open: %s", strerror(-err));
+	cr_expect_eq(progs_in(a, BPF_CGROUP_INET_SOCK_CREATE), 1, "sock_create after a re-open");
+	cr_assert_eq(portres_cgroup_detach(fx.l, ida), 0);
+	cr_expect_eq(progs_in(a, BPF_CGROUP_INET_SOCK_CREATE), 0, "sock_create after detach");
+	cr_assert_eq(h_attach(b, IPPROTO_UDP, t, 0), 0);
+	err = portres_loader_teardown(fx.l);
+	fx.l = NULL;
+	cr_expect_eq(err, 0, "teardown: %s", strerror(-err));
+	cr_expect_eq(progs_in(b, BPF_CGROUP_INET_SOCK_CREATE), 0, "sock_create after teardown");
+}
+
+/*
+ * Map sizes: the per-CPU counters and the reservation maps follow max_resv
+ * (default PORTRES_DEFAULT_RESV), a full map refuses with ENOSPC, and a
+ * re-open with another size keeps the pinned maps' size.
+ */
+Test(loader, sizes_follow_max_resv)
+{
+	struct portres_loader_opts opts = { .cgroup_path = fx.cgroup };
+	struct portres_loader *l;
+	struct portres_resv r = { .netns = fx.netns, .proto = IPPROTO_UDP, .count = 1,
+				  .kind = PORTRES_KIND_PERSISTENT };
+	char dir[400], path[500];
+	struct bpf_map_info info;
+	__u32 len;
+	int i, fd, err;
+
+	snprintf(dir, sizeof(dir), "%s/sized", fx.bpffs);
+	opts.bpffs_dir = dir;
+	for (i = 0; i < 2; i++) {
+		opts.max_resv = i ? 8 : 0;
+		if (i) {
+			err = portres_loader_teardown(l);
+			cr_assert_eq(err, 0);
+		}
+		err = portres_loader_open(&opts, &l);
+		cr_assert_eq(err, 0, "open: %s", strerror(-err));
+		snprintf(path, sizeof(path), "%s/maps/portres_stats", dir);
+		fd = bpf_obj_get(path);
+		cr_assert(fd >= 0);
+		memset(&info, 0, sizeof(info));
+		len = sizeof(info);
+		cr_assert_eq(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+		close(fd);
+		cr_expect_eq(info.max_entries, i ? 8u : (unsigned)PORTRES_DEFAULT_RESV, "portres_stats sized %u",
+			     info.max_entries);
+	}
+	for (i = 0; i < 9; i++) {
+		r.start = START + 100 + i;
+		err = portres_resv_add(l, 0x5100 + i, &r);
+		cr_expect_eq(err, i < 8 ? 0 : -ENOSPC, "reservation #%d of 8: %s", i + 1, strerror(-err));
+	}
+	portres_loader_close(l);
+	opts.max_resv = 64;
+	err = portres_loader_open(&opts, &l);
+	cr_assert_eq(err, 0, "re-open with another size: %s", strerror(-err));
+	cr_expect(portres_loader_adopted(l));
+	r.start = START + 200;
+	cr_expect_eq(portres_resv_add(l, 0x5200, &r), -ENOSPC, "the pinned size (8) did not hold");
+	portres_loader_teardown(l);
 }

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
+#include <bpf/bpf.h>
 
 #include "helpers.h"
 
@@ -269,4 +271,52 @@ Test(modes, events_rate_limited)
 	cr_assert_eq(portres_global_stats(fx.l, &g), 0);
 	cr_expect(g.events_dropped > 0, "no event dropped after 2500 denials");
 	cr_expect(g.events_sent <= 2000, "events_sent %llu", (unsigned long long)g.events_sent);
+}
+
+/*
+ * What the data plane writes about a reservation (anchor closed, next
+ * bind(0) offset) lives apart from the value user space writes: the raw
+ * portres_resv value keeps 0 there, and a mode change, even one racing the
+ * anchor's close, never wipes it.
+ */
+Test(modes, set_mode_keeps_data_plane_state, .timeout = 60)
+{
+	char path[400];
+	struct portres_resv raw, r;
+	int i, rfd, lost = 0;
+	uint64_t t;
+
+	snprintf(path, sizeof(path), "%s/maps/portres_resv", fx.bpffs);
+	rfd = bpf_obj_get(path);
+	cr_assert(rfd >= 0, "%s: %s", path, strerror(errno));
+	for (i = 0; i < 300; i++) {
+		int anchor = fx_socket(AF_INET, IPPROTO_UDP);
+		int a = fx_socket(AF_INET, IPPROTO_UDP);
+
+		t = fx_reserve(IPPROTO_UDP, START + 10, 4, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+		cr_assert_eq(portres_anchor_add(fx.l, anchor, t), 0);
+		cr_assert_eq(h_associate(a, t), 0);
+		cr_assert_eq(fx_bind(a, AF_INET, 0), 0);
+		/* The close and the mode change race: each is one system call. */
+		if (fork() == 0) {
+			close(anchor);
+			_exit(0);
+		}
+		close(anchor);
+		portres_resv_set_mode(fx.l, t, PORTRES_MODE_AUDIT);
+		portres_resv_set_mode(fx.l, t, PORTRES_MODE_ENFORCE);
+		while (wait(NULL) > 0)
+			;
+		portres_resv_set_mode(fx.l, t, PORTRES_MODE_AUDIT);
+		cr_assert_eq(portres_resv_get(fx.l, t, &r), 0);
+		lost += !(r.flags & PORTRES_RESV_DEAD);
+		cr_expect_eq(r.next, 1, "next bind(0) offset %u after one bind(0)", r.next);
+		cr_assert_eq(bpf_map_lookup_elem(rfd, &t, &raw), 0);
+		cr_expect(raw.flags == 0 && raw.next == 0,
+			  "the data plane wrote the reservation's value: flags %#x next %u", raw.flags, raw.next);
+		close(a);
+		cr_assert_eq(portres_resv_del(fx.l, t), 0);
+	}
+	cr_expect_eq(lost, 0, "a mode change wiped the end of %d of 300 reservations", lost);
+	close(rfd);
 }

@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "helpers.h"
 
@@ -168,34 +170,91 @@ Test(runtime, anchor_must_be_tcp_or_udp)
 	cr_expect_eq(resv_flags(t) & PORTRES_RESV_DEAD, 0);
 }
 
-/* The process dies without closing: the kernel closes its sockets, and that ends it. */
-static uint64_t dying_token;
-
-static int anchor_and_die(void *arg)
+/*
+ * The process dies without closing: the kernel closes its sockets, and that
+ * ends it. As with the agent, the socket reaches the loader's process over
+ * SCM_RIGHTS, is anchored there, and only the child holds it afterwards.
+ */
+static void send_fd(int via, int fd)
 {
-	int s = h_socket(AF_INET, IPPROTO_TCP), err;
+	char c = 0, ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
 
-	if (s < 0)
-		return h_fail("socket: %s", strerror(-s));
-	err = portres_anchor_add(fx.l, s, dying_token);
-	if (err)
-		return h_fail("portres_anchor_add: %s", strerror(-err));
-	return 0; /* _exit with the socket open */
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	if (sendmsg(via, &m, 0) != 1)
+		_exit(3);
+}
+
+static int recv_fd(int via)
+{
+	char c, ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	int fd = -1;
+
+	if (recvmsg(via, &m, 0) == 1 && CMSG_FIRSTHDR(&m))
+		memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+	return fd;
 }
 
 Test(runtime, process_exit_ends_reservation)
 {
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
 	struct h_events log;
-	int fd;
+	int sv[2], fd, st;
+	pid_t pid;
+	char c;
 
 	h_events_open(&log);
-	dying_token = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
-	h_expect_child(anchor_and_die, NULL, "anchor in a child that exits");
-	cr_expect_neq(resv_flags(dying_token) & PORTRES_RESV_DEAD, 0, "not dead after its process exited");
-	cr_expect_not_null(released_event(&log, dying_token), "no RELEASED event");
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+
+		send_fd(sv[1], s);
+		_exit(read(sv[1], &c, 1) == 1 ? 0 : 2); /* with the socket open */
+	}
+	fd = recv_fd(sv[0]);
+	cr_assert(fd >= 0, "no socket from the child");
+	cr_expect_eq(portres_anchor_add(fx.l, fd, t), 0);
+	close(fd);
+	cr_expect_eq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "dead while its process lives");
+	cr_assert_eq(write(sv[0], "x", 1), 1);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	close(sv[0]);
+	close(sv[1]);
+	cr_expect_neq(resv_flags(t) & PORTRES_RESV_DEAD, 0, "not dead after its process exited");
+	cr_expect_not_null(released_event(&log, t), "no RELEASED event");
 	fd = fx_socket(AF_INET, IPPROTO_TCP);
 	cr_expect_eq(fx_bind(fd, AF_INET, START + 2), 0, "bind after the owner died");
 	close(fd);
+}
+
+/* Only the loader's process sets anchors: another one (even root) cannot end a reservation. */
+static uint64_t foreign_token;
+
+static int anchor_from_elsewhere(void *arg)
+{
+	struct portres_anchor_op a = { .token = foreign_token };
+	int s = h_socket(AF_INET, IPPROTO_TCP);
+
+	if (setsockopt(s, SOL_PORTRES, PORTRES_ANCHOR_ADD, &a, sizeof(a)) == 0 || errno != EACCES)
+		return h_fail("PORTRES_ANCHOR_ADD from another process: %s", strerror(errno));
+	close(s);
+	return 0;
+}
+
+Test(runtime, anchor_only_by_the_loader)
+{
+	foreign_token = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_RUNTIME, PORTRES_MODE_ENFORCE);
+	h_expect_child(anchor_from_elsewhere, NULL, "anchor from another process");
+	cr_expect_eq(resv_flags(foreign_token) & PORTRES_RESV_DEAD, 0, "ended by another process's socket");
 }
 
 /* A socket associated before the end binds like an unassociated one afterwards. */
@@ -211,4 +270,83 @@ Test(runtime, associated_socket_outlives_reservation)
 	cr_expect(fx_local_port(s) < START || fx_local_port(s) >= START + COUNT,
 		  "bind(0) served from a dead reservation: %u", fx_local_port(s));
 	close(s);
+}
+
+/* --- releases are never lost (their own ring, a count, a sweep) -------------- */
+
+#define FLOOD_ANCHORS 16
+
+struct release_log {
+	uint64_t tokens[FLOOD_ANCHORS];
+	int got;
+};
+
+static int on_release(const struct portres_event *ev, void *arg)
+{
+	struct release_log *rl = arg;
+	int i;
+
+	if (ev->type != PORTRES_EV_RELEASED)
+		return 0;
+	for (i = 0; i < FLOOD_ANCHORS; i++)
+		if (rl->tokens[i] == ev->token) {
+			rl->tokens[i] = 0;
+			rl->got++;
+		}
+	return 0;
+}
+
+static int count_dead(uint64_t token, void *arg)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+/*
+ * Denials fill the event ring buffer (nobody reads it meanwhile) while
+ * anchors close: every RELEASED event still arrives, the data plane's count
+ * says how many there were, and the sweep finds every dead reservation.
+ */
+Test(runtime, releases_survive_denial_flood, .timeout = 60)
+{
+	struct portres_loader_opts opts = { .bpffs_dir = fx.bpffs, .cgroup_path = fx.cgroup,
+					    .max_resv = 70000, .max_ports = 70000,
+					    .events_per_sec = 10000000 };
+	struct release_log rl = { .got = 0 };
+	int anchors[FLOOD_ANCHORS], i, err, dead = 0;
+	struct portres_gstats g;
+	uint64_t denied_tok, n;
+
+	/* No rate limit: the flood fills the ring buffer. */
+	portres_loader_teardown(fx.l);
+	fx.l = NULL;
+	err = portres_loader_open(&opts, &fx.l);
+	cr_assert_eq(err, 0, "re-open without rate limit: %s", strerror(-err));
+	denied_tok = fx_reserve(IPPROTO_UDP, START + 100, 1, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	for (i = 0; i < FLOOD_ANCHORS; i++) {
+		rl.tokens[i] = fx_reserve(IPPROTO_TCP, START + 200 + i, 1, PORTRES_KIND_RUNTIME,
+					  PORTRES_MODE_ENFORCE);
+		anchors[i] = fx_socket(AF_INET, IPPROTO_TCP);
+		cr_assert_eq(portres_anchor_add(fx.l, anchors[i], rl.tokens[i]), 0);
+	}
+	cr_assert_eq(portres_events_open(fx.l, on_release, &rl), 0);
+	for (i = 0; i < 6000; i++) {
+		int fd = fx_socket(AF_INET, IPPROTO_UDP);
+
+		cr_assert_eq(fx_bind(fd, AF_INET, START + 100), -EACCES);
+		close(fd);
+		if (i == 3000)
+			for (int k = 0; k < FLOOD_ANCHORS; k++)
+				close(anchors[k]);
+	}
+	cr_assert_eq(portres_global_stats(fx.l, &g), 0);
+	cr_expect_gt(g.events_dropped, 0, "the flood did not fill the ring buffer");
+	for (i = 0; i < 50 && rl.got < FLOOD_ANCHORS; i++)
+		portres_events_poll(fx.l, 20);
+	cr_expect_eq(rl.got, FLOOD_ANCHORS, "RELEASED events: %d of %d", rl.got, FLOOD_ANCHORS);
+	cr_assert_eq(portres_released_count(fx.l, &n), 0);
+	cr_expect_eq(n, FLOOD_ANCHORS, "data plane counted %llu releases", (unsigned long long)n);
+	cr_assert_eq(portres_dead_foreach(fx.l, count_dead, &dead), 0);
+	cr_expect_eq(dead, FLOOD_ANCHORS, "sweep found %d dead reservations", dead);
+	cr_expect_eq(h_stats(denied_tok).denied, 6000);
 }

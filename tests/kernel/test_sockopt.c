@@ -340,3 +340,132 @@ Test(sockopt, persistent_needs_grant)
 	cr_expect_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_CGROUP, cgid), -ENOENT,
 		     "grant left behind by portres_resv_del");
 }
+
+/* --- nested instances: one portres at the test's cgroup, one at a child ------ */
+
+static struct portres_loader *inner;
+static char inner_cg[4200];
+static char inner_dir[400];
+
+static uint64_t reserve_in(struct portres_loader *l, uint64_t token, uint16_t start)
+{
+	struct portres_resv r = { .netns = fx.netns, .proto = IPPROTO_TCP, .start = start, .count = COUNT,
+				  .kind = PORTRES_KIND_PERSISTENT, .mode = PORTRES_MODE_ENFORCE };
+	int err = portres_resv_add(l, token, &r);
+
+	cr_assert_eq(err, 0, "reserve %u: %s", start, strerror(-err));
+	return token;
+}
+
+static void inner_up(void)
+{
+	struct portres_loader_opts opts = { .max_resv = 64, .max_ports = 64 };
+	int err;
+
+	fx_setup();
+	fx_child_cgroup("inner", inner_cg, sizeof(inner_cg));
+	snprintf(inner_dir, sizeof(inner_dir), "%s/inner", fx.bpffs);
+	opts.bpffs_dir = inner_dir;
+	opts.cgroup_path = inner_cg;
+	err = portres_loader_open(&opts, &inner);
+	cr_assert_eq(err, 0, "second instance: %s", strerror(-err));
+	fx_enter_cgroup(inner_cg);
+}
+
+static void inner_down(void)
+{
+	if (fx.cgroup[0])
+		fx_enter_cgroup(fx.cgroup);
+	if (inner)
+		portres_loader_teardown(inner);
+	inner = NULL;
+	fx_teardown();
+}
+
+/* A TCP socket of the inner cgroup: both instances' programs run, the inner one first. */
+static int nested_socket(void)
+{
+	return fx_socket(AF_INET, IPPROTO_TCP);
+}
+
+static uint64_t assoc_of(int fd)
+{
+	uint64_t got = 0;
+	int err = h_getassoc(fd, &got);
+
+	return err ? (uint64_t)err : got;
+}
+
+Test(sockopt, nested_instances, .init = inner_up, .fini = inner_down)
+{
+	uint64_t t_out = reserve_in(fx.l, 0x6f75740000000001ull, START);
+	uint64_t t_in = reserve_in(inner, 0x696e000000000001ull, START + 100);
+	uint64_t cg_out = reserve_in(fx.l, 0x6f75740000000002ull, START + 200);
+	struct portres_cgroup c = { .tcp_token = cg_out };
+	uint64_t inner_id;
+	uint16_t port;
+	int fd;
+
+	/* Nobody knows it: EINVAL; nobody holds an association: ENOENT. */
+	fd = nested_socket();
+	cr_expect_eq(assoc_of(fd), (uint64_t)-ENOENT, "getsockopt of a fresh socket");
+	cr_expect_eq(h_setassoc(fd, 0x1234), -EINVAL, "a token no instance knows");
+	cr_expect_eq(h_associate(fd, 0x1234), -EINVAL, "portres_associate, a token no instance knows");
+	close(fd);
+
+	/* Known to the outer instance only (its programs run last). */
+	fd = nested_socket();
+	cr_expect_eq(h_setassoc(fd, t_out), 0, "the outer instance's token");
+	cr_expect_eq(assoc_of(fd), t_out, "getsockopt after associating the outer token");
+	cr_assert_eq(fx_bind(fd, AF_INET, 0), 0, "bind(0), outer token");
+	port = fx_local_port(fd);
+	cr_expect(port >= START && port < START + COUNT, "bind(0) got %u, outer block %u+", port, START);
+	close(fd);
+
+	/* Known to the inner instance only (its programs run first). */
+	fd = nested_socket();
+	{ int e_ = h_associate(fd, t_in); cr_expect_eq(e_, 0, "the inner instance token: %s", strerror(-e_)); }
+	cr_expect_eq(assoc_of(fd), t_in, "getsockopt after associating the inner token");
+	cr_assert_eq(fx_bind(fd, AF_INET, 0), 0, "bind(0), inner token");
+	port = fx_local_port(fd);
+	cr_expect(port >= START + 100 && port < START + 100 + COUNT, "bind(0) got %u, inner block", port);
+	close(fd);
+
+	/* Outer first, then inner: the inner association wins everywhere. */
+	fd = nested_socket();
+	cr_assert_eq(h_setassoc(fd, t_out), 0);
+	cr_assert_eq(h_setassoc(fd, t_in), 0);
+	cr_expect_eq(assoc_of(fd), t_in, "getsockopt after outer then inner");
+	cr_assert_eq(fx_bind(fd, AF_INET, 0), 0);
+	port = fx_local_port(fd);
+	cr_expect(port >= START + 100 && port < START + 100 + COUNT, "outer then inner: bind(0) got %u", port);
+	close(fd);
+
+	/* Inner first, then outer: getsockopt reports the outer association. */
+	fd = nested_socket();
+	cr_assert_eq(h_setassoc(fd, t_in), 0);
+	cr_assert_eq(h_setassoc(fd, t_out), 0);
+	cr_expect_eq(assoc_of(fd), t_out, "getsockopt after inner then outer");
+	/* A failed association changes nothing. */
+	cr_expect_eq(h_setassoc(fd, 0x1234), -EINVAL);
+	cr_expect_eq(assoc_of(fd), t_out, "getsockopt after a failed association");
+	close(fd);
+
+	/* The outer instance associates the cgroup; an explicit inner association beats it. */
+	cr_assert_eq(portres_cgroup_id(inner_cg, &inner_id), 0);
+	cr_assert_eq(portres_cgroup_attach(fx.l, inner_id, &c), 0);
+	fd = nested_socket();
+	cr_expect_eq(assoc_of(fd), cg_out, "getsockopt of a socket the outer instance's cgroup associated");
+	cr_assert_eq(h_setassoc(fd, t_in), 0);
+	cr_expect_eq(assoc_of(fd), t_in, "explicit inner association over the outer cgroup's");
+	close(fd);
+
+	/* Each instance enforces its own blocks. */
+	cr_assert_eq(portres_cgroup_detach(fx.l, inner_id), 0);
+	fd = nested_socket();
+	cr_expect_eq(fx_bind(fd, AF_INET, START + 101), -EACCES, "unassociated bind into the inner block");
+	close(fd);
+	fd = nested_socket();
+	cr_expect_eq(fx_bind(fd, AF_INET, START + 1), -EACCES, "unassociated bind into the outer block");
+	close(fd);
+}

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /* loader.c - load, pin, attach and edit portres's BPF programs and maps. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,6 +17,7 @@
 #include <bpf/libbpf.h>
 
 #include "loader.h"
+#include "portres.h"
 #include "portres.skel.h"
 
 #ifndef SO_NETNS_COOKIE
@@ -33,6 +35,7 @@ struct portres_loader {
 	uint64_t *slots;         /* bitmap of portres_stats slots in use */
 	uint32_t nslots;
 	struct ring_buffer *rb;
+	pid_t tgid;              /* the process portres_cfg.loader_tgid names */
 	portres_event_cb cb;
 	void *cb_arg;
 };
@@ -58,6 +61,9 @@ static int mkdir_p(const char *path)
 }
 
 static int slots_init(struct portres_loader *l);
+static int cfg_get(struct portres_loader *l, struct portres_cfg *c);
+static int cfg_set(struct portres_loader *l, const struct portres_cfg *c);
+static int anchor_owner(struct portres_loader *l);
 
 static int path_in(char *buf, size_t len, const char *dir, const char *sub, const char *name)
 {
@@ -95,6 +101,23 @@ int portres_cgroup_id(const char *path, uint64_t *id)
 	return 0;
 }
 
+static int adopt_size(struct bpf_map *map, const char *path)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	int fd = bpf_obj_get(path), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		err = -errno;
+	else if (info.max_entries != bpf_map__max_entries(map) && bpf_map__type(map) != BPF_MAP_TYPE_RINGBUF)
+		err = bpf_map__set_max_entries(map, info.max_entries);
+	close(fd);
+	return err;
+}
+
 /* Each map is pinned at <dir>/maps/<name>; libbpf reuses a compatible pinned map at load. */
 static int set_pin_paths(struct portres_loader *l)
 {
@@ -108,8 +131,13 @@ static int set_pin_paths(struct portres_loader *l)
 		err = path_in(path, sizeof(path), l->dir, "maps", bpf_map__name(map));
 		if (err)
 			return err;
-		if (access(path, F_OK) == 0)
+		if (access(path, F_OK) == 0) {
 			l->adopted = true;
+			/* A pinned map keeps its size: a new size takes effect on a fresh start. */
+			err = adopt_size(map, path);
+			if (err)
+				return err;
+		}
 		err = bpf_map__set_pin_path(map, path);
 		if (err)
 			return err;
@@ -164,6 +192,117 @@ static int attach_one(struct portres_loader *l, struct bpf_program *prog, uint64
 }
 
 /*
+ * portres_create runs only below attached cgroups: it is linked at each
+ * cgroup in portres_cgroups (pinned as links/create-<cgroup id>), so that
+ * every other socket of the host skips the hook. Attach puts the map entry
+ * first and the link second, detach the other way round: a socket made
+ * meanwhile is treated as before or as after, never half.
+ */
+#define CREATE_PIN "create-"
+
+static int create_pin(char *buf, size_t len, const struct portres_loader *l, uint64_t cgroup_id)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), CREATE_PIN "%llu", (unsigned long long)cgroup_id);
+	return path_in(buf, len, l->dir, "links", name);
+}
+
+/* The cgroup2 directory of an id, opened through the filesystem of the attach root. */
+static int open_cgroup_id(const struct portres_loader *l, uint64_t id)
+{
+	struct {
+		struct file_handle fh;
+		uint64_t id;
+	} h;
+	int fd;
+
+	memset(&h, 0, sizeof(h));
+	h.fh.handle_bytes = sizeof(id);
+	h.fh.handle_type = 0xfe; /* FILEID_KERNFS: the 64-bit cgroup id */
+	memcpy(h.fh.f_handle, &id, sizeof(id));
+	fd = open_by_handle_at(l->cgroup_fd, &h.fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static int create_link_add(struct portres_loader *l, uint64_t cgroup_id)
+{
+	int prog = bpf_program__fd(l->skel->progs.portres_create), cgfd, lfd, err = 0;
+	char path[PATH_MAX];
+
+	if ((err = create_pin(path, sizeof(path), l, cgroup_id)))
+		return err;
+	if (access(path, F_OK) == 0)
+		return 0;
+	cgfd = open_cgroup_id(l, cgroup_id);
+	if (cgfd < 0)
+		return cgfd;
+	lfd = bpf_link_create(prog, cgfd, BPF_CGROUP_INET_SOCK_CREATE, NULL);
+	close(cgfd);
+	if (lfd < 0)
+		return -errno;
+	if (bpf_obj_pin(lfd, path))
+		err = -errno;
+	close(lfd); /* pinned: stays attached; on error this detaches */
+	return err;
+}
+
+static void create_link_del(struct portres_loader *l, const char *path)
+{
+	int fd = bpf_obj_get(path);
+
+	if (fd >= 0) {
+		bpf_link_detach(fd);
+		close(fd);
+	}
+	unlink(path);
+}
+
+/*
+ * Visits the pinned create links: adopt (re-point at the new program; a link
+ * whose cgroup is gone is removed) or remove them all.
+ */
+static int create_links_each(struct portres_loader *l, bool remove)
+{
+	int prog = bpf_program__fd(l->skel->progs.portres_create), err = 0, fd;
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct bpf_link_info info;
+	struct dirent *de;
+	__u32 len;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/links", l->dir);
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, CREATE_PIN, strlen(CREATE_PIN)))
+			continue;
+		if (path_in(path, sizeof(path), l->dir, "links", de->d_name))
+			continue;
+		if (remove) {
+			create_link_del(l, path);
+			continue;
+		}
+		fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		memset(&info, 0, sizeof(info));
+		len = sizeof(info);
+		if (bpf_obj_get_info_by_fd(fd, &info, &len) || !info.cgroup.cgroup_id) {
+			close(fd);
+			create_link_del(l, path); /* its cgroup is gone */
+			continue;
+		}
+		if (bpf_link_update(fd, prog, NULL) && !err)
+			err = -errno;
+		close(fd);
+	}
+	closedir(d);
+	return err;
+}
+
+/*
  * A failed open takes back what it put in place: the links it made, and on a
  * fresh start (nothing adopted) the maps it pinned. What was adopted stays,
  * so a failed restart never stops enforcement that was running.
@@ -193,6 +332,7 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	struct bpf_program *prog;
 	char sub[PATH_MAX];
 	struct statfs sfs;
+	uint32_t max_resv;
 	uint64_t cgid;
 	int err;
 
@@ -236,10 +376,10 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 		err = -errno;
 		goto cleanup;
 	}
-	if (opts->max_resv) {
-		bpf_map__set_max_entries(l->skel->maps.portres_resv, opts->max_resv);
-		bpf_map__set_max_entries(l->skel->maps.portres_stats, opts->max_resv);
-	}
+	max_resv = opts->max_resv ? opts->max_resv : PORTRES_DEFAULT_RESV;
+	bpf_map__set_max_entries(l->skel->maps.portres_resv, max_resv);
+	bpf_map__set_max_entries(l->skel->maps.portres_rstate, max_resv);
+	bpf_map__set_max_entries(l->skel->maps.portres_stats, max_resv);
 	if (opts->max_ports)
 		bpf_map__set_max_entries(l->skel->maps.portres_portx, opts->max_ports);
 	if (opts->events_per_sec)
@@ -256,9 +396,13 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	err = slots_init(l);
 	if (err)
 		goto cleanup;
+	if ((err = anchor_owner(l)))
+		goto cleanup;
 
-	/* Attach every program with a pinned multi-attach link. */
+	/* Attach every program with a pinned multi-attach link (portres_create per attached cgroup). */
 	bpf_object__for_each_program(prog, l->skel->obj) {
+		if (prog == l->skel->progs.portres_create)
+			continue;
 		if (l->nlinks >= (int)(sizeof(l->links) / sizeof(l->links[0]))) {
 			err = -E2BIG;
 			goto cleanup;
@@ -267,6 +411,8 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 		if (err)
 			goto cleanup;
 	}
+	if ((err = create_links_each(l, false)))
+		goto cleanup;
 	*out = l;
 	return 0;
 
@@ -300,6 +446,7 @@ int portres_loader_teardown(struct portres_loader *l)
 
 	if (!l)
 		return -EINVAL;
+	create_links_each(l, true);
 	for (i = l->nlinks - 1; i >= 0; i--) {
 		if (bpf_link__unpin(l->links[i]) && !err)
 			err = -errno;
@@ -501,6 +648,12 @@ static int slot_take(struct portres_loader *l, uint32_t *slot)
 		return -ENOMEM;
 	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_stats), slot, vals, BPF_ANY));
 	free(vals);
+	if (!err) {
+		struct portres_rstate st;
+
+		memset(&st, 0, sizeof(st));
+		err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_rstate), slot, &st, BPF_ANY));
+	}
 	if (!err)
 		l->slots[*slot / 64] |= 1ull << (*slot % 64);
 	return err;
@@ -594,11 +747,31 @@ int portres_resv_del(struct portres_loader *l, uint64_t token)
 	return 0;
 }
 
-int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r)
+/* A reservation as user space wrote it, with what the data plane wrote about it. */
+static int resv_read(struct portres_loader *l, uint64_t token, struct portres_resv *r)
 {
-	return ret_errno(bpf_map_lookup_elem(fd_of(l->skel->maps.portres_resv), &token, r));
+	struct portres_rstate st;
+
+	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_resv), &token, r))
+		return -errno;
+	r->flags = 0;
+	r->next = 0;
+	if (!bpf_map_lookup_elem(fd_of(l->skel->maps.portres_rstate), &r->slot, &st)) {
+		r->flags = st.dead == token ? PORTRES_RESV_DEAD : 0;
+		r->next = st.next;
+	}
+	return 0;
 }
 
+int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r)
+{
+	return resv_read(l, token, r);
+}
+
+/*
+ * The map value is user space's alone (the data plane writes portres_rstate),
+ * so rewriting it whole loses nothing the data plane wrote.
+ */
 int portres_resv_set_mode(struct portres_loader *l, uint64_t token, uint8_t mode)
 {
 	int fd = fd_of(l->skel->maps.portres_resv);
@@ -623,13 +796,70 @@ int portres_resv_foreach(struct portres_loader *l,
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
 		key = next;
 		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &r))
+		if (resv_read(l, key, &r))
 			continue; /* deleted meanwhile */
 		ret = cb(key, &r, arg);
 		if (ret)
 			return ret;
 	}
 	return 0;
+}
+
+int portres_released_count(struct portres_loader *l, uint64_t *n)
+{
+	struct portres_gstats g;
+	int err = portres_global_stats(l, &g);
+
+	*n = err ? 0 : g.released;
+	return err;
+}
+
+/*
+ * Reads portres_rstate in batches (a few system calls for the whole array)
+ * and reports every slot in use whose reservation's anchor closed.
+ */
+int portres_dead_foreach(struct portres_loader *l, int (*cb)(uint64_t token, void *arg), void *arg)
+{
+	int fd = fd_of(l->skel->maps.portres_rstate), err = 0, ret;
+	uint32_t batch = 4096, in = 0, out, n, i, k;
+	struct portres_rstate *vals;
+	uint32_t *keys;
+	bool first = true;
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+
+	keys = calloc(batch, sizeof(*keys));
+	vals = calloc(batch, sizeof(*vals));
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	for (;;) {
+		bool done;
+
+		n = batch;
+		done = bpf_map_lookup_batch(fd, first ? NULL : &in, &out, keys, vals, &n, &opts) != 0;
+		if (done && errno != ENOENT) {
+			err = -errno;
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			k = keys[i];
+			if (!vals[i].dead || k >= l->nslots || !(l->slots[k / 64] & (1ull << (k % 64))))
+				continue;
+			if ((ret = cb(vals[i].dead, arg))) {
+				err = ret;
+				goto cleanup;
+			}
+		}
+		if (done)
+			break;
+		in = out;
+		first = false;
+	}
+cleanup:
+	free(keys);
+	free(vals);
+	return err;
 }
 
 int portres_port_owner(struct portres_loader *l, uint64_t netns, uint8_t proto, uint16_t port,
@@ -719,22 +949,42 @@ int portres_grant_del(struct portres_loader *l, uint64_t token, uint32_t type, u
 	return ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_grants), &k));
 }
 
-/* Socket creation walks the cgroup ancestry only while something is attached. */
-static int update_ncg(struct portres_loader *l)
+/*
+ * Socket creation walks the cgroup ancestry only while something is
+ * attached, and hashes only ids that portres_cgidx marks (an id, or MANY
+ * when several attached ids share the slot). Both are rebuilt from
+ * portres_cgroups after every change: an attach lands in the map before
+ * the index shows it, a detach leaves the index last.
+ */
+static int update_index(struct portres_loader *l)
 {
-	int fd = fd_of(l->skel->maps.portres_cgroups);
-	uint64_t key, next, *prev = NULL;
+	int fd = fd_of(l->skel->maps.portres_cgroups), ifd = fd_of(l->skel->maps.portres_cgidx);
+	uint64_t key, next, *prev = NULL, *idx;
 	struct portres_cfg c;
-	uint32_t n = 0;
-	int err;
+	uint32_t n = 0, i;
+	int err = 0;
 
+	idx = calloc(PORTRES_CGIDX_SLOTS, sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		uint64_t *v = &idx[next & (PORTRES_CGIDX_SLOTS - 1)];
+
 		key = next;
 		prev = &key;
+		*v = !*v || *v == key ? key : PORTRES_CGIDX_MANY;
 		n++;
 	}
-	err = cfg_get(l, &c);
-	if (err)
+	for (i = 0; i < PORTRES_CGIDX_SLOTS && !err; i++) {
+		uint64_t cur;
+
+		if (bpf_map_lookup_elem(ifd, &i, &cur))
+			err = -errno;
+		else if (cur != idx[i])
+			err = ret_errno(bpf_map_update_elem(ifd, &i, &idx[i], BPF_ANY));
+	}
+	free(idx);
+	if (err || (err = cfg_get(l, &c)))
 		return err;
 	c.cgroups = n;
 	return cfg_set(l, &c);
@@ -764,14 +1014,27 @@ int portres_cgroup_attach(struct portres_loader *l, uint64_t cgroup_id, const st
 	v.udp_token = c->udp_token;
 	v.flags = c->flags;
 	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id, &v, BPF_ANY));
-	return err ? err : update_ncg(l);
+	if (err || (err = update_index(l)))
+		return err;
+	err = create_link_add(l, cgroup_id);
+	if (err) {
+		bpf_map_delete_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id);
+		update_index(l);
+	}
+	return err;
 }
 
 int portres_cgroup_detach(struct portres_loader *l, uint64_t cgroup_id)
 {
-	int err = ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id));
+	char path[PATH_MAX];
+	int err;
 
-	return err ? err : update_ncg(l);
+	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id, &(struct portres_cgroup){ 0 }))
+		return -errno;
+	if (!create_pin(path, sizeof(path), l, cgroup_id))
+		create_link_del(l, path);
+	err = ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id));
+	return err ? err : update_index(l);
 }
 
 int portres_cgroup_foreach(struct portres_loader *l,
@@ -814,46 +1077,47 @@ static int check_anchor(int sockfd)
 	return 0;
 }
 
+/*
+ * The data plane writes anchors into the socket's storage when this process
+ * asks through setsockopt (portres_cfg.loader_tgid); after a fork (an agent
+ * going to the background) the new process takes that over.
+ */
+static int anchor_owner(struct portres_loader *l)
+{
+	struct portres_cfg c;
+	int err;
+
+	if (l->tgid == getpid())
+		return 0;
+	if ((err = cfg_get(l, &c)))
+		return err;
+	c.loader_tgid = getpid();
+	if ((err = cfg_set(l, &c)))
+		return err;
+	l->tgid = getpid();
+	return 0;
+}
+
+static int anchor_op(struct portres_loader *l, int sockfd, int op, uint64_t token)
+{
+	struct portres_anchor_op a = { .token = token };
+	int err;
+
+	if (!token)
+		return -EINVAL;
+	if ((err = check_anchor(sockfd)) || (err = anchor_owner(l)))
+		return err;
+	return setsockopt(sockfd, SOL_PORTRES, op, &a, sizeof(a)) ? -errno : 0;
+}
+
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token)
 {
-	int fd = fd_of(l->skel->maps.portres_anchor);
-	struct portres_anchor a;
-	int i, err;
-
-	err = check_anchor(sockfd);
-	if (err)
-		return err;
-	if (bpf_map_lookup_elem(fd, &sockfd, &a)) {
-		if (errno != ENOENT)
-			return -errno;
-		memset(&a, 0, sizeof(a));
-	}
-	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
-		if (a.tokens[i] == token)
-			return 0;
-		if (!a.tokens[i]) {
-			a.tokens[i] = token;
-			return ret_errno(bpf_map_update_elem(fd, &sockfd, &a, BPF_ANY));
-		}
-	}
-	return -ENOSPC;
+	return anchor_op(l, sockfd, PORTRES_ANCHOR_ADD, token);
 }
 
 int portres_anchor_del(struct portres_loader *l, int sockfd, uint64_t token)
 {
-	int fd = fd_of(l->skel->maps.portres_anchor);
-	struct portres_anchor a;
-	int i;
-
-	if (bpf_map_lookup_elem(fd, &sockfd, &a))
-		return -errno;
-	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
-		if (a.tokens[i] == token) {
-			a.tokens[i] = 0;
-			return ret_errno(bpf_map_update_elem(fd, &sockfd, &a, BPF_ANY));
-		}
-	}
-	return -ENOENT;
+	return anchor_op(l, sockfd, PORTRES_ANCHOR_DEL, token);
 }
 
 static int on_ringbuf(void *ctx, void *data, size_t size)
@@ -865,14 +1129,24 @@ static int on_ringbuf(void *ctx, void *data, size_t size)
 	return l->cb(data, l->cb_arg);
 }
 
+/* Both ring buffers behind one epoll fd: releases have their own, never rate-limited. */
 int portres_events_open(struct portres_loader *l, portres_event_cb cb, void *arg)
 {
+	int err;
+
 	if (l->rb)
 		return -EBUSY;
 	l->cb = cb;
 	l->cb_arg = arg;
-	l->rb = ring_buffer__new(fd_of(l->skel->maps.portres_events), on_ringbuf, l, NULL);
-	return l->rb ? 0 : -errno;
+	l->rb = ring_buffer__new(fd_of(l->skel->maps.portres_released), on_ringbuf, l, NULL);
+	if (!l->rb)
+		return -errno;
+	err = ring_buffer__add(l->rb, fd_of(l->skel->maps.portres_events), on_ringbuf, l);
+	if (err) {
+		ring_buffer__free(l->rb);
+		l->rb = NULL;
+	}
+	return err;
 }
 
 int portres_events_poll(struct portres_loader *l, int timeout_ms)

@@ -4,7 +4,9 @@
  *
  * Stages: open -> size maps -> load (reusing pinned maps) -> pin -> attach
  * (multi-attach cgroup links, pinned; a pinned link from an earlier agent is
- * re-pointed at the new program, so enforcement never stops).
+ * re-pointed at the new program, so enforcement never stops). Every program
+ * is linked at the attach root except portres_create, which
+ * portres_cgroup_attach links at each attached cgroup (links/create-<id>).
  *
  * Every function returns 0 or a negative errno; nothing here prints except
  * through the libbpf print callback the caller installs.
@@ -22,7 +24,8 @@ struct portres_loader;
 struct portres_loader_opts {
 	const char *bpffs_dir;   /* pins go here: <dir>/maps/<map>, <dir>/links/<prog> */
 	const char *cgroup_path; /* cgroup2 directory to attach to */
-	uint32_t max_resv;       /* 0: PORTRES_MAX_RESV */
+	uint32_t max_resv;       /* reservations, and counter slots (per CPU); 0: PORTRES_DEFAULT_RESV.
+				    Pinned maps keep their size: it applies on a fresh start. */
 	uint32_t max_ports;      /* 0: PORTRES_MAX_PORTS */
 	uint32_t events_per_sec; /* per CPU; 0: 1000 */
 };
@@ -49,11 +52,20 @@ int portres_cgroup_id(const char *path, uint64_t *id);
 int portres_resv_add(struct portres_loader *l, uint64_t token, const struct portres_resv *r);
 int portres_resv_del(struct portres_loader *l, uint64_t token);
 int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r);
-/* Changes mode in place (counters, claims untouched). */
+/* Changes mode (counters, claims and what the data plane wrote untouched). */
 int portres_resv_set_mode(struct portres_loader *l, uint64_t token, uint8_t mode);
 /* Iterates all reservations; cb returns non-zero to stop (that value is returned). */
 int portres_resv_foreach(struct portres_loader *l,
 			 int (*cb)(uint64_t token, const struct portres_resv *r, void *arg), void *arg);
+/*
+ * Runtime reservations ended by their anchor's close, as the data plane
+ * counted them (gstats.released): a reader that handled fewer RELEASED
+ * events than this lost some (a full ring buffer) and sweeps with
+ * portres_dead_foreach, which calls cb with the token of every reservation
+ * whose anchor closed (a few system calls for the whole map).
+ */
+int portres_released_count(struct portres_loader *l, uint64_t *n);
+int portres_dead_foreach(struct portres_loader *l, int (*cb)(uint64_t token, void *arg), void *arg);
 /* Which token owns a port (0 if none). */
 int portres_port_owner(struct portres_loader *l, uint64_t netns, uint8_t proto, uint16_t port,
 		       struct portres_port *out);
@@ -78,6 +90,8 @@ int portres_cgroup_foreach(struct portres_loader *l,
 /*
  * Makes sockfd the anchor of runtime reservation token: closing the socket
  * ends the reservation (-ENOSPC when it anchors PORTRES_MAX_ANCHORS already).
+ * The data plane stores it through setsockopt(SOL_PORTRES, PORTRES_ANCHOR_ADD),
+ * which it takes from the loader's process only (the last to call these).
  */
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token);
 int portres_anchor_del(struct portres_loader *l, int sockfd, uint64_t token);

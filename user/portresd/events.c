@@ -377,6 +377,7 @@ int events_from_ring(const struct portres_event *ev, void *arg)
 
 	a->events_seen++;
 	if (ev->type == PORTRES_EV_RELEASED) {
+		a->released_events++;
 		runtime_end(a, ev->token, "socket closed");
 		return 0;
 	}

@@ -51,6 +51,8 @@ static const char usage[] =
 	"  --apply-prune           with --apply: also delete named persistent reservations FILE lacks\n"
 	"  --quota N               runtime ports per uid (default 4096; root is exempt); an acquire\n"
 	"                          beyond it fails with EDQUOT\n"
+	"  --max-reservations N    reservations the maps hold, both protocols (default 16384; each\n"
+	"                          costs 40 bytes of counters per CPU); pinned maps keep their size\n"
 	"  --user-ports LO-HI      the ports unprivileged users may acquire, chosen or wildcard (default:\n"
 	"                          the low end of ip_local_port_range to 65535), never below\n"
 	"                          ip_unprivileged_port_start, both of the socket's netns; outside it:\n"
@@ -846,7 +848,7 @@ int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
 	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS, O_ADOPT_PINS, O_RESET,
-	       O_EVENTS_LOG };
+	       O_EVENTS_LOG, O_MAXRESV };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -867,6 +869,7 @@ int main(int argc, char **argv)
 		{ "apply", required_argument, NULL, O_APPLY },
 		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
 		{ "events-log-size", required_argument, NULL, O_EVENTS_LOG },
+		{ "max-reservations", required_argument, NULL, O_MAXRESV },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -878,7 +881,7 @@ int main(int argc, char **argv)
 				     .max_clients_per_uid = PORTRESD_MAX_PER_UID, .stall_timeout = PORTRESD_STALL_SEC,
 				     .events_log_size = PORTRESD_EVENTS_LOG },
 			   .nswatch_fd = -1 };
-	struct portres_loader_opts lo = { 0 };
+	struct portres_loader_opts lo = { .max_resv = PORTRES_DEFAULT_RESV };
 	char why[512], *end, *dir;
 	struct portset owned;
 	double t[3] = { 0 };
@@ -910,6 +913,12 @@ int main(int argc, char **argv)
 		case O_QUOTA:
 			if (parse_u32(optarg, 0, 65536, &a.opts.quota)) {
 				fprintf(stderr, "portresd: --quota: a number of ports 0..65536\n");
+				return 2;
+			}
+			break;
+		case O_MAXRESV:
+			if (parse_u32(optarg, 1, PORTRES_MAX_RESV, &lo.max_resv)) {
+				fprintf(stderr, "portresd: --max-reservations: a number 1..%u\n", PORTRES_MAX_RESV);
 				return 2;
 			}
 			break;

@@ -166,6 +166,7 @@ struct agent {
 	bool stop;
 	uint64_t requests, errors, events_seen;
 	uint64_t commits, commit_failures;
+	uint64_t released_seen, released_events; /* data plane's count of anchor closes; RELEASED events received */
 	size_t n_clients, n_subscribers;
 	void *mhd;            /* struct MHD_Daemon * */
 	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */
@@ -274,6 +275,8 @@ void runtime_end(struct agent *a, uint64_t token, const char *why);
 void resv_unload(struct agent *a, struct resv *r);
 /* Puts a table entry and its grants into the maps. */
 int resv_load(struct agent *a, struct resv *r);
+/* Ends runtime reservations whose RELEASED event was lost (once per loop turn). */
+void runtime_sweep(struct agent *a);
 
 /*
  * The ports unprivileged users may reserve in ns: --user-ports (default: the

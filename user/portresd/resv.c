@@ -365,6 +365,30 @@ void runtime_end(struct agent *a, uint64_t token, const char *why)
 	resv_remove(a, r);
 }
 
+static int sweep_one(uint64_t token, void *arg)
+{
+	runtime_end(arg, token, "socket closed; found by the sweep");
+	return 0;
+}
+
+/*
+ * Backstop for RELEASED events lost to a full ring buffer: when the data
+ * plane counted more anchor closes than events arrived, every reservation
+ * marked dead is ended (a few system calls for the whole map). Events still
+ * in flight then count twice, which can hide a later loss until the next.
+ */
+void runtime_sweep(struct agent *a)
+{
+	uint64_t n;
+
+	if (portres_released_count(a->loader, &n) || n == a->released_seen)
+		return;
+	a->released_seen = n;
+	if (n > a->released_events)
+		portres_dead_foreach(a->loader, sweep_one, a);
+	a->released_events = n;
+}
+
 /* --- choosing a block ----------------------------------------------------- */
 
 /*

@@ -755,6 +755,7 @@ static void server_loop(struct agent *a, const struct loop_fds *f)
 		if (a->attach_dirty)
 			cgwatch_sync(a);
 		cgwatch_tick(a);
+		runtime_sweep(a);
 		/* the turn's changes: one commit, then their replies go out */
 		ops_commit(a);
 		bury();
