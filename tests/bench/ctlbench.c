@@ -5,7 +5,8 @@
  * portresd calls made with libportres (and the CLI for the lookup check): the
  * maps are never written here.
  *
- * One run, one fresh agent, its database on the state directory's disk:
+ * One run, one fresh agent (--max-reservations 70000), its database on the
+ * state directory's disk:
  *
  *   seq@0      400 persistent creates of 1-port TCP blocks, one client,
  *              one at a time (each a durable commit)
@@ -88,7 +89,9 @@ static const char *agent_bin(void)
 static int agent_start(struct agent *ag, double *start_s)
 {
 	const char *argv[] = { agent_bin(), "--foreground", "--cgroup", ag->w->cgroup, "--bpffs", ag->bpffs,
-			       "--socket", ag->sock, "--state-dir", ag->state, "--events-log-size", "0", NULL };
+			       "--socket", ag->sock, "--state-dir", ag->state, "--events-log-size", "0",
+			       /* 65,535 persistent ones and the runtime ones of the acquire rows */
+			       "--max-reservations", "70000", NULL };
 	double t0 = now_s();
 	portres_token_t t;
 
