@@ -362,7 +362,7 @@ static void inner_up(void)
 	struct portres_loader_opts opts = { .max_resv = 64, .max_ports = 64 };
 	int err;
 
-	fx_setup();
+	/* The suite's .init (fx_setup) has run: only the inner instance is added here. */
 	fx_child_cgroup("inner", inner_cg, sizeof(inner_cg));
 	snprintf(inner_dir, sizeof(inner_dir), "%s/inner", fx.bpffs);
 	opts.bpffs_dir = inner_dir;
@@ -379,7 +379,7 @@ static void inner_down(void)
 	if (inner)
 		portres_loader_teardown(inner);
 	inner = NULL;
-	fx_teardown();
+	/* the suite's .fini (fx_teardown) follows */
 }
 
 /* A TCP socket of the inner cgroup: both instances' programs run, the inner one first. */
