@@ -343,6 +343,14 @@ static int by_request(const void *x, const void *y)
 	return !a || !b ? !!a - !!b : strcmp(a, b);
 }
 
+static int by_block(const void *x, const void *y);
+
+void state_sort_blocks(const struct state *st, size_t *idx)
+{
+	sort_st = st;
+	qsort(idx, st->n_resv, sizeof(*idx), by_block);
+}
+
 static int by_block(const void *x, const void *y)
 {
 	const struct state_resv *a = &sort_st->resv[*(const size_t *)x], *b = &sort_st->resv[*(const size_t *)y];

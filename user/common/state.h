@@ -130,6 +130,8 @@ int state_parse(const char *text, size_t len, const char *file, struct state *st
 int state_save(const char *dir, const struct state *st, bool durable, char *err, size_t errlen);
 void state_free(struct state *st);
 
+/* Sorts the indexes idx[0..n_resv) of st's reservations by netns, protocol and start. */
+void state_sort_blocks(const struct state *st, size_t *idx);
 /* Checks ranges, tokens, names, overlaps and references; 0 or -EINVAL with err. */
 int state_validate(const struct state *st, const char *what, char *err, size_t errlen);
 

@@ -899,19 +899,6 @@ static int load_meta(struct store *s, struct store_contents *c)
 	return rc == SQLITE_DONE ? 0 : rc;
 }
 
-static const struct state *sort_st;
-
-static int by_block(const void *x, const void *y)
-{
-	const struct state_resv *a = &sort_st->resv[*(const size_t *)x], *b = &sort_st->resv[*(const size_t *)y];
-
-	if (a->netns != b->netns)
-		return (a->netns > b->netns) - (a->netns < b->netns);
-	if (a->proto != b->proto)
-		return a->proto - b->proto;
-	return a->start - b->start;
-}
-
 /*
  * The rules state.json had, less what the schema enforces itself (unique
  * tokens, names and request ids; ranges, kinds and modes): names and request
@@ -935,9 +922,8 @@ static int validate(const struct state *st, const char *what, char *err, size_t 
 			ret = fail(err, errlen, -EBADMSG, "%s: corrupt: reservation %016" PRIx64 " is not valid", what,
 				   r->token);
 	}
-	sort_st = st;
 	if (!ret)
-		qsort(idx, st->n_resv, sizeof(*idx), by_block);
+		state_sort_blocks(st, idx);
 	for (size_t k = 1; k < st->n_resv && !ret; k++) {
 		const struct state_resv *o = &st->resv[idx[k - 1]], *r = &st->resv[idx[k]];
 
