@@ -51,6 +51,22 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define READ_ONCE(x)     (*(const volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
+/*
+ * The kernel's socket, as far as portres reads it: the field's offset comes
+ * from the running kernel's BTF (CO-RE), the pointer from the program's
+ * context through bpf_cast_to_kern_ctx (a kfunc the verifier turns into a
+ * register move).
+ */
+struct sock {
+	void *sk_bpf_storage;
+} __attribute__((preserve_access_index));
+
+struct bpf_sock_addr_kern {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
 /* Read-only configuration, set by the loader before load. */
 const volatile __u32 events_per_sec = 1000;
 
@@ -159,6 +175,31 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, PORTRES_RELEASED_BYTES);
 } portres_released SEC(".maps");
+
+/*
+ * A socket's portres storage, or NULL. Almost no socket of a host has
+ * storage of any BPF map: that is one load from the kernel's socket, and the
+ * helper call (what the common case of every hook would cost most) is made
+ * only for the others.
+ */
+static __always_inline struct portres_sk *sk_state(struct bpf_sock *sk)
+{
+	struct sock *ks = bpf_cast_to_kern_ctx(sk);
+
+	if (!ks->sk_bpf_storage)
+		return NULL;
+	return bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+}
+
+/* The same for the socket of a bind, connect or sendmsg (ctx->sk, not NULL). */
+static __always_inline struct portres_sk *addr_sk_state(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock_addr_kern *k = bpf_cast_to_kern_ctx(ctx);
+
+	if (!k->sk->sk_bpf_storage)
+		return NULL;
+	return bpf_sk_storage_get(&portres_sk, ctx->sk, 0, 0);
+}
 
 enum counter { C_ALLOWED, C_DENIED, C_ALLOCATED, C_EXHAUSTED, C_AUDITED };
 
@@ -673,7 +714,7 @@ static __always_inline int do_bind(struct bpf_sock_addr *ctx, __u8 family)
 	q.proto = ctx->protocol;
 	q.port = bpf_ntohs(ctx->user_port);
 	/* A socket without storage has none of ours: a pointer test in the kernel. */
-	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	ps = addr_sk_state(ctx);
 	if (!ps) {
 		/* Not associated, not confined: only a reserved port concerns us. */
 		if (q.port == 0 || !maybe_reserved(q.proto, q.port))
@@ -747,7 +788,7 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 
 	if (!sk)
 		return 1;
-	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	ps = addr_sk_state(ctx);
 	if (!ps || sk->src_port || !inet_proto(ctx->family, ctx->type, ctx->protocol))
 		return 1;
 	q.proto = ctx->protocol;
@@ -822,7 +863,7 @@ static __always_inline int do_send(struct bpf_sock_addr *ctx, __u8 family)
 
 	if (!sk)
 		return 1;
-	ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	ps = addr_sk_state(ctx);
 	if (!ps || (ps->flags & (PORTRES_SK_CLAIMED | PORTRES_SK_BOUND)) || ctx->protocol != IPPROTO_UDP)
 		return 1;
 	q.proto = IPPROTO_UDP;
@@ -962,13 +1003,14 @@ static __always_inline void end_anchored(struct bpf_sock *sk, struct portres_sk 
 }
 
 /*
- * One lookup, no family or protocol check first: only TCP and UDP sockets
- * ever get our storage, and a socket without storage has none of ours.
+ * Every socket of the host is released through here: sk_state first (one
+ * load for a socket without storage), no family or protocol check: only TCP
+ * and UDP sockets ever get ours.
  */
 SEC("cgroup/sock_release")
 int portres_release(struct bpf_sock *sk)
 {
-	struct portres_sk *ps = bpf_sk_storage_get(&portres_sk, sk, 0, 0);
+	struct portres_sk *ps = sk_state(sk);
 
 	if (!ps)
 		return 1;
