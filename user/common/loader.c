@@ -36,6 +36,7 @@ struct portres_loader {
 	uint32_t nslots;
 	struct ring_buffer *rb;
 	pid_t tgid;              /* the process portres_cfg.loader_tgid names */
+	enum portres_assoc_mode assoc;
 	portres_event_cb cb;
 	void *cb_arg;
 };
@@ -247,7 +248,8 @@ static int create_link_add(struct portres_loader *l, uint64_t cgroup_id)
 	return err;
 }
 
-static void create_link_del(struct portres_loader *l, const char *path)
+/* Detaches a pinned link and removes its pin. */
+static void pinned_link_del(const char *path)
 {
 	int fd = bpf_obj_get(path);
 
@@ -281,7 +283,7 @@ static int create_links_each(struct portres_loader *l, bool remove)
 		if (path_in(path, sizeof(path), l->dir, "links", de->d_name))
 			continue;
 		if (remove) {
-			create_link_del(l, path);
+			pinned_link_del(path);
 			continue;
 		}
 		fd = bpf_obj_get(path);
@@ -291,7 +293,7 @@ static int create_links_each(struct portres_loader *l, bool remove)
 		len = sizeof(info);
 		if (bpf_obj_get_info_by_fd(fd, &info, &len) || !info.cgroup.cgroup_id) {
 			close(fd);
-			create_link_del(l, path); /* its cgroup is gone */
+			pinned_link_del(path); /* its cgroup is gone */
 			continue;
 		}
 		if (bpf_link_update(fd, prog, NULL) && !err)
@@ -336,12 +338,14 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	uint64_t cgid;
 	int err;
 
-	if (!opts || !opts->bpffs_dir || !opts->cgroup_path)
+	if (!opts || !opts->bpffs_dir || !opts->cgroup_path ||
+	    (opts->assoc != PORTRES_ASSOC_SOCKOPT && opts->assoc != PORTRES_ASSOC_AGENT))
 		return -EINVAL;
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
 	l->cgroup_fd = -1;
+	l->assoc = opts->assoc;
 	if (snprintf(l->dir, sizeof(l->dir), "%s", opts->bpffs_dir) >= (int)sizeof(l->dir)) {
 		err = -ENAMETOOLONG;
 		goto cleanup;
@@ -384,6 +388,9 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 		bpf_map__set_max_entries(l->skel->maps.portres_portx, opts->max_ports);
 	if (opts->events_per_sec)
 		l->skel->rodata->events_per_sec = opts->events_per_sec;
+	/* No setsockopt program at all when the agent associates. */
+	if (l->assoc == PORTRES_ASSOC_AGENT && (err = bpf_program__set_autoload(l->skel->progs.portres_setsopt, false)))
+		goto cleanup;
 	err = set_pin_paths(l);
 	if (err)
 		goto cleanup;
@@ -399,10 +406,19 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	if ((err = anchor_owner(l)))
 		goto cleanup;
 
-	/* Attach every program with a pinned multi-attach link (portres_create per attached cgroup). */
+	/*
+	 * Attach every program with a pinned multi-attach link (portres_create
+	 * per attached cgroup); one an earlier loader linked that this one did
+	 * not load (portres_setsopt, now that the agent associates) is unlinked.
+	 */
 	bpf_object__for_each_program(prog, l->skel->obj) {
 		if (prog == l->skel->progs.portres_create)
 			continue;
+		if (!bpf_program__autoload(prog)) {
+			if (!(err = path_in(sub, sizeof(sub), l->dir, "links", bpf_program__name(prog))))
+				pinned_link_del(sub);
+			continue;
+		}
 		if (l->nlinks >= (int)(sizeof(l->links) / sizeof(l->links[0]))) {
 			err = -E2BIG;
 			goto cleanup;
@@ -468,6 +484,11 @@ int portres_loader_teardown(struct portres_loader *l)
 bool portres_loader_adopted(const struct portres_loader *l)
 {
 	return l && l->adopted;
+}
+
+enum portres_assoc_mode portres_loader_assoc(const struct portres_loader *l)
+{
+	return l->assoc;
 }
 
 static int fd_of(struct bpf_map *map)
@@ -949,6 +970,16 @@ int portres_grant_del(struct portres_loader *l, uint64_t token, uint32_t type, u
 	return ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_grants), &k));
 }
 
+int portres_grant_has(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id)
+{
+	struct portres_grant_key k = grant_key(token, type, id);
+	uint8_t v;
+
+	if (!bpf_map_lookup_elem(fd_of(l->skel->maps.portres_grants), &k, &v))
+		return 1;
+	return errno == ENOENT ? 0 : -errno;
+}
+
 /*
  * Socket creation walks the cgroup ancestry only while something is
  * attached, and hashes only ids that portres_cgidx marks (an id, or MANY
@@ -1032,7 +1063,7 @@ int portres_cgroup_detach(struct portres_loader *l, uint64_t cgroup_id)
 	if (bpf_map_lookup_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id, &(struct portres_cgroup){ 0 }))
 		return -errno;
 	if (!create_pin(path, sizeof(path), l, cgroup_id))
-		create_link_del(l, path);
+		pinned_link_del(path);
 	err = ret_errno(bpf_map_delete_elem(fd_of(l->skel->maps.portres_cgroups), &cgroup_id));
 	return err ? err : update_index(l);
 }
@@ -1098,6 +1129,57 @@ static int anchor_owner(struct portres_loader *l)
 	return 0;
 }
 
+/*
+ * A socket's portres_sk read, changed by edit (0, or -errno: nothing is
+ * written) and written back whole. The data plane writes a socket's storage
+ * only in that socket's own calls (bind, connect, setsockopt, close; close
+ * cannot come while the caller holds sockfd), so only a caller racing its
+ * own socket can lose a write.
+ */
+static int sk_edit(struct portres_loader *l, int sockfd, int (*edit)(struct portres_sk *ps, const void *arg),
+		   const void *arg)
+{
+	int fd = fd_of(l->skel->maps.portres_sk), err;
+	struct portres_sk ps;
+
+	if (bpf_map_lookup_elem(fd, &sockfd, &ps)) {
+		if (errno != ENOENT)
+			return -errno;
+		memset(&ps, 0, sizeof(ps));
+	}
+	if ((err = edit(&ps, arg)))
+		return err;
+	return ret_errno(bpf_map_update_elem(fd, &sockfd, &ps, BPF_ANY));
+}
+
+/* PORTRES_ANCHOR_ADD / _DEL as portres_setsopt does them (anchor_op in bpf/portres.bpf.c). */
+struct anchor_edit {
+	int op;
+	uint64_t token;
+};
+
+static int anchor_edit(struct portres_sk *ps, const void *arg)
+{
+	const struct anchor_edit *e = arg;
+	int i, free = -1;
+
+	for (i = 0; i < PORTRES_MAX_ANCHORS; i++) {
+		if (ps->anchors[i] == e->token)
+			break;
+		if (!ps->anchors[i] && free < 0)
+			free = i;
+	}
+	if (i == PORTRES_MAX_ANCHORS) {
+		if (e->op == PORTRES_ANCHOR_DEL)
+			return -ENOENT;
+		if (free < 0)
+			return -ENOSPC;
+		i = free;
+	}
+	ps->anchors[i] = e->op == PORTRES_ANCHOR_ADD ? e->token : 0;
+	return 0;
+}
+
 static int anchor_op(struct portres_loader *l, int sockfd, int op, uint64_t token)
 {
 	struct portres_anchor_op a = { .token = token };
@@ -1105,9 +1187,29 @@ static int anchor_op(struct portres_loader *l, int sockfd, int op, uint64_t toke
 
 	if (!token)
 		return -EINVAL;
-	if ((err = check_anchor(sockfd)) || (err = anchor_owner(l)))
+	if ((err = check_anchor(sockfd)))
+		return err;
+	/* No setsockopt program to ask: the storage is written from here. */
+	if (l->assoc == PORTRES_ASSOC_AGENT)
+		return sk_edit(l, sockfd, anchor_edit, &(struct anchor_edit){ .op = op, .token = token });
+	if ((err = anchor_owner(l)))
 		return err;
 	return setsockopt(sockfd, SOL_PORTRES, op, &a, sizeof(a)) ? -errno : 0;
+}
+
+/* What portres_setsopt writes for PORTRES_ASSOCIATE. */
+static int assoc_edit(struct portres_sk *ps, const void *arg)
+{
+	ps->token = *(const uint64_t *)arg;
+	ps->flags = (ps->flags | PORTRES_SK_ASSOC) & ~PORTRES_SK_STALE;
+	return 0;
+}
+
+int portres_sk_associate(struct portres_loader *l, int sockfd, uint64_t token)
+{
+	if (!token)
+		return -EINVAL;
+	return sk_edit(l, sockfd, assoc_edit, &token);
 }
 
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token)

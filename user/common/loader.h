@@ -6,7 +6,10 @@
  * (multi-attach cgroup links, pinned; a pinned link from an earlier agent is
  * re-pointed at the new program, so enforcement never stops). Every program
  * is linked at the attach root except portres_create, which
- * portres_cgroup_attach links at each attached cgroup (links/create-<id>).
+ * portres_cgroup_attach links at each attached cgroup (links/create-<id>),
+ * and portres_setsopt, which is neither loaded nor linked in association
+ * mode PORTRES_ASSOC_AGENT (its pinned link, if an earlier loader made one,
+ * is removed).
  *
  * Every function returns 0 or a negative errno; nothing here prints except
  * through the libbpf print callback the caller installs.
@@ -21,6 +24,18 @@
 
 struct portres_loader;
 
+/*
+ * Who associates sockets with tokens. Any cgroup setsockopt program costs
+ * every setsockopt(2) of the sockets below it more than the program itself
+ * (the kernel copies the option in and takes the socket lock around it);
+ * without one, setsockopt(SOL_PORTRES, PORTRES_ASSOCIATE) fails with
+ * ENOPROTOOPT and the agent associates (portres_sk_associate).
+ */
+enum portres_assoc_mode {
+	PORTRES_ASSOC_SOCKOPT = 0, /* portres_setsopt, at the attach root (SPEC §3) */
+	PORTRES_ASSOC_AGENT   = 1, /* no setsockopt program: user space writes portres_sk */
+};
+
 struct portres_loader_opts {
 	const char *bpffs_dir;   /* pins go here: <dir>/maps/<map>, <dir>/links/<prog> */
 	const char *cgroup_path; /* cgroup2 directory to attach to */
@@ -28,6 +43,7 @@ struct portres_loader_opts {
 				    Pinned maps keep their size: it applies on a fresh start. */
 	uint32_t max_ports;      /* 0: PORTRES_MAX_PORTS */
 	uint32_t events_per_sec; /* per CPU; 0: 1000 */
+	enum portres_assoc_mode assoc;
 };
 
 /* Loads, pins and attaches; adopts what an earlier loader pinned in bpffs_dir. */
@@ -38,6 +54,7 @@ void portres_loader_close(struct portres_loader *l);
 int portres_loader_teardown(struct portres_loader *l);
 /* True when pins from an earlier loader were adopted by open. */
 bool portres_loader_adopted(const struct portres_loader *l);
+enum portres_assoc_mode portres_loader_assoc(const struct portres_loader *l);
 
 /* The netns cookie of the calling thread's network namespace. */
 int portres_netns_cookie(uint64_t *cookie);
@@ -75,6 +92,8 @@ int portres_global_stats(struct portres_loader *l, struct portres_gstats *out);
 
 int portres_grant_add(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id);
 int portres_grant_del(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id);
+/* 1 when the grant is in the map, 0 when not, or -errno. */
+int portres_grant_has(struct portres_loader *l, uint64_t token, uint32_t type, uint64_t id);
 
 /*
  * Cgroup association: sockets created in cgroup_id or below take the token of
@@ -91,10 +110,21 @@ int portres_cgroup_foreach(struct portres_loader *l,
  * Makes sockfd the anchor of runtime reservation token: closing the socket
  * ends the reservation (-ENOSPC when it anchors PORTRES_MAX_ANCHORS already).
  * The data plane stores it through setsockopt(SOL_PORTRES, PORTRES_ANCHOR_ADD),
- * which it takes from the loader's process only (the last to call these).
+ * which it takes from the loader's process only (the last to call these);
+ * in PORTRES_ASSOC_AGENT mode the loader writes portres_sk itself.
  */
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token);
 int portres_anchor_del(struct portres_loader *l, int sockfd, uint64_t token);
+
+/*
+ * Associates sockfd with token, as portres_setsopt does for setsockopt
+ * (SOL_PORTRES, PORTRES_ASSOCIATE): the socket's portres_sk gets the token
+ * and PORTRES_SK_ASSOC; what the data plane wrote there (claim, anchors,
+ * confinement) is kept. It checks nothing: the caller decides who may
+ * (the agent's associate op). A bind or connect of the same socket racing
+ * this call may lose what it wrote: associate before binding, as SPEC §3 says.
+ */
+int portres_sk_associate(struct portres_loader *l, int sockfd, uint64_t token);
 
 /* Events: cb is called for each one during portres_events_poll. */
 typedef int (*portres_event_cb)(const struct portres_event *ev, void *arg);

@@ -18,6 +18,7 @@ static const char *const op_names[PROTO_OP__COUNT] = {
 	[PROTO_OP_WHO] = "who",         [PROTO_OP_ATTACH] = "attach",
 	[PROTO_OP_DETACH] = "detach",   [PROTO_OP_STATUS] = "status",
 	[PROTO_OP_METRICS] = "metrics", [PROTO_OP_EVENTS] = "events",
+	[PROTO_OP_ASSOCIATE] = "associate",
 };
 
 const char *proto_op_name(enum proto_op op)
@@ -253,6 +254,7 @@ static int parse_op(struct proto_req *req, struct proto_err *err)
 	case PROTO_OP_ACQUIRE:
 		return parse_range(req, false, true, err);
 	case PROTO_OP_RELEASE:
+	case PROTO_OP_ASSOCIATE:
 		return parse_token(req, true, err);
 	case PROTO_OP_CREATE:
 		if (parse_range(req, true, false, err) || parse_name(req, err) < 0 ||

@@ -6,6 +6,9 @@
  *
  *   {"v":1,"op":"acquire","start":0,"count":10}          + the socket (SCM_RIGHTS)
  *   {"v":1,"op":"release","token":"5f0c2a9e1b7d4c33"}     + the socket (SCM_RIGHTS)
+ *   {"v":1,"op":"associate","token":"5f0c2a9e1b7d4c33"}   + the socket (SCM_RIGHTS): what
+ *        setsockopt(SOL_PORTRES, PORTRES_ASSOCIATE) does, for agents without a
+ *        setsockopt program (portresd --associate=agent; libportres falls back to it)
  *   {"v":1,"op":"create","proto":"tcp","start":8000,"count":10,
  *        "name":"web","mode":"enforce","request_id":"9f2c4e0b7a1d43c8b5e6f70a1c2d3e4f",
  *        "grants":[{"type":"uid","id":1000},{"type":"cgroup","path":"/sys/fs/cgroup/web"}]}
@@ -72,6 +75,7 @@ enum proto_op {
 	PROTO_OP_STATUS,
 	PROTO_OP_METRICS,
 	PROTO_OP_EVENTS,
+	PROTO_OP_ASSOCIATE,
 	PROTO_OP__COUNT,
 };
 

@@ -5,6 +5,13 @@
  * The work is done in the kernel by portres's cgroup/setsockopt program; this
  * call adds the checks that the kernel cannot make for a socket it does not
  * see (ENOTSOCK, EOPNOTSUPP) so every caller gets the errno of SPEC §3.
+ *
+ * An agent started with --associate=agent attaches no setsockopt program
+ * (every setsockopt(2) of the host is cheaper without one): the kernel then
+ * answers ENOPROTOOPT for our level, and the socket goes to the agent
+ * (SCM_RIGHTS), which checks the same rules and writes the association. The
+ * agent is also asked when the programs know no such token (EINVAL): an
+ * instance in agent mode nested below one with the program may know it.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -12,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "portres.h"
+#include "transport.h"
 
 /* 0 if fd is a TCP or UDP socket over IPv4/IPv6, else -1 with errno set. */
 static int check_inet_socket(int fd)
@@ -45,6 +53,8 @@ static int check_inet_socket(int fd)
 
 int portres_associate(int sockfd, portres_token_t token)
 {
+	int kernel, err;
+
 	if (check_inet_socket(sockfd))
 		return -1;
 	if (token == 0) {
@@ -53,8 +63,17 @@ int portres_associate(int sockfd, portres_token_t token)
 	}
 	if (setsockopt(sockfd, SOL_PORTRES, PORTRES_ASSOCIATE, &token, sizeof(token)) == 0)
 		return 0;
-	/* No portres program saw the call: the kernel does not know the level. */
-	if (errno == ENOPROTOOPT)
-		errno = EINVAL;
+	if (errno != ENOPROTOOPT && errno != EINVAL)
+		return -1;
+	kernel = errno;
+	err = portres_associate_agent(sockfd, token);
+	if (!err)
+		return 0;
+	/* No program and no agent: nobody can associate (ECONNREFUSED, as the agent's calls). */
+	if (kernel == ENOPROTOOPT)
+		errno = err == -ENOENT ? ECONNREFUSED : -err;
+	/* The programs' EINVAL stands unless an agent knew the token and refused. */
+	else
+		errno = err == -EACCES || err == -EPROTOTYPE ? -err : EINVAL;
 	return -1;
 }

@@ -119,6 +119,18 @@ int portres_acquire(int sockfd, const struct portres_range *want, struct portres
 	return set_errno(err);
 }
 
+int portres_associate_agent(int sockfd, portres_token_t token)
+{
+	char tok[17];
+	json_t *reply;
+	int err;
+
+	token_format(token, tok);
+	err = agent_call(json_pack("{s:s, s:s}", "op", "associate", "token", tok), sockfd, &reply);
+	json_decref(reply);
+	return err;
+}
+
 int portres_release(int sockfd, portres_token_t token)
 {
 	char tok[17];

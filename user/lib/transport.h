@@ -21,6 +21,7 @@
 #define PORTRES_TRANSPORT_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 /* How long the library waits for the agent. */
 #define PORTRES_TRANSPORT_TIMEOUT_MS 30000
@@ -48,5 +49,8 @@ int portres_transport_recv(int fd, json_t **msg, int timeout_ms);
 int portres_transport_call(int fd, json_t *req, int passfd, int timeout_ms, json_t **reply);
 /* 0 for an ok reply; else the errno of its "errno" name, EPROTO when the name is unknown. */
 int portres_transport_error(const json_t *reply);
+
+/* client.c: the agent's associate op for sockfd (portres_associate's fallback); 0 or -errno. */
+int portres_associate_agent(int sockfd, uint64_t token);
 
 #endif /* PORTRES_TRANSPORT_H */

@@ -53,6 +53,11 @@ static const char usage[] =
 	"                          beyond it fails with EDQUOT\n"
 	"  --max-reservations N    reservations the maps hold, both protocols (default 16384; each\n"
 	"                          costs 40 bytes of counters per CPU); pinned maps keep their size\n"
+	"  --associate sockopt|agent  who associates sockets with tokens (default sockopt: a setsockopt\n"
+	"                          program: setsockopt(SOL_PORTRES, PORTRES_ASSOCIATE) works from any\n"
+	"                          language); agent: no setsockopt program, so every setsockopt(2) below\n"
+	"                          the cgroup is cheaper; portres_associate() asks the agent instead and\n"
+	"                          a raw setsockopt(SOL_PORTRES) fails with ENOPROTOOPT\n"
 	"  --user-ports LO-HI      the ports unprivileged users may acquire, chosen or wildcard (default:\n"
 	"                          the low end of ip_local_port_range to 65535), never below\n"
 	"                          ip_unprivileged_port_start, both of the socket's netns; outside it:\n"
@@ -848,7 +853,7 @@ int main(int argc, char **argv)
 {
 	enum { O_CGROUP = 256, O_BPFFS, O_SOCKET, O_STATE, O_ADMIN, O_METRICS, O_FG, O_TEARDOWN, O_LOGFMT, O_QUOTA,
 	       O_APPLY, O_APPLY_PRUNE, O_MAX_CLIENTS, O_MAX_PER_UID, O_STALL, O_USER_PORTS, O_ADOPT_PINS, O_RESET,
-	       O_EVENTS_LOG, O_MAXRESV };
+	       O_EVENTS_LOG, O_MAXRESV, O_ASSOCIATE };
 	static const struct option longopts[] = {
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "bpffs", required_argument, NULL, O_BPFFS },
@@ -870,6 +875,7 @@ int main(int argc, char **argv)
 		{ "apply-prune", no_argument, NULL, O_APPLY_PRUNE },
 		{ "events-log-size", required_argument, NULL, O_EVENTS_LOG },
 		{ "max-reservations", required_argument, NULL, O_MAXRESV },
+		{ "associate", required_argument, NULL, O_ASSOCIATE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -921,6 +927,13 @@ int main(int argc, char **argv)
 				fprintf(stderr, "portresd: --max-reservations: a number 1..%u\n", PORTRES_MAX_RESV);
 				return 2;
 			}
+			break;
+		case O_ASSOCIATE:
+			if (strcmp(optarg, "sockopt") && strcmp(optarg, "agent")) {
+				fprintf(stderr, "portresd: --associate: sockopt or agent\n");
+				return 2;
+			}
+			lo.assoc = strcmp(optarg, "agent") ? PORTRES_ASSOC_SOCKOPT : PORTRES_ASSOC_AGENT;
 			break;
 		case O_USER_PORTS:
 			if (parse_range(optarg, &a.opts.user_lo, &a.opts.user_hi)) {
@@ -1035,8 +1048,9 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "start", "refusing to start with this state; fix or move it away");
 		goto cleanup;
 	}
-	log_msg(LOG_INFO, "start", "%s programs at %s, pins in %s", portres_loader_adopted(a.loader) ?
-		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs);
+	log_msg(LOG_INFO, "start", "%s programs at %s, pins in %s; sockets associated by %s", portres_loader_adopted(a.loader) ?
+		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs,
+		lo.assoc == PORTRES_ASSOC_AGENT ? "the agent (no setsockopt program)" : "setsockopt");
 	if ((err = netns_own(&a))) {
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
 		goto cleanup;

@@ -8,7 +8,8 @@
  *
  * Authorisation (SPEC §4): create, delete, update, attach - root or the admin
  * group; acquire - anyone within the per-uid quota; release - the acquiring
- * process only; lookup, list, show, who, status, metrics, events - anyone.
+ * process only; associate - as the setsockopt program decides (associate.c);
+ * lookup, list, show, who, status, metrics, events - anyone.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -364,6 +365,22 @@ static int op_release(struct agent *a, const struct peer *p, const struct proto_
 	if (fd >= 0)
 		portres_anchor_del(a->loader, fd, req->token);
 	runtime_end(a, req->token, "released");
+	return 0;
+}
+
+/* The socket's storage written by the agent (portresd --associate=agent); nothing to undo or store. */
+static int op_associate(struct agent *a, const struct peer *p, const struct proto_req *req, int fd,
+			struct reply *rp)
+{
+	char msg[sizeof(rp->msg)];
+	uint8_t proto;
+	__u64 netns;
+	int err;
+
+	if (check_socket(fd, &proto, &netns, rp))
+		return -1;
+	if ((err = associate_socket(a, p, fd, proto, netns, req->token, msg, sizeof(msg))))
+		return fail(rp, -err, "%s", msg);
 	return 0;
 }
 
@@ -1456,7 +1473,8 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 		goto reply;
 	}
 	log_msg(LOG_DEBUG, "request", "%s from pid %d uid %u", proto_op_name(req.op), p->pid, p->uid);
-	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE && !proto_op_takes_netns(req.op)) {
+	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE && req.op != PROTO_OP_ASSOCIATE &&
+	    !proto_op_takes_netns(req.op)) {
 		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
 		goto reply;
 	}
@@ -1484,6 +1502,7 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	case PROTO_OP_STATUS:  op_status(a, &rp); break;
 	case PROTO_OP_METRICS: op_metrics(a, &rp); break;
 	case PROTO_OP_EVENTS:  op_events(a, &req, sub, &rp); break;
+	case PROTO_OP_ASSOCIATE: op_associate(a, p, &req, fd, &rp); break;
 	case PROTO_OP__COUNT:  break;
 	}
 reply:

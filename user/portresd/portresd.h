@@ -5,6 +5,7 @@
  *   main.c     flags, feature probe, start-up (load, adopt, reconcile), teardown
  *   server.c   the epoll loop: listening socket, clients, BPF events, signals
  *   ops.c      one handler per protocol op (proto.h), authorisation
+ *   associate.c  the associate op: setsockopt(SOL_PORTRES)'s checks, then the socket's storage
  *   resv.c     the reservation table and its indexes, wildcard blocks, holders of ports
  *   netns.c    network namespaces: identity, getting in, sysctl merging, their end (nsids)
  *   batch.c    the turn's batch: undo list, waiting replies, deferred events; one commit
@@ -290,6 +291,14 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 /* sock_diag holders of [start, start+count) in ns: 0 none, -EADDRINUSE with msg, -errno. */
 int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start, uint16_t count,
 	       char *msg, size_t len);
+
+/*
+ * associate.c: associates the passed socket fd (TCP or UDP of proto, in
+ * netns) with token if the caller may, as the setsockopt program would;
+ * 0, or -errno with msg.
+ */
+int associate_socket(struct agent *a, const struct peer *p, int fd, uint8_t proto, uint64_t netns, uint64_t token,
+		     char *msg, size_t len);
 
 /* ops.c: root, or a member of the admin group (primary or supplementary). */
 bool ops_is_admin(struct agent *a, const struct peer *p);
