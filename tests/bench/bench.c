@@ -11,14 +11,34 @@
  *   portres-1/      portres loaded once (bpffs/one) with 1 reservation; later
  *                   with the 1,024-port block of section 3
  *   portres-65535/  portres loaded a second time (bpffs/full), with 65,535
+ *   portres-agent/  a third time (bpffs/agent), with 65,535, as portresd
+ *                   --associate=agent loads it: no setsockopt program
+ *   place-1/, place-2/  portres loaded twice more (small maps, no reservation):
+ *                   the same programs at other places in memory, see below
  *   scan/           tests/bench/scan.bpf.c: 128 rules scanned one by one
  *                   (systemd SocketBindAllow=), the matching rule last
- *   null/           "r0 = 1" programs on every hook portres uses: the floor of
- *                   what BPF run-time statistics report for any program there
- *   null-root-hooks/ the same on the hooks portres has at the attach root (all
- *                   but sock_create): what the kernel charges for a hook
+ *   null-root-hooks/ "r0 = 1" programs on the hooks portres has at the attach
+ *                   root (all but sock_create): what the kernel charges for a
+ *                   hook with any program
+ *   null-agent-hooks/ the same without setsockopt: the hooks of agent mode
  *   elsewhere/      attached to a block in both portres instances, so that
  *                   socket() walks the ancestry as on a host with attachments
+ *   default/        section 4's instance at the default sizes (loaded, measured, removed)
+ *
+ * Section 1's floor is measured on the same sockets as the program: in
+ * portres-1/, portres-65535/, place-*, scan/ and elsewhere/ an "r0 = 1"
+ * program of that cgroup's own runs on every hook before portres's (or the
+ * scan's) and another after it, so each batch of sockets gives the
+ * program's cost and the floor's at the same moments, and the cost above the
+ * floor is their difference batch by batch. Those null programs are detached
+ * before section 2.
+ *
+ * Where the JIT puts a program matters: the same few instructions loaded
+ * twice measure up to ~13 ns apart, run after run (identical "r0 = 1"
+ * programs: ~5 ns), because fresh loads land at the same addresses each
+ * time. A program's cost above the floor is therefore taken over four loads
+ * of it (portres-1, portres-65535, place-1, place-2), each against two
+ * null programs of its own: the median of those, with their range.
  *
  * Two independent portres instances let the 1 and 65,535 cases run in the
  * same interleaved rounds. A socket runs the programs of the cgroup it was
@@ -29,7 +49,8 @@
  * The machine is shared and noisy: every figure is the median of rounds that
  * interleave the cases compared (ABAB..., the order rotating each round); the
  * interquartile range is printed next to it in brackets, and the CPU time
- * other processes used during the run in the header.
+ * other processes used during the run in the header. PORTRES_BENCH_SECTIONS
+ * (e.g. "12") runs some sections only.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -66,11 +87,13 @@
 #define BLOCK_COUNT   1024
 #define EPH_START     50000  /* the kernel's ephemeral range in that test, 1,024 ports */
 #define SCAN_RULES    128
+#define NPLACE        2      /* section 1: more loads of portres, besides the 1 and 65,535 ones */
+#define NPAIR         (4 + NPLACE) /* section 1's cgroups with null programs beside what is measured */
 
-#define HOOK_ROUNDS   31     /* section 1: rounds x sockets per case, in batches */
-#define HOOK_SOCKETS  1000
-#define HOOK_BATCHES  10
-#define LIFE_ROUNDS   15     /* section 2: rounds x batches per side x lives per batch */
+#define HOOK_ROUNDS   41     /* section 1: rounds x sockets per case, in batches */
+#define HOOK_SOCKETS  1600
+#define HOOK_BATCHES  16
+#define LIFE_ROUNDS   31     /* section 2: rounds x batches per side x lives per batch */
 #define LIFE_BATCHES  12
 #define LIFE_BATCH    150
 #define ALLOC_ROUNDS  21     /* section 3 */
@@ -87,17 +110,24 @@ struct world {
 	char root[4096];        /* cgroup2 mount */
 	char home[4096];        /* the cgroup we came from */
 	char cg[4200];          /* portres-bench-<pid> */
-	char cg_none[4300], cg_one[4300], cg_full[4300], cg_scan[4300], cg_null[4300], cg_else[4300];
+	char cg_none[4300], cg_one[4300], cg_full[4300], cg_agent[4300], cg_scan[4300], cg_else[4300];
+	char cg_default[4300];  /* section 4's default-sized instance */
 	char cg_nullr[4300];    /* null programs on the hooks portres has at the root (not sock_create) */
+	char cg_nulla[4300];    /* the same without setsockopt (agent mode) */
 	char tmp[256];
 	char bpffs[300];
 	bool mounted, entered;
 	struct portres_loader *one;  /* 1 reservation, then the 1,024-port block */
 	struct portres_loader *full; /* 65,535 reservations */
+	struct portres_loader *agent; /* 65,535 reservations, --associate=agent */
 	struct scan_bpf *scan;
 	struct bpf_link *scan_link;
-	int null_prog[8], null_link[8]; /* fds per hook (enum hook), -1 when none */
-	int nullr_link[8];
+	char cg_place[NPLACE][4300];
+	struct portres_loader *place[NPLACE]; /* more loads of the same programs */
+	int null_prog[8];       /* "r0 = 1" per hook (enum hook), section 2's floors; -1 when none */
+	int pair_prog[NPAIR][2][8]; /* section 1: per cgroup, before and after what is measured there */
+	int pair_link[NPAIR * 2 * 8];
+	int floor_link[16];     /* null programs of null-root-hooks/ and null-agent-hooks/ */
 	uint64_t netns;
 	int stats_fd;           /* bpf_enable_stats(BPF_STATS_RUN_TIME) while >= 0 */
 	char eph_saved[64];     /* ip_local_port_range to put back */
@@ -166,6 +196,14 @@ static struct summary summarize(double *v, int n)
 	s.q1 = v[n / 4];
 	s.q3 = v[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
 	return s;
+}
+
+/* PORTRES_BENCH_SECTIONS, e.g. "12": the sections to run (default all). */
+static bool section(char n)
+{
+	const char *only = getenv("PORTRES_BENCH_SECTIONS");
+
+	return !only || !*only || strchr(only, n);
 }
 
 /* --- the private world ------------------------------------------------------ */
@@ -307,46 +345,95 @@ static const struct hook_def {
 };
 
 /*
- * "r0 = 1; exit" on every hook: the cost of running any program there, as
- * BPF stats see it. The sockopt ones leave optlen as it is, like portres's.
+ * "r0 = 1; exit" on hook h: the cost of running any program there, as BPF
+ * stats see it. The sockopt ones leave optlen as it is, like portres's.
  */
-static int null_up(struct world *w)
+static int null_new(enum hook h)
 {
 	const struct bpf_insn insns[] = {
 		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1 },
 		{ .code = BPF_JMP | BPF_EXIT },
 	};
-	int cgfd, cgr, h, err = 0;
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = hooks[h].attach);
+	int fd = bpf_prog_load(hooks[h].type, "bench_null", "GPL", insns, sizeof(insns) / sizeof(insns[0]), &opts);
 
-	cgfd = open(w->cg_null, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? fail("load a null program", fd) : fd;
+}
+
+/* Program prog (h's) at cgroup; its link fd goes to *link. */
+static int null_attach(const char *cgroup, enum hook h, int prog, int *link)
+{
+	int cgfd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
+
 	if (cgfd < 0)
-		return fail(w->cg_null, errno);
-	cgr = open(w->cg_nullr, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (cgr < 0) {
-		close(cgfd);
-		return fail(w->cg_nullr, errno);
-	}
-	for (h = 0; h < NHOOK && !err; h++) {
-		LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = hooks[h].attach);
-
-		w->null_prog[h] = bpf_prog_load(hooks[h].type, "bench_null", "GPL", insns,
-						sizeof(insns) / sizeof(insns[0]), &opts);
-		if (w->null_prog[h] < 0) {
-			err = fail("load a null program", w->null_prog[h]);
-			break;
-		}
-		w->null_link[h] = bpf_link_create(w->null_prog[h], cgfd, hooks[h].attach, NULL);
-		if (w->null_link[h] < 0)
-			err = fail("attach a null program", w->null_link[h]);
-		if (!err && h != H_CREATE) {
-			w->nullr_link[h] = bpf_link_create(w->null_prog[h], cgr, hooks[h].attach, NULL);
-			if (w->nullr_link[h] < 0)
-				err = fail("attach a null program", w->nullr_link[h]);
-		}
-	}
+		return fail(cgroup, errno);
+	*link = bpf_link_create(prog, cgfd, hooks[h].attach, NULL);
+	if (*link < 0)
+		err = fail("attach a null program", *link);
 	close(cgfd);
-	close(cgr);
 	return err;
+}
+
+#define ROOT_HOOKS  (((1u << NHOOK) - 1) & ~(1u << H_CREATE))
+#define AGENT_HOOKS (ROOT_HOOKS & ~(1u << H_SETSOPT))
+
+/* Section 2's floors: the null programs on the hooks portres has at the root, with and without setsockopt. */
+static int null_floors(struct world *w)
+{
+	int h, n = 0, err = 0;
+
+	for (h = 0; h < NHOOK && !err; h++) {
+		if (!(ROOT_HOOKS & 1u << h))
+			continue;
+		if ((w->null_prog[h] = null_new(h)) < 0)
+			return w->null_prog[h];
+		err = null_attach(w->cg_nullr, h, w->null_prog[h], &w->floor_link[n++]);
+		if (!err && (AGENT_HOOKS & 1u << h))
+			err = null_attach(w->cg_nulla, h, w->null_prog[h], &w->floor_link[n++]);
+	}
+	return err;
+}
+
+/* Section 1's cgroups, in the order of w->pair_prog. */
+static const char *pair_cgroup(const struct world *w, int c)
+{
+	const char *cg[NPAIR] = { w->cg_one, w->cg_full, w->cg_scan, w->cg_else, w->cg_place[0], w->cg_place[1] };
+
+	return cg[c];
+}
+
+/* Null programs of their own in each of section 1's cgroups: before (0) or after (1) what is there. */
+static int null_pairs(struct world *w, int which)
+{
+	int c, h, err = 0;
+
+	for (c = 0; c < NPAIR && !err; c++)
+		for (h = 0; h < NHOOK && !err; h++) {
+			if ((w->pair_prog[c][which][h] = null_new(h)) < 0)
+				return w->pair_prog[c][which][h];
+			err = null_attach(pair_cgroup(w, c), h, w->pair_prog[c][which][h],
+					  &w->pair_link[(c * 2 + which) * 8 + h]);
+		}
+	return err;
+}
+
+/* Section 1 is over: its null programs leave the cgroups. */
+static void null_pairs_off(struct world *w)
+{
+	int i, c, h;
+
+	for (i = 0; i < NPAIR * 2 * 8; i++) {
+		if (w->pair_link[i] >= 0)
+			close(w->pair_link[i]); /* not pinned: this detaches */
+		w->pair_link[i] = -1;
+	}
+	for (c = 0; c < NPAIR; c++)
+		for (i = 0; i < 2; i++)
+			for (h = 0; h < NHOOK; h++) {
+				if (w->pair_prog[c][i][h] >= 0)
+					close(w->pair_prog[c][i][h]);
+				w->pair_prog[c][i][h] = -1;
+			}
 }
 
 static int reserve(struct world *w, struct portres_loader *l, uint64_t token, uint16_t start,
@@ -373,7 +460,7 @@ static int world_up(struct world *w)
 	struct portres_loader_opts opts = { 0 };
 	char dir[400];
 	struct rlimit rl;
-	int err;
+	int err, n;
 
 	err = private_namespaces();
 	if (err)
@@ -428,19 +515,29 @@ static int world_up(struct world *w)
 	snprintf(w->cg_none, sizeof(w->cg_none), "%s/none", w->cg);
 	snprintf(w->cg_one, sizeof(w->cg_one), "%s/portres-1", w->cg);
 	snprintf(w->cg_full, sizeof(w->cg_full), "%s/portres-65535", w->cg);
+	snprintf(w->cg_agent, sizeof(w->cg_agent), "%s/portres-agent", w->cg);
 	snprintf(w->cg_scan, sizeof(w->cg_scan), "%s/scan", w->cg);
-	snprintf(w->cg_null, sizeof(w->cg_null), "%s/null", w->cg);
+	snprintf(w->cg_default, sizeof(w->cg_default), "%s/default", w->cg);
 	snprintf(w->cg_else, sizeof(w->cg_else), "%s/elsewhere", w->cg);
 	snprintf(w->cg_nullr, sizeof(w->cg_nullr), "%s/null-root-hooks", w->cg);
+	snprintf(w->cg_nulla, sizeof(w->cg_nulla), "%s/null-agent-hooks", w->cg);
+	for (n = 0; n < NPLACE; n++) {
+		snprintf(w->cg_place[n], sizeof(w->cg_place[n]), "%s/place-%d", w->cg, n + 1);
+		if (mkdir(w->cg_place[n], 0755))
+			return fail("mkdir leaf cgroups", errno);
+	}
 	if (mkdir(w->cg_none, 0755) || mkdir(w->cg_one, 0755) || mkdir(w->cg_full, 0755) ||
-	    mkdir(w->cg_scan, 0755) || mkdir(w->cg_null, 0755) || mkdir(w->cg_else, 0755) ||
-	    mkdir(w->cg_nullr, 0755))
+	    mkdir(w->cg_agent, 0755) || mkdir(w->cg_scan, 0755) || mkdir(w->cg_default, 0755) ||
+	    mkdir(w->cg_else, 0755) || mkdir(w->cg_nullr, 0755) || mkdir(w->cg_nulla, 0755))
 		return fail("mkdir leaf cgroups", errno);
 	/* Leaves only: the process itself waits in the program-free one. */
 	if ((err = cgroup2_enter(w->cg_none)))
 		return fail("enter none/", err);
 
-	/* Maps large enough for 65,535 reservations in both instances. */
+	/* The floor's first null programs, then the instances, then the second null programs. */
+	if ((err = null_pairs(w, 0)))
+		return err;
+	/* Maps large enough for 65,535 reservations in each instance. */
 	opts.max_resv = MAX_ENTRIES;
 	opts.max_ports = MAX_ENTRIES;
 	snprintf(dir, sizeof(dir), "%s/one", w->bpffs);
@@ -452,11 +549,25 @@ static int world_up(struct world *w)
 	opts.cgroup_path = w->cg_full;
 	if ((err = portres_loader_open(&opts, &w->full)))
 		return fail("portres_loader_open (65,535 reservations)", err);
+	snprintf(dir, sizeof(dir), "%s/agent", w->bpffs);
+	opts.cgroup_path = w->cg_agent;
+	opts.assoc = PORTRES_ASSOC_AGENT;
+	if ((err = portres_loader_open(&opts, &w->agent)))
+		return fail("portres_loader_open (65,535 reservations, agent mode)", err);
 	if ((err = portres_netns_cookie(&w->netns)))
 		return fail("netns cookie", err);
-	if ((err = scan_up(w, IPPROTO_UDP, PORT_FREE)))
+	/* The same programs loaded twice more, elsewhere in memory. */
+	opts.assoc = PORTRES_ASSOC_SOCKOPT;
+	opts.max_resv = opts.max_ports = 64;
+	for (n = 0; n < NPLACE; n++) {
+		snprintf(dir, sizeof(dir), "%s/place-%d", w->bpffs, n + 1);
+		opts.cgroup_path = w->cg_place[n];
+		if ((err = portres_loader_open(&opts, &w->place[n])))
+			return fail("portres_loader_open (another load)", err);
+	}
+	if ((err = scan_up(w, IPPROTO_UDP, PORT_FREE)) || (err = null_pairs(w, 1)))
 		return err;
-	return null_up(w);
+	return null_floors(w);
 }
 
 static void world_down(struct world *w)
@@ -464,15 +575,21 @@ static void world_down(struct world *w)
 	if (w->stats_fd >= 0)
 		close(w->stats_fd);
 	w->stats_fd = -1;
+	null_pairs_off(w);
+	for (int i = 0; i < 16; i++) {
+		if (w->floor_link[i] >= 0)
+			close(w->floor_link[i]); /* not pinned: this detaches */
+		w->floor_link[i] = -1;
+	}
 	for (int h = 0; h < NHOOK; h++) {
-		if (w->null_link[h] >= 0)
-			close(w->null_link[h]); /* not pinned: this detaches */
-		if (w->nullr_link[h] >= 0)
-			close(w->nullr_link[h]);
-		w->nullr_link[h] = -1;
 		if (w->null_prog[h] >= 0)
 			close(w->null_prog[h]);
-		w->null_link[h] = w->null_prog[h] = -1;
+		w->null_prog[h] = -1;
+	}
+	for (int n = 0; n < NPLACE; n++) {
+		if (w->place[n])
+			portres_loader_teardown(w->place[n]);
+		w->place[n] = NULL;
 	}
 	bpf_link__destroy(w->scan_link);
 	w->scan_link = NULL;
@@ -482,7 +599,9 @@ static void world_down(struct world *w)
 		portres_loader_teardown(w->one);
 	if (w->full)
 		portres_loader_teardown(w->full);
-	w->one = w->full = NULL;
+	if (w->agent)
+		portres_loader_teardown(w->agent);
+	w->one = w->full = w->agent = NULL;
 	if (w->eph_saved[0])
 		write_str("/proc/sys/net/ipv4/ip_local_port_range", w->eph_saved);
 	if (w->entered && cgroup2_enter(w->home))
@@ -574,11 +693,14 @@ static const struct kase_def {
 struct side {
 	const char *what;
 	const char *cgroup;
-	struct portres_loader *l;    /* NULL: the null or the scan programs */
+	struct portres_loader *l;    /* NULL: the scan program */
 	uint64_t holder;             /* token of the 1-port block at PORT_RESERVED */
 	bool common_only;            /* runs the common cases only */
 	int prog_fd[NHOOK];          /* -1: nothing on that hook */
-	struct summary ns[NKASE][NHOOK];
+	int floor_fd[2][NHOOK];      /* the null programs before and after it */
+	struct summary ns[NKASE][NHOOK];    /* the program, ns/run */
+	struct summary floor[NKASE][NHOOK]; /* the null programs on the same sockets, ns/run */
+	struct summary above[NKASE][NHOOK]; /* the program above them, batch by batch */
 	bool ran[NKASE][NHOOK];
 };
 
@@ -666,12 +788,12 @@ static int lives(enum kase k, uint64_t holder, int n, bool get)
 	return 0;
 }
 
-/* portres sides run every case; the floor (null programs) the common ones; the scan K_FREE. */
+/* portres sides run every case (or the common ones); the scan K_FREE. */
 static bool side_runs(const struct side *sd, enum kase k)
 {
 	if (sd->l)
 		return !sd->common_only || kases[k].common;
-	return sd->prog_fd[H_CREATE] >= 0 ? kases[k].common : k == K_FREE;
+	return k == K_FREE;
 }
 
 /* Which programs a case runs. */
@@ -694,23 +816,50 @@ static bool runs(const struct side *sd, enum kase k, enum hook h)
 	}
 }
 
+/* Section 1's sides: portres with 1 and 65,535 reservations, the scan, the attached cgroup. */
+enum { S_ONE, S_FULL, S_SCAN, S_ATT, S_PLACE, NSIDES = S_PLACE + NPLACE };
+
+/* ns/run of the runs of fd since *ns, *cnt (updated); -1 when it did not run. */
+static double ns_per_run(int fd, uint64_t *ns, uint64_t *cnt, int *err)
+{
+	uint64_t ns1 = 0, cnt1 = 0;
+	double x = -1;
+
+	if ((*err = prog_runtime(fd, &ns1, &cnt1)))
+		return -1;
+	if (cnt1 > *cnt)
+		x = (double)(ns1 - *ns) / (cnt1 - *cnt);
+	*ns = ns1;
+	*cnt = cnt1;
+	return x;
+}
+
+static double median_of(double *v, int n)
+{
+	return summarize(v, n).med;
+}
+
 /*
  * Every (side, case) in the same rounds, the order rotating each round, so
- * that they share the noise. A round runs HOOK_BATCHES batches of a case;
- * per program it keeps the batch with the lowest ns/run (an interrupt or
- * another process only ever adds to a batch), and the figure is the median
- * of the rounds.
+ * that they share the noise. A round runs HOOK_BATCHES batches of a case.
+ * Per program and batch: its ns/run and the floor's, the mean of the two
+ * null programs that ran before and after it on the same sockets; the
+ * round keeps the fastest batch of each (an interrupt or another process
+ * only ever adds to a batch) and the median of the batches' differences.
+ * The figures are the medians of the rounds.
  */
-static int measure_programs(struct side *sides, int nside)
+static int measure_programs(struct world *w, struct side *sides, int nside)
 {
-	static double v[5][NKASE][NHOOK][HOOK_ROUNDS];
-	uint64_t ns0[NHOOK] = { 0 }, cnt0[NHOOK] = { 0 }, ns1 = 0, cnt1 = 0;
-	int ncombo = nside * NKASE, r, c, h, b, err;
+	static double v[NSIDES][NKASE][NHOOK][HOOK_ROUNDS], fv[NSIDES][NKASE][NHOOK][HOOK_ROUNDS];
+	static double dv[NSIDES][NKASE][NHOOK][HOOK_ROUNDS];
+	double d[NHOOK][HOOK_BATCHES], x, f0, f1;
+	uint64_t ns[3][NHOOK], cnt[3][NHOOK];
+	int ncombo = nside * NKASE, nd[NHOOK], r, c, h, b, j, err = 0;
 
 	for (r = 0; r < HOOK_ROUNDS; r++) {
 		for (c = 0; c < ncombo; c++) {
-			int i = (c + r) % ncombo;
-			struct side *sd = &sides[i / NKASE];
+			int i = (c + r) % ncombo, si = i / NKASE;
+			struct side *sd = &sides[si];
 			enum kase k = i % NKASE;
 
 			if (!side_runs(sd, k))
@@ -719,37 +868,56 @@ static int measure_programs(struct side *sides, int nside)
 				return fail("enter cgroup", err);
 			if (r == 0 && (err = lives(k, sd->holder, HOOK_SOCKETS, true)))
 				return err;
-			for (h = 0; h < NHOOK; h++)
-				v[i / NKASE][k][h][r] = 1e18;
+			for (h = 0; h < NHOOK; h++) {
+				v[si][k][h][r] = fv[si][k][h][r] = 1e18;
+				nd[h] = 0;
+			}
 			for (b = 0; b < HOOK_BATCHES; b++) {
-				for (h = 0; h < NHOOK; h++)
-					if (sd->prog_fd[h] >= 0 &&
-					    (err = prog_runtime(sd->prog_fd[h], &ns0[h], &cnt0[h])))
+				for (h = 0; h < NHOOK; h++) {
+					if (!runs(sd, k, h))
+						continue;
+					ns_per_run(sd->prog_fd[h], &ns[0][h], &cnt[0][h], &err);
+					for (j = 0; j < 2 && !err; j++)
+						ns_per_run(sd->floor_fd[j][h], &ns[1 + j][h], &cnt[1 + j][h], &err);
+					if (err)
 						return fail("bpf_obj_get_info_by_fd", err);
+				}
 				if ((err = lives(k, sd->holder, HOOK_SOCKETS / HOOK_BATCHES, true)))
 					return err;
 				for (h = 0; h < NHOOK; h++) {
-					double x;
-
 					if (!runs(sd, k, h))
 						continue;
-					if ((err = prog_runtime(sd->prog_fd[h], &ns1, &cnt1)))
+					x = ns_per_run(sd->prog_fd[h], &ns[0][h], &cnt[0][h], &err);
+					f0 = err ? -1 : ns_per_run(sd->floor_fd[0][h], &ns[1][h], &cnt[1][h], &err);
+					f1 = err ? -1 : ns_per_run(sd->floor_fd[1][h], &ns[2][h], &cnt[2][h], &err);
+					if (err)
 						return fail("bpf_obj_get_info_by_fd", err);
-					if (cnt1 <= cnt0[h])
+					if (x < 0 || f0 < 0 || f1 < 0)
 						continue;
 					sd->ran[k][h] = true;
-					x = (double)(ns1 - ns0[h]) / (cnt1 - cnt0[h]);
-					if (x < v[i / NKASE][k][h][r])
-						v[i / NKASE][k][h][r] = x;
+					v[si][k][h][r] = x < v[si][k][h][r] ? x : v[si][k][h][r];
+					fv[si][k][h][r] = (f0 + f1) / 2 < fv[si][k][h][r] ? (f0 + f1) / 2 : fv[si][k][h][r];
+					d[h][nd[h]++] = x - (f0 + f1) / 2;
 				}
 			}
+			for (h = 0; h < NHOOK; h++)
+				if (nd[h])
+					dv[si][k][h][r] = median_of(d[h], nd[h]);
 		}
 	}
-	for (c = 0; c < ncombo; c++)
-		for (h = 0; h < NHOOK; h++)
-			if (sides[c / NKASE].ran[c % NKASE][h])
-				sides[c / NKASE].ns[c % NKASE][h] = summarize(v[c / NKASE][c % NKASE][h], HOOK_ROUNDS);
-	return cgroup2_enter(sides[0].cgroup);
+	for (c = 0; c < ncombo; c++) {
+		struct side *sd = &sides[c / NKASE];
+		enum kase k = c % NKASE;
+
+		for (h = 0; h < NHOOK; h++) {
+			if (!sd->ran[k][h])
+				continue;
+			sd->ns[k][h] = summarize(v[c / NKASE][k][h], HOOK_ROUNDS);
+			sd->floor[k][h] = summarize(fv[c / NKASE][k][h], HOOK_ROUNDS);
+			sd->above[k][h] = summarize(dv[c / NKASE][k][h], HOOK_ROUNDS);
+		}
+	}
+	return cgroup2_enter(w->cg_none);
 }
 
 static int stats_on(struct world *w)
@@ -765,23 +933,33 @@ static void stats_off(struct world *w)
 	w->stats_fd = -1;
 }
 
-static void portres_side(struct side *sd, const char *what, const char *cgroup, struct portres_loader *l,
-			 uint64_t holder)
+/* Section 1's side of pair cgroup c: l's programs (NULL: the scan), with that cgroup's null programs. */
+static void side_of(struct world *w, struct side *sd, const char *what, int c, struct portres_loader *l,
+		    uint64_t holder)
 {
 	int h;
 
-	*sd = (struct side){ .what = what, .cgroup = cgroup, .l = l, .holder = holder };
-	for (h = 0; h < NHOOK; h++)
-		sd->prog_fd[h] = portres_prog_fd(l, hooks[h].prog);
+	*sd = (struct side){ .what = what, .cgroup = pair_cgroup(w, c), .l = l, .holder = holder };
+	for (h = 0; h < NHOOK; h++) {
+		sd->prog_fd[h] = l ? portres_prog_fd(l, hooks[h].prog) :
+			     h == H_BIND4 ? bpf_program__fd(w->scan->progs.scan_bind4) : -1;
+		sd->floor_fd[0][h] = w->pair_prog[c][0][h];
+		sd->floor_fd[1][h] = w->pair_prog[c][1][h];
+	}
 }
 
 /* --- 2. the whole socket life with and without portres (stats off) ------------ */
+
+/* Ratios of a round's fastest batches: portres / none, its empty programs / none, portres / empty. */
+struct life_side {
+	struct summary portres, floor, own;
+};
 
 struct life_row {
 	const char *what;
 	enum kase k;
 	double none;                    /* ns per life, median of the rounds' best batches */
-	struct summary portres, floor;  /* ratios to none: portres, empty programs on its hooks */
+	struct life_side sides[2];      /* the default mode, --associate=agent */
 };
 
 static int life_batch(const char *cgroup, enum kase k, double *ns_per)
@@ -801,35 +979,48 @@ static int life_batch(const char *cgroup, enum kase k, double *ns_per)
  * Each round runs LIFE_BATCHES short batches of each side in turn (the
  * order rotating) and keeps each side's fastest: what other processes add
  * to a batch only ever makes it slower, so the fastest of a round is the
- * least disturbed. The ratios of a round are taken from those.
+ * least disturbed. The ratios of a round are taken from those. The sides:
+ * no program, portres, its empty programs, portres in agent mode, its empty
+ * programs.
  */
 static int measure_life(struct world *w, struct life_row *row)
 {
-	const char *cg[3] = { w->cg_none, w->cg_full, w->cg_nullr };
-	double best[3], x, none[LIFE_ROUNDS], pr[LIFE_ROUNDS], fr[LIFE_ROUNDS];
-	int r, j, k, err;
+	enum { NONE, PORTRES, FLOOR, AGENT, AFLOOR, N };
+	const char *cg[N] = { w->cg_none, w->cg_full, w->cg_nullr, w->cg_agent, w->cg_nulla };
+	static double none[LIFE_ROUNDS], ratio[2][3][LIFE_ROUNDS];
+	double best[N], x;
+	int r, j, k, m, err;
 
-	for (k = 0; k < 3; k++)
+	for (k = 0; k < N; k++)
 		if ((err = life_batch(cg[k], row->k, &x)))
 			return err;
 	for (r = 0; r < LIFE_ROUNDS; r++) {
-		best[0] = best[1] = best[2] = 1e18;
+		for (k = 0; k < N; k++)
+			best[k] = 1e18;
 		for (j = 0; j < LIFE_BATCHES; j++)
-			for (k = 0; k < 3; k++) {
-				int side = (k + j + r) % 3;
+			for (k = 0; k < N; k++) {
+				int side = (k + j + r) % N;
 
 				if ((err = life_batch(cg[side], row->k, &x)))
 					return err;
 				if (x < best[side])
 					best[side] = x;
 			}
-		none[r] = best[0];
-		pr[r] = best[1] / best[0];
-		fr[r] = best[2] / best[0];
+		none[r] = best[NONE];
+		for (m = 0; m < 2; m++) {
+			double p = best[m ? AGENT : PORTRES], f = best[m ? AFLOOR : FLOOR];
+
+			ratio[m][0][r] = p / best[NONE];
+			ratio[m][1][r] = f / best[NONE];
+			ratio[m][2][r] = p / f;
+		}
 	}
 	row->none = summarize(none, LIFE_ROUNDS).med;
-	row->portres = summarize(pr, LIFE_ROUNDS);
-	row->floor = summarize(fr, LIFE_ROUNDS);
+	for (m = 0; m < 2; m++) {
+		row->sides[m].portres = summarize(ratio[m][0], LIFE_ROUNDS);
+		row->sides[m].floor = summarize(ratio[m][1], LIFE_ROUNDS);
+		row->sides[m].own = summarize(ratio[m][2], LIFE_ROUNDS);
+	}
 	return cgroup2_enter(w->cg_none);
 }
 
@@ -1142,7 +1333,7 @@ struct cpu_sample {
 };
 
 struct results {
-	struct side sides[5];   /* null (the floor), portres 1, portres 65,535, scan, attached */
+	struct side sides[NSIDES];
 	struct life_row life[2];
 	struct alloc_row alloc[3];
 	double fill_s;
@@ -1211,70 +1402,73 @@ static void print_header(struct results *res)
 	       num(y, NRESV_FULL / res->fill_s), num(z, MAX_ENTRIES));
 }
 
-enum { S_NULL, S_ONE, S_FULL, S_SCAN, S_ATT };
-
 static void print_programs(struct results *res)
 {
-	const struct side *nul = &res->sides[S_NULL], *one = &res->sides[S_ONE], *full = &res->sides[S_FULL];
-	double scan = res->sides[S_SCAN].ns[K_FREE][H_BIND4].med, fl = nul->ns[K_FREE][H_BIND4].med;
+	const struct side *one = &res->sides[S_ONE], *full = &res->sides[S_FULL], *scan = &res->sides[S_SCAN];
+	const struct side *att = &res->sides[S_ATT];
+	double scan_above = scan->above[K_FREE][H_BIND4].med;
 	char f[96], g[96], label[96], a[24];
 	int h, k, i;
 
-	printf("1. every portres program, ns/run (kernel BPF run-time stats), median of %d rounds, each the\n"
-	       "   fastest of %d batches of %d sockets per case\n"
-	       "   floor: \"r0 = 1\" on the same hook; both portres instances have a block attached to\n"
+	printf("1. every portres program, ns/run (kernel BPF run-time stats), median of %d rounds; a round is\n"
+	       "   %d batches of %d sockets per case: the fastest batch's ns/run, and the median of the batches'\n"
+	       "   cost above the floor. floor: \"r0 = 1\" on the same hook run by the same sockets, once before\n"
+	       "   the program and once after it (their mean). Both portres instances have a block attached to\n"
 	       "   another cgroup, elsewhere/, as a host with attachments would\n",
 	       HOOK_ROUNDS, HOOK_BATCHES, HOOK_SOCKETS / HOOK_BATCHES);
-	printf("   %-16s %-27s %-20s %-20s %-20s %s\n", "program", "case", "floor", "portres, 1 resv",
-	       "portres, 65,535", "above floor (1 / 65,535)");
+	printf("   %-16s %-27s %-20s %-20s %-20s %s\n", "program", "case", "floor (1 resv)", "portres, 1 resv",
+	       "portres, 65,535", "above floor: 1 / 65,535 (2 more loads)");
 	for (h = 0; h < NHOOK; h++) {
 		for (k = 0; k < NKASE; k++) {
-			const struct summary *fs = &nul->ns[kases[k].common ? k : K_FREE][h];
-			bool hasf = nul->ran[kases[k].common ? k : K_FREE][h];
+			int n;
 
-			if (!full->ran[k][h])
+			if (!full->ran[k][h] || !one->ran[k][h])
 				continue;
-			snprintf(label, sizeof(label), "%+.1f / %+.1f", one->ns[k][h].med - fs->med,
-				 full->ns[k][h].med - fs->med);
+			n = snprintf(label, sizeof(label), "%+.1f / %+.1f", one->above[k][h].med, full->above[k][h].med);
+			for (i = S_PLACE; i < NSIDES && n < (int)sizeof(label); i++)
+				if (res->sides[i].ran[k][h])
+					n += snprintf(label + n, sizeof(label) - n, "%s%+.1f%s", i == S_PLACE ? " (" : ", ",
+						      res->sides[i].above[k][h].med, i == NSIDES - 1 ? ")" : "");
 			printf("   %-16s %-27s %-20s %-20s %-20s %s\n", hooks[h].prog + 8, kases[k].what,
-			       hasf ? fig(f, sizeof(f), *fs) : "", fig(g, sizeof(g), one->ns[k][h]),
-			       fig(a, sizeof(a), full->ns[k][h]), hasf ? label : "");
+			       fig(f, sizeof(f), one->floor[k][h]), fig(g, sizeof(g), one->ns[k][h]),
+			       fig(a, sizeof(a), full->ns[k][h]), label);
 		}
 	}
-	printf("   %-16s %-27s %-20s %s\n", "scan_bind4", "128 rules, match last (udp)", "",
-	       fig(f, sizeof(f), res->sides[S_SCAN].ns[K_FREE][H_BIND4]));
+	printf("   %-16s %-27s %-20s %-20s %-20s %+.1f\n", "scan_bind4", "128 rules, match last (udp)",
+	       fig(f, sizeof(f), scan->floor[K_FREE][H_BIND4]), "", fig(g, sizeof(g), scan->ns[K_FREE][H_BIND4]),
+	       scan_above);
 	printf("   portres_create is linked only at attached cgroups: in the rows above it did not run.\n"
 	       "   A udp socket in elsewhere/ (attached to a tcp block) runs it:\n");
 	for (k = 0; k < NKASE; k++)
-		if (res->sides[S_ATT].ran[k][H_CREATE])
+		if (att->ran[k][H_CREATE])
 			printf("   %-16s %-27s %-20s %-20s %-20s %+.1f\n", "create", kases[k].what,
-			       fig(f, sizeof(f), nul->ns[k][H_CREATE]), "",
-			       fig(g, sizeof(g), res->sides[S_ATT].ns[k][H_CREATE]),
-			       res->sides[S_ATT].ns[k][H_CREATE].med - nul->ns[k][H_CREATE].med);
+			       fig(f, sizeof(f), att->floor[k][H_CREATE]), "", fig(g, sizeof(g), att->ns[k][H_CREATE]),
+			       att->above[k][H_CREATE].med);
 	printf("   targets (common case: unassociated socket, unreserved port)\n");
 	for (i = S_ONE; i <= S_FULL; i++) {
 		const struct side *sd = &res->sides[i];
-		double frac = (sd->ns[K_FREE][H_BIND4].med - fl) / (scan - fl);
+		double frac = sd->above[K_FREE][H_BIND4].med / scan_above;
 
 		snprintf(label, sizeof(label), "bind4 above floor / scan above floor, %s", sd->what);
-		snprintf(f, sizeof(f), "%.1f / %.1f = %.3f", sd->ns[K_FREE][H_BIND4].med - fl, scan - fl, frac);
+		snprintf(f, sizeof(f), "%.1f / %.1f = %.3f", sd->above[K_FREE][H_BIND4].med, scan_above, frac);
 		row_verdict(label, f, "<= 0.20", frac <= TARGET_SCAN_FRACTION);
 	}
 	/*
-	 * The same code runs in every common case and in both instances: the
-	 * median of those measurements (range beside it) is the estimate; the
-	 * worst of them would mostly measure the noise.
+	 * The same code runs in every common case and in the four loads of it
+	 * (portres-1, portres-65535, place-1, place-2): the median of those
+	 * measurements (range beside it) is the estimate; the worst of them
+	 * would mostly measure where the JIT put one load.
 	 */
 	for (h = 0; h < NHOOK; h++) {
-		double d[2 * NKASE], lo = 1e9, hi = -1e9, med;
+		double d[NSIDES * NKASE], lo = 1e9, hi = -1e9, med;
 		int nd = 0;
 
 		if (!hooks[h].target)
 			continue;
-		for (i = S_ONE; i <= S_FULL; i++)
+		for (i = 0; i < NSIDES; i++)
 			for (k = 0; k < NKASE; k++)
-				if (kases[k].common && res->sides[i].ran[k][h] && nul->ran[k][h]) {
-					d[nd] = res->sides[i].ns[k][h].med - nul->ns[k][h].med;
+				if ((i <= S_FULL || i >= S_PLACE) && kases[k].common && res->sides[i].ran[k][h]) {
+					d[nd] = res->sides[i].above[k][h].med;
 					lo = d[nd] < lo ? d[nd] : lo;
 					hi = d[nd] > hi ? d[nd] : hi;
 					nd++;
@@ -1292,16 +1486,29 @@ static void print_programs(struct results *res)
 		 full->ns[K_RESERVED][H_BIND4].med / one->ns[K_RESERVED][H_BIND4].med,
 		 full->ns[K_ASSOC][H_BIND4].med / one->ns[K_ASSOC][H_BIND4].med);
 	row_verdict("bind4, 65,535 / 1 resv: free, reserved, bind(0)", f, NULL, false);
-	(void)num;
+}
+
+static void print_life_side(const char *what, const struct life_side *s, bool target)
+{
+	char f[96];
+
+	snprintf(f, sizeof(f), "%.3f [%.3f-%.3f]", s->portres.med, s->portres.q1, s->portres.q3);
+	row_verdict(what, f, target ? "<= 1.03" : NULL, s->portres.med <= TARGET_LIFE_RATIO);
+	snprintf(f, sizeof(f), "%.3f [%.3f-%.3f]", s->floor.med, s->floor.q1, s->floor.q3);
+	row_verdict("    empty programs on the same hooks / bare", f, NULL, false);
+	snprintf(f, sizeof(f), "%.3f [%.3f-%.3f]", s->own.med, s->own.q1, s->own.q3);
+	row_verdict("    portres's own work: portres / empty programs", f, NULL, false);
 }
 
 static void print_life(struct results *res)
 {
-	char f[96], label[96], a[24];
+	char label[96], a[24];
 	int i;
 
 	printf("2. the whole socket life, portres (65,535 resv) / no program, socket not associated (stats off;\n"
-	       "   %d rounds, each the fastest of %d batches of %d lives per side; median [IQR] of the rounds)\n",
+	       "   %d rounds, each the fastest of %d batches of %d lives per side, the 5 sides interleaved;\n"
+	       "   median [IQR] of the rounds). The default mode has a setsockopt program at the attach root\n"
+	       "   (setsockopt(SOL_PORTRES) from any language); portresd --associate=agent has none\n",
 	       LIFE_ROUNDS, LIFE_BATCHES, LIFE_BATCH);
 	if (res->stats_busy)
 		printf("   NOTE: kernel.bpf_stats_enabled was 1 (another user)\n");
@@ -1309,14 +1516,9 @@ static void print_life(struct results *res)
 		struct life_row *l = &res->life[i];
 
 		snprintf(label, sizeof(label), "%s (%s ns bare)", l->what, num(a, l->none));
-		snprintf(f, sizeof(f), "%.3f [%.3f-%.3f]", l->portres.med, l->portres.q1, l->portres.q3);
-		row_verdict(label, f, "<= 1.03", l->portres.med <= TARGET_LIFE_RATIO);
-		snprintf(label, sizeof(label), "  empty programs on the same hooks / bare");
-		snprintf(f, sizeof(f), "%.3f [%.3f-%.3f]", l->floor.med, l->floor.q1, l->floor.q3);
-		row_verdict(label, f, NULL, false);
-		snprintf(label, sizeof(label), "  portres's own work: portres / empty programs");
-		snprintf(f, sizeof(f), "%.3f", l->portres.med / l->floor.med);
-		row_verdict(label, f, NULL, false);
+		printf("   %s\n", label);
+		print_life_side("  default (setsockopt program)", &l->sides[0], true);
+		print_life_side("  --associate=agent (no setsockopt program)", &l->sides[1], true);
 	}
 }
 
@@ -1335,7 +1537,7 @@ static void print_alloc(struct results *res)
 	}
 }
 
-static void print_rest(struct results *res)
+static void print_memory(struct results *res)
 {
 	char f[96], a[24], label[80];
 	uint64_t total = 0;
@@ -1365,6 +1567,11 @@ static void print_rest(struct results *res)
 	snprintf(f, sizeof(f), "%.2f / %.2f MiB", total_default / 1048576.0, total / 1048576.0);
 	snprintf(label, sizeof(label), "all maps, %d CPUs: default / 65,535", libbpf_num_possible_cpus());
 	row_verdict(label, f, NULL, false);
+}
+
+static void print_ctl(struct results *res)
+{
+	int i;
 
 	printf("5. the control plane through portresd (tests/bench/ctlbench.c)\n");
 	for (i = 0; i < res->nctl; i++)
@@ -1379,7 +1586,8 @@ static void print_rest(struct results *res)
 
 /* --- main ----------------------------------------------------------------------- */
 
-static int fill_full(struct world *w, double *secs)
+/* 65,535 reservations in l, tcp 1..65535, one port each. */
+static int fill_full(struct world *w, struct portres_loader *l, double *secs)
 {
 	uint64_t t0 = now_ns();
 	uint32_t p;
@@ -1388,7 +1596,7 @@ static int fill_full(struct world *w, double *secs)
 	for (p = 1; p <= NRESV_FULL; p++) {
 		if (bench_stop)
 			return -EINTR;
-		err = reserve(w, w->full, token_of(p), p, 1);
+		err = reserve(w, l, token_of(p), p, 1);
 		if (err) {
 			fprintf(stderr, "bench: portres_resv_add tcp %u: %s\n", p, strerror(-err));
 			return err;
@@ -1408,7 +1616,7 @@ static int default_memory(struct world *w, struct results *res)
 
 	snprintf(dir, sizeof(dir), "%s/default", w->bpffs);
 	opts.bpffs_dir = dir;
-	opts.cgroup_path = w->cg_null;
+	opts.cgroup_path = w->cg_default;
 	if ((err = portres_loader_open(&opts, &l)))
 		return fail("portres_loader_open (default sizes)", err);
 	err = map_memory(l, res->maps_default, 32, &res->nmaps_default);
@@ -1420,34 +1628,36 @@ static int run(struct world *w, struct results *res)
 {
 	uint64_t one = token_of(0x10000);
 	struct side *sd = res->sides;
+	double secs;
 	char buf[8];
 	int err, h;
 
-	/* Both instances filled: 1 reservation, and 65,535 through the real API. */
-	fprintf(stderr, "bench: adding 1 + %d reservations\n", NRESV_FULL);
+	/* The instances filled: 1 reservation, and 65,535 twice through the real API. */
+	fprintf(stderr, "bench: adding 1 + 2 x %d reservations\n", NRESV_FULL);
 	if ((err = reserve(w, w->one, one, PORT_RESERVED, 1)))
 		return fail("portres_resv_add", err);
-	if ((err = fill_full(w, &res->fill_s)))
+	if ((err = fill_full(w, w->full, &res->fill_s)) || (err = fill_full(w, w->agent, &secs)))
 		return err;
 	if ((err = attach_elsewhere(w, w->one, token_of(0x30000), true)) ||
 	    (err = attach_elsewhere(w, w->full, token_of(PORT_RESERVED + 1), false)))
 		return err;
 
 	/* 1. Every program of every side in the same rounds, so they share the noise. */
-	fprintf(stderr, "bench: programs: floor, 1 and 65,535 reservations, scan\n");
-	sd[S_NULL] = (struct side){ .what = "floor", .cgroup = w->cg_null };
-	for (h = 0; h < NHOOK; h++)
-		sd[S_NULL].prog_fd[h] = w->null_prog[h];
-	portres_side(&sd[S_ONE], "1 resv", w->cg_one, w->one, one);
-	portres_side(&sd[S_FULL], "65,535 resv", w->cg_full, w->full, token_of(PORT_RESERVED));
-	sd[S_SCAN] = (struct side){ .what = "scan", .cgroup = w->cg_scan };
-	for (h = 0; h < NHOOK; h++)
-		sd[S_SCAN].prog_fd[h] = h == H_BIND4 ? bpf_program__fd(w->scan->progs.scan_bind4) : -1;
-	portres_side(&sd[S_ATT], "65,535 resv, attached cgroup", w->cg_else, w->full, 0);
+	fprintf(stderr, "bench: programs: 1 and 65,535 reservations, scan, each with its floor\n");
+	side_of(w, &sd[S_ONE], "1 resv", 0, w->one, one);
+	side_of(w, &sd[S_FULL], "65,535 resv", 1, w->full, token_of(PORT_RESERVED));
+	side_of(w, &sd[S_SCAN], "scan", 2, NULL, 0);
+	side_of(w, &sd[S_ATT], "65,535 resv, attached cgroup", 3, w->full, 0);
 	sd[S_ATT].common_only = true;
-	if ((err = stats_on(w)) || (err = measure_programs(sd, 5)) || (err = cgroup2_enter(w->cg_none)))
+	for (h = 0; h < NPLACE; h++) {
+		side_of(w, &sd[S_PLACE + h], "another load", 4 + h, w->place[h], 0);
+		sd[S_PLACE + h].common_only = true;
+	}
+	if (section('1') && ((err = stats_on(w)) || (err = measure_programs(w, sd, NSIDES)) ||
+			     (err = cgroup2_enter(w->cg_none))))
 		return err;
 	stats_off(w);
+	null_pairs_off(w);
 
 	/* 2. Stats off: they would add their own cost to every program run. */
 	fprintf(stderr, "bench: whole socket life\n");
@@ -1455,11 +1665,12 @@ static int run(struct world *w, struct results *res)
 			  buf[0] == '1';
 	res->life[0] = (struct life_row){ .what = "udp socket, setsockopt, bind, close", .k = K_FREE };
 	res->life[1] = (struct life_row){ .what = "udp socket, connect, close", .k = K_CONNECT };
-	if ((err = measure_life(w, &res->life[0])) || (err = measure_life(w, &res->life[1])))
+	if (section('2') && ((err = measure_life(w, &res->life[0])) || (err = measure_life(w, &res->life[1]))))
 		return err;
 
 	/* 4. Map memory: sized for and holding 65,535, and at the default sizes. */
-	if ((err = map_memory(w->full, res->maps, 32, &res->nmaps)) || (err = default_memory(w, res)))
+	if (section('4') &&
+	    ((err = map_memory(w->full, res->maps, 32, &res->nmaps)) || (err = default_memory(w, res))))
 		return err;
 
 	/* 3. The 1,024-port block replaces the single reservation. */
@@ -1468,11 +1679,11 @@ static int run(struct world *w, struct results *res)
 	res->alloc[0].held = 0;
 	res->alloc[1].held = BLOCK_COUNT / 2;
 	res->alloc[2].held = (BLOCK_COUNT * 99 + 99) / 100;
-	if ((err = measure_alloc(w, res->alloc, 3)))
+	if (section('3') && (err = measure_alloc(w, res->alloc, 3)))
 		return err;
 
 	/* 5. The agent gets the world without bench.c's programs and maps. */
-	if (ctlbench_run) {
+	if (ctlbench_run && section('5')) {
 		struct bench_world bw = {
 			.tmp = w->tmp, .bpffs = w->bpffs, .cgroup = w->cg,
 			.cgroup_none = w->cg_none, .cgroup_portres = w->cg_one,
@@ -1481,7 +1692,8 @@ static int run(struct world *w, struct results *res)
 
 		portres_loader_teardown(w->one);
 		portres_loader_teardown(w->full);
-		w->one = w->full = NULL;
+		portres_loader_teardown(w->agent);
+		w->one = w->full = w->agent = NULL;
 		res->ctl_err = ctlbench_run(&bw, ctl_row, res);
 		cgroup2_enter(w->cg_none);
 	}
@@ -1498,8 +1710,15 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	libbpf_set_print(quiet_libbpf);
 	w.stats_fd = -1;
-	for (int h = 0; h < NHOOK; h++)
-		w.null_prog[h] = w.null_link[h] = w.nullr_link[h] = -1;
+	for (int h = 0; h < NHOOK; h++) {
+		w.null_prog[h] = -1;
+		for (int c = 0; c < NPAIR; c++)
+			w.pair_prog[c][0][h] = w.pair_prog[c][1][h] = -1;
+	}
+	for (int i = 0; i < NPAIR * 2 * 8; i++)
+		w.pair_link[i] = -1;
+	for (int i = 0; i < 16; i++)
+		w.floor_link[i] = -1;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -1520,10 +1739,16 @@ int main(void)
 	world_down(&w);
 	if (!err) {
 		print_header(&res);
-		print_programs(&res);
-		print_life(&res);
-		print_alloc(&res);
-		print_rest(&res);
+		if (section('1'))
+			print_programs(&res);
+		if (section('2'))
+			print_life(&res);
+		if (section('3'))
+			print_alloc(&res);
+		if (section('4'))
+			print_memory(&res);
+		if (section('5'))
+			print_ctl(&res);
 	}
 	if (err == -EINTR)
 		fprintf(stderr, "bench: interrupted; cleaned up\n");

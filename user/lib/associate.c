@@ -71,7 +71,7 @@ int portres_associate(int sockfd, portres_token_t token)
 		return 0;
 	/* No program and no agent: nobody can associate (ECONNREFUSED, as the agent's calls). */
 	if (kernel == ENOPROTOOPT)
-		errno = err == -ENOENT ? ECONNREFUSED : -err;
+		errno = -err;
 	/* The programs' EINVAL stands unless an agent knew the token and refused. */
 	else
 		errno = err == -EACCES || err == -EPROTOTYPE ? -err : EINVAL;

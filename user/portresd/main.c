@@ -35,7 +35,7 @@
 #include "portresd.h"
 
 #define MIN_KERNEL_MAJOR 6
-#define MIN_KERNEL_MINOR 1
+#define MIN_KERNEL_MINOR 2
 
 static const char usage[] =
 	"usage: portresd [options]\n"
@@ -139,7 +139,7 @@ static int probe(struct agent_opts *o, char *why, size_t len)
 	if (uname(&u) || sscanf(u.release, "%d.%d", &major, &minor) != 2 ||
 	    major < MIN_KERNEL_MAJOR || (major == MIN_KERNEL_MAJOR && minor < MIN_KERNEL_MINOR)) {
 		snprintf(why, len, "kernel: %s is older than %d.%d (needs bpf_set_retval, cgroup/sock_release, "
-			 "SO_NETNS_COOKIE, sk_storage from sockopt programs)", u.release, MIN_KERNEL_MAJOR,
+			 "SO_NETNS_COOKIE, sk_storage from sockopt programs, bpf_cast_to_kern_ctx)", u.release, MIN_KERNEL_MAJOR,
 			 MIN_KERNEL_MINOR);
 		return -ENOSYS;
 	}
