@@ -146,11 +146,13 @@ $(OUT):
 	$(Q)mkdir -p $@
 
 # --- tests -------------------------------------------------------------------
-# One Criterion binary per folder of tests/; tests/<kind>/*.h are its helpers.
+# One Criterion binary per folder of tests/; tests/<kind>/*.h are its helpers,
+# tests/common/ those every kind shares (real users for unprivileged cases).
+TEST_COMMON := $(wildcard tests/common/*.c tests/common/*.h)
 .SECONDEXPANSION:
-$(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h $(PROGS)
+$(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(TEST_COMMON) $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h $(PROGS)
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(CPPFLAGS) -Itests/$* $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) \
+	$(Q)$(CC) $(CPPFLAGS) -Itests/$* -Itests/common $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) \
 		-lcriterion $(LIBS_ALL) $(MHD_LIBS)
 
 $(OUT)/bench: tests/bench/bench.c tests/bench/ctlbench.c tests/bench/bench.h $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h
