@@ -95,6 +95,31 @@ struct peer {
 };
 
 struct mnl_socket;
+struct cgwatch;
+struct autoapply;
+struct event_sub;
+
+/* log.c: the rate limit of data-plane event lines (zero: no window yet). */
+struct log_limit {
+	struct timespec window;   /* start of the current second */
+	unsigned in_window;       /* lines logged in it */
+	unsigned long suppressed; /* events not logged since the last report */
+};
+
+/* events.c: the event sink (zero: no log open, no subscriber). */
+struct events_stats {
+	uint64_t emitted;
+	uint64_t dropped_subscriber; /* a subscriber's queue was full */
+	uint64_t dropped_log;        /* not written to the events log */
+};
+struct events {
+	struct event_sub *subs;
+	struct events_stats stats;
+	bool log_open;            /* log_fd is <state-dir>/events.log */
+	bool log_failed;          /* warned once; retried at the next event */
+	int log_fd;
+	off_t log_size;
+};
 
 struct agent {
 	struct agent_opts opts;
@@ -118,6 +143,10 @@ struct agent {
 	size_t n_clients, n_subscribers;
 	void *mhd;            /* struct MHD_Daemon * */
 	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */
+	struct events events;
+	struct log_limit log_limit;
+	struct cgwatch *cgwatch;     /* NULL until cgwatch_open */
+	struct autoapply *autoapply; /* NULL without --apply */
 };
 
 /* log.c */
@@ -135,8 +164,8 @@ void log_event(enum log_level lvl, const char *event, const json_t *fields, cons
  * line once its second is over (force: now, at exit).
  */
 #define LOG_EVENTS_PER_SEC 10
-bool log_event_allowed(void);
-void log_events_flush(bool force);
+bool log_event_allowed(struct log_limit *l);
+void log_events_flush(struct log_limit *l, bool force);
 
 /* resv.c */
 struct resv *resv_find(struct agent *a, uint64_t token);
@@ -208,7 +237,6 @@ bool ops_is_admin(struct agent *a, const struct peer *p);
  * (malloc'd). An events request that follows sets *sub (NULL: the caller
  * cannot take subscriptions) to a subscription for events_sub_start.
  */
-struct event_sub;
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
 		 struct event_sub **sub);
 json_t *event_json(const struct portres_event *ev);
@@ -216,11 +244,6 @@ json_t *event_json(const struct portres_event *ev);
 int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);
 
 /* events.c: the event sink (operations emit; the server registers subscribers) */
-struct events_stats {
-	uint64_t emitted;
-	uint64_t dropped_subscriber; /* a subscriber's queue was full */
-	uint64_t dropped_log;        /* not written to the events log */
-};
 /* Stamps event (taken) with its time and reservation name, logs it to disk, delivers it. */
 void events_emit(struct agent *a, json_t *event);
 /* The data plane's ring callback: releases end runtime reservations, the rest is emitted. */
@@ -235,8 +258,7 @@ int events_request(struct agent *a, const json_t *req, json_t **recent, struct e
 /* deliver(ctx, text) takes text, a whole message; false when it was dropped. */
 void events_sub_start(struct event_sub *s, bool (*deliver)(void *ctx, char *text), void *ctx);
 void events_sub_free(struct event_sub *s);
-const struct events_stats *events_get_stats(void);
-void events_close(void);
+void events_close(struct agent *a);
 
 /* server.c */
 int server_run(struct agent *a);
@@ -248,13 +270,13 @@ int cgwatch_open(struct agent *a);
 void cgwatch_sync(struct agent *a);
 void cgwatch_run(struct agent *a);
 void cgwatch_tick(struct agent *a);
-void cgwatch_close(void);
+void cgwatch_close(struct agent *a);
 
 /* autoapply.c: applies --apply FILE now and watches it (*ifd, *tfd for the loop; -1 if none) */
 void autoapply_start(struct agent *a, int *ifd, int *tfd);
 void autoapply_changed(struct agent *a);  /* inotify events: re-apply after a short settle */
 void autoapply_timer(struct agent *a);    /* the settle time passed */
-void autoapply_stop(void);
+void autoapply_stop(struct agent *a);
 
 /* metrics.c */
 char *metrics_text(struct agent *a);

@@ -706,16 +706,16 @@ int server_run(struct agent *a)
 			cgwatch_sync(a);
 		cgwatch_tick(a);
 		runtime_sweep(a);
-		log_events_flush(false);
+		log_events_flush(&a->log_limit, false);
 	}
-	log_events_flush(true);
+	log_events_flush(&a->log_limit, true);
 	while (clients)
 		client_close(clients);
 	bury();
-	events_close();
+	events_close(a);
 	metrics_stop(a);
-	autoapply_stop();
-	cgwatch_close();
+	autoapply_stop(a);
+	cgwatch_close(a);
 	close(lfd);
 	acc.lfd = -1;
 	unlink(a->opts.socket);
