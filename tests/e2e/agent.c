@@ -63,7 +63,7 @@ static void sweep_stale_cgroups(const char *root)
 		if (sscanf(e->d_name, "portres-e2e-%d", &pid) != 1 || kill(pid, 0) == 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", root, e->d_name);
-		rmdir(path);
+		cgroup2_remove(path); /* with the child cgroups a test made in it */
 	}
 	closedir(d);
 }
@@ -171,7 +171,8 @@ void ag_teardown(void)
 	/* after the agent and the test's children: userdel refuses a user with processes */
 	test_users_remove();
 	/* Children of the test (setuid helpers) are gone by now; the cgroup is empty. */
-	for (int i = 0; ag.cgroup[0] && i < 50 && rmdir(ag.cgroup) && errno == EBUSY; i++)
+	/* with the child cgroups the test made (cli_teardown empties them of processes first) */
+	for (int i = 0; ag.cgroup[0] && i < 50 && (cgroup2_remove(ag.cgroup), access(ag.cgroup, F_OK) == 0); i++)
 		usleep(20000);
 }
 
@@ -181,7 +182,8 @@ static void agent_argv(const char **argv, size_t max, const char *const *extra)
 	size_t n = 0;
 
 	argv[n++] = bin && *bin ? bin : "build/portresd";
-	argv[n++] = "--foreground";
+	if (!ag.detach)
+		argv[n++] = "--foreground";
 	argv[n++] = "--cgroup";
 	argv[n++] = ag.cgroup;
 	argv[n++] = "--bpffs";

@@ -35,6 +35,7 @@ struct agent_fx {
 	char home_cgroup[4096];
 	pid_t pid;           /* the running agent, 0 if none */
 	unsigned nofile;     /* non-zero: the agent starts with RLIMIT_NOFILE soft = hard = nofile */
+	bool detach;         /* started without --foreground: it detaches once it serves */
 };
 
 extern struct agent_fx ag;
