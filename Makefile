@@ -52,7 +52,7 @@ CFLAGS     ?= -O2 -g
 CFLAGS     += $(WARN) -fPIC
 BPF_CFLAGS := -g -O2 --target=bpf -mcpu=v3 -Wall -Werror -Iinclude -I/usr/include/$(ARCH_INC)
 LIBS_BPF   := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf -lelf -lz)
-LIBS_ALL   := $(LIBS_BPF) -ljansson -lmnl -lpthread
+LIBS_ALL   := $(LIBS_BPF) -ljansson -lmnl -lsqlite3 -lpthread
 MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 BPF_SRC    := bpf/portres.bpf.c
@@ -150,10 +150,13 @@ $(OUT):
 # tests/common/ those every kind shares (real users for unprivileged cases).
 TEST_COMMON := $(wildcard tests/common/*.c tests/common/*.h)
 .SECONDEXPANSION:
+# The agent's store (user/portresd/store.c) is tested on its own too.
+STORE_OBJ  := $(OUT)/obj/portresd/store.o
+
 $(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(TEST_COMMON) $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h $(PROGS)
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(CPPFLAGS) -Itests/$* -Itests/common $(CFLAGS) -o $@ $(filter %.c,$^) $(COMMON_A) $(LIB_A) \
-		-lcriterion $(LIBS_ALL) $(MHD_LIBS)
+	$(Q)$(CC) $(CPPFLAGS) -Iuser/portresd -Itests/$* -Itests/common $(CFLAGS) -o $@ $(filter %.c,$^) $(STORE_OBJ) \
+		$(COMMON_A) $(LIB_A) -lcriterion $(LIBS_ALL) $(MHD_LIBS)
 
 $(OUT)/bench: tests/bench/bench.c tests/bench/ctlbench.c tests/bench/bench.h $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h
 	$(call msg,LD,$@)
@@ -164,10 +167,10 @@ $(OUT)/scan.bpf.o: tests/bench/scan.bpf.c | $(OUT)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
 	$(Q)$(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
 
-$(OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(HEADERS) $(SKEL)
+$(OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) user/portresd/store.c $(HEADERS) $(SKEL)
 	$(call msg,FUZZ,$@)
-	$(Q)$(CLANG) $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
-		$(filter-out user/common/loader.c,$(COMMON_SRC)) $(LIBS_ALL)
+	$(Q)$(CLANG) $(CPPFLAGS) -Iuser/portresd -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
+		$(filter-out user/common/loader.c,$(COMMON_SRC)) user/portresd/store.c $(LIBS_ALL)
 
 tests: $(TEST_BINS)
 fuzz: $(FUZZ_BINS)

@@ -6,13 +6,14 @@
 #   test  that, and what the tests need (make check, .ci/run): Criterion,
 #         the fuzzers' symbolizer, man-db and systemd-analyze (install test),
 #         dpkg-dev (make deb), iproute2, procps; runc, busybox-static and
-#         util-linux (nsenter): the e2e tests run real containers
+#         util-linux (nsenter): the e2e tests run real containers; sqlite3:
+#         the tests read the agent's database as an administrator would
 # Without an argument: test (everything).
 set -eu
 run=(make gcc clang pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
-     libjansson-dev libmnl-dev libmicrohttpd-dev python3)
+     libjansson-dev libmnl-dev libmicrohttpd-dev libsqlite3-dev uthash-dev python3)
 test=("${run[@]}" libcriterion-dev llvm man-db groff-base systemd dpkg-dev iproute2 procps
-      runc busybox-static util-linux)
+      runc busybox-static util-linux sqlite3)
 case "${1:-test}" in
 run) pkgs=("${run[@]}") ;;
 test) pkgs=("${test[@]}") ;;

@@ -36,10 +36,11 @@ struct bench_world {
 extern volatile sig_atomic_t bench_stop;
 
 /*
- * One line of section 5: what was measured and its rate. target is NULL when
- * there is none (pass is then ignored), e.g. "> 1,000/s".
+ * One line of section 5: what was measured and the figure, with its unit
+ * ("21,340/s", "0.412 ms", "38.1 MiB"). target is NULL when there is none
+ * (pass is then ignored), e.g. "< 1 ms".
  */
-typedef void (*bench_row_cb)(void *arg, const char *what, double ops_per_sec,
+typedef void (*bench_row_cb)(void *arg, const char *what, const char *figure,
 			     const char *target, bool pass);
 
 /* Returns 0 or -errno; -ECONNREFUSED means no agent could be reached. */

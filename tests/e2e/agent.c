@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <sched.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,6 +383,40 @@ const char *ag_sysctl(void)
 	buf[n] = '\0';
 	buf[strcspn(buf, "\n")] = '\0';
 	return buf;
+}
+
+/* sqlite3's callback: each row's columns joined with '|', one line per row. */
+static int db_row(void *arg, int n, char **cols, char **names)
+{
+	char **out = arg;
+	size_t len = *out ? strlen(*out) : 0, add = 1;
+	char *grown;
+
+	(void)names;
+	for (int i = 0; i < n; i++)
+		add += (cols[i] ? strlen(cols[i]) : 0) + 1;
+	if (!(grown = realloc(*out, len + add + 1)))
+		return 1;
+	*out = grown;
+	for (int i = 0; i < n; i++)
+		len += (size_t)sprintf(grown + len, "%s%s", i ? "|" : "", cols[i] ? cols[i] : "");
+	sprintf(grown + len, "\n");
+	return 0;
+}
+
+char *ag_db(const char *sql)
+{
+	char path[400], *out = NULL, *err = NULL;
+	sqlite3 *db;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/portres.db", ag.state);
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+	cr_assert_eq(rc, SQLITE_OK, "%s: %s", path, sqlite3_errstr(rc));
+	rc = sqlite3_exec(db, sql, db_row, &out, &err);
+	cr_assert_eq(rc, SQLITE_OK, "%s: %s: %s", path, sql, err ? err : sqlite3_errstr(rc));
+	sqlite3_close(db);
+	return out ? out : strdup("");
 }
 
 void ag_sysctl_set(const char *text)

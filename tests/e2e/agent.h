@@ -67,6 +67,9 @@ const char *ag_errno(json_t *reply);
 const char *ag_sysctl(void);
 void ag_sysctl_set(const char *text);
 
+/* The rows of a query on the agent's database (read-only), as "col|col\n" lines; malloc'd. */
+char *ag_db(const char *sql);
+
 /* Binds a fresh socket of proto (IPv4, 127.0.0.1) to port: 0 or -errno; *keep gets the fd if non-NULL. */
 int ag_bind(int proto, uint16_t port, int *keep);
 

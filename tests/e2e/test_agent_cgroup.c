@@ -102,7 +102,7 @@ static void attach(const char *cgroup, const char *flag, const char *sel)
 
 Test(agent_cgroup, removed_cgroup_is_detached)
 {
-	char gone[4200], stay[4200], other[4200], want[9000], got[9000], state[400], *text;
+	char gone[4200], stay[4200], other[4200], want[9000], got[9000], *text;
 	uint64_t gone_id, stay_id;
 
 	cli_cgroup("gone", gone, sizeof(gone));
@@ -131,9 +131,8 @@ Test(agent_cgroup, removed_cgroup_is_detached)
 	cr_assert_str_eq(got, stay);
 	cr_assert(!in_map(gone_id), "the BPF map still has cgroup %llu", (unsigned long long)gone_id);
 	cr_assert(in_map(stay_id));
-	snprintf(state, sizeof(state), "%s/state.json", ag.state);
-	text = cli_read(state);
-	cr_assert(!strstr(text, gone) && strstr(text, stay), "state file: %s", text);
+	text = ag_db("SELECT path FROM attachments");
+	cr_assert(!strstr(text, gone) && strstr(text, stay), "the database's attachments: %s", text);
 	free(text);
 	cr_assert(ag_log_has("was removed: its attachment to token"));
 

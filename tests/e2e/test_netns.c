@@ -429,7 +429,7 @@ Test(netns, apply_file_with_netns)
 {
 	struct cli_result r;
 	const char *file;
-	char path[400];
+	char *text;
 	json_t *l;
 
 	sh("ip netns add pod7");
@@ -471,8 +471,9 @@ Test(netns, apply_file_with_netns)
 	CLI_ASSERT_STATUS(r, 1);
 	cr_assert(strstr(r.err, "/run/netns/nosuch"), "%s", r.err);
 	cli_result_free(&r);
-	snprintf(path, sizeof(path), "%s/state.json", ag.state);
-	cr_assert(strstr(cli_read(path), "/run/netns/pod8"), "%s", cli_read(path));
+	text = ag_db("SELECT path FROM netns");
+	cr_assert(strstr(text, "/run/netns/pod8"), "the database's netns: %s", text);
+	free(text);
 	sh("ip netns del pod7");
 	sh("ip netns del pod8");
 }

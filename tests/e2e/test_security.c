@@ -65,19 +65,40 @@ static void link_progs(char *buf, size_t len)
 	closedir(d);
 }
 
+/* The agent's database and its WAL, byte for byte, with their times. */
+static char *db_files(void)
+{
+	static const char *const names[] = { "portres.db", "portres.db-wal" };
+	char path[400], *out = NULL, *text;
+	size_t len = 0;
+	struct stat sb;
+
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", ag.state, names[i]);
+		if (stat(path, &sb))
+			continue;
+		text = cli_read(path);
+		out = realloc(out, len + 64 + (text ? strlen(text) : 0) + 1);
+		len += (size_t)sprintf(out + len, "%s %lld.%09ld %lld:", names[i], (long long)sb.st_mtim.tv_sec,
+				       sb.st_mtim.tv_nsec, (long long)sb.st_size);
+		/* the text up to its first NUL, enough to see a change of the header or the tables */
+		len += (size_t)sprintf(out + len, "%s", text ? text : "");
+		free(text);
+	}
+	return out ? out : strdup("");
+}
+
 Test(security, second_agent_touches_nothing)
 {
-	char before[2048], after[2048], state[400], *text_before, *text_after;
-	struct stat sb_before, sb_after;
+	char before[2048], after[2048], *files_before, *files_after;
 	portres_token_t t;
 	json_t *r;
 
 	ag_start(NULL);
 	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 8000, 10, &t), 0, "%s", strerror(errno));
 	link_progs(before, sizeof(before));
-	snprintf(state, sizeof(state), "%s/state.json", ag.state);
-	text_before = cli_read(state);
-	cr_assert_eq(stat(state, &sb_before), 0);
+	files_before = db_files();
+	cr_assert(strstr(files_before, "portres.db "), "no database: %s", files_before);
 
 	cr_assert_neq(ag_run(NULL), 0, "a second agent on the same socket started");
 	cr_assert(ag_log_has("another portresd answers"));
@@ -85,19 +106,16 @@ Test(security, second_agent_touches_nothing)
 	cr_assert(!ag_log_has("adopted programs"), "the second agent adopted the pins before it checked the socket");
 	link_progs(after, sizeof(after));
 	cr_assert_str_eq(after, before, "the pinned links were re-pointed");
-	text_after = cli_read(state);
-	cr_assert_eq(stat(state, &sb_after), 0);
-	cr_assert_str_eq(text_after, text_before);
-	cr_assert(sb_after.st_mtim.tv_sec == sb_before.st_mtim.tv_sec &&
-		  sb_after.st_mtim.tv_nsec == sb_before.st_mtim.tv_nsec, "the state file was rewritten");
+	files_after = db_files();
+	cr_assert_str_eq(files_after, files_before, "the database was touched");
 	/* the first agent serves on, enforcement as it was */
 	r = ag_req("{\"v\":1,\"op\":\"status\"}", -1);
 	cr_assert_str_eq(ag_errno(r), "");
 	cr_assert_eq(json_integer_value(json_object_get(r, "pid")), ag.pid);
 	json_decref(r);
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), -EACCES);
-	free(text_before);
-	free(text_after);
+	free(files_before);
+	free(files_after);
 }
 
 /* --- fd exhaustion (issue 8, item 4) --------------------------------------- */
@@ -653,7 +671,7 @@ static void delegate(const char *cg, const struct test_user *u)
 Test(security, confine_escape_refused)
 {
 	struct escape *e = mmap(NULL, sizeof(*e), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	char req[4400], state[400], *text;
+	char req[4400], *text;
 	struct test_user u;
 	json_t *r, *att;
 
@@ -692,13 +710,23 @@ Test(security, confine_escape_refused)
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(att, 0), "path")), e->deleg);
 	cr_assert(json_is_true(json_object_get(json_array_get(att, 0), "confine")));
 	json_decref(r);
-	snprintf(state, sizeof(state), "%s/state.json", ag.state);
-	text = cli_read(state);
-	cr_assert(strstr(text, e->deleg), "the state file lost the admin's attachment: %s", text);
+	text = ag_db("SELECT path, made_by_admin FROM attachments");
+	cr_assert(strstr(text, e->deleg) && strstr(text, "|1"), "the database lost the admin's attachment: %s", text);
 	free(text);
 }
 
 /* --- a missing state file (issue 8, item 5) -------------------------------- */
+
+/* What SQLite may leave beside a database it had open. */
+static void unlink_db_leftovers(void)
+{
+	char path[400];
+
+	snprintf(path, sizeof(path), "%s/portres.db-wal", ag.state);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/portres.db-shm", ag.state);
+	unlink(path);
+}
 
 Test(security, missing_state_refused_adopt_or_reset)
 {
@@ -708,7 +736,7 @@ Test(security, missing_state_refused_adopt_or_reset)
 	portres_token_t t, t2;
 	json_t *r, *l, *web;
 
-	snprintf(state, sizeof(state), "%s/state.json", ag.state);
+	snprintf(state, sizeof(state), "%s/portres.db", ag.state);
 	snprintf(wrong, sizeof(wrong), "%s/wrong-state", ag.tmp);
 	cr_assert_eq(mkdir(wrong, 0700), 0);
 	cli_cgroup("svc", cg, sizeof(cg));
@@ -724,10 +752,11 @@ Test(security, missing_state_refused_adopt_or_reset)
 	json_decref(r);
 	ag_stop();
 
-	/* the state file is gone, or the agent is pointed at another directory: it refuses, naming both */
+	/* the database is gone, or the agent is pointed at another directory: it refuses, naming both */
 	cr_assert_eq(unlink(state), 0);
+	unlink_db_leftovers();
 	cr_assert_eq(ag_run(NULL), 1, "the agent started without its state file while pins hold reservations");
-	cr_assert(ag_log_has(ag.bpffs) && ag_log_has(state), "the refusal does not name the pins and the state file");
+	cr_assert(ag_log_has(ag.bpffs) && ag_log_has(state), "the refusal does not name the pins and the database");
 	cr_assert_eq(ag_run((const char *const[]){ "--state-dir", wrong, NULL }), 1);
 	/* nothing was removed: still enforced */
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), -EACCES);
@@ -744,8 +773,8 @@ Test(security, missing_state_refused_adopt_or_reset)
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(web, "attachments"), 0),
 							   "path")) ?: "", cg, "%s", json_dumps(l, 0));
 	json_decref(l);
-	text = cli_read(state);
-	cr_assert(strstr(text, "8000") && strstr(text, cg), "state file: %s", text);
+	text = ag_db("SELECT start FROM reservations; SELECT path FROM attachments");
+	cr_assert(strstr(text, "8000") && strstr(text, cg), "database: %s", text);
 	free(text);
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), -EACCES);
 	ag_stop();
@@ -756,6 +785,7 @@ Test(security, missing_state_refused_adopt_or_reset)
 
 	/* --reset: emptied on purpose */
 	cr_assert_eq(unlink(state), 0);
+	unlink_db_leftovers();
 	ag_start(reset);
 	errno = 0;
 	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &t2), -1);

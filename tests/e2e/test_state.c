@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-/* test_state.c - the agent and its state file: corrupt or unwritable, never emptied. */
+/* test_state.c - the agent and its state: a corrupt state.json is never imported; feature probe; metrics. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -69,45 +69,6 @@ Test(state, corrupt_file_stops_the_agent_unchanged)
 	}
 }
 
-Test(state, full_disk_keeps_old_state)
-{
-	char path[400], fill[400], *before, *after;
-	portres_token_t t;
-	int fd;
-
-	/* A tiny filesystem for the state directory, then fill it up. */
-	cr_assert_eq(mount("tmpfs", ag.state, "tmpfs", 0, "size=64k,mode=0700"), 0, "%s", strerror(errno));
-	ag_start(NULL);
-	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 8000, 10, &t), 0);
-	snprintf(path, sizeof(path), "%s/state.json", ag.state);
-	before = slurp(path);
-	cr_assert(before && strstr(before, "8000"));
-	snprintf(fill, sizeof(fill), "%s/fill", ag.state);
-	fd = open(fill, O_WRONLY | O_CREAT, 0600);
-	{
-		char block[4096] = { 0 };
-
-		while (write(fd, block, sizeof(block)) > 0)
-			;
-	}
-	close(fd);
-	errno = 0;
-	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), -1);
-	cr_assert_eq(errno, EIO, "errno %s", strerror(errno));
-	after = slurp(path);
-	cr_assert_str_eq(after, before, "state changed on a failed save");
-	/* and nothing else changed either */
-	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 9000, 10, &t), -1);
-	cr_assert_eq(errno, ENOENT);
-	cr_assert_eq(ag_bind(IPPROTO_TCP, 9005, NULL), 0);
-	cr_assert_str_eq(ag_sysctl(), "8000-8009");
-	/* room again: works */
-	unlink(fill);
-	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), 0);
-	free(before);
-	free(after);
-}
-
 /* The feature probe names what is missing and changes nothing. */
 Test(state, probe_names_the_missing_feature)
 {
@@ -144,4 +105,24 @@ Test(state, metrics_listen)
 	close(c);
 	cr_assert(strstr(buf, "200 OK"), "%s", buf);
 	cr_assert(strstr(buf, "portres_reservations{kind=\"persistent\"} 1"), "%s", buf);
+}
+
+/*
+ * A start that fails after the socket is up (the metrics address is taken)
+ * undoes what it set up: no socket file is left behind (server_run's early
+ * return used to leave it, and its fds, issue 11 item 6).
+ */
+Test(state, failed_start_leaves_no_socket)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(9465), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, taken = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(taken >= 0);
+	setsockopt(taken, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(taken, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	cr_assert_eq(listen(taken, 1), 0);
+	cr_assert_neq(ag_run((const char *const[]){ "--metrics-listen", "127.0.0.1:9465", NULL }), 0);
+	cr_assert(ag_log_has("cannot serve metrics on 127.0.0.1:9465"));
+	cr_assert_neq(access(ag.sock, F_OK), 0, "%s is left behind", ag.sock);
+	close(taken);
 }

@@ -201,7 +201,7 @@ void state_free(struct state *st)
 	memset(st, 0, sizeof(*st));
 }
 
-static int resv_copy(struct state_resv *dst, const struct state_resv *src)
+int state_resv_copy(struct state_resv *dst, const struct state_resv *src)
 {
 	*dst = *src;
 	dst->name = NULL;
@@ -237,7 +237,7 @@ int state_add_resv(struct state *st, const struct state_resv *r)
 	if (!n)
 		return -ENOMEM;
 	st->resv = n;
-	if (resv_copy(&st->resv[st->n_resv], r))
+	if (state_resv_copy(&st->resv[st->n_resv], r))
 		return -ENOMEM;
 	st->n_resv++;
 	return 0;
@@ -319,87 +319,229 @@ struct state_resv *state_find_name(const struct state *st, const char *name)
 
 /* --- validation ----------------------------------------------------------- */
 
+/* Orders of reservation indexes for state_validate's checks of neighbours. */
+static const struct state *sort_st;
+
+static int by_token(const void *x, const void *y)
+{
+	uint64_t a = sort_st->resv[*(const size_t *)x].token, b = sort_st->resv[*(const size_t *)y].token;
+
+	return (a > b) - (a < b);
+}
+
+static int by_name(const void *x, const void *y)
+{
+	const char *a = sort_st->resv[*(const size_t *)x].name, *b = sort_st->resv[*(const size_t *)y].name;
+
+	return !a || !b ? !!a - !!b : strcmp(a, b);
+}
+
+static int by_request(const void *x, const void *y)
+{
+	const char *a = sort_st->resv[*(const size_t *)x].request_id, *b = sort_st->resv[*(const size_t *)y].request_id;
+
+	return !a || !b ? !!a - !!b : strcmp(a, b);
+}
+
+static int by_block(const void *x, const void *y);
+
+void state_sort_blocks(const struct state *st, size_t *idx)
+{
+	sort_st = st;
+	qsort(idx, st->n_resv, sizeof(*idx), by_block);
+}
+
+static int by_block(const void *x, const void *y)
+{
+	const struct state_resv *a = &sort_st->resv[*(const size_t *)x], *b = &sort_st->resv[*(const size_t *)y];
+
+	if (a->netns != b->netns)
+		return (a->netns > b->netns) - (a->netns < b->netns);
+	if (a->proto != b->proto)
+		return a->proto - b->proto;
+	return a->start - b->start;
+}
+
+/* The reservation of token among those sorted by token, or NULL. */
+static const struct state_resv *find_sorted(const struct state *st, const size_t *idx, uint64_t token)
+{
+	size_t lo = 0, hi = st->n_resv;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		uint64_t t = st->resv[idx[mid]].token;
+
+		if (t == token)
+			return &st->resv[idx[mid]];
+		if (t < token)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Reported as "reservations[i] ... reservations[j]" with j < i, as a scan in file order finds them. */
+static void order_pair(size_t *i, size_t *j)
+{
+	if (*j > *i) {
+		size_t t = *i;
+
+		*i = *j;
+		*j = t;
+	}
+}
+
+/* Neighbours in sorted orders: O(n log n) for the tens of thousands of reservations the agent keeps. */
+static int validate_pairs(const struct state *st, size_t *idx, const char *what, char *err, size_t errlen)
+{
+	size_t n = st->n_resv, i, j;
+
+	sort_st = st;
+	qsort(idx, n, sizeof(*idx), by_name);
+	for (size_t k = 1; k < n; k++) {
+		i = idx[k];
+		j = idx[k - 1];
+		if (st->resv[i].name && st->resv[j].name && !strcmp(st->resv[i].name, st->resv[j].name)) {
+			order_pair(&i, &j);
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: \"%s\" used twice", what, i,
+				    st->resv[i].name);
+		}
+	}
+	qsort(idx, n, sizeof(*idx), by_request);
+	for (size_t k = 1; k < n; k++) {
+		i = idx[k];
+		j = idx[k - 1];
+		if (st->resv[i].request_id && st->resv[j].request_id &&
+		    !strcmp(st->resv[i].request_id, st->resv[j].request_id)) {
+			order_pair(&i, &j);
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: same as reservations[%zu]",
+				    what, i, j);
+		}
+	}
+	qsort(idx, n, sizeof(*idx), by_block);
+	for (size_t k = 1; k < n; k++) {
+		const struct state_resv *o = &st->resv[idx[k - 1]], *r = &st->resv[idx[k]];
+
+		if (o->netns == r->netns && o->proto == r->proto && r->start < o->start + o->count) {
+			i = idx[k];
+			j = idx[k - 1];
+			order_pair(&i, &j);
+			r = &st->resv[i];
+			o = &st->resv[j];
+			return fail(err, errlen, -EINVAL,
+				    "%s: reservations[%zu] (%s %u-%u) overlaps reservations[%zu] (%u-%u)", what, i,
+				    state_proto_name(r->proto), r->start, r->start + r->count - 1, j, o->start,
+				    o->start + o->count - 1);
+		}
+	}
+	/* last: attachments look tokens up in this order */
+	qsort(idx, n, sizeof(*idx), by_token);
+	for (size_t k = 1; k < n; k++) {
+		i = idx[k];
+		j = idx[k - 1];
+		if (st->resv[i].token == st->resv[j].token) {
+			order_pair(&i, &j);
+			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].token: same as reservations[%zu]", what, i,
+				    j);
+		}
+	}
+	return 0;
+}
+
 int state_validate(const struct state *st, const char *what, char *err, size_t errlen)
 {
+	size_t *idx = calloc(st->n_resv + 1, sizeof(*idx));
+	const struct state_attach **att = NULL;
+	uint8_t *proto = NULL;
+	int ret = 0;
+
+	if (!idx)
+		return fail(err, errlen, -ENOMEM, "%s: out of memory", what);
 	for (size_t i = 0; i < st->n_resv; i++) {
 		const struct state_resv *r = &st->resv[i];
 
+		idx[i] = i;
 		if (!r->token)
-			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].token: must not be 0", what, i);
-		if (!state_proto_name(r->proto))
-			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].proto: not tcp or udp", what, i);
-		if (r->start == 0 || r->count == 0 || (uint32_t)r->start + r->count > 65536)
-			return fail(err, errlen, -EINVAL,
-				    "%s: reservations[%zu]: bad range start %u count %u", what, i,
-				    r->start, r->count);
-		if (!state_mode_name(r->mode))
-			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].mode: unknown", what, i);
-		if (r->name && !state_name_valid(r->name))
-			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: invalid name", what, i);
-		if (r->netns && !state_find_netns(st, r->netns))
-			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].netns: no netns entry with cookie %" PRIu64,
-				    what, i, r->netns);
-		if (r->request_id && !state_request_id_valid(r->request_id))
-			return fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: %d..%d of A-Z a-z 0-9 _ -",
-				    what, i, STATE_REQUEST_ID_MIN, STATE_REQUEST_ID_MAX);
-		for (size_t g = 0; g < r->n_grants; g++) {
+			ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].token: must not be 0", what, i);
+		else if (!state_proto_name(r->proto))
+			ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].proto: not tcp or udp", what, i);
+		else if (r->start == 0 || r->count == 0 || (uint32_t)r->start + r->count > 65536)
+			ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu]: bad range start %u count %u", what, i,
+				   r->start, r->count);
+		else if (!state_mode_name(r->mode))
+			ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].mode: unknown", what, i);
+		else if (r->name && !state_name_valid(r->name))
+			ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: invalid name", what, i);
+		else if (r->request_id && !state_request_id_valid(r->request_id))
+			ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: %d..%d of A-Z a-z 0-9 _ -",
+				   what, i, STATE_REQUEST_ID_MIN, STATE_REQUEST_ID_MAX);
+		else if (r->netns && !state_find_netns(st, r->netns))
+			ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].netns: no netns entry with cookie %" PRIu64,
+				   what, i, r->netns);
+		for (size_t g = 0; !ret && g < r->n_grants; g++) {
 			const struct state_grant *gr = &r->grants[g];
 
 			if (!state_grant_name(gr->type))
-				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].grants[%zu].type: unknown",
-					    what, i, g);
-			if (gr->type != PORTRES_GRANT_CGROUP && gr->id > UINT32_MAX)
-				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].grants[%zu].id: out of range",
-					    what, i, g);
+				ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].grants[%zu].type: unknown", what,
+					   i, g);
+			else if (gr->type != PORTRES_GRANT_CGROUP && gr->id > UINT32_MAX)
+				ret = fail(err, errlen, -EINVAL, "%s: reservations[%zu].grants[%zu].id: out of range",
+					   what, i, g);
 		}
-		for (size_t j = 0; j < i; j++) {
-			const struct state_resv *o = &st->resv[j];
-
-			if (o->token == r->token)
-				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].token: same as reservations[%zu]",
-					    what, i, j);
-			if (r->name && o->name && !strcmp(r->name, o->name))
-				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].name: \"%s\" used twice",
-					    what, i, r->name);
-			if (r->request_id && o->request_id && !strcmp(r->request_id, o->request_id))
-				return fail(err, errlen, -EINVAL, "%s: reservations[%zu].request.id: same as reservations[%zu]",
-					    what, i, j);
-			if (o->netns == r->netns && o->proto == r->proto && r->start < o->start + o->count &&
-			    o->start < r->start + r->count)
-				return fail(err, errlen, -EINVAL,
-					    "%s: reservations[%zu] (%s %u-%u) overlaps reservations[%zu] (%u-%u)",
-					    what, i, state_proto_name(r->proto), r->start, r->start + r->count - 1,
-					    j, o->start, o->start + o->count - 1);
-		}
+		if (ret)
+			goto out;
 	}
+	if ((ret = validate_pairs(st, idx, what, err, errlen)))
+		goto out;
 	for (size_t i = 0; i < st->n_netns; i++) {
 		const struct state_netns *n = &st->netns[i];
 
 		if (!n->cookie || !n->inode)
-			return fail(err, errlen, -EINVAL, "%s: netns[%zu]: cookie and inode must not be 0", what, i);
-		if (n->path && n->path[0] != '/')
-			return fail(err, errlen, -EINVAL, "%s: netns[%zu].path: not an absolute path", what, i);
-		for (size_t j = 0; j < i; j++)
+			ret = fail(err, errlen, -EINVAL, "%s: netns[%zu]: cookie and inode must not be 0", what, i);
+		else if (n->path && n->path[0] != '/')
+			ret = fail(err, errlen, -EINVAL, "%s: netns[%zu].path: not an absolute path", what, i);
+		for (size_t j = 0; !ret && j < i; j++)
 			if (st->netns[j].cookie == n->cookie)
-				return fail(err, errlen, -EINVAL, "%s: netns[%zu].cookie: same as netns[%zu]", what, i, j);
+				ret = fail(err, errlen, -EINVAL, "%s: netns[%zu].cookie: same as netns[%zu]", what, i, j);
+		if (ret)
+			goto out;
+	}
+	/* attachments (bounded by the cgroup map's size), each with the protocol of its token */
+	att = calloc(st->n_attach + 1, sizeof(*att));
+	proto = calloc(st->n_attach + 1, 1);
+	if (!att || !proto) {
+		ret = fail(err, errlen, -ENOMEM, "%s: out of memory", what);
+		goto out;
 	}
 	for (size_t i = 0; i < st->n_attach; i++) {
 		const struct state_attach *a = &st->attach[i];
+		const struct state_resv *r = find_sorted(st, idx, a->token);
 
 		if (a->confine > STATE_CONFINE_ALL)
-			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].confine: unknown", what, i);
-		if (!a->path || a->path[0] != '/')
-			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: not an absolute path", what, i);
-		if (!state_find_token(st, a->token))
-			return fail(err, errlen, -EINVAL, "%s: attachments[%zu].token: no such reservation", what, i);
-		/* a cgroup holds one block per protocol */
-		for (size_t j = 0; j < i; j++)
-			if (!strcmp(st->attach[j].path, a->path) &&
-			    state_find_token(st, st->attach[j].token)->proto == state_find_token(st, a->token)->proto)
-				return fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: attached twice to %s blocks",
-					    what, i, state_proto_name(state_find_token(st, a->token)->proto));
+			ret = fail(err, errlen, -EINVAL, "%s: attachments[%zu].confine: unknown", what, i);
+		else if (!a->path || a->path[0] != '/')
+			ret = fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: not an absolute path", what, i);
+		else if (!r)
+			ret = fail(err, errlen, -EINVAL, "%s: attachments[%zu].token: no such reservation", what, i);
+		if (ret)
+			goto out;
+		att[i] = a;
+		proto[i] = r->proto;
 	}
-	return 0;
+	/* a cgroup holds one block per protocol: same path and protocol twice is refused */
+	for (size_t i = 0; i < st->n_attach; i++)
+		for (size_t j = 0; j < i; j++)
+			if (proto[i] == proto[j] && !strcmp(att[i]->path, att[j]->path)) {
+				ret = fail(err, errlen, -EINVAL, "%s: attachments[%zu].path: attached twice to %s blocks",
+					   what, i, state_proto_name(proto[i]));
+				goto out;
+			}
+out:
+	free(idx);
+	free(att);
+	free(proto);
+	return ret;
 }
 
 /* --- JSON ----------------------------------------------------------------- */
@@ -785,6 +927,20 @@ static int state_path(const char *dir, char *buf, size_t len)
 	return 0;
 }
 
+/* The state in root (taken); st is freed on an error. */
+static int state_from_root(struct jctx *c, json_t *root, struct state *st)
+{
+	int ret = state_from_json(c, root, st);
+
+	json_decref(root);
+	if (ret) {
+		if (ret == -ENOMEM)
+			fail(c->err, c->errlen, ret, "%s: out of memory", c->file);
+		state_free(st);
+	}
+	return ret;
+}
+
 int state_load(const char *dir, struct state *st, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -805,14 +961,20 @@ int state_load(const char *dir, struct state *st, char *err, size_t errlen)
 		return fail(err, errlen, -EINVAL, "%s:%d:%d: %s (torn or corrupt state file; not modified)",
 			    path, jerr.line, jerr.column, jerr.text);
 	}
-	ret = state_from_json(&c, root, st);
-	json_decref(root);
-	if (ret) {
-		if (ret == -ENOMEM)
-			fail(err, errlen, ret, "%s: out of memory", path);
-		state_free(st);
-	}
-	return ret;
+	return state_from_root(&c, root, st);
+}
+
+int state_parse(const char *text, size_t len, const char *file, struct state *st, char *err, size_t errlen)
+{
+	struct jctx c = { .file = file, .err = err, .errlen = errlen };
+	json_error_t jerr;
+	json_t *root;
+
+	memset(st, 0, sizeof(*st));
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return fail(err, errlen, -EINVAL, "%s:%d:%d: %s", file, jerr.line, jerr.column, jerr.text);
+	return state_from_root(&c, root, st);
 }
 
 static int write_all(int fd, const char *buf, size_t len)

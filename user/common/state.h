@@ -124,10 +124,14 @@ struct state {
 
 /* 0, or -errno with a message in err ("<file>:<line>:<col>: ..." or "<file>: <field>: ..."). */
 int state_load(const char *dir, struct state *st, char *err, size_t errlen);
+/* The same from a text in memory; file names it in messages. */
+int state_parse(const char *text, size_t len, const char *file, struct state *st, char *err, size_t errlen);
 /* durable: fsync file and directory (persistent changes); without it still atomic. */
 int state_save(const char *dir, const struct state *st, bool durable, char *err, size_t errlen);
 void state_free(struct state *st);
 
+/* Sorts the indexes idx[0..n_resv) of st's reservations by netns, protocol and start. */
+void state_sort_blocks(const struct state *st, size_t *idx);
 /* Checks ranges, tokens, names, overlaps and references; 0 or -EINVAL with err. */
 int state_validate(const struct state *st, const char *what, char *err, size_t errlen);
 
@@ -141,6 +145,8 @@ struct state_resv *state_find_token(const struct state *st, uint64_t token);
 struct state_netns *state_find_netns(const struct state *st, uint64_t cookie);
 struct state_resv *state_find_name(const struct state *st, const char *name);
 void state_resv_free(struct state_resv *r);
+/* A deep copy of src (0 or -ENOMEM, dst empty then). */
+int state_resv_copy(struct state_resv *dst, const struct state_resv *src);
 
 /* Shared spellings (used by the protocol too). */
 const char *state_proto_name(uint8_t proto);     /* "tcp", "udp" or NULL */

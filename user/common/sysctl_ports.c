@@ -15,24 +15,71 @@ void portset_clear(struct portset *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* The bits of [lo, hi] within word w (both inside that word's 64 ports). */
+static inline uint64_t word_mask(uint32_t lo, uint32_t hi)
+{
+	uint64_t m = ~0ULL << (lo % 64);
+
+	return hi % 64 == 63 ? m : m & ((2ULL << (hi % 64)) - 1);
+}
+
+/* Runs body for each word i of [start, start+count) (clipped at 65535), mask its bits of the range. */
+#define FOR_RANGE_WORDS(start, count, i, mask, body)                                              \
+	do {                                                                                      \
+		uint32_t lo_ = (start), hi_ = (uint32_t)(start) + (count);                        \
+		if (hi_ > 65536)                                                                  \
+			hi_ = 65536;                                                              \
+		while (lo_ < hi_) {                                                               \
+			uint32_t last_ = (lo_ | 63) < hi_ - 1 ? (lo_ | 63) : hi_ - 1;             \
+			size_t i = lo_ / 64;                                                      \
+			uint64_t mask = word_mask(lo_, last_);                                    \
+			body;                                                                     \
+			lo_ = last_ + 1;                                                          \
+		}                                                                                 \
+	} while (0)
+
 void portset_add(struct portset *s, uint32_t start, uint32_t count)
 {
-	for (uint32_t p = start; p < start + count && p < 65536; p++)
-		s->w[p / 64] |= 1ULL << (p % 64);
+	FOR_RANGE_WORDS(start, count, i, m, s->w[i] |= m);
 }
 
 void portset_del(struct portset *s, uint32_t start, uint32_t count)
 {
-	for (uint32_t p = start; p < start + count && p < 65536; p++)
-		s->w[p / 64] &= ~(1ULL << (p % 64));
+	FOR_RANGE_WORDS(start, count, i, m, s->w[i] &= ~m);
 }
 
 bool portset_any(const struct portset *s, uint32_t start, uint32_t count)
 {
-	for (uint32_t p = start; p < start + count && p < 65536; p++)
-		if (portset_test(s, p))
-			return true;
+	FOR_RANGE_WORDS(start, count, i, m, if (s->w[i] & m) return true);
 	return false;
+}
+
+bool portset_next_run(const struct portset *s, uint32_t from, uint32_t *lo, uint32_t *hi)
+{
+	size_t i = from / 64;
+	uint64_t w;
+
+	if (from > 65535)
+		return false;
+	/* the first set bit at or after from */
+	w = s->w[i] & (~0ULL << (from % 64));
+	while (!w) {
+		if (++i == 1024)
+			return false;
+		w = s->w[i];
+	}
+	*lo = (uint32_t)(i * 64 + (size_t)__builtin_ctzll(w));
+	/* the first clear bit after it */
+	w = ~s->w[i] & (~0ULL << (*lo % 64));
+	while (!w) {
+		if (++i == 1024) {
+			*hi = 65535;
+			return true;
+		}
+		w = ~s->w[i];
+	}
+	*hi = (uint32_t)(i * 64 + (size_t)__builtin_ctzll(w)) - 1;
+	return true;
 }
 
 bool portset_empty(const struct portset *s)
@@ -105,35 +152,61 @@ int portset_parse(const char *text, struct portset *out)
 	}
 }
 
+static size_t digits(uint32_t v)
+{
+	return v >= 10000 ? 5 : v >= 1000 ? 4 : v >= 100 ? 3 : v >= 10 ? 2 : 1;
+}
+
+size_t portset_format_len(const struct portset *s)
+{
+	uint32_t lo, hi, from = 0;
+	size_t len = 0;
+
+	while (portset_next_run(s, from, &lo, &hi)) {
+		len += (len ? 1 : 0) + digits(lo) + (hi > lo ? 1 + digits(hi) : 0);
+		if (hi == 65535)
+			break;
+		from = hi + 1;
+	}
+	return len;
+}
+
 char *portset_format(const struct portset *s)
 {
-	/* Worst case "1,3,5,..." : 32768 entries of up to 6 bytes. */
-	size_t cap = 32768 * 7 + 1, len = 0;
+	/*
+	 * Sized by a first pass: the text of 2-port blocks with 1-port gaps
+	 * ("1-2,4-5,...") is about 254 KB, more than any fixed guess by count
+	 * of entries. One byte more than the text, which portset_write uses for
+	 * its newline.
+	 */
+	size_t cap = portset_format_len(s) + 1, len = 0;
+	uint32_t lo, hi, from = 0;
 	char *buf = malloc(cap);
-	uint32_t p = 0;
 
 	if (!buf)
 		return NULL;
 	buf[0] = '\0';
-	while (p < 65536) {
-		uint32_t q;
+	while (portset_next_run(s, from, &lo, &hi)) {
+		int n = snprintf(buf + len, cap - len, hi == lo ? "%s%u" : "%s%u-%u", len ? "," : "", lo, hi);
 
-		if (!portset_test(s, p)) {
-			p++;
-			continue;
+		if (n < 0 || (size_t)n >= cap - len) {
+			/* cannot happen: the first pass counted every byte */
+			free(buf);
+			errno = EOVERFLOW;
+			return NULL;
 		}
-		for (q = p; q + 1 < 65536 && portset_test(s, q + 1); q++)
-			;
-		len += (size_t)snprintf(buf + len, cap - len, q == p ? "%s%u" : "%s%u-%u",
-					len ? "," : "", p, q);
-		p = q + 1;
+		len += (size_t)n;
+		if (hi == 65535)
+			break;
+		from = hi + 1;
 	}
 	return buf;
 }
 
 int portset_read(const char *path, struct portset *out)
 {
-	size_t cap = 32768 * 7 + 2, len = 0;
+	/* The longest text of a port set is under 300 KB (2-port blocks with 1-port gaps: 254 KB). */
+	size_t cap = 1 << 19, len = 0;
 	char *buf = malloc(cap);
 	int fd, err = 0;
 
@@ -173,27 +246,38 @@ int portset_read(const char *path, struct portset *out)
 int portset_write(const char *path, const struct portset *s)
 {
 	char *text = portset_format(s);
-	size_t len;
-	ssize_t n;
+	size_t len, off = 0;
 	int fd, err = 0;
 
 	if (!text)
 		return -ENOMEM;
 	len = strlen(text);
-	/* The kernel parses one write(); "" would be refused, "\n" clears the set. */
+	/* "" would be refused, "\n" clears the set. */
 	text[len++] = '\n';
 	fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC);
 	if (fd < 0) {
 		err = -errno;
-	} else {
-		n = write(fd, text, len);
-		if (n < 0)
-			err = -errno;
-		else if ((size_t)n != len)
-			err = -EIO;
-		if (close(fd) && !err)
-			err = -errno;
+		goto out;
 	}
+	/*
+	 * The kernel parses at most a page of text per write() and says how much
+	 * it took (never half a number); the first write (offset 0) replaces the
+	 * set, later ones on the same file add to it.
+	 */
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n < 0 ? -errno : -EIO;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (close(fd) && !err)
+		err = -errno;
+out:
 	free(text);
 	return err;
 }

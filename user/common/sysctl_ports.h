@@ -39,14 +39,21 @@ static inline bool portset_test(const struct portset *s, uint16_t port)
 }
 /* True if any port of [start, start+count) is in s. */
 bool portset_any(const struct portset *s, uint32_t start, uint32_t count);
+/* The first run [*lo, *hi] of ports in s at or after from; false when there is none. */
+bool portset_next_run(const struct portset *s, uint32_t from, uint32_t *lo, uint32_t *hi);
 bool portset_empty(const struct portset *s);
 size_t portset_count(const struct portset *s);
 void portset_or(struct portset *dst, const struct portset *src);
 
 /* Parses "1,2-5" (whitespace and a trailing newline allowed); -EINVAL on bad text. */
 int portset_parse(const char *text, struct portset *out);
-/* Formats as "1,2-5"; "" for the empty set. malloc'd, NULL on ENOMEM. */
+/*
+ * Formats as "1,2-5"; "" for the empty set: malloc'd, sized for the text and
+ * its NUL whatever the set (portset_write puts its newline in the NUL's
+ * place), NULL on ENOMEM. portset_format_len is the text's length.
+ */
 char *portset_format(const struct portset *s);
+size_t portset_format_len(const struct portset *s);
 
 /* Reads/writes a file in the sysctl's format; 0 or -errno. */
 int portset_read(const char *path, struct portset *out);

@@ -143,7 +143,7 @@ static int call_ops(void *arg, json_t *req, char *err, size_t len)
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
 	}
-	out = ops_handle(a, &root, text, strlen(text), nsfd, NULL);
+	out = ops_handle(a, &root, text, strlen(text), nsfd, NULL, NULL, NULL);
 	if (nsfd >= 0)
 		close(nsfd);
 	free(text);
@@ -168,7 +168,7 @@ static json_t *current(struct agent *a)
 {
 	struct peer root = { .pid = getpid(), .conn = -1 };
 	static const char req[] = "{\"v\":1,\"op\":\"list\"}";
-	char *out = ops_handle(a, &root, req, sizeof(req) - 1, -1, NULL);
+	char *out = ops_handle(a, &root, req, sizeof(req) - 1, -1, NULL, NULL, NULL);
 	json_t *reply = out ? json_loads(out, 0, NULL) : NULL;
 
 	free(out);

@@ -109,17 +109,24 @@ static int verify(struct agent *a, size_t i, char *real, size_t len)
 	return 0;
 }
 
+/* Nobody asked for it: it stays done and recorded whatever becomes of the batch. */
 static void drop(struct agent *a, size_t i, bool *save)
 {
 	struct state_attach *at = &a->st.attach[i];
+	struct resv *r = resv_find(a, at->token);
+	uint64_t id = at->cgroup_id;
 	char tok[17];
+	bool infra;
 
 	state_token_format(at->token, tok);
-	uint64_t id = at->cgroup_id;
-
 	log_msg(LOG_INFO, "cgroup", "%s was removed: its attachment to token %s is dropped", at->path, tok);
-	*save |= state_find_token(&a->st, at->token) != NULL;
-	state_del_attach(&a->st, i);
+	if (r && r->r.kind == PORTRES_KIND_PERSISTENT) {
+		infra = batch_infra(a, true);
+		store_del_attach(a->store, at->cgroup_id, r->r.proto);
+		batch_infra(a, infra);
+		*save = true;
+	}
+	attach_del(a, i);
 	cgroup_map_sync(a, id);
 }
 
@@ -153,14 +160,6 @@ static void watch(struct agent *a, size_t i, const char *real, bool *save)
 	/* it may have gone between the lookup and the watch */
 	if (w->wd >= 0 && verify(a, i, again, sizeof(again)) == -ENOENT)
 		drop(a, i, save);
-}
-
-static void save_if(struct agent *a, bool save)
-{
-	char err[STATE_ERR_LEN];
-
-	if (save)
-		agent_save(a, true, err, sizeof(err));
 }
 
 int cgwatch_open(struct agent *a)
@@ -201,7 +200,8 @@ void cgwatch_sync(struct agent *a)
 			watch(a, i, real, &save);
 	}
 	forget_unattached(a);
-	save_if(a, save);
+	/* dropped attachments are written with the turn's batch, which the loop commits */
+	(void)save;
 }
 
 /* Checks the entries marked (all with all): drops those whose cgroup is gone. */
@@ -222,7 +222,8 @@ static void check_marked(struct agent *a, bool all)
 			drop(a, (size_t)i, &save);
 	}
 	forget_unattached(a);
-	save_if(a, save);
+	/* dropped attachments are written with the turn's batch, which the loop commits */
+	(void)save;
 }
 
 void cgwatch_run(struct agent *a)

@@ -334,7 +334,7 @@ void events_emit(struct agent *a, json_t *event)
 {
 	struct events *ev = &a->events;
 	char when[EVENTS_TIME_LEN], *text, *msg = NULL;
-	const struct state_resv *sr;
+	const struct resv *r;
 	uint64_t token;
 	json_t *wrap;
 
@@ -351,8 +351,8 @@ void events_emit(struct agent *a, json_t *event)
 	json_object_set_new(event, "time", json_string(when));
 	if (!json_object_get(event, "name") &&
 	    !state_token_parse(json_string_value(json_object_get(event, "token")) ?: "", &token) &&
-	    (sr = state_find_token(&a->st, token)) && sr->name)
-		json_object_set_new(event, "name", json_string(sr->name));
+	    (r = resv_find(a, token)) && r->sr && r->sr->name)
+		json_object_set_new(event, "name", json_string(r->sr->name));
 	text = json_dumps(event, JSON_COMPACT);
 	if (text)
 		log_write(a, text);

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * portresd - the agent that owns portres's BPF programs, maps, state file and
+ * portresd - the agent that owns portres's BPF programs, maps, database and
  * sysctl entries, and serves the management API on a Unix socket.
  *
  * Start: flags -> another agent on the socket? (then stop, touching nothing)
- * -> feature probe -> state file -> loader (load or adopt pins, attach) ->
- * reconcile maps with the state file -> serve. SIGTERM/SIGINT stop
- * the agent and leave enforcement in place; --teardown removes it.
+ * -> feature probe -> database (checked; made, from state.json the first
+ * time) -> loader (load or adopt pins, attach) -> reconcile maps with the
+ * database -> serve. SIGTERM/SIGINT stop the agent and leave enforcement in
+ * place; --teardown removes it.
  */
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -16,6 +17,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <libgen.h>
+#include <limits.h>
 #include <linux/magic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,7 +42,7 @@ static const char usage[] =
 	"  --cgroup PATH           cgroup2 directory to attach at (default: the cgroup2 mount)\n"
 	"  --bpffs DIR             pins go here (default /sys/fs/bpf/portres)\n"
 	"  --socket PATH           API socket (default " PORTRES_DEFAULT_SOCKET ")\n"
-	"  --state-dir DIR         persistent state (default /var/lib/portres)\n"
+	"  --state-dir DIR         persistent state: portres.db (default /var/lib/portres)\n"
 	"  --admin-group NAME      group allowed to manage persistent reservations (default portres)\n"
 	"  --metrics-listen A:P    serve Prometheus metrics on http://A:P/metrics\n"
 	"  --apply FILE            once up, make the named persistent reservations and attachments\n"
@@ -66,8 +68,8 @@ static const char usage[] =
 	"                          1048576; twice that is kept; 0: none)\n"
 	"  --foreground            do not detach from the terminal\n"
 	"  --teardown              remove programs, pins and portres's sysctl entries, then exit\n"
-	"  --adopt-pins            when pins hold persistent reservations and the state file is missing:\n"
-	"                          rebuild it from the maps (reservations, grants, attachments; names\n"
+	"  --adopt-pins            when pins hold persistent reservations and the database is missing:\n"
+	"                          make it from the maps (reservations, grants, attachments; names\n"
 	"                          are lost); without it or --reset the agent refuses to start then\n"
 	"  --reset                 in that case, remove those reservations on purpose instead\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
@@ -153,6 +155,14 @@ static int probe(struct agent_opts *o, char *why, size_t len)
 
 /* --- reconcile ------------------------------------------------------------ */
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 struct seen {
 	uint64_t token;
 	struct portres_resv r;
@@ -160,19 +170,65 @@ struct seen {
 
 struct seen_list {
 	struct seen *v;
-	size_t n;
+	size_t n, cap;
 };
 
 static int collect_resv(uint64_t token, const struct portres_resv *r, void *arg)
 {
 	struct seen_list *l = arg;
-	struct seen *n = realloc(l->v, (l->n + 1) * sizeof(*n));
 
-	if (!n)
-		return -ENOMEM;
-	l->v = n;
-	n[l->n++] = (struct seen){ token, *r };
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 1024;
+		struct seen *n = realloc(l->v, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		l->v = n;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct seen){ token, *r };
 	return 0;
+}
+
+/*
+ * The maps' reservations in batches (one bpf() call per 4,096 instead of two
+ * per reservation: an agent with 65,535 of them starts in well under a
+ * second); the loader's walk where batches are not to be had.
+ */
+static int read_resv(struct agent *a, struct seen_list *l)
+{
+	enum { N = 4096 };
+	static uint64_t keys[N];
+	static struct portres_resv vals[N];
+	char path[PATH_MAX];
+	uint64_t in = 0, out = 0;
+	void *inp = NULL;
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/maps/portres_resv", a->opts.bpffs);
+	if ((fd = bpf_obj_get(path)) < 0)
+		return portres_resv_foreach(a->loader, collect_resv, l);
+	for (;;) {
+		__u32 n = N;
+		int ret = bpf_map_lookup_batch(fd, inp, &out, keys, vals, &n, NULL);
+
+		if (ret && errno != ENOENT) {
+			err = -errno;
+			break;
+		}
+		for (__u32 i = 0; i < n && !err; i++)
+			err = collect_resv(keys[i], &vals[i], l);
+		if (ret || err)
+			break;
+		in = out;
+		inp = &in;
+	}
+	close(fd);
+	if (err == -EINVAL || err == -ENOTSUP || err == -524 /* ENOTSUPP */) {
+		l->n = 0;
+		return portres_resv_foreach(a->loader, collect_resv, l);
+	}
+	return err;
 }
 
 struct seen_cg {
@@ -213,41 +269,110 @@ static uint32_t uid_of_pid(uint32_t pid)
 	return uid;
 }
 
-/*
- * The state file is the truth for persistent reservations, the maps for
- * runtime ones: dead runtime reservations (their socket closed while no agent
- * ran) are swept, persistent entries the file does not know are removed,
- * those it has and the maps lack are added, with their grants and attachments.
- */
-static int reconcile(struct agent *a)
+/* store_load gives reservations and runtime rows in SQLite's token order (signed). */
+static int cmp_token(uint64_t a, uint64_t b)
 {
-	struct seen_list seen = { 0 };
-	struct seen_cg_list cgs = { 0 };
-	char err_msg[STATE_ERR_LEN];
-	bool changed = false;
-	int err;
+	return ((int64_t)a > (int64_t)b) - ((int64_t)a < (int64_t)b);
+}
 
-	if ((err = portres_resv_foreach(a->loader, collect_resv, &seen)))
-		goto cleanup;
-	for (size_t i = 0; i < seen.n; i++) {
-		const struct seen *s = &seen.v[i];
-		const struct state_resv *sr = state_find_token(&a->st, s->token);
+static struct state_resv *find_saved(struct store_contents *c, uint64_t token)
+{
+	size_t lo = 0, hi = c->st.n_resv;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int d = cmp_token(c->st.resv[mid].token, token);
+
+		if (!d)
+			return &c->st.resv[mid];
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static const struct store_runtime *find_runtime(const struct store_contents *c, uint64_t token)
+{
+	size_t lo = 0, hi = c->n_rt;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int d = cmp_token(c->rt[mid].token, token);
+
+		if (!d)
+			return &c->rt[mid];
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* A persistent reservation of the database into the table (the maps are not touched). */
+/* The netns of a saved reservation: the agent's, or one netns_restore found again (else NULL). */
+static struct netns *saved_netns(struct agent *a, const struct state_resv *sr)
+{
+	return sr->netns ? netns_find(a, sr->netns) : a->own_ns;
+}
+
+/* A reservation of the database into the table (the maps are not touched); its strings move there. */
+static struct resv *insert_saved(struct agent *a, struct state_resv *sr, const struct portres_resv *r,
+				 struct netns *ns)
+{
+	struct state_resv *moved = malloc(sizeof(*moved));
+
+	if (!moved)
+		return NULL;
+	*moved = *sr;
+	/* sr keeps the token and block (state_find_token still works), not what moved */
+	sr->name = sr->request_id = NULL;
+	sr->grants = NULL;
+	sr->n_grants = 0;
+	return resv_insert(a, moved->token, r, 0, ns, moved);
+}
+
+/*
+ * The maps' reservations: dead runtime ones (their socket closed while no
+ * agent ran) are swept, live runtime ones adopted (the database knows their
+ * owner's uid), persistent ones kept when the database has them alike.
+ */
+static int adopt_maps(struct agent *a, struct store_contents *c, const struct seen_list *seen, size_t *counts)
+{
+	for (size_t i = 0; i < seen->n; i++) {
+		const struct seen *s = &seen->v[i];
+		struct state_resv *sr = find_saved(c, s->token);
+		const struct store_runtime *rt = find_runtime(c, s->token);
+		struct netns *ns_of = NULL;
+		struct resv *n;
 		char tok[17];
 
-		state_token_format(s->token, tok);
+		/* formatted for the log lines only: 65,535 of them at start */
+		if (!sr || s->r.kind != PORTRES_KIND_PERSISTENT || (s->r.flags & PORTRES_RESV_DEAD))
+			state_token_format(s->token, tok);
 		if (s->r.flags & PORTRES_RESV_DEAD) {
-			log_msg(LOG_INFO, "reconcile", "token %s: released while no agent ran; removed", tok);
+			log_msg(LOG_DEBUG, "reconcile", "token %s: released while no agent ran; removed", tok);
 			portres_resv_del(a->loader, s->token);
+			counts[0]++;
 		} else if (s->r.kind == PORTRES_KIND_RUNTIME) {
 			struct netns *ns = netns_get(a, s->r.netns, -1);
+			uint32_t uid = rt ? rt->uid : uid_of_pid(s->r.owner_tgid);
 
-			if (!ns || (err = resv_insert(a, s->token, &s->r, uid_of_pid(s->r.owner_tgid), ns)))
-				goto cleanup;
+			if (!ns || !resv_insert(a, s->token, &s->r, uid, ns, NULL))
+				return -ENOMEM;
 			netns_adopt(a, ns, s->r.owner_tgid);
-			log_msg(LOG_INFO, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
-		} else if (!sr || s->r.netns != (sr->netns ? sr->netns : a->own_ns->cookie) || s->r.proto != sr->proto ||
+			if (!rt)
+				store_put_runtime(a->store, &(struct store_runtime){
+					.token = s->token, .netns = netns_key(ns), .proto = s->r.proto, .start = s->r.start,
+					.count = s->r.count, .uid = uid, .pid = s->r.owner_tgid }, (uint64_t)time(NULL));
+			log_msg(LOG_DEBUG, "reconcile", "runtime token %s of pid %u adopted", tok, s->r.owner_tgid);
+			counts[1]++;
+		} else if (!sr || !(ns_of = saved_netns(a, sr)) || s->r.netns != ns_of->cookie || s->r.proto != sr->proto ||
 			   s->r.start != sr->start || s->r.count != sr->count) {
-			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the state file; removed", tok);
+			state_token_format(s->token, tok);
+			log_msg(LOG_WARN, "reconcile", "persistent token %s in the maps differs from the database; removed", tok);
 			portres_resv_del(a->loader, s->token);
 		} else {
 			struct portres_resv r = s->r;
@@ -256,32 +381,69 @@ static int reconcile(struct agent *a)
 				portres_resv_set_mode(a->loader, s->token, sr->mode);
 				r.mode = sr->mode;
 			}
-			if ((err = resv_insert(a, s->token, &r, 0, sr->netns ? netns_find(a, sr->netns) : a->own_ns)))
-				goto cleanup;
-		}
-	}
-	for (size_t i = 0; i < a->st.n_resv; i++) {
-		const struct state_resv *sr = &a->st.resv[i];
-		struct netns *ns = sr->netns ? netns_find(a, sr->netns) : a->own_ns;
-		struct portres_resv r = { .netns = ns->cookie, .start = sr->start, .count = sr->count,
-					  .proto = sr->proto, .kind = PORTRES_KIND_PERSISTENT, .mode = sr->mode };
-		char tok[17];
+			if (!(n = insert_saved(a, sr, &r, ns_of)))
+				return -ENOMEM;
+			for (size_t g = 0; g < n->sr->n_grants; g++) {
+				const struct state_grant *gr = &n->sr->grants[g];
+				int err = portres_grant_add(a->loader, n->token, gr->type, gr->id);
 
-		state_token_format(sr->token, tok);
-		if (!resv_find(a, sr->token)) {
-			if ((err = portres_resv_add(a->loader, sr->token, &r))) {
-				log_msg(LOG_ERR, "reconcile", "persistent token %s (%s %u-%u): cannot load: %s", tok,
-					state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, strerror(-err));
-				goto cleanup;
+				if (err)
+					log_msg(LOG_WARN, "reconcile", "token %016llx: grant %s %llu not in the maps: %s",
+						(unsigned long long)n->token, state_grant_name(gr->type),
+						(unsigned long long)gr->id, strerror(-err));
 			}
-			if ((err = resv_insert(a, sr->token, &r, 0, ns)))
-				goto cleanup;
-			log_msg(LOG_INFO, "reconcile", "persistent token %s loaded from the state file", tok);
+			counts[2]++;
 		}
-		for (size_t g = 0; g < sr->n_grants; g++)
-			portres_grant_add(a->loader, sr->token, sr->grants[g].type, sr->grants[g].id);
 	}
-	/* Attachments: drop those of gone tokens, re-resolve the saved ones by path. */
+	/* runtime rows whose reservation is gone */
+	for (size_t i = 0; i < c->n_rt; i++)
+		if (!resv_find(a, c->rt[i].token))
+			store_del_resv(a->store, c->rt[i].token, false);
+	return 0;
+}
+
+/* The database's persistent reservations the maps lack are loaded. */
+static int load_saved(struct agent *a, struct store_contents *c, size_t *loaded)
+{
+	for (size_t i = 0; i < c->st.n_resv; i++) {
+		struct state_resv *sr = &c->st.resv[i];
+		struct netns *ns = saved_netns(a, sr);
+		struct portres_resv r = { .netns = ns ? ns->cookie : 0, .start = sr->start, .count = sr->count,
+					  .proto = sr->proto, .kind = PORTRES_KIND_PERSISTENT, .mode = sr->mode };
+		struct resv *n;
+		char tok[17];
+		int err;
+
+		if (resv_find(a, sr->token))
+			continue;
+		state_token_format(sr->token, tok);
+		if (!ns) {
+			log_msg(LOG_WARN, "reconcile", "persistent token %s: its network namespace %llu is unknown; not loaded",
+				tok, (unsigned long long)sr->netns);
+			continue;
+		}
+		if (!(n = insert_saved(a, sr, &r, ns)))
+			return -ENOMEM;
+		if ((err = resv_load(a, n))) {
+			log_msg(LOG_ERR, "reconcile", "persistent token %s (%s %u-%u): cannot load: %s", tok,
+				state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, strerror(-err));
+			return err;
+		}
+		log_msg(LOG_DEBUG, "reconcile", "persistent token %s loaded from the database", tok);
+		(*loaded)++;
+	}
+	return 0;
+}
+
+/* Attachments: the database's (re-resolved by path) and the runtime ones of the cgroup map. */
+static int reconcile_attach(struct agent *a, struct store_contents *c)
+{
+	struct seen_cg_list cgs = { 0 };
+	int err;
+
+	for (size_t i = 0; i < c->st.n_attach; i++)
+		if (resv_find(a, c->st.attach[i].token) && (err = attach_add(a, &c->st.attach[i])))
+			return err;
 	if ((err = portres_cgroup_foreach(a->loader, collect_cg, &cgs)))
 		goto cleanup;
 	for (size_t i = 0; i < cgs.n; i++) {
@@ -302,45 +464,109 @@ static int reconcile(struct agent *a)
 			at.by_uid = r->uid;
 			/* Runtime attachments are not saved; only the id is known now (cgwatch_sync finds the path). */
 			snprintf(path, sizeof(path), "cgroup-id:%llu", (unsigned long long)cgs.v[i].id);
-			state_add_attach(&a->st, &at);
+			if ((err = attach_add(a, &at)))
+				goto cleanup;
 		}
 		/* what the saved and adopted attachments make of it (none: it goes) */
 		cgroup_map_sync(a, cgs.v[i].id);
 	}
 	for (size_t j = a->st.n_attach; j-- > 0;) {
 		struct state_attach *at = &a->st.attach[j];
+		struct resv *r = resv_find(a, at->token);
 		uint64_t id;
 
-		if (!state_find_token(&a->st, at->token))
+		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT)
 			continue;
 		if (portres_cgroup_id(at->path, &id)) {
 			log_msg(LOG_WARN, "reconcile", "cgroup %s is gone; attachment dropped", at->path);
-			state_del_attach(&a->st, j);
-			changed = true;
+			store_del_attach(a->store, at->cgroup_id, r->r.proto);
+			attach_del(a, j);
 			continue;
 		}
 		if (id != at->cgroup_id) {
 			uint64_t was = at->cgroup_id;
 
+			store_del_attach(a->store, at->cgroup_id, r->r.proto);
 			at->cgroup_id = id;
+			store_put_attach(a->store, at, r->r.proto);
 			cgroup_map_sync(a, was);
-			changed = true;
 		}
-		cgroup_map_sync(a, at->cgroup_id);
+		if ((err = cgroup_map_sync(a, at->cgroup_id)))
+			log_msg(LOG_WARN, "reconcile", "cgroup %s: not in the cgroup map: %s", at->path, strerror(-err));
 	}
-	if (changed)
-		agent_save(a, true, err_msg, sizeof(err_msg));
-	a->attach_dirty = true;
-	for (size_t i = 0; i < a->n_ns; i++)
-		netns_sync_sysctl(a, a->ns[i]);
 	err = 0;
 cleanup:
-	free(seen.v);
 	free(cgs.v);
 	return err;
 }
 
-/* --- a missing state file ------------------------------------------------- */
+/* The sysctl entries portres added, per netns; all gone after a reboot (so are the maps). */
+static void restore_owned(struct agent *a, struct store_contents *c, bool new_boot)
+{
+	struct netns *ns;
+
+	if (new_boot) {
+		store_clear_boot(a->store);
+		return;
+	}
+	a->own_ns->owned = a->own_ns->owned_db = c->st.sysctl_added;
+	for (size_t i = 0; i < c->n_owned; i++)
+		if ((ns = netns_get(a, c->owned[i].netns, -1))) {
+			ns->owned = ns->owned_db = c->owned[i].ports;
+			batch_sysctl(a, ns);
+		}
+}
+
+/*
+ * The database is the truth for persistent reservations, the maps for
+ * runtime ones (the database keeps their owner's uid). Everything changed
+ * here is committed, and the sysctl of each netns brought in line, before
+ * the agent serves.
+ */
+static int reconcile(struct agent *a)
+{
+	struct store_contents c;
+	struct seen_list seen = { 0 };
+	char err_msg[STATE_ERR_LEN + 128], boot[STATE_BOOT_ID_LEN + 1] = "";
+	size_t counts[3] = { 0 }, loaded = 0;
+	bool new_boot;
+	int err;
+
+	if ((err = store_load(a->store, &c, err_msg, sizeof(err_msg)))) {
+		log_msg(LOG_ERR, "store", "%s", err_msg);
+		return err;
+	}
+	state_boot_id(boot);
+	new_boot = c.st.boot_id[0] && boot[0] && strcmp(c.st.boot_id, boot);
+	/* the netns of persistent reservations found again first (or theirs dropped) */
+	if ((err = netns_restore(a, &c.st, new_boot))) {
+		log_msg(LOG_ERR, "start", "finding the network namespaces of the database: %s", strerror(-err));
+		goto cleanup;
+	}
+	if ((err = read_resv(a, &seen)) || (err = adopt_maps(a, &c, &seen, counts)) ||
+	    (err = load_saved(a, &c, &loaded)) || (err = reconcile_attach(a, &c)))
+		goto cleanup;
+	restore_owned(a, &c, new_boot);
+	if (boot[0])
+		store_set_meta(a->store, "boot_id", boot);
+	/* every sysctl brought in line */
+	{
+		struct netns *ns, *tmp;
+
+		HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
+			batch_sysctl(a, ns);
+	}
+	log_msg(LOG_INFO, "reconcile", "%zu persistent reservations (%zu loaded into the maps), %zu runtime adopted, "
+		"%zu released while no agent ran", a->n_persistent, loaded, counts[1], counts[0]);
+	if ((err = batch_commit(a, err_msg, sizeof(err_msg))))
+		log_msg(LOG_ERR, "store", "%s", err_msg);
+cleanup:
+	free(seen.v);
+	store_contents_free(&c);
+	return err;
+}
+
+/* --- a missing database --------------------------------------------------- */
 
 /* Persistent reservations in the pins of an earlier agent, read before anything is loaded; their ports into ports. */
 static size_t pinned_persistent(const struct agent *a, struct portset *ports)
@@ -367,21 +593,24 @@ static size_t pinned_persistent(const struct agent *a, struct portset *ports)
 }
 
 /*
- * Pins that hold persistent reservations with no state file (deleted, or a
- * wrong --state-dir): reconciling would remove them from the maps and their
- * enforcement would end silently. The operator says which way: --adopt-pins
- * (*adopt: rebuild the state from the maps) or --reset. -1: refuse, nothing
- * touched.
+ * Pins that hold persistent reservations with no database and no state file
+ * to make it from (deleted, or a wrong --state-dir): reconciling would remove
+ * them from the maps and their enforcement would end silently. The operator
+ * says which way: --adopt-pins (*adopt: rebuild the database from the maps)
+ * or --reset. Either way the pinned blocks' entries of ip_local_reserved_ports
+ * are taken as portres's (owned). -1: refuse, nothing touched.
  */
-static int missing_state(struct agent *a, bool *adopt)
+static int missing_state(struct agent *a, bool *adopt, struct portset *owned)
 {
 	struct portset pinned, current;
-	char path[PATH_MAX];
+	char path[PATH_MAX], json[PATH_MAX];
 	size_t n;
 
 	portset_clear(&pinned);
-	snprintf(path, sizeof(path), "%s/%s", a->opts.state_dir, STATE_FILE);
-	if (access(path, F_OK) == 0 || errno != ENOENT || !(n = pinned_persistent(a, &pinned)))
+	snprintf(path, sizeof(path), "%s/%s", a->opts.state_dir, STORE_FILE);
+	snprintf(json, sizeof(json), "%s/%s", a->opts.state_dir, STATE_FILE);
+	if (access(path, F_OK) == 0 || errno != ENOENT || access(json, F_OK) == 0 ||
+	    !(n = pinned_persistent(a, &pinned)))
 		return 0;
 	/*
 	 * Which ip_local_reserved_ports entries portres added went with the
@@ -390,9 +619,9 @@ static int missing_state(struct agent *a, bool *adopt)
 	 */
 	if ((a->opts.adopt_pins || a->opts.reset) && portset_read(SYSCTL_RESERVED_PORTS, &current) == 0)
 		for (size_t i = 0; i < sizeof(pinned.w) / sizeof(pinned.w[0]); i++)
-			a->st.sysctl_added.w[i] = pinned.w[i] & current.w[i];
+			owned->w[i] = pinned.w[i] & current.w[i];
 	if (a->opts.adopt_pins) {
-		log_msg(LOG_WARN, "start", "--adopt-pins: %s does not exist; it is rebuilt from the %zu persistent "
+		log_msg(LOG_WARN, "start", "--adopt-pins: %s does not exist; it is made from the %zu persistent "
 			"reservation%s pinned in %s", path, n, n == 1 ? "" : "s", a->opts.bpffs);
 		*adopt = true;
 		return 0;
@@ -402,15 +631,15 @@ static int missing_state(struct agent *a, bool *adopt)
 			"%s removed", path, n, n == 1 ? "" : "s", a->opts.bpffs, n == 1 ? "is" : "are");
 		return 0;
 	}
-	log_msg(LOG_ERR, "start", "the pins in %s hold %zu persistent reservation%s but the state file %s does not "
+	log_msg(LOG_ERR, "start", "the pins in %s hold %zu persistent reservation%s but the database %s does not "
 		"exist (deleted, or a wrong --state-dir?): refusing to start, nothing was changed; --adopt-pins "
-		"rebuilds the state file from the pins, --reset removes them", a->opts.bpffs, n, n == 1 ? "" : "s",
+		"makes the database from the pins, --reset removes them", a->opts.bpffs, n, n == 1 ? "" : "s",
 		path);
 	return -1;
 }
 
-/* Adds the grants pinned for the state's reservations to them. */
-static int adopt_grants(struct agent *a)
+/* Adds the grants pinned for st's reservations to them. */
+static int adopt_grants(struct agent *a, struct state *st)
 {
 	char path[PATH_MAX], cg[PATH_MAX];
 	struct portres_grant_key key, next, *prev = NULL;
@@ -420,7 +649,7 @@ static int adopt_grants(struct agent *a)
 	if ((fd = bpf_obj_get(path)) < 0)
 		return -errno;
 	while (!err && bpf_map_get_next_key(fd, prev, &next) == 0) {
-		struct state_resv *sr = state_find_token(&a->st, next.token);
+		struct state_resv *sr = state_find_token(st, next.token);
 		struct state_grant *g;
 
 		key = next;
@@ -439,12 +668,16 @@ static int adopt_grants(struct agent *a)
 	return err;
 }
 
-/* --adopt-pins: the persistent reservations, grants and attachments of the maps become the state file. */
-static int adopt_pins(struct agent *a)
+/*
+ * --adopt-pins: the persistent reservations, grants and attachments of the
+ * maps, and the sysctl entries taken as owned, become the database.
+ */
+static int adopt_pins(struct agent *a, const struct portset *owned)
 {
 	struct seen_list seen = { 0 };
 	struct seen_cg_list cgs = { 0 };
-	char err_msg[STATE_ERR_LEN], path[PATH_MAX];
+	char err_msg[STATE_ERR_LEN + 128], path[PATH_MAX];
+	struct state st = { 0 };
 	size_t n_at = 0;
 	int err;
 
@@ -457,10 +690,10 @@ static int adopt_pins(struct agent *a)
 					 .start = r->start, .count = r->count };
 
 		if (r->kind == PORTRES_KIND_PERSISTENT && r->netns == a->own_ns->cookie &&
-		    (err = state_add_resv(&a->st, &sr)))
+		    (err = state_add_resv(&st, &sr)))
 			goto cleanup;
 	}
-	if ((err = adopt_grants(a)))
+	if ((err = adopt_grants(a, &st)))
 		goto cleanup;
 	for (size_t i = 0; i < 2 * cgs.n; i++) {
 		/* each slot (TCP, UDP) of a cgroup is an attachment */
@@ -471,28 +704,33 @@ static int adopt_pins(struct agent *a)
 						      : c->flags & PORTRES_CG_CONFINE ? STATE_CONFINE : 0,
 					   .by_admin = true };
 
-		if (!at.token || !state_find_token(&a->st, at.token))
+		if (!at.token || !state_find_token(&st, at.token))
 			continue;
 		if (cgroup2_path(at.cgroup_id, path, sizeof(path))) {
 			log_msg(LOG_WARN, "start", "--adopt-pins: cgroup %llu (attached to token %016llx) not found; "
 				"attachment dropped", (unsigned long long)at.cgroup_id, (unsigned long long)at.token);
 			continue;
 		}
-		if ((err = state_add_attach(&a->st, &at)))
+		if ((err = state_add_attach(&st, &at)))
 			goto cleanup;
 		n_at++;
 	}
-	if (state_validate(&a->st, "pins", err_msg, sizeof(err_msg))) {
+	if (state_validate(&st, "pins", err_msg, sizeof(err_msg))) {
 		log_msg(LOG_ERR, "start", "--adopt-pins: %s", err_msg);
 		err = -EINVAL;
 		goto cleanup;
 	}
-	if ((err = agent_save(a, true, err_msg, sizeof(err_msg))))
+	st.sysctl_added = *owned;
+	store_import(a->store, &st);
+	if ((err = store_commit(a->store, err_msg, sizeof(err_msg)))) {
+		log_msg(LOG_ERR, "start", "--adopt-pins: %s", err_msg);
 		goto cleanup;
-	log_msg(LOG_INFO, "start", "--adopt-pins: state file rebuilt: %zu persistent reservation%s, %zu attachment%s "
-		"(names are not kept in the maps: none)", a->st.n_resv, a->st.n_resv == 1 ? "" : "s", n_at,
+	}
+	log_msg(LOG_INFO, "start", "--adopt-pins: database made: %zu persistent reservation%s, %zu attachment%s "
+		"(names are not kept in the maps: none)", st.n_resv, st.n_resv == 1 ? "" : "s", n_at,
 		n_at == 1 ? "" : "s");
 cleanup:
+	state_free(&st);
 	free(seen.v);
 	free(cgs.v);
 	return err;
@@ -500,25 +738,28 @@ cleanup:
 
 /* --- teardown ------------------------------------------------------------- */
 
+/* portres's own entries leave the agent's sysctl; the database is kept (and says so). */
 static int teardown(struct agent *a)
 {
-	char err_msg[STATE_ERR_LEN];
-	bool have_state;
+	char err_msg[STATE_ERR_LEN + 128];
+	struct store_contents c;
+	bool created;
 	int err;
 
-	have_state = state_load(a->opts.state_dir, &a->st, err_msg, sizeof(err_msg)) == 0;
-	if (!have_state)
+	if (store_open(a->opts.state_dir, &a->store, &created, err_msg, sizeof(err_msg)) ||
+	    store_load(a->store, &c, err_msg, sizeof(err_msg))) {
 		log_msg(LOG_WARN, "teardown", "%s; ip_local_reserved_ports left as it is", err_msg);
-	if (have_state && netns_teardown(a))
-		agent_save(a, true, err_msg, sizeof(err_msg));
-	if (have_state && !portset_empty(&a->st.sysctl_added)) {
-		struct portset none;
+	} else {
+		struct portset none, owned = c.st.sysctl_added;
 
+		netns_teardown(a, &c);
 		portset_clear(&none);
-		if ((err = sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, &a->st.sysctl_added, NULL)))
+		if (!portset_empty(&owned) && (err = sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, &owned, NULL)))
 			log_msg(LOG_WARN, "teardown", "ip_local_reserved_ports: %s", strerror(-err));
-		else
-			agent_save(a, true, err_msg, sizeof(err_msg));
+		store_set_owned(a->store, 0, &c.st.sysctl_added, &owned);
+		if (store_commit(a->store, err_msg, sizeof(err_msg)))
+			log_msg(LOG_WARN, "teardown", "%s", err_msg);
+		store_contents_free(&c);
 	}
 	err = portres_loader_teardown(a->loader);
 	a->loader = NULL;
@@ -526,11 +767,39 @@ static int teardown(struct agent *a)
 		log_msg(LOG_ERR, "teardown", "removing programs and pins: %s", strerror(-err));
 		return 1;
 	}
-	log_msg(LOG_INFO, "teardown", "programs, links and pins under %s removed; the state file is kept", a->opts.bpffs);
+	log_msg(LOG_INFO, "teardown", "programs, links and pins under %s removed; the database is kept", a->opts.bpffs);
 	return 0;
 }
 
 /* --- main ----------------------------------------------------------------- */
+
+
+/*
+ * <state-dir>/portres.db, made from state.json the first time. A database
+ * that cannot be used stops the agent, named with the cause; nothing is
+ * overwritten.
+ */
+static int open_store(struct agent *a)
+{
+	char err_msg[STATE_ERR_LEN + 128], json[PATH_MAX], imported[PATH_MAX];
+	bool created;
+	int err;
+
+	if ((err = store_open(a->opts.state_dir, &a->store, &created, err_msg, sizeof(err_msg)))) {
+		log_msg(LOG_ERR, "store", "%s", err_msg);
+		log_msg(LOG_ERR, "start", "refusing to start with this state; fix or move it away");
+		return err;
+	}
+	snprintf(json, sizeof(json), "%s/%s", a->opts.state_dir, STATE_FILE);
+	snprintf(imported, sizeof(imported), "%s/%s", a->opts.state_dir, STORE_IMPORTED);
+	if (created && !access(imported, F_OK))
+		log_msg(LOG_INFO, "store", "%s made from %s, which is kept as %s", store_path(a->store), json, imported);
+	else if (created)
+		log_msg(LOG_INFO, "store", "%s made", store_path(a->store));
+	else if (!access(json, F_OK))
+		log_msg(LOG_WARN, "store", "%s is not read: the state is in %s", json, store_path(a->store));
+	return 0;
+}
 
 /* A decimal number in [min, max]; 0 or -1. */
 static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
@@ -613,7 +882,9 @@ int main(int argc, char **argv)
 				     .events_log_size = PORTRESD_EVENTS_LOG },
 			   .nswatch_fd = -1 };
 	struct portres_loader_opts lo = { .max_resv = PORTRES_DEFAULT_RESV };
-	char why[512], err_msg[STATE_ERR_LEN], *end, *dir;
+	char why[512], *end, *dir;
+	struct portset owned;
+	double t[3] = { 0 };
 	bool adopt = false;
 	struct group *gr;
 	int c, err, ret = 1;
@@ -732,15 +1003,24 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "start", "state directory %s: %s", a.opts.state_dir, strerror(errno));
 		goto cleanup;
 	}
-	if (!a.opts.teardown && state_load(a.opts.state_dir, &a.st, err_msg, sizeof(err_msg))) {
-		log_msg(LOG_ERR, "state", "%s", err_msg);
-		log_msg(LOG_ERR, "start", "refusing to start with this state file; fix or move it away");
+	portset_clear(&owned);
+	t[0] = now_s();
+	if (!a.opts.teardown && (missing_state(&a, &adopt, &owned) || (err = open_store(&a))))
 		goto cleanup;
+	/* --reset: the pinned blocks go (reconcile), their entries of ip_local_reserved_ports with them */
+	if (!portset_empty(&owned) && !adopt) {
+		struct portset none;
+
+		portset_clear(&none);
+		store_set_owned(a.store, 0, &none, &owned);
+		if ((err = store_commit(a.store, why, sizeof(why)))) {
+			log_msg(LOG_ERR, "start", "--reset: %s", why);
+			goto cleanup;
+		}
 	}
-	if (!a.opts.teardown && missing_state(&a, &adopt))
-		goto cleanup;
 	lo.bpffs_dir = a.opts.bpffs;
 	lo.cgroup_path = a.opts.cgroup;
+	t[1] = now_s();
 	if ((err = portres_loader_open(&lo, &a.loader))) {
 		log_msg(LOG_ERR, "start", "loading the BPF programs: %s", strerror(-err));
 		goto cleanup;
@@ -749,28 +1029,33 @@ int main(int argc, char **argv)
 		ret = teardown(&a);
 		goto cleanup;
 	}
+	/* the database's quick_check ran meanwhile */
+	if ((err = store_check_wait(a.store, why, sizeof(why)))) {
+		log_msg(LOG_ERR, "store", "%s", why);
+		log_msg(LOG_ERR, "start", "refusing to start with this state; fix or move it away");
+		goto cleanup;
+	}
 	log_msg(LOG_INFO, "start", "%s programs at %s, pins in %s", portres_loader_adopted(a.loader) ?
 		"adopted" : "loaded", a.opts.cgroup, a.opts.bpffs);
 	if ((err = netns_own(&a))) {
 		log_msg(LOG_ERR, "start", "own network namespace: %s", strerror(-err));
 		goto cleanup;
 	}
-	/* listening before the netns of the state file are looked for: none dies unseen */
+	/* listening before the netns of the database are looked for: none dies unseen */
 	if ((a.nswatch_fd = netns_watch_open(&a)) < 0)
 		log_msg(LOG_WARN, "start", "RTNLGRP_NSID: %s: reservations in network namespaces that die are seen only at the next start",
 			strerror(-a.nswatch_fd));
-	if ((err = netns_restore(&a))) {
-		log_msg(LOG_ERR, "start", "finding the network namespaces of the state file: %s", strerror(-err));
+	if (adopt && (err = adopt_pins(&a, &owned))) {
+		log_msg(LOG_ERR, "start", "making the database from the pins: %s", strerror(-err));
 		goto cleanup;
 	}
-	if (adopt && (err = adopt_pins(&a))) {
-		log_msg(LOG_ERR, "start", "rebuilding the state from the pins: %s", strerror(-err));
+	t[2] = now_s();
+	if ((err = batch_init(&a)) || (err = reconcile(&a))) {
+		log_msg(LOG_ERR, "start", "reconciling the maps with the database: %s", strerror(-err));
 		goto cleanup;
 	}
-	if ((err = reconcile(&a))) {
-		log_msg(LOG_ERR, "start", "reconciling the maps with the state file: %s", strerror(-err));
-		goto cleanup;
-	}
+	log_msg(LOG_INFO, "start", "%zu reservations in %.3f s: database %.3f s, programs and pins %.3f s, reconcile %.3f s",
+		a.n_resv, now_s() - t[0], t[1] - t[0], t[2] - t[1], now_s() - t[2]);
 	dir = strdup(a.opts.socket);
 	if (dir) {
 		mkdir(dirname(dir), 0755);
@@ -779,8 +1064,10 @@ int main(int argc, char **argv)
 	ret = server_run(&a) ? 1 : 0;
 cleanup:
 	portres_loader_close(a.loader);
+	batch_free(&a);
+	resv_free_all(&a);
 	netns_release_all(&a);
+	store_close(a.store);
 	state_free(&a.st);
-	free(a.resv);
 	return ret;
 }

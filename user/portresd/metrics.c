@@ -63,11 +63,9 @@ char *metrics_text(struct agent *a)
 	};
 	struct portres_gstats g = { 0 };
 	struct buf b = { 0 };
-	size_t persistent = 0;
+	size_t persistent = a->n_persistent;
 
 	portres_global_stats(a->loader, &g);
-	for (size_t i = 0; i < a->n_resv; i++)
-		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
 	put(&b, "# HELP portres_reservations Reservations held, by kind.\n# TYPE portres_reservations gauge\n");
 	put(&b, "portres_reservations{kind=\"persistent\"} %zu\n", persistent);
 	put(&b, "portres_reservations{kind=\"runtime\"} %zu\n", a->n_resv - persistent);
@@ -91,9 +89,10 @@ char *metrics_text(struct agent *a)
 	for (size_t k = 0; k < sizeof(per_resv) / sizeof(per_resv[0]); k++) {
 		put(&b, "# HELP portres_%s_total Per reservation: %s.\n# TYPE portres_%s_total counter\n",
 		    per_resv[k].name, per_resv[k].help, per_resv[k].name);
-		for (size_t i = 0; i < a->n_resv; i++) {
-			const struct resv *r = &a->resv[i];
-			const struct state_resv *sr = state_find_token(&a->st, r->token);
+		struct resv *r, *tmp;
+
+		resv_foreach(a, r, tmp) {
+			const struct state_resv *sr = r->sr;
 			struct portres_stats s = { 0 };
 			uint64_t v;
 

@@ -20,8 +20,13 @@
  * for that moment: by the path it was named by if that still has its inode,
  * else by a scan of /proc/PID/ns/net and of nsfs fds in /proc/PID/fd; once
  * entered, its cookie must match (inode numbers are reused). After a restart
- * the netns entries of the state file are found again the same way, or
+ * the netns entries of the database are found again the same way, or
  * their reservations end.
+ *
+ * Sysctl. Each netns's ip_local_reserved_ports is written once per batch,
+ * from the ports of its reservations kept with the table (netns.used),
+ * merging with the entries others made; the ports portres added (owned) are
+ * rows of the database.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -43,49 +48,44 @@
 
 /* --- the table ------------------------------------------------------------ */
 
-static struct netns *ns_new(struct agent *a, uint64_t cookie)
+static struct netns *netns_new(struct agent *a, uint64_t cookie, int fd)
 {
-	struct netns **arr, *ns = calloc(1, sizeof(*ns));
+	struct netns *ns = calloc(1, sizeof(*ns));
 
 	if (!ns)
 		return NULL;
-	arr = realloc(a->ns, (a->n_ns + 1) * sizeof(*arr));
-	if (!arr) {
+	ns->cookie = cookie;
+	ns->fd = fd;
+	ns->nsid = -1;
+	resv_hash_oom = false;
+	HASH_ADD(hh, a->ns_by_cookie, cookie, sizeof(ns->cookie), ns);
+	if (resv_hash_oom) {
 		free(ns);
 		return NULL;
 	}
-	a->ns = arr;
-	ns->cookie = cookie;
-	ns->fd = -1;
-	ns->nsid = -1;
-	a->ns[a->n_ns++] = ns;
+	a->n_ns++;
 	return ns;
 }
 
-static void ns_free(struct netns *ns)
+static void netns_free(struct agent *a, struct netns *ns)
 {
+	HASH_DELETE(hh, a->ns_by_cookie, ns);
+	a->n_ns--;
+	for (int k = 0; k < 2; k++)
+		for (size_t pg = 0; pg < 65536 / PORTIDX_PAGE; pg++)
+			free(ns->idx[k].page[pg]);
 	if (ns->fd >= 0)
 		close(ns->fd);
 	free(ns->path);
 	free(ns);
 }
 
-static void ns_forget(struct agent *a, struct netns *ns)
-{
-	for (size_t i = 0; i < a->n_ns; i++)
-		if (a->ns[i] == ns) {
-			a->ns[i] = a->ns[--a->n_ns];
-			ns_free(ns);
-			return;
-		}
-}
-
 struct netns *netns_find(struct agent *a, uint64_t cookie)
 {
-	for (size_t i = 0; i < a->n_ns; i++)
-		if (a->ns[i]->cookie == cookie)
-			return a->ns[i];
-	return NULL;
+	struct netns *ns;
+
+	HASH_FIND(hh, a->ns_by_cookie, &cookie, sizeof(cookie), ns);
+	return ns;
 }
 
 const char *netns_name(const struct netns *ns)
@@ -126,12 +126,11 @@ int netns_own(struct agent *a)
 		close(fd);
 		return err;
 	}
-	if (!(ns = ns_new(a, cookie))) {
+	if (!(ns = netns_new(a, cookie, fd))) {
 		close(fd);
 		return -ENOMEM;
 	}
 	ns->own = true;
-	ns->fd = fd;
 	ns->inode = sb.st_ino;
 	a->nsfs_dev = sb.st_dev;
 	a->own_ns = ns;
@@ -140,11 +139,10 @@ int netns_own(struct agent *a)
 
 void netns_release_all(struct agent *a)
 {
-	for (size_t i = 0; i < a->n_ns; i++)
-		ns_free(a->ns[i]);
-	free(a->ns);
-	a->ns = NULL;
-	a->n_ns = 0;
+	struct netns *ns, *tmp;
+
+	HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
+		netns_free(a, ns);
 	a->own_ns = NULL;
 	if (a->nl_req)
 		mnl_socket_close(a->nl_req);
@@ -391,7 +389,7 @@ int netns_register(struct agent *a, int fd, uint64_t cookie, uint64_t inode, con
 			 (unsigned long long)inode, strerror(-err));
 		return err;
 	}
-	if (!ns && !(ns = ns_new(a, cookie))) {
+	if (!ns && !(ns = netns_new(a, cookie, -1))) {
 		snprintf(msg, len, "out of memory");
 		return -ENOMEM;
 	}
@@ -413,7 +411,7 @@ struct netns *netns_get(struct agent *a, uint64_t cookie, int sockfd)
 	struct netns *ns = netns_find(a, cookie);
 	struct stat sb;
 
-	if (!ns && !(ns = ns_new(a, cookie)))
+	if (!ns && !(ns = netns_new(a, cookie, -1)))
 		return NULL;
 	if (ns->fd < 0 && sockfd >= 0 && (ns->fd = ioctl(sockfd, SIOCGSKNS)) >= 0) {
 		fcntl(ns->fd, F_SETFD, FD_CLOEXEC);
@@ -444,86 +442,188 @@ void netns_adopt(struct agent *a, struct netns *ns, uint32_t pid)
 	ns->inode = sb.st_ino;
 }
 
-/* Forgets a foreign netns that holds no reservation any more; lets go of its fd once no runtime one needs it. */
+/*
+ * Forgets a foreign netns that holds no reservation and no sysctl entry of
+ * portres's any more (its database row went with its last persistent one);
+ * lets go of its fd once no runtime one needs it, unless a request lent it.
+ */
 void netns_gc(struct agent *a, struct netns *ns)
 {
-	bool any = false, runtime = false;
-
 	if (ns->own)
 		return;
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].ns == ns) {
-			any = true;
-			runtime |= a->resv[i].r.kind == PORTRES_KIND_RUNTIME;
-		}
-	if (!any) {
-		ns_forget(a, ns);
+	if (!ns->n_resv && !ns->sysctl_dirty && !ns->lent && portset_empty(&ns->owned) &&
+	    portset_empty(&ns->owned_db) && !ns->in_store) {
+		netns_free(a, ns);
 		return;
 	}
 	/* an fd would keep the netns alive: its persistent reservations must end with it */
-	if (!runtime && ns->fd >= 0 && ns->nsid >= 0) {
+	if (!ns->n_runtime && !ns->lent && ns->fd >= 0 && ns->nsid >= 0) {
 		close(ns->fd);
 		ns->fd = -1;
 	}
 }
 
-/* --- sysctl --------------------------------------------------------------- */
-
-struct sync_ctx {
-	const struct portset *wanted;
-	struct portset *owned;
-	bool changed;
-};
-
-static int sync_in_ns(void *arg)
+void netns_store(struct agent *a, struct netns *ns)
 {
-	struct sync_ctx *c = arg;
+	bool want = !ns->own && ns->n_resv > ns->n_runtime;
 
-	return sysctl_ports_sync(SYSCTL_RESERVED_PORTS, c->wanted, c->owned, &c->changed);
+	if (want && !ns->in_store)
+		store_put_netns(a->store, &(struct state_netns){ .cookie = ns->cookie, .inode = ns->inode,
+								  .nsid = ns->nsid, .path = ns->path });
+	else if (!want && ns->in_store)
+		store_del_netns(a->store, ns->cookie);
+	ns->in_store = want;
 }
 
-int netns_sync_sysctl(struct agent *a, struct netns *ns)
+/* --teardown: portres's entries leave the sysctl of the netns entered (arg: its owned ports). */
+static int teardown_in_ns(void *arg)
 {
-	struct portset *wanted = calloc(1, sizeof(*wanted));
-	struct sync_ctx c = { .wanted = wanted, .owned = ns->own ? &a->st.sysctl_added : &ns->owned };
-	char err[STATE_ERR_LEN];
-	bool persistent = false;
-	int ret;
+	struct portset none;
 
-	if (!wanted)
+	portset_clear(&none);
+	return sysctl_ports_sync(SYSCTL_RESERVED_PORTS, &none, arg, NULL);
+}
+
+/* --- sysctl --------------------------------------------------------------- */
+
+#define SYSCTL_UNPRIV_START "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+static int read_sysctl(void *arg)
+{
+	struct netns *ns = arg;
+
+	return portset_read(SYSCTL_RESERVED_PORTS, &ns->sysctl_now);
+}
+
+/* The ephemeral range and the unprivileged start, as the kernel has them in ns. */
+static int read_ranges(void *arg)
+{
+	struct netns *ns = arg;
+	unsigned long unpriv = 1024;
+	FILE *f;
+	int err;
+
+	ns->port_lo = 32768;
+	ns->port_hi = 60999;
+	if ((err = sysctl_port_range(SYSCTL_PORT_RANGE, &ns->port_lo, &ns->port_hi)))
+		return err;
+	if (!(f = fopen(SYSCTL_UNPRIV_START, "re")))
+		return -errno;
+	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
+	fclose(f);
+	ns->unpriv_start = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
+	return err;
+}
+
+static int write_sysctl(void *arg)
+{
+	return portset_write(SYSCTL_RESERVED_PORTS, arg);
+}
+
+int netns_ranges(struct agent *a, struct netns *ns)
+{
+	int err;
+
+	if (ns->ranges_gen != a->batch_gen && (err = netns_run(a, ns, read_ranges, ns)))
+		return err;
+	ns->ranges_gen = a->batch_gen;
+	return 0;
+}
+
+const struct portset *netns_sysctl_now(struct agent *a, struct netns *ns, int *err)
+{
+	*err = 0;
+	if (ns->sysctl_gen != a->batch_gen && (*err = netns_run(a, ns, read_sysctl, ns)))
+		return NULL;
+	ns->sysctl_gen = a->batch_gen;
+	return &ns->sysctl_now;
+}
+
+/*
+ * The ports wanted are those of ns's reservations (TCP and UDP share the
+ * entries). Added: wanted ones not there yet (then ours); removed: ours not
+ * wanted any more. The database learns of the ports about to be added before
+ * the write (prepare) and of those removed after it (write), so after a crash
+ * at any point it never misses an entry of ours: it may only name one that
+ * is already gone, which the next start drops without harm.
+ */
+int netns_sysctl_prepare(struct agent *a, struct netns *ns)
+{
+	const struct portset *cur;
+	struct portset *mid = malloc(sizeof(*mid));
+	int err;
+
+	if (!mid)
 		return -ENOMEM;
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].ns == ns && !(a->resv[i].r.flags & PORTRES_RESV_DEAD)) {
-			portset_add(wanted, a->resv[i].r.start, a->resv[i].r.count);
-			persistent |= a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
-		}
-	ret = netns_run(a, ns, sync_in_ns, &c);
-	free(wanted);
-	if (ret) {
-		log_msg(LOG_WARN, "sysctl", "%s: ip_local_reserved_ports not updated: %s", netns_name(ns),
-			strerror(-ret));
-		return ret;
+	if (!(cur = netns_sysctl_now(a, ns, &err))) {
+		free(mid);
+		log_msg(LOG_WARN, "sysctl", "%s: ip_local_reserved_ports not read: %s", netns_name(ns), strerror(-err));
+		return err;
 	}
-	/* Runtime changes need not survive a reboot (the sysctl does not): no fsync. */
-	if ((ns->own || persistent) && c.changed)
-		agent_save(a, false, err, sizeof(err));
+	for (size_t i = 0; i < 1024; i++)
+		mid->w[i] = ns->owned.w[i] | ((ns->used[0].w[i] | ns->used[1].w[i]) & ~cur->w[i]);
+	store_set_owned(a->store, netns_key(ns), &ns->owned_db, mid);
+	ns->owned_db = *mid;
+	free(mid);
+	return 0;
+}
+
+int netns_sysctl_write(struct agent *a, struct netns *ns)
+{
+	struct portset *next = malloc(sizeof(*next));
+	const struct portset *cur = &ns->sysctl_now;
+	bool changed = false, keep;
+	int err = 0;
+
+	if (!next)
+		return -ENOMEM;
+	for (size_t i = 0; i < 1024; i++) {
+		uint64_t wanted = ns->used[0].w[i] | ns->used[1].w[i];
+		uint64_t add = wanted & ~cur->w[i], drop = ns->owned.w[i] & ~wanted;
+
+		next->w[i] = (cur->w[i] | add) & ~drop;
+		changed |= next->w[i] != cur->w[i];
+	}
+	if (changed && (err = netns_run(a, ns, write_sysctl, next))) {
+		log_msg(LOG_WARN, "sysctl", "%s: ip_local_reserved_ports not updated: %s", netns_name(ns),
+			strerror(-err));
+		free(next);
+		return err;
+	}
+	for (size_t i = 0; i < 1024; i++) {
+		uint64_t wanted = ns->used[0].w[i] | ns->used[1].w[i];
+
+		ns->owned.w[i] = (ns->owned.w[i] | (wanted & ~cur->w[i])) & wanted;
+	}
+	ns->sysctl_now = *next;
+	free(next);
+	/* what left the sysctl leaves the database with the next commit, whatever becomes of that batch */
+	keep = store_keep(a->store, true);
+	store_set_owned(a->store, netns_key(ns), &ns->owned_db, &ns->owned);
+	store_keep(a->store, keep);
+	ns->owned_db = ns->owned;
 	return 0;
 }
 
 /* --- the end of a netns --------------------------------------------------- */
 
-/* Every reservation in ns ends (ns is gone): maps, attachments, state, events; then ns is forgotten. */
+/*
+ * Every reservation in ns ends (ns is gone): maps, attachments, table,
+ * database, events; then ns is forgotten, with the sysctl entries it took
+ * along. Nobody asked for it: it stays done whatever becomes of the batch.
+ */
 static void netns_end(struct agent *a, struct netns *ns, const char *why)
 {
-	char err[STATE_ERR_LEN], name[PATH_MAX + 64];
-	bool saved = false;
+	char name[PATH_MAX + 64];
+	struct resv *r, *tmp;
+	struct portset none;
 	size_t n = 0;
+	bool infra;
 
 	snprintf(name, sizeof(name), "%s", netns_name(ns));
-	for (size_t i = a->n_resv; i-- > 0;) {
-		struct resv *r = &a->resv[i];
-		struct state_resv *sr;
-		uint64_t token = r->token;
+	infra = batch_infra(a, true);
+	resv_foreach(a, r, tmp) {
+		const struct state_resv *sr = r->sr;
 		char tok[17];
 		json_t *ev;
 
@@ -531,11 +631,10 @@ static void netns_end(struct agent *a, struct netns *ns, const char *why)
 			continue;
 		n++;
 		if (r->r.kind == PORTRES_KIND_RUNTIME) {
-			runtime_end(a, token, why);
+			runtime_end(a, r->token, why);
 			continue;
 		}
-		state_token_format(token, tok);
-		sr = state_find_token(&a->st, token);
+		state_token_format(r->token, tok);
 		ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "ended", "token", tok, "proto",
 			       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "why", why);
 		netns_json(ev, ns);
@@ -544,35 +643,35 @@ static void netns_end(struct agent *a, struct netns *ns, const char *why)
 		log_msg(LOG_INFO, "ended", "persistent %s %u-%u token %s%s%s in %s: %s", state_proto_name(r->r.proto),
 			r->r.start, r->r.start + r->r.count - 1, tok, sr && sr->name ? " named " : "",
 			sr && sr->name ? sr->name : "", name, why);
-		resv_unload(a, token);
-		if (sr)
-			state_del_resv(&a->st, (size_t)(sr - a->st.resv));
-		resv_remove(a, token);
-		saved = true;
-		events_emit(a, ev);
+		store_del_resv(a->store, r->token, true);
+		resv_unload(a, r);
+		resv_remove(a, r);
+		batch_emit(a, ev);
 	}
 	log_msg(LOG_INFO, "netns", "%s: %s; %zu reservation%s ended", name, why, n, n == 1 ? "" : "s");
-	/* runtime_end may have forgotten ns already */
-	for (size_t i = 0; i < a->n_ns; i++)
-		if (a->ns[i] == ns) {
-			ns_forget(a, ns);
-			break;
-		}
-	if (saved)
-		agent_save(a, true, err, sizeof(err));
+	/* its sysctl went with it */
+	portset_clear(&none);
+	store_set_owned(a->store, netns_key(ns), &ns->owned_db, &none);
+	netns_store(a, ns);
+	batch_infra(a, infra);
+	portset_clear(&ns->owned);
+	portset_clear(&ns->owned_db);
+	ns->sysctl_dirty = false;
+	netns_gc(a, ns);
 }
 
 static int nsid_event(const struct nlmsghdr *nlh, void *data)
 {
 	struct agent *a = data;
+	struct netns *ns, *tmp;
 	int32_t nsid = -1;
 
 	if (nlh->nlmsg_type != RTM_DELNSID)
 		return MNL_CB_OK;
 	mnl_attr_parse(nlh, sizeof(struct rtgenmsg), nsid_attr, &nsid);
-	for (size_t i = 0; nsid >= 0 && i < a->n_ns; i++)
-		if (!a->ns[i]->own && a->ns[i]->nsid == nsid) {
-			netns_end(a, a->ns[i], "its network namespace is gone");
+	HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
+		if (nsid >= 0 && !ns->own && ns->nsid == nsid) {
+			netns_end(a, ns, "its network namespace is gone");
 			break;
 		}
 	return MNL_CB_OK;
@@ -581,8 +680,9 @@ static int nsid_event(const struct nlmsghdr *nlh, void *data)
 /* Each foreign netns without an fd is looked for again; those not found are gone. */
 static void netns_recheck(struct agent *a)
 {
-	for (size_t i = a->n_ns; i-- > 0;) {
-		struct netns *ns = a->ns[i];
+	struct netns *ns, *tmp;
+
+	HASH_ITER(hh, a->ns_by_cookie, ns, tmp) {
 		int fd;
 
 		if (ns->own || ns->fd >= 0 || ns->nsid < 0)
@@ -626,16 +726,14 @@ void netns_watch_run(struct agent *a)
 
 /* --- after a restart ------------------------------------------------------ */
 
-int netns_restore(struct agent *a)
+int netns_restore(struct agent *a, struct state *st, bool rebooted)
 {
-	char boot[STATE_BOOT_ID_LEN + 1] = "", err_msg[STATE_ERR_LEN];
-	bool rebooted, changed = false;
+	struct portset none;
 
-	state_boot_id(boot);
-	rebooted = !a->st.boot_id[0] || strcmp(a->st.boot_id, boot);
-	for (size_t i = 0; i < a->st.n_netns; i++) {
-		const struct state_netns *sn = &a->st.netns[i];
-		struct netns *ns = ns_new(a, sn->cookie);
+	portset_clear(&none);
+	for (size_t i = 0; i < st->n_netns; i++) {
+		const struct state_netns *sn = &st->netns[i];
+		struct netns *ns = netns_new(a, sn->cookie, -1);
 		int32_t nsid;
 		int fd = -1;
 
@@ -643,21 +741,25 @@ int netns_restore(struct agent *a)
 			return -ENOMEM;
 		ns->inode = sn->inode;
 		ns->nsid = sn->nsid;
+		ns->in_store = true;
 		if (sn->path && !(ns->path = strdup(sn->path)))
 			return -ENOMEM;
-		if (sn->sysctl_added)
-			ns->owned = *sn->sysctl_added;
+		if (sn->sysctl_added && !rebooted)
+			ns->owned = ns->owned_db = *sn->sysctl_added;
 		if (!rebooted && (fd = netns_open(a, ns)) >= 0) {
 			/* the nsid is kept while both live; one is given if it was not */
-			if (!nsid_assign(a, fd, &nsid))
+			if (!nsid_assign(a, fd, &nsid) && nsid != ns->nsid) {
 				ns->nsid = nsid;
+				store_put_netns(a->store, &(struct state_netns){ .cookie = ns->cookie, .inode = ns->inode,
+										  .nsid = ns->nsid, .path = ns->path });
+			}
 			close(fd);
 			log_msg(LOG_INFO, "netns", "%s found again", netns_name(ns));
 			continue;
 		}
-		/* gone while no agent ran: its reservations leave the state file */
-		for (size_t j = a->st.n_resv; j-- > 0;) {
-			struct state_resv *sr = &a->st.resv[j];
+		/* gone while no agent ran: its reservations leave the database (their grants and attachments with them) */
+		for (size_t j = st->n_resv; j-- > 0;) {
+			struct state_resv *sr = &st->resv[j];
 			char tok[17];
 
 			if (sr->netns != ns->cookie)
@@ -667,51 +769,48 @@ int netns_restore(struct agent *a)
 				state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, tok,
 				sr->name ? " named " : "", sr->name ? sr->name : "", netns_name(ns),
 				rebooted ? " (rebooted)" : "");
-			events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:I, s:s?}", "type", "ended",
-						      "token", tok, "proto", state_proto_name(sr->proto), "start", sr->start,
-						      "count", sr->count, "why", "its network namespace is gone",
-						      "netns_inode", (json_int_t)ns->inode, "name", sr->name));
-			for (size_t k = a->st.n_attach; k-- > 0;)
-				if (a->st.attach[k].token == sr->token)
-					state_del_attach(&a->st, k);
-			state_del_resv(&a->st, j);
+			batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:I, s:s?}", "type", "ended", "token", tok,
+						"proto", state_proto_name(sr->proto), "start", sr->start, "count", sr->count,
+						"why", "its network namespace is gone", "netns_inode",
+						(json_int_t)ns->inode, "name", sr->name));
+			store_del_resv(a->store, sr->token, true);
+			for (size_t k = st->n_attach; k-- > 0;)
+				if (st->attach[k].token == sr->token)
+					state_del_attach(st, k);
+			state_del_resv(st, j);
 		}
-		ns_forget(a, ns);
-		changed = true;
+		store_set_owned(a->store, ns->cookie, &ns->owned_db, &none);
+		store_del_netns(a->store, ns->cookie);
+		netns_free(a, ns);
 	}
-	/* from here on the table is the truth; agent_save writes it back */
-	for (size_t i = 0; i < a->st.n_netns; i++) {
-		free(a->st.netns[i].path);
-		free(a->st.netns[i].sysctl_added);
-	}
-	free(a->st.netns);
-	a->st.netns = NULL;
-	a->st.n_netns = 0;
-	if (changed)
-		agent_save(a, true, err_msg, sizeof(err_msg));
 	return 0;
 }
 
-bool netns_teardown(struct agent *a)
+void netns_teardown(struct agent *a, struct store_contents *c)
 {
+	static struct netns ns; /* large: not on the stack */
 	struct portset none;
-	bool changed = false;
 
 	portset_clear(&none);
 	if (!a->own_ns && netns_own(a))
-		return false;
-	for (size_t i = 0; i < a->st.n_netns; i++) {
-		struct state_netns *sn = &a->st.netns[i];
-		struct netns ns = { .cookie = sn->cookie, .inode = sn->inode, .nsid = -1, .fd = -1, .path = sn->path };
-		struct sync_ctx c = { .wanted = &none, .owned = sn->sysctl_added };
+		return;
+	for (size_t i = 0; i < c->st.n_netns; i++) {
+		struct state_netns *sn = &c->st.netns[i];
+		struct portset owned;
 		int err;
 
 		if (!sn->sysctl_added || portset_empty(sn->sysctl_added))
 			continue;
-		if ((err = netns_run(a, &ns, sync_in_ns, &c)))
+		memset(&ns, 0, sizeof(ns));
+		ns.cookie = sn->cookie;
+		ns.inode = sn->inode;
+		ns.nsid = -1;
+		ns.fd = -1;
+		ns.path = sn->path;
+		owned = *sn->sysctl_added;
+		if ((err = netns_run(a, &ns, teardown_in_ns, &owned)))
 			log_msg(LOG_WARN, "teardown", "%s: ip_local_reserved_ports left as it is: %s", netns_name(&ns),
 				strerror(-err));
-		changed |= c.changed;
+		store_set_owned(a->store, ns.cookie, sn->sysctl_added, &owned);
 	}
-	return changed;
 }

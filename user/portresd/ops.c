@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * ops.c - the protocol's operations. Each handler checks, then changes the
- * maps, the table and the state file in an order that leaves nothing behind
- * when a step fails, and answers with a reply or an errno and a message.
+ * maps and the table (leaving nothing behind when a step fails), records the
+ * change in the store and how to undo it in the batch (batch.c), and answers
+ * with a reply or an errno and a message. The reply of a change waits for the
+ * batch's commit: it means "done and durable".
  *
  * Authorisation (SPEC §4): create, delete, update, attach - root or the admin
  * group; acquire - anyone within the per-uid quota; release - the acquiring
@@ -23,6 +25,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -141,16 +144,15 @@ static int where_resolve(struct agent *a, const struct peer *p, const struct pro
 
 static void where_done(struct agent *a, struct where *w)
 {
-	if (w->ns && w->ns != &w->tmp && !w->ns->own) {
-		for (size_t i = 0; i < a->n_ns; i++)
-			if (a->ns[i] == w->ns) {
-				if (w->lent >= 0 && w->ns->fd == w->lent) {
-					close(w->lent);
-					w->ns->fd = -1;
-				}
-				netns_gc(a, w->ns);
-				break;
-			}
+	if (w->ns && w->ns != &w->tmp && !w->ns->own && netns_find(a, w->cookie) == w->ns) {
+		/* a change's batch writes the sysctl at its end: the lent descriptor is kept that long */
+		if (w->lent >= 0 && w->ns->fd == w->lent && batch_open(a)) {
+			batch_lend(a, w->ns, w->lent);
+		} else if (w->lent >= 0 && w->ns->fd == w->lent) {
+			close(w->lent);
+			w->ns->fd = -1;
+		}
+		netns_gc(a, w->ns);
 	}
 	if (w->close_fd)
 		close(w->fd);
@@ -160,7 +162,6 @@ static void where_done(struct agent *a, struct where *w)
 static struct resv *select_resv(struct agent *a, const struct proto_req *req, const struct where *w,
 				struct reply *rp)
 {
-	struct state_resv *sr;
 	struct resv *r = NULL;
 
 	switch (req->sel) {
@@ -170,13 +171,12 @@ static struct resv *select_resv(struct agent *a, const struct proto_req *req, co
 			     r ? netns_name(w->ns) : "");
 		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_NAME:
-		if (!(sr = state_find_name(&a->st, req->name)) || !(r = resv_find(a, sr->token)) ||
-		    (w && w->given && r->r.netns != w->cookie))
+		if (!(r = resv_find_name(a, req->name)) || (w && w->given && r->r.netns != w->cookie))
 			fail(rp, ENOENT, "no reservation named %s%s%s", req->name, r ? " in " : "",
 			     r ? netns_name(w->ns) : "");
 		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_RANGE:
-		r = resv_find_range(a, w ? w->cookie : a->own_ns->cookie, req->proto, req->start, req->count);
+		r = resv_find_range(w ? w->ns : a->own_ns, req->proto, req->start, req->count);
 		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT) {
 			fail(rp, ENOENT, "no persistent reservation %s%s%s", range_str(req->proto, req->start, req->count),
 			     w && w->ns && !w->ns->own ? " in " : "", w && w->ns && !w->ns->own ? netns_name(w->ns) : "");
@@ -193,7 +193,7 @@ static struct resv *select_resv(struct agent *a, const struct proto_req *req, co
 static int overlap_msg(struct agent *a, struct resv *o, struct reply *rp, uint8_t proto, uint32_t start,
 		       uint32_t count)
 {
-	const struct state_resv *sr = state_find_token(&a->st, o->token);
+	const struct state_resv *sr = o->sr;
 	char other[128];
 
 	snprintf(other, sizeof(other), "%s reservation %s%s%s", o->r.kind == PORTRES_KIND_RUNTIME ? "runtime" : "persistent",
@@ -228,12 +228,41 @@ static int check_socket(int fd, uint8_t *proto, __u64 *netns, struct reply *rp)
 	return 0;
 }
 
+/* Undo of a change that added reservation token: out of the maps and the table. */
+static void undo_add(struct agent *a, void *arg)
+{
+	const uint64_t *token = arg;
+	struct resv *r = resv_find(a, *token);
+	struct netns *ns;
+
+	if (r) {
+		ns = r->ns;
+		resv_unload(a, r);
+		resv_remove(a, r);
+		netns_store(a, ns);
+	}
+}
+
+struct undo_acquire {
+	uint64_t token;
+	int fd;      /* the batch's duplicate of the anchor socket */
+};
+
+static void undo_acquire(struct agent *a, void *arg)
+{
+	struct undo_acquire *u = arg;
+
+	portres_anchor_del(a->loader, u->fd, u->token);
+	undo_add(a, &u->token);
+}
+
 static int op_acquire(struct agent *a, const struct peer *p, const struct proto_req *req, int fd,
 		      struct reply *rp)
 {
 	struct portres_resv r = { .owner_tgid = (uint32_t)p->pid, .kind = PORTRES_KIND_RUNTIME,
 				  .mode = PORTRES_MODE_ENFORCE, .count = req->count };
 	uint32_t lo = 1, hi = 65535;
+	struct undo_acquire *u;
 	uint64_t token, used;
 	char held[1536], users[64];
 	struct netns *ns;
@@ -261,7 +290,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 			    range_str(r.proto, req->start, req->count), users, a->opts.admin_group);
 	if (req->start) {
 		r.start = req->start;
-		if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
+		if ((o = resv_overlap(ns, r.proto, r.start, r.count)))
 			return overlap_msg(a, o, rp, r.proto, r.start, r.count);
 		err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 		if (err == -EADDRINUSE)
@@ -278,25 +307,43 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		return fail(rp, -err, "cannot inspect the socket's network namespace: %s", strerror(-err));
 	if ((err = resv_new_token(a, &token)))
 		return fail(rp, -err, "no random token: %s", strerror(-err));
-	if ((err = portres_resv_add(a->loader, token, &r)))
-		return fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
-	if ((err = portres_anchor_add(a->loader, fd, token))) {
-		portres_resv_del(a->loader, token);
-		return fail(rp, -err, "cannot tie the reservation to the socket: %s", strerror(-err));
-	}
-	if (resv_insert(a, token, &r, p->uid, ns)) {
-		portres_anchor_del(a->loader, fd, token);
-		portres_resv_del(a->loader, token);
+	/* The batch may have to take the anchor back after the client's fd is closed: its own copy. */
+	if (!(u = calloc(1, sizeof(*u))) || (u->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+		free(u);
 		return fail(rp, ENOMEM, "out of memory");
 	}
-	netns_sync_sysctl(a, ns);
+	u->token = token;
+	if ((err = portres_resv_add(a->loader, token, &r))) {
+		fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
+		goto err_dup;
+	}
+	if ((err = portres_anchor_add(a->loader, fd, token))) {
+		fail(rp, -err, "cannot tie the reservation to the socket: %s", strerror(-err));
+		goto err_map;
+	}
+	if (!resv_insert(a, token, &r, p->uid, ns, NULL)) {
+		fail(rp, ENOMEM, "out of memory");
+		goto err_anchor;
+	}
+	store_put_runtime(a->store, &(struct store_runtime){ .token = token, .netns = netns_key(ns), .proto = r.proto,
+							     .start = r.start, .count = r.count, .uid = p->uid,
+							     .pid = (uint32_t)p->pid }, (uint64_t)time(NULL));
+	batch_undo(a, undo_acquire, NULL, u, u->fd);
 	log_msg(LOG_INFO, "acquire", "runtime %s token %s for pid %d uid %u", range_str(r.proto, r.start, r.count),
 		tok_str(token), p->pid, p->uid);
 	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
 			       r.count, "proto", state_proto_name(r.proto));
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
-				      "proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+				"proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
+err_anchor:
+	portres_anchor_del(a->loader, fd, token);
+err_map:
+	portres_resv_del(a->loader, token);
+err_dup:
+	close(u->fd);
+	free(u);
+	return -1;
 }
 
 static int op_release(struct agent *a, const struct peer *p, const struct proto_req *req, int fd,
@@ -330,11 +377,9 @@ static int op_release(struct agent *a, const struct peer *p, const struct proto_
  */
 static int create_replay(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	const struct state_resv *sr = NULL;
+	const struct resv *r = resv_find_request(a, req->request_id);
+	const struct state_resv *sr = r ? r->sr : NULL;
 
-	for (size_t i = 0; i < a->st.n_resv && !sr; i++)
-		if (a->st.resv[i].request_id && !strcmp(a->st.resv[i].request_id, req->request_id))
-			sr = &a->st.resv[i];
 	if (!sr)
 		return 1;
 	/* Says nothing of the reservation: the id may have been copied from someone else's request. */
@@ -355,13 +400,14 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 				  .proto = req->proto, .kind = PORTRES_KIND_PERSISTENT,
 				  .mode = req->mode < 0 ? PORTRES_MODE_ENFORCE : (uint8_t)req->mode };
 	struct state_grant grants[PROTO_MAX_GRANTS];
-	struct state_resv sr = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
-				 .name = (char *)req->name, .netns = ns->own ? 0 : ns->cookie,
-				 .n_grants = req->n_grants, .grants = grants,
-				 .request_id = (char *)req->request_id, .request_uid = p->uid };
-	char err_msg[STATE_ERR_LEN] = "", held[1536];
-	size_t g = 0;
-	struct resv *o;
+	struct state_resv tmpl = { .proto = r.proto, .start = r.start, .count = r.count, .mode = r.mode,
+				   .name = (char *)req->name, .netns = ns->own ? 0 : ns->cookie,
+				   .n_grants = req->n_grants, .grants = grants,
+				   .request_id = (char *)req->request_id, .request_uid = p->uid };
+	struct state_resv *sr;
+	uint64_t *undo;
+	char held[1536];
+	struct resv *o, *n;
 	json_t *ev;
 	int err;
 
@@ -369,9 +415,12 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		return -1;
 	if (req->request_id && (err = create_replay(a, p, req, rp)) <= 0)
 		return err;
-	if (req->name && state_find_name(&a->st, req->name))
+	if (req->name && resv_find_name(a, req->name))
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
-	if ((o = resv_overlap(a, r.netns, r.proto, r.start, r.count)))
+	/* a netns the agent only looked at (not an administrator's create) holds nothing */
+	if (ns == &w->tmp)
+		return fail(rp, EINVAL, "network namespace %s cannot be watched", netns_name(ns));
+	if ((o = resv_overlap(ns, r.proto, r.start, r.count)))
 		return overlap_msg(a, o, rp, r.proto, r.start, r.count);
 	err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 	if (err == -EADDRINUSE)
@@ -384,45 +433,48 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		if (req->grants[i].path && (err = portres_cgroup_id(req->grants[i].path, &grants[i].id)))
 			return fail(rp, EINVAL, "grant cgroup %s: %s", req->grants[i].path, strerror(-err));
 	}
-	if ((err = resv_new_token(a, &sr.token)))
+	if ((err = resv_new_token(a, &tmpl.token)))
 		return fail(rp, -err, "no random token: %s", strerror(-err));
-	/* maps, then the state file (the truth for persistent reservations), then the sysctl */
-	if ((err = portres_resv_add(a->loader, sr.token, &r)))
-		return fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
-	for (g = 0; g < sr.n_grants; g++)
-		if ((err = portres_grant_add(a->loader, sr.token, grants[g].type, grants[g].id)))
-			goto rollback;
-	if ((err = state_add_resv(&a->st, &sr)) || (err = resv_insert(a, sr.token, &r, 0, ns)))
-		goto rollback;
-	if ((err = agent_save(a, true, err_msg, sizeof(err_msg)))) {
-		resv_remove(a, sr.token);
-		goto rollback;
+	/* one stage at a time, each undone by the label of the one before: memory, table, maps */
+	if (!(undo = malloc(sizeof(*undo))))
+		return fail(rp, ENOMEM, "out of memory");
+	*undo = tmpl.token;
+	if (!(sr = calloc(1, sizeof(*sr))) || state_resv_copy(sr, &tmpl)) {
+		free(sr);
+		goto err_undo;
 	}
+	/* the table: the name and the ports are taken at once (resv_insert takes sr, also on failure) */
+	if (!(n = resv_insert(a, tmpl.token, &r, 0, ns, sr)))
+		goto err_undo;
+	/* the maps, with the grants (resv_load takes back what it put in when one fails) */
+	if ((err = resv_load(a, n)))
+		goto err_table;
+	store_put_resv(a->store, n->sr, (uint64_t)n->created);
+	netns_store(a, ns);
+	batch_undo(a, undo_add, NULL, undo, -1);
 	if (a->opts.test_crash_after_save)
-		raise(SIGKILL); /* test hook: saved, never acknowledged */
-	netns_sync_sysctl(a, ns);
+		a->crash_after_commit = true; /* test hook: saved, never acknowledged */
 	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s%s%s by uid %u",
-		range_str(r.proto, r.start, r.count), tok_str(sr.token), req->name ? " name " : "",
+		range_str(r.proto, r.start, r.count), tok_str(tmpl.token), req->name ? " name " : "",
 		req->name ? req->name : "", state_mode_name(r.mode), ns->own ? "" : " in ", ns->own ? "" : netns_name(ns),
 		p->uid);
-	rp->fields = json_pack("{s:s}", "token", tok_str(sr.token));
+	rp->fields = json_pack("{s:s}", "token", tok_str(tmpl.token));
 	netns_json(rp->fields, ns);
-	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(sr.token), "proto",
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(tmpl.token), "proto",
 		       state_proto_name(r.proto), "start", r.start, "count", r.count);
 	netns_json(ev, ns);
-	events_emit(a, ev);
+	batch_emit(a, ev);
 	return 0;
-rollback:
-	if ((o = resv_find(a, sr.token)) == NULL && state_find_token(&a->st, sr.token))
-		state_del_resv(&a->st, (size_t)(state_find_token(&a->st, sr.token) - a->st.resv));
-	while (g-- > 0)
-		portres_grant_del(a->loader, sr.token, grants[g].type, grants[g].id);
-	portres_resv_del(a->loader, sr.token);
+err_table:
+	resv_remove(a, n);
+	free(undo);
 	if (err == -ENOMEM)
 		return fail(rp, ENOMEM, "out of memory");
-	if (g < sr.n_grants && err_msg[0] == '\0')
-		return fail(rp, -err, "cannot add grant: %s", strerror(-err));
-	return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+	return fail(rp, -err, "cannot add %s to the maps (nothing changed): %s", range_str(r.proto, r.start, r.count),
+		    strerror(-err));
+err_undo:
+	free(undo);
+	return fail(rp, ENOMEM, "out of memory");
 }
 
 static int op_lookup(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
@@ -466,12 +518,69 @@ static bool holders(struct agent *a, const struct resv *r, char *msg, size_t len
 	return held;
 }
 
+/* What a deleted persistent reservation was, to put it back if the batch fails. */
+struct undo_delete {
+	uint64_t token;
+	struct portres_resv r;
+	uint64_t ns;     /* the cookie of its netns */
+	time_t created;
+	struct state_resv sr;
+	size_t n_attach;
+	struct state_attach *attach;
+};
+
+static void undo_delete_free(void *arg)
+{
+	struct undo_delete *u = arg;
+
+	state_resv_free(&u->sr);
+	for (size_t i = 0; i < u->n_attach; i++)
+		free(u->attach[i].path);
+	free(u->attach);
+	free(u);
+}
+
+static void undo_delete(struct agent *a, void *arg)
+{
+	struct undo_delete *u = arg;
+	struct state_resv *sr = calloc(1, sizeof(*sr));
+	struct netns *ns = netns_find(a, u->ns);
+	struct resv *n = NULL;
+	int err = -ENOMEM;
+
+	if (sr && state_resv_copy(sr, &u->sr)) {
+		free(sr);
+		sr = NULL;
+	}
+	/* resv_insert takes sr, also when it fails */
+	if (!ns) {
+		free(sr);
+		sr = NULL;
+		err = -ENOENT;
+	}
+	if (sr && (n = resv_insert(a, u->token, &u->r, 0, ns, sr)))
+		err = resv_load(a, n);
+	if (err) {
+		/* The database still has it: the next start loads it. */
+		log_msg(LOG_ERR, "batch", "cannot put token %016llx back in the maps: %s", (unsigned long long)u->token,
+			strerror(-err));
+		if (n)
+			resv_remove(a, n);
+		return;
+	}
+	n->created = u->created;
+	netns_store(a, ns);
+	for (size_t i = 0; i < u->n_attach; i++)
+		if (!attach_add(a, &u->attach[i]))
+			cgroup_map_sync(a, u->attach[i].cgroup_id);
+}
+
 static int op_delete(struct agent *a, const struct peer *p, const struct proto_req *req, const struct where *w,
 		     struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN], held[1536];
 	const struct state_resv *sr;
-	struct state keep = { 0 };
+	struct undo_delete *u;
+	char held[1536];
 	struct netns *ns;
 	struct resv *r;
 	uint64_t token;
@@ -482,13 +591,12 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	if (!(r = select_resv(a, req, w, rp)))
 		return -1;
 	token = r->token;
+	sr = r->sr;
 	ns = r->ns;
 	/* Live sockets or attachments: only a forced delete takes the block from under them. */
-	if (!req->force && holders(a, r, held, sizeof(held))) {
-		sr = state_find_token(&a->st, token);
+	if (!req->force && holders(a, r, held, sizeof(held)))
 		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
 			    sr && sr->name ? " named " : "", sr && sr->name ? sr->name : "", held);
-	}
 	if (req->dry_run) {
 		rp->fields = json_pack("{s:b, s:o}", "dry_run", 1, "reservation", resv_json(a, r));
 		return 0;
@@ -497,62 +605,88 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 		runtime_end(a, token, "deleted by an administrator");
 		return 0;
 	}
-	/* The state file first: if it cannot be written, nothing changes. */
-	if (state_add_resv(&keep, state_find_token(&a->st, token)))
-		return fail(rp, ENOMEM, "out of memory");
-	state_del_resv(&a->st, (size_t)(state_find_token(&a->st, token) - a->st.resv));
-	if (agent_save(a, true, err_msg, sizeof(err_msg))) {
-		state_add_resv(&a->st, &keep.resv[0]);
-		state_free(&keep);
-		return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
+	/* kept aside for the undo: the reservation, its grants and its attachments */
+	if (!(u = calloc(1, sizeof(*u))) || state_resv_copy(&u->sr, sr) ||
+	    (r->n_attach && !(u->attach = calloc(r->n_attach, sizeof(*u->attach)))))
+		goto nomem;
+	u->token = token;
+	u->r = r->r;
+	u->ns = ns->cookie;
+	u->created = r->created;
+	for (size_t i = 0; i < a->st.n_attach && u->n_attach < r->n_attach; i++) {
+		if (a->st.attach[i].token != token)
+			continue;
+		u->attach[u->n_attach] = a->st.attach[i];
+		if (!(u->attach[u->n_attach].path = strdup(a->st.attach[i].path)))
+			goto nomem;
+		u->n_attach++;
 	}
 	log_msg(LOG_INFO, "delete", "persistent %s token %s%s%s by uid %u",
 		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), ns->own ? "" : " in ",
 		ns->own ? "" : netns_name(ns), p->uid);
 	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token), "proto",
-		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name", keep.resv[0].name);
+		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
+		       sr ? sr->name : NULL);
 	netns_json(ev, ns);
-	events_emit(a, ev);
-	for (size_t i = 0; i < keep.resv[0].n_grants; i++)
-		portres_grant_del(a->loader, token, keep.resv[0].grants[i].type, keep.resv[0].grants[i].id);
-	state_free(&keep);
-	resv_unload(a, token);
-	resv_remove(a, token);
-	netns_sync_sysctl(a, ns);
-	if (ns != w->ns)
-		netns_gc(a, ns);
+	batch_emit(a, ev);
+	/* its grants and attachments go with its row */
+	store_del_resv(a->store, token, true);
+	batch_undo(a, undo_delete, undo_delete_free, u, -1);
+	resv_unload(a, r);
+	resv_remove(a, r);
+	netns_store(a, ns);
 	return 0;
+nomem:
+	if (u)
+		undo_delete_free(u);
+	return fail(rp, ENOMEM, "out of memory");
+}
+
+struct undo_mode {
+	uint64_t token;
+	uint8_t mode;
+};
+
+static void undo_mode(struct agent *a, void *arg)
+{
+	struct undo_mode *u = arg;
+	struct resv *r = resv_find(a, u->token);
+
+	if (!r)
+		return;
+	portres_resv_set_mode(a->loader, r->token, u->mode);
+	r->r.mode = u->mode;
+	if (r->sr)
+		r->sr->mode = u->mode;
 }
 
 static int op_update(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN];
-	struct state_resv *sr;
+	struct undo_mode *u;
 	struct resv *r;
-	uint8_t old;
 	int err;
 
 	if (need_admin(a, p, rp, "changing a reservation"))
 		return -1;
 	if (!(r = select_resv(a, req, NULL, rp)))
 		return -1;
-	old = r->r.mode;
-	if ((err = portres_resv_set_mode(a->loader, r->token, (uint8_t)req->mode)))
+	if (!(u = malloc(sizeof(*u))))
+		return fail(rp, ENOMEM, "out of memory");
+	*u = (struct undo_mode){ r->token, r->r.mode };
+	if ((err = portres_resv_set_mode(a->loader, r->token, (uint8_t)req->mode))) {
+		free(u);
 		return fail(rp, -err, "cannot change mode: %s", strerror(-err));
-	r->r.mode = (uint8_t)req->mode;
-	if ((sr = state_find_token(&a->st, r->token))) {
-		sr->mode = (uint8_t)req->mode;
-		if (agent_save(a, true, err_msg, sizeof(err_msg))) {
-			sr->mode = old;
-			r->r.mode = old;
-			portres_resv_set_mode(a->loader, r->token, old);
-			return fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
-		}
 	}
+	r->r.mode = (uint8_t)req->mode;
+	if (r->sr) {
+		r->sr->mode = (uint8_t)req->mode;
+		store_set_mode(a->store, r->token, (uint8_t)req->mode);
+	}
+	batch_undo(a, undo_mode, NULL, u, -1);
 	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
-				 state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
-				 state_mode_name(r->r.mode)));
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
+				state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
+				state_mode_name(r->r.mode)));
 	return 0;
 }
 
@@ -601,7 +735,8 @@ static bool owns_attachment(struct agent *a, const struct peer *p, const struct 
 /* "reservation web (token …)" or "token …", for messages. */
 static void resv_label(struct agent *a, uint64_t token, char *buf, size_t len)
 {
-	const struct state_resv *sr = state_find_token(&a->st, token);
+	const struct resv *r = resv_find(a, token);
+	const struct state_resv *sr = r ? r->sr : NULL;
 
 	if (sr && sr->name)
 		snprintf(buf, len, "reservation %s (token %s)", sr->name, tok_str(token));
@@ -756,7 +891,7 @@ static const char *comm_of(pid_t pid)
 static const char *block_str(struct agent *a, const struct resv *r)
 {
 	static char buf[160];
-	const struct state_resv *sr = state_find_token(&a->st, r->token);
+	const struct state_resv *sr = r->sr;
 
 	snprintf(buf, sizeof(buf), "%s (%s%stoken %s)", range_str(r->r.proto, r->r.start, r->r.count),
 		 sr && sr->name ? sr->name : "", sr && sr->name ? ", " : "", tok_str(r->token));
@@ -770,6 +905,72 @@ static json_t *attach_json(const struct state_attach *at)
 }
 
 /*
+ * An attachment change, to be undone: the attachment it made (if any) and
+ * those it replaced or removed, with the cgroups whose map entries follow.
+ */
+struct undo_attach {
+	bool has_at;
+	struct state_attach at;
+	size_t n;
+	struct state_attach *gone;
+};
+
+static void undo_attach_free(void *arg)
+{
+	struct undo_attach *u = arg;
+
+	free(u->at.path);
+	for (size_t i = 0; i < u->n; i++)
+		free(u->gone[i].path);
+	free(u->gone);
+	free(u);
+}
+
+static void undo_attach(struct agent *a, void *arg)
+{
+	struct undo_attach *u = arg;
+
+	for (size_t i = a->st.n_attach; u->has_at && i-- > 0;)
+		if (a->st.attach[i].cgroup_id == u->at.cgroup_id && a->st.attach[i].token == u->at.token) {
+			attach_del(a, i);
+			break;
+		}
+	for (size_t i = 0; i < u->n; i++)
+		attach_add(a, &u->gone[i]);
+	if (u->has_at)
+		cgroup_map_sync(a, u->at.cgroup_id);
+	for (size_t i = 0; i < u->n; i++)
+		cgroup_map_sync(a, u->gone[i].cgroup_id);
+}
+
+/* Attachment i leaves the table (kept in u for the undo); 0 or -ENOMEM (nothing changed). */
+static int attach_remove(struct agent *a, size_t i, struct undo_attach *u)
+{
+	struct state_attach *at = &a->st.attach[i], *g = realloc(u->gone, (u->n + 1) * sizeof(*g));
+
+	if (!g)
+		return -ENOMEM;
+	u->gone = g;
+	g[u->n] = *at;
+	if (!(g[u->n].path = strdup(at->path)))
+		return -ENOMEM;
+	u->n++;
+	attach_del(a, i);
+	return 0;
+}
+
+/* The store forgets what u removed (attachments of persistent tokens are kept there). */
+static void store_forget(struct agent *a, const struct undo_attach *u)
+{
+	for (size_t i = 0; i < u->n; i++) {
+		struct resv *r = resv_find(a, u->gone[i].token);
+
+		if (r && r->r.kind == PORTRES_KIND_PERSISTENT)
+			store_del_attach(a->store, u->gone[i].cgroup_id, r->r.proto);
+	}
+}
+
+/*
  * A cgroup holds one block per protocol: attaching a TCP block to a cgroup
  * with a UDP block adds it; replacing its TCP block by another needs force.
  * The block must live in the netns of the cgroup's processes.
@@ -777,12 +978,12 @@ static json_t *attach_json(const struct state_attach *at)
 static int op_attach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
 	struct state_attach at = { .path = (char *)req->cgroup, .confine = req->confine,
-				   .by_admin = ops_is_admin(a, p), .by_uid = p->uid }, old = { 0 };
-	char err_msg[STATE_ERR_LEN], theirs[64], real[PATH_MAX];
+				   .by_admin = ops_is_admin(a, p), .by_uid = p->uid };
+	char theirs[64], real[PATH_MAX];
 	struct resv *r, *pr = NULL;
+	struct undo_attach *u;
 	uid_t owner = (uid_t)-1;
-	uint64_t other = 0;
-	bool save;
+	uint64_t other = 0, replaced = 0;
 	pid_t pid;
 	int err;
 
@@ -795,49 +996,56 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 		return fail(rp, EINVAL, "cgroup %s: pid %d (%s) lives in network namespace %s, the block %s in %s",
 			    req->cgroup, (int)pid, comm_of(pid), theirs, block_str(a, r), netns_name(r->ns));
 	}
-	save = r->r.kind == PORTRES_KIND_PERSISTENT;
-	for (size_t i = a->st.n_attach; i-- > 0;) {
-		struct state_attach *x = &a->st.attach[i];
+	/* checked before anything changes: a block of this protocol there is replaced only by force */
+	for (size_t i = 0; i < a->st.n_attach; i++) {
+		const struct state_attach *x = &a->st.attach[i];
 		struct resv *xr;
 
-		if (x->cgroup_id != at.cgroup_id) {
-			/* the path names another cgroup now (made anew): its old attachments go */
-			if (!strcmp(x->path, at.path)) {
-				uint64_t id = x->cgroup_id;
-
-				save |= state_find_token(&a->st, x->token) != NULL;
-				state_del_attach(&a->st, i);
-				cgroup_map_sync(a, id);
-			}
-			continue;
-		}
-		if (!(xr = resv_find(a, x->token)) || xr->r.proto != r->r.proto || old.path)
+		if (x->cgroup_id != at.cgroup_id || !(xr = resv_find(a, x->token)) || xr->r.proto != r->r.proto)
 			continue;
 		if (x->token != at.token && !req->force)
 			return fail(rp, EEXIST, "cgroup %s has the %s block %s; --force replaces it", req->cgroup,
 				    state_proto_name(r->r.proto), block_str(a, xr));
-		/* kept aside to be put back on a failure */
-		old = *x;
-		if (!(old.path = strdup(old.path)))
-			return fail(rp, ENOMEM, "out of memory");
 		pr = xr;
-		save |= pr->r.kind == PORTRES_KIND_PERSISTENT;
-		state_del_attach(&a->st, i);
+		replaced = x->token;
 	}
-	if ((err = state_add_attach(&a->st, &at))) {
+	if (!(u = calloc(1, sizeof(*u))) || !(u->at.path = strdup(at.path))) {
+		free(u);
+		return fail(rp, ENOMEM, "out of memory");
+	}
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *x = &a->st.attach[i];
+		struct resv *xr = resv_find(a, x->token);
+		bool same_proto = x->cgroup_id == at.cgroup_id && xr && xr->r.proto == r->r.proto;
+
+		/* the path names another cgroup now (made anew): its old attachments go; so does the replaced block */
+		if ((x->cgroup_id != at.cgroup_id && !strcmp(x->path, at.path)) || same_proto) {
+			uint64_t id = x->cgroup_id;
+
+			if (attach_remove(a, i, u)) {
+				fail(rp, ENOMEM, "out of memory");
+				goto err_undo;
+			}
+			if (id != at.cgroup_id)
+				cgroup_map_sync(a, id);
+		}
+	}
+	if ((err = attach_add(a, &at))) {
 		fail(rp, ENOMEM, "out of memory");
-		goto restore;
+		goto err_undo;
 	}
+	u->has_at = true;
+	u->at.cgroup_id = at.cgroup_id;
+	u->at.token = at.token;
 	if ((err = cgroup_map_sync(a, at.cgroup_id))) {
 		fail(rp, -err, "cannot attach %s: %s", req->cgroup, strerror(-err));
-		goto undo;
+		goto err_undo;
 	}
-	if (save && agent_save(a, true, err_msg, sizeof(err_msg))) {
-		fail(rp, EIO, "cannot save state, nothing changed: %s", err_msg);
-		goto undo;
-	}
-	a->attach_dirty = true;
-	if (pr && old.token != at.token) {
+	store_forget(a, u);
+	if (r->r.kind == PORTRES_KIND_PERSISTENT)
+		store_put_attach(a->store, &at, r->r.proto);
+	batch_undo(a, undo_attach, undo_attach_free, u, -1);
+	if (pr && replaced != at.token) {
 		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s (replacing %s) by uid %u", req->cgroup,
 			tok_str(r->token), at.confine ? " confined" : "", block_str(a, pr), p->uid);
 		rp->fields = json_pack("{s:o}", "replaced", resv_json(a, pr));
@@ -846,29 +1054,24 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 			at.confine == STATE_CONFINE_ALL ? " confined (all protocols)" : at.confine ? " confined" : "",
 			p->uid);
 	}
-	free(old.path);
-	events_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "type", "attached", "token", tok_str(r->token),
-				 "proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
-				 req->cgroup, "confine", at.confine == STATE_CONFINE_ALL ? json_string("all")
-								: json_boolean(at.confine)));
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "type", "attached", "token", tok_str(r->token),
+				"proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
+				req->cgroup, "confine", at.confine == STATE_CONFINE_ALL ? json_string("all")
+							: json_boolean(at.confine)));
 	return 0;
-undo:
-	state_del_attach(&a->st, a->st.n_attach - 1);
-restore:
-	if (old.path) {
-		state_add_attach(&a->st, &old);
-		free(old.path);
-	}
-	cgroup_map_sync(a, at.cgroup_id);
+err_undo:
+	undo_attach(a, u);
+	undo_attach_free(u);
 	return -1;
 }
 
 /* Detaches a cgroup: every block of it, or the one req names. */
 static int op_detach(struct agent *a, const struct peer *p, const struct proto_req *req, struct reply *rp)
 {
-	char err_msg[STATE_ERR_LEN], real[PATH_MAX];
-	bool any = false, save = false, have_real = realpath(req->cgroup, real) != NULL;
+	char real[PATH_MAX];
+	bool have_real = realpath(req->cgroup, real) != NULL;
 	struct resv *sel = NULL;
+	struct undo_attach *u;
 	struct stat sb;
 	uint64_t id;
 
@@ -876,32 +1079,43 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		id = 0;
 	if (req->sel != PROTO_SEL_NONE && !(sel = select_resv(a, req, NULL, rp)))
 		return -1;
-	for (size_t i = a->st.n_attach; i-- > 0;) {
+	/* checked for each before anything changes */
+	for (size_t i = 0; i < a->st.n_attach; i++) {
 		struct state_attach *at = &a->st.attach[i];
-		uint64_t cg = at->cgroup_id;
 
-		if (strcmp(at->path, req->cgroup) && (!id || cg != id) && (!have_real || strcmp(at->path, real)))
-			continue;
-		if (sel && at->token != sel->token)
+		if ((strcmp(at->path, req->cgroup) && (!id || at->cgroup_id != id) && (!have_real || strcmp(at->path, real))) ||
+		    (sel && at->token != sel->token))
 			continue;
 		if (may_attach(a, p, resv_find(a, at->token), stat(at->path, &sb) ? (uid_t)-1 : sb.st_uid, rp))
 			return -1;
 		if (!owns_attachment(a, p, at))
 			return refuse_attachment(a, at, NULL, rp);
-		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
-		events_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup",
-					 at->path));
-		save |= state_find_token(&a->st, at->token) != NULL;
-		state_del_attach(&a->st, i);
-		cgroup_map_sync(a, cg);
-		any = true;
 	}
-	if (!any)
+	if (!(u = calloc(1, sizeof(*u))))
+		return fail(rp, ENOMEM, "out of memory");
+	for (size_t i = a->st.n_attach; i-- > 0;) {
+		struct state_attach *at = &a->st.attach[i];
+
+		if ((strcmp(at->path, req->cgroup) && (!id || at->cgroup_id != id) && (!have_real || strcmp(at->path, real))) ||
+		    (sel && at->token != sel->token))
+			continue;
+		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
+		batch_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup",
+					at->path));
+		if (attach_remove(a, i, u)) {
+			undo_attach(a, u);
+			undo_attach_free(u);
+			return fail(rp, ENOMEM, "out of memory");
+		}
+		cgroup_map_sync(a, u->gone[u->n - 1].cgroup_id);
+	}
+	if (!u->n) {
+		free(u);
 		return fail(rp, ENOENT, "cgroup %s is not attached%s%s", req->cgroup, sel ? " to " : "",
 			    sel ? block_str(a, sel) : "");
-	a->attach_dirty = true;
-	if (save)
-		agent_save(a, true, err_msg, sizeof(err_msg));
+	}
+	store_forget(a, u);
+	batch_undo(a, undo_attach, undo_attach_free, u, -1);
 	return 0;
 }
 
@@ -981,11 +1195,12 @@ static json_t *sockets_json(struct agent *a, struct netns *ns, uint8_t proto, ui
 	return c.arr;
 }
 
-static json_t *attachments_json(struct agent *a, uint64_t token)
+static json_t *attachments_json(struct agent *a, const struct resv *r)
 {
+	uint64_t token = r->token;
 	json_t *att = json_array();
 
-	for (size_t i = 0; i < a->st.n_attach; i++)
+	for (size_t i = 0; r->n_attach && i < a->st.n_attach; i++)
 		if (a->st.attach[i].token == token)
 			json_array_append_new(att, attach_json(&a->st.attach[i]));
 	return att;
@@ -999,7 +1214,7 @@ static int op_show(struct agent *a, const struct proto_req *req, const struct wh
 	if (!r)
 		return -1;
 	o = resv_json(a, r);
-	json_object_set_new(o, "attachments", attachments_json(a, r->token));
+	json_object_set_new(o, "attachments", attachments_json(a, r));
 	json_object_set_new(o, "stats", stats_json(a, r->token));
 	json_object_set_new(o, "sockets", sockets_json(a, r->ns, r->r.proto, r->r.start, r->r.count));
 	rp->fields = json_pack("{s:o}", "reservation", o);
@@ -1050,24 +1265,27 @@ static long ports_in_use(const struct usage_ctx *c, uint8_t proto, uint32_t star
  * sock_diag dump per network namespace, -1 when that fails), counters
  * ("stats") and its netns's nsfs inode (as lsns shows it) when known.
  */
-static void add_usage(struct agent *a, json_t *arr)
+static void add_usage(struct agent *a, json_t *arr, uint64_t filter)
 {
-	for (size_t k = 0; k < a->n_ns; k++) {
-		struct netns *ns = a->ns[k];
+	struct netns *ns, *tmp;
+
+	HASH_ITER(hh, a->ns_by_cookie, ns, tmp) {
 		struct usage_ctx c = { 0 };
-		bool ok = false, any = false;
+		struct resv *r, *rtmp;
+		bool ok = false;
 		struct stat sb;
-		json_t *o;
-		size_t i;
+		size_t i = 0;
 
-		for (i = 0; i < a->n_resv && !any; i++)
-			any = a->resv[i].ns == ns;
-		if (any)
+		if (ns->n_resv)
 			ok = !netns_run(a, ns, usage_in_ns, &c);
-		json_array_foreach(arr, i, o) {
-			const struct resv *r = &a->resv[i];
+		/* arr is in the table's order, less what the filter left out */
+		resv_foreach(a, r, rtmp) {
+			json_t *o;
 
-			if (r->ns != ns)
+			if (filter && r->r.netns != filter)
+				continue;
+			o = json_array_get(arr, i++);
+			if (r->ns != ns || !o)
 				continue;
 			json_object_set_new(o, "in_use", json_integer(ok ? ports_in_use(&c, r->r.proto, r->r.start,
 											 r->r.count) : -1));
@@ -1083,20 +1301,21 @@ static void add_usage(struct agent *a, json_t *arr)
 static int op_list(struct agent *a, const struct proto_req *req, const struct where *w, struct reply *rp)
 {
 	json_t *arr = json_array();
+	struct resv *r, *tmp;
 
-	for (size_t i = 0; i < a->n_resv; i++) {
+	resv_foreach(a, r, tmp) {
 		json_t *o;
 
 		/* a netns passed: its reservations only */
-		if (w->given && a->resv[i].r.netns != w->cookie)
+		if (w->given && r->r.netns != w->cookie)
 			continue;
-		o = resv_json(a, &a->resv[i]);
+		o = resv_json(a, r);
 
-		json_object_set_new(o, "attachments", attachments_json(a, a->resv[i].token));
+		json_object_set_new(o, "attachments", attachments_json(a, r));
 		json_array_append_new(arr, o);
 	}
 	if (req->usage)
-		add_usage(a, arr);
+		add_usage(a, arr, w->given ? w->cookie : 0);
 	rp->fields = json_pack("{s:o}", "reservations", arr);
 	return 0;
 }
@@ -1111,7 +1330,7 @@ static int op_who(struct agent *a, const struct proto_req *req, const struct whe
 
 		if (req->proto && req->proto != protos[i])
 			continue;
-		r = resv_overlap(a, w->cookie, protos[i], req->port, 1);
+		r = resv_at(w->ns, protos[i], req->port);
 		if (r)
 			json_array_append_new(owners, resv_json(a, r));
 	}
@@ -1124,13 +1343,11 @@ static int op_who(struct agent *a, const struct proto_req *req, const struct whe
 static int op_status(struct agent *a, struct reply *rp)
 {
 	struct portres_gstats g = { 0 };
-	size_t persistent = 0;
+	size_t persistent = a->n_persistent;
 	uint32_t lo, hi;
 	char users[32] = "none";
 
 	portres_global_stats(a->loader, &g);
-	for (size_t i = 0; i < a->n_resv; i++)
-		persistent += a->resv[i].r.kind == PORTRES_KIND_PERSISTENT;
 	if (user_ports(a, a->own_ns, &lo, &hi) == 0 && lo <= hi)
 		snprintf(users, sizeof(users), "%u-%u", lo, hi);
 	rp->fields = json_pack("{s:s, s:i, s:I, s:I, s:b, s:s, s:s, s:s, s:s, s:i, s:{s:I, s:I}, s:I, s:I,"
@@ -1176,15 +1393,61 @@ static int op_events(struct agent *a, const struct proto_req *req, struct event_
 
 /* --- dispatch ------------------------------------------------------------- */
 
-char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub)
+static bool op_writes(enum proto_op op)
+{
+	switch (op) {
+	case PROTO_OP_ACQUIRE:
+	case PROTO_OP_RELEASE:
+	case PROTO_OP_CREATE:
+	case PROTO_OP_DELETE:
+	case PROTO_OP_UPDATE:
+	case PROTO_OP_ATTACH:
+	case PROTO_OP_DETACH:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* An in-process caller's reply, kept until the commit delivers it. */
+static void capture(void *ctx, char *reply)
+{
+	*(char **)ctx = reply;
+}
+
+void ops_commit(struct agent *a)
+{
+	static time_t logged;
+	static uint64_t failed;
+	char err[STATE_ERR_LEN + 128];
+	time_t now;
+
+	if (!batch_commit(a, err, sizeof(err)))
+		return;
+	/* the disk stays full for a while: one line a second with a count */
+	failed++;
+	now = time(NULL);
+	if (now != logged) {
+		log_msg(LOG_ERR, "store", "%s; the changes of %llu batch%s were undone", err,
+			(unsigned long long)failed, failed == 1 ? "" : "es");
+		logged = now;
+		failed = 0;
+	}
+}
+
+char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub,
+		 batch_done_fn done, void *ctx)
 {
 	struct reply rp = { 0 };
 	struct proto_req req;
 	struct proto_err perr;
 	struct where w = { .fd = -1, .lent = -1 };
-	char *out;
+	char *out, *res = NULL;
+	size_t mark;
+	bool changed;
 
 	a->requests++;
+	mark = batch_mark(a);
 	/* a netns that died is forgotten before anyone names it (its inode may be reused) */
 	netns_watch_run(a);
 	if (proto_parse_request(buf, len, &req, &perr)) {
@@ -1196,6 +1459,11 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 	if (fd >= 0 && req.op != PROTO_OP_ACQUIRE && req.op != PROTO_OP_RELEASE && !proto_op_takes_netns(req.op)) {
 		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
 		goto reply;
+	}
+	/* Reads see only what is committed: what the batch holds is committed first. */
+	if (!op_writes(req.op) && batch_open(a)) {
+		ops_commit(a);
+		mark = batch_mark(a);
 	}
 	/* only an administrator's create makes the agent watch a netns */
 	if (proto_op_takes_netns(req.op) &&
@@ -1230,7 +1498,18 @@ reply:
 		out = proto_ok_reply(rp.fields);
 	}
 	proto_req_free(&req);
-	return out;
+	changed = batch_mark(a) != mark;
+	/* Replies wait for the batch's commit (in their order), or go now when none is open. */
+	if (!done) {
+		batch_reply(a, capture, &res, out, changed);
+		ops_commit(a);
+		return res;
+	}
+	if (batch_open(a))
+		batch_reply(a, done, ctx, out, changed);
+	else
+		done(ctx, out);
+	return NULL;
 }
 
 static const char *const event_names[] = {

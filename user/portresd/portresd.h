@@ -5,8 +5,10 @@
  *   main.c     flags, feature probe, start-up (load, adopt, reconcile), teardown
  *   server.c   the epoll loop: listening socket, clients, BPF events, signals
  *   ops.c      one handler per protocol op (proto.h), authorisation
- *   resv.c     the reservation table, wildcard blocks, holders of ports, state saving
+ *   resv.c     the reservation table and its indexes, wildcard blocks, holders of ports
  *   netns.c    network namespaces: identity, getting in, sysctl merging, their end (nsids)
+ *   batch.c    the turn's batch: undo list, waiting replies, deferred events; one commit
+ *   store.c    the database (store.h): SQLite, one row per object
  *   events.c   the event sink: time and name stamped, the on-disk log, subscribers
  *   metrics.c  Prometheus text, served by the metrics op and --metrics-listen
  *   cgwatch.c  attachments of removed cgroups are dropped (inotify)
@@ -18,6 +20,12 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+
+/* uthash reports allocation failures to its caller (resv.c) instead of exiting. */
+#define HASH_NONFATAL_OOM 1
+#define uthash_nonfatal_oom(elt) (resv_hash_oom = true)
+extern bool resv_hash_oom;
+#include <uthash.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -25,6 +33,7 @@
 #include "loader.h"
 #include "proto.h"
 #include "state.h"
+#include "store.h"
 #include "sysctl_ports.h"
 
 #define PORTRESD_VERSION     "0.1.0"
@@ -62,6 +71,14 @@ struct agent_opts {
 	uint64_t events_log_size; /* bytes per events log file; 0: no log */
 };
 
+struct resv;
+
+/* Port -> reservation of one protocol in one netns, in pages made on first use. */
+#define PORTIDX_PAGE 256
+struct port_index {
+	struct resv **page[65536 / PORTIDX_PAGE];
+};
+
 /* A network namespace portres has reservations in (netns.c). */
 struct netns {
 	uint64_t cookie;      /* what the data plane knows it by */
@@ -70,8 +87,23 @@ struct netns {
 	int fd;               /* held for the agent's own and while runtime reservations live there; else -1 */
 	char *path;           /* the path a client named it by, or NULL */
 	char hint[64];        /* where a scan last found it (/proc/PID/ns/net) */
-	bool own;             /* the agent's namespace: owned ports are saved in the state file */
-	struct portset owned; /* ports portres added to its sysctl (own: unused, see state) */
+	bool own;             /* the agent's namespace: 0 in the database */
+	bool in_store;        /* its row is in the database (persistent reservations live there) */
+	bool lent;            /* fd is a request's descriptor, kept until the batch's end (batch_lend) */
+	struct port_index idx[2];  /* [0] TCP, [1] UDP */
+	struct portset used[2];    /* their ports, kept with idx */
+	size_t n_resv, n_runtime;
+	struct portset owned;      /* ports portres added to its sysctl */
+	struct portset owned_db;   /* owned as the database has it */
+	bool sysctl_dirty;         /* used changed: the sysctl is written at the batch's end */
+	struct portset sysctl_now; /* the sysctl as read in batch sysctl_gen */
+	uint16_t port_lo, port_hi; /* ip_local_port_range */
+	uint32_t unpriv_start;     /* ip_unprivileged_port_start */
+	uint64_t sysctl_gen;       /* agent.batch_gen when read; 0: never */
+	uint64_t ranges_gen;       /* the same for port_lo, port_hi, unpriv_start */
+	struct portset owned_before; /* owned_db before this batch's commit (restored if it fails) */
+	bool sysctl_ok;            /* read for this commit: it can be written */
+	UT_hash_handle hh;         /* agent.ns_by_cookie */
 };
 
 /* One reservation, persistent or runtime, as the agent knows it. */
@@ -81,6 +113,18 @@ struct resv {
 	uint32_t uid;         /* runtime: the acquirer's uid, for the quota */
 	struct netns *ns;
 	time_t created;
+	struct state_resv *sr; /* persistent: name, grants (NULL for runtime) */
+	uint32_t n_attach;    /* attachments to it (a->st.attach) */
+	UT_hash_handle hh;    /* agent.by_token */
+	UT_hash_handle hh_name; /* agent.by_name (named ones) */
+	UT_hash_handle hh_req;  /* agent.by_request (created with a request id) */
+};
+
+/* Runtime ports held per uid, for the quota. */
+struct uid_ports {
+	uint32_t uid;
+	uint64_t ports;
+	UT_hash_handle hh;
 };
 
 /* Who sent a request. */
@@ -94,6 +138,7 @@ struct peer {
 	int conn;             /* the connection (SIOCGSKNS gives the caller's netns), or -1 */
 };
 
+struct batch;
 struct mnl_socket;
 struct cgwatch;
 struct autoapply;
@@ -124,13 +169,19 @@ struct events {
 struct agent {
 	struct agent_opts opts;
 	struct portres_loader *loader;
-	struct state st;
+	struct store *store;
+	struct state st;      /* attachments (st.attach); the reservations are in the table */
 	gid_t admin_gid;      /* (gid_t)-1: no admin group on this system */
-	struct resv *resv;
-	size_t n_resv;
-	struct netns **ns;
+	struct resv *by_token;     /* the table (uthash heads) */
+	struct resv *by_name;
+	struct resv *by_request;
+	struct uid_ports *by_uid;
+	size_t n_resv, n_persistent;
+	struct netns *ns_by_cookie;
 	size_t n_ns;
 	struct netns *own_ns;
+	struct batch *batch;
+	uint64_t batch_gen;   /* counts commits: what was read in another batch is read again */
 	uint64_t nsfs_dev;    /* st_dev of nsfs files */
 	struct mnl_socket *nl_req, *nl_watch; /* nsid requests; RTNLGRP_NSID */
 	int nswatch_fd;       /* nl_watch's fd, or -1 */
@@ -139,10 +190,12 @@ struct agent {
 	int epfd;
 	bool stop;
 	uint64_t requests, errors, events_seen;
+	uint64_t commits, commit_failures;
 	uint64_t released_seen, released_events; /* data plane's count of anchor closes; RELEASED events received */
 	size_t n_clients, n_subscribers;
 	void *mhd;            /* struct MHD_Daemon * */
 	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */
+	bool crash_after_commit; /* test hook (test_crash_after_save): killed once the batch is committed */
 	struct events events;
 	struct log_limit log_limit;
 	struct cgwatch *cgwatch;     /* NULL until cgwatch_open */
@@ -167,15 +220,27 @@ void log_event(enum log_level lvl, const char *event, const json_t *fields, cons
 bool log_event_allowed(struct log_limit *l);
 void log_events_flush(struct log_limit *l, bool force);
 
-/* resv.c */
+/* resv.c: the table. Lookups are O(1) (token, name, one port), overlaps O(count of the block). */
 struct resv *resv_find(struct agent *a, uint64_t token);
-struct resv *resv_find_range(struct agent *a, uint64_t netns, uint8_t proto, uint16_t start, uint16_t count);
-struct resv *resv_overlap(struct agent *a, uint64_t netns, uint8_t proto, uint32_t start, uint32_t count);
-int resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid, struct netns *ns);
-void resv_remove(struct agent *a, uint64_t token);
+struct resv *resv_find_name(struct agent *a, const char *name);
+/* The persistent reservation a create with this request id made, or NULL. */
+struct resv *resv_find_request(struct agent *a, const char *id);
+/* The reservation of proto holding port in ns, or NULL. */
+struct resv *resv_at(struct netns *ns, uint8_t proto, uint16_t port);
+struct resv *resv_find_range(struct netns *ns, uint8_t proto, uint16_t start, uint16_t count);
+struct resv *resv_overlap(struct netns *ns, uint8_t proto, uint32_t start, uint32_t count);
+/* Adds to the table (not the maps); sr (persistent, NULL for runtime) is taken. NULL on ENOMEM (sr freed). */
+struct resv *resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid,
+			 struct netns *ns, struct state_resv *sr);
+/* Takes r out of the table and frees it (not the maps). */
+void resv_remove(struct agent *a, struct resv *r);
+/* Empties the table (at exit). */
+void resv_free_all(struct agent *a);
 int resv_new_token(struct agent *a, uint64_t *token);
 uint64_t resv_runtime_ports(struct agent *a, uint32_t uid);
 json_t *resv_json(struct agent *a, const struct resv *r);
+/* Iterates the table in insertion order. */
+#define resv_foreach(a, r, tmp) HASH_ITER(hh, (a)->by_token, r, tmp)
 
 /* netns.c */
 int netns_own(struct agent *a);
@@ -198,24 +263,49 @@ const char *netns_name(const struct netns *ns);
 void netns_json(json_t *o, const struct netns *ns);
 /* Runs fn inside ns (setns and back); -ENOENT when ns cannot be found. */
 int netns_run(struct agent *a, struct netns *ns, int (*fn)(void *arg), void *arg);
-/* Brings ns's ip_local_reserved_ports in line with its reservations. */
-int netns_sync_sysctl(struct agent *a, struct netns *ns);
 /* The RTNLGRP_NSID socket (an fd for the loop, or -errno); ends the reservations of netns that died. */
 int netns_watch_open(struct agent *a);
 void netns_watch_run(struct agent *a);
-/* At start: the state file's netns found again, or their reservations dropped (logged, evented). */
-int netns_restore(struct agent *a);
-/* --teardown: portres's entries leave the sysctl of the state file's other netns that can be found (true: some did). */
-bool netns_teardown(struct agent *a);
+/*
+ * At start: the database's netns (st, as store_load read it) found again, or
+ * their reservations dropped from st and the database (logged, evented).
+ */
+int netns_restore(struct agent *a, struct state *st, bool rebooted);
+/* --teardown: portres's entries leave the sysctl of the database's other netns that can be found. */
+void netns_teardown(struct agent *a, struct store_contents *c);
+/* A netns's descriptor lent for a request is kept until the batch's end (its sysctl is written then). */
+void batch_lend(struct agent *a, struct netns *ns, int fd);
+/* The database's key of ns: 0 for the agent's own. */
+static inline uint64_t netns_key(const struct netns *ns)
+{
+	return ns->own ? 0 : ns->cookie;
+}
+/* The database row of ns follows its persistent reservations (a row while it has some). */
+void netns_store(struct agent *a, struct netns *ns);
+/*
+ * The sysctl of ns at a batch's end, in two steps around the commit:
+ * sysctl_prepare reads it and records the ports about to be added as owned
+ * (so a crash after the write never leaves entries of ours unknown);
+ * sysctl_write writes it and records the ports that left. 0 or -errno.
+ */
+int netns_sysctl_prepare(struct agent *a, struct netns *ns);
+int netns_sysctl_write(struct agent *a, struct netns *ns);
+/* ns's ip_local_reserved_ports, read once per batch; NULL with *err. */
+const struct portset *netns_sysctl_now(struct agent *a, struct netns *ns, int *err);
+/* ns's ip_local_port_range and ip_unprivileged_port_start (port_lo, port_hi, unpriv_start), once per batch. */
+int netns_ranges(struct agent *a, struct netns *ns);
 
-/* Saves the state file; durable for persistent changes. 0 or -errno (logged). */
-int agent_save(struct agent *a, bool durable, char *err, size_t errlen);
-/* Ends a runtime reservation: maps, attachments, sysctl (idempotent). */
+/* Attachments (a->st.attach) keep their reservation's count (resv.n_attach); not the maps. */
+int attach_add(struct agent *a, const struct state_attach *at);
+void attach_del(struct agent *a, size_t i);
+/* Ends a runtime reservation: maps, attachments, table, sysctl at the batch's end (idempotent). */
 void runtime_end(struct agent *a, uint64_t token, const char *why);
+/* Removes a reservation's grants and attachments and the reservation itself from the maps. */
+void resv_unload(struct agent *a, struct resv *r);
+/* Puts a table entry and its grants into the maps. */
+int resv_load(struct agent *a, struct resv *r);
 /* Ends runtime reservations whose RELEASED event was lost (once per loop turn). */
 void runtime_sweep(struct agent *a);
-/* Removes a persistent or runtime reservation from the maps with its grants and attachments. */
-void resv_unload(struct agent *a, uint64_t token);
 
 /*
  * The ports unprivileged users may reserve in ns: --user-ports (default: the
@@ -233,12 +323,50 @@ int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start,
 /* ops.c: root, or a member of the admin group (primary or supplementary). */
 bool ops_is_admin(struct agent *a, const struct peer *p);
 /*
- * ops.c: handles one request; fd is the passed socket or -1. Returns the reply
- * (malloc'd). An events request that follows sets *sub (NULL: the caller
- * cannot take subscriptions) to a subscription for events_sub_start.
+ * batch.c: changes of one turn of the loop are applied at once (maps, table)
+ * and recorded (store); batch_commit writes them in one transaction, then the
+ * sysctl of each netns that changed, then delivers their events and replies.
+ * A failed commit runs the undo list backwards: maps and table are as before.
+ */
+int batch_init(struct agent *a);
+void batch_free(struct agent *a);
+/*
+ * fn(a, arg) undoes a change if the batch fails. After the commit or the
+ * undo, drop(arg) (NULL: free) lets go of arg and fd (or -1) is closed.
+ */
+void batch_undo(struct agent *a, void (*fn)(struct agent *a, void *arg), void (*drop)(void *arg), void *arg,
+		int fd);
+/* An event of this batch (taken), delivered after the commit; dropped if the batch fails, unless infra. */
+void batch_emit(struct agent *a, json_t *event);
+/* The sysctl of ns is written at the end of the batch. */
+void batch_sysctl(struct agent *a, struct netns *ns);
+/* Changes that nobody asked for (a socket closed, a cgroup removed): kept across a failed commit. */
+bool batch_infra(struct agent *a, bool on);
+/* A reply waiting for the commit (reply taken); changed: it depends on the commit. */
+typedef void (*batch_done_fn)(void *ctx, char *reply);
+void batch_reply(struct agent *a, batch_done_fn done, void *ctx, char *reply, bool changed);
+/* Undo entries so far (a request changed something when it grew). */
+size_t batch_mark(const struct agent *a);
+/* True when something waits for a commit. */
+bool batch_open(const struct agent *a);
+/* Commits; 0 or -errno with err (then everything the batch did is undone and its replies are errors). */
+int batch_commit(struct agent *a, char *err, size_t errlen);
+
+/*
+ * ops.c: handles one request; fd is the passed socket or -1. An events
+ * request that follows sets *sub (NULL: the caller cannot take
+ * subscriptions) to a subscription for events_sub_start.
+ *
+ * With done, the reply (malloc'd) goes to done(ctx, reply): at once when no
+ * batch is open, else when ops_commit ends it (replies keep their order).
+ * Reads are answered from what is committed: one that comes while a batch is
+ * open commits it first. Without done (in-process callers) the request is
+ * committed before ops_handle returns its reply.
  */
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
-		 struct event_sub **sub);
+		 struct event_sub **sub, batch_done_fn done, void *ctx);
+/* Ends the turn's batch (batch_commit), logging a failure. */
+void ops_commit(struct agent *a);
 json_t *event_json(const struct portres_event *ev);
 /* Writes the cgroup map entry of cgroup_id from its attachments (deletes it when none is left). */
 int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);

@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * resv.c - the agent's table of reservations: wildcard block choice, holders
- * of ports, saving, ending (the netns they live in: netns.c).
+ * resv.c - the agent's table of reservations: indexes, wildcard block choice,
+ * holders of ports, ending (the netns they live in: netns.c).
+ *
+ * The table is indexed so that no request does work in proportion to the
+ * number of reservations: by token, name and request id (hashes), by port
+ * per netns and protocol (a page table of 65,536 slots: a block's lookup and
+ * overlap are O(its count)), runtime ports per uid (a hash kept as they come
+ * and go), and each netns's ports (bitmaps, from which its sysctl is written
+ * once per batch).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,57 +26,210 @@
 #include "portresd.h"
 #include "sockdiag.h"
 
+/* --- the port index ------------------------------------------------------- */
+
+static int proto_slot(uint8_t proto)
+{
+	return proto == IPPROTO_UDP;
+}
+
+struct resv *resv_at(struct netns *ns, uint8_t proto, uint16_t port)
+{
+	struct resv **page = ns->idx[proto_slot(proto)].page[port / PORTIDX_PAGE];
+
+	return page ? page[port % PORTIDX_PAGE] : NULL;
+}
+
+/* Sets [start, start+count) of r's protocol to r (or NULL); -ENOMEM before changing anything. */
+static int index_set(struct netns *ns, uint8_t proto, uint32_t start, uint32_t count, struct resv *r)
+{
+	struct port_index *ix = &ns->idx[proto_slot(proto)];
+
+	for (uint32_t pg = start / PORTIDX_PAGE; r && pg <= (start + count - 1) / PORTIDX_PAGE; pg++)
+		if (!ix->page[pg] && !(ix->page[pg] = calloc(PORTIDX_PAGE, sizeof(struct resv *))))
+			return -ENOMEM;
+	for (uint32_t p = start; p < start + count; p++)
+		ix->page[p / PORTIDX_PAGE][p % PORTIDX_PAGE] = r;
+	return 0;
+}
+
+struct resv *resv_find_range(struct netns *ns, uint8_t proto, uint16_t start, uint16_t count)
+{
+	struct resv *r = resv_at(ns, proto, start);
+
+	return r && r->r.start == start && r->r.count == count ? r : NULL;
+}
+
+struct resv *resv_overlap(struct netns *ns, uint8_t proto, uint32_t start, uint32_t count)
+{
+	const struct port_index *ix = &ns->idx[proto_slot(proto)];
+	uint32_t end = start + count > 65536 ? 65536 : start + count;
+
+	for (uint32_t p = start; p < end;) {
+		struct resv **page = ix->page[p / PORTIDX_PAGE];
+
+		if (!page) {
+			p = (p / PORTIDX_PAGE + 1) * PORTIDX_PAGE;
+			continue;
+		}
+		if (page[p % PORTIDX_PAGE])
+			return page[p % PORTIDX_PAGE];
+		p++;
+	}
+	return NULL;
+}
+
 /* --- the table ------------------------------------------------------------ */
 
 struct resv *resv_find(struct agent *a, uint64_t token)
 {
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].token == token)
-			return &a->resv[i];
-	return NULL;
+	struct resv *r;
+
+	HASH_FIND(hh, a->by_token, &token, sizeof(token), r);
+	return r;
 }
 
-struct resv *resv_find_range(struct agent *a, uint64_t netns, uint8_t proto, uint16_t start, uint16_t count)
+struct resv *resv_find_name(struct agent *a, const char *name)
 {
-	for (size_t i = 0; i < a->n_resv; i++) {
-		struct resv *r = &a->resv[i];
+	struct resv *r;
 
-		if (r->r.netns == netns && r->r.proto == proto && r->r.start == start && r->r.count == count)
-			return r;
+	HASH_FIND(hh_name, a->by_name, name, strlen(name), r);
+	return r;
+}
+
+struct resv *resv_find_request(struct agent *a, const char *id)
+{
+	struct resv *r;
+
+	HASH_FIND(hh_req, a->by_request, id, strlen(id), r);
+	return r;
+}
+
+static int uid_add(struct agent *a, uint32_t uid, int64_t ports)
+{
+	struct uid_ports *u;
+
+	HASH_FIND(hh, a->by_uid, &uid, sizeof(uid), u);
+	if (!u) {
+		if (ports <= 0 || !(u = calloc(1, sizeof(*u))))
+			return ports <= 0 ? 0 : -ENOMEM;
+		u->uid = uid;
+		HASH_ADD(hh, a->by_uid, uid, sizeof(u->uid), u);
 	}
-	return NULL;
-}
-
-struct resv *resv_overlap(struct agent *a, uint64_t netns, uint8_t proto, uint32_t start, uint32_t count)
-{
-	for (size_t i = 0; i < a->n_resv; i++) {
-		struct resv *r = &a->resv[i];
-
-		if (r->r.netns == netns && r->r.proto == proto && start < (uint32_t)r->r.start + r->r.count &&
-		    r->r.start < start + count)
-			return r;
+	u->ports = (uint64_t)((int64_t)u->ports + ports);
+	if (!u->ports) {
+		HASH_DELETE(hh, a->by_uid, u);
+		free(u);
 	}
-	return NULL;
-}
-
-int resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid, struct netns *ns)
-{
-	struct resv *n = realloc(a->resv, (a->n_resv + 1) * sizeof(*n));
-
-	if (!n)
-		return -ENOMEM;
-	a->resv = n;
-	n[a->n_resv++] = (struct resv){ .token = token, .r = *r, .uid = uid, .ns = ns, .created = time(NULL) };
 	return 0;
 }
 
-void resv_remove(struct agent *a, uint64_t token)
+uint64_t resv_runtime_ports(struct agent *a, uint32_t uid)
 {
-	struct resv *r = resv_find(a, token);
+	struct uid_ports *u;
 
-	if (!r)
-		return;
-	*r = a->resv[--a->n_resv];
+	HASH_FIND(hh, a->by_uid, &uid, sizeof(uid), u);
+	return u ? u->ports : 0;
+}
+
+static void resv_free(struct resv *r)
+{
+	if (r->sr) {
+		state_resv_free(r->sr);
+		free(r->sr);
+	}
+	free(r);
+}
+
+bool resv_hash_oom;
+
+struct resv *resv_insert(struct agent *a, uint64_t token, const struct portres_resv *r, uint32_t uid,
+			 struct netns *ns, struct state_resv *sr)
+{
+	struct resv *n = calloc(1, sizeof(*n));
+	int slot = proto_slot(r->proto);
+
+	if (!n) {
+		if (sr) {
+			state_resv_free(sr);
+			free(sr);
+		}
+		return NULL;
+	}
+	*n = (struct resv){ .token = token, .r = *r, .uid = uid, .ns = ns, .created = time(NULL), .sr = sr };
+	if (index_set(ns, r->proto, r->start, r->count, n))
+		goto nomem;
+	if (r->kind == PORTRES_KIND_RUNTIME && uid_add(a, uid, r->count))
+		goto unindex;
+	resv_hash_oom = false;
+	HASH_ADD(hh, a->by_token, token, sizeof(n->token), n);
+	if (resv_hash_oom)
+		goto uid;
+	if (sr && sr->name) {
+		HASH_ADD_KEYPTR(hh_name, a->by_name, sr->name, strlen(sr->name), n);
+		if (resv_hash_oom) {
+			HASH_DELETE(hh, a->by_token, n);
+			goto uid;
+		}
+	}
+	if (sr && sr->request_id) {
+		HASH_ADD_KEYPTR(hh_req, a->by_request, sr->request_id, strlen(sr->request_id), n);
+		if (resv_hash_oom) {
+			if (sr->name)
+				HASH_DELETE(hh_name, a->by_name, n);
+			HASH_DELETE(hh, a->by_token, n);
+			goto uid;
+		}
+	}
+	portset_add(&ns->used[slot], r->start, r->count);
+	ns->n_resv++;
+	ns->n_runtime += r->kind == PORTRES_KIND_RUNTIME;
+	a->n_resv++;
+	a->n_persistent += r->kind == PORTRES_KIND_PERSISTENT;
+	batch_sysctl(a, ns);
+	return n;
+uid:
+	if (r->kind == PORTRES_KIND_RUNTIME)
+		uid_add(a, uid, -(int64_t)r->count);
+unindex:
+	index_set(ns, r->proto, r->start, r->count, NULL);
+nomem:
+	resv_free(n);
+	return NULL;
+}
+
+void resv_remove(struct agent *a, struct resv *r)
+{
+	struct netns *ns = r->ns;
+
+	HASH_DELETE(hh, a->by_token, r);
+	if (r->sr && r->sr->name)
+		HASH_DELETE(hh_name, a->by_name, r);
+	if (r->sr && r->sr->request_id)
+		HASH_DELETE(hh_req, a->by_request, r);
+	if (r->r.kind == PORTRES_KIND_RUNTIME)
+		uid_add(a, r->uid, -(int64_t)r->r.count);
+	index_set(ns, r->r.proto, r->r.start, r->r.count, NULL);
+	portset_del(&ns->used[proto_slot(r->r.proto)], r->r.start, r->r.count);
+	ns->n_resv--;
+	ns->n_runtime -= r->r.kind == PORTRES_KIND_RUNTIME;
+	a->n_resv--;
+	a->n_persistent -= r->r.kind == PORTRES_KIND_PERSISTENT;
+	batch_sysctl(a, ns);
+	resv_free(r);
+}
+
+void resv_free_all(struct agent *a)
+{
+	struct resv *r, *tmp;
+	struct uid_ports *u, *utmp;
+
+	HASH_ITER(hh, a->by_token, r, tmp)
+		resv_remove(a, r);
+	HASH_ITER(hh, a->by_uid, u, utmp) {
+		HASH_DELETE(hh, a->by_uid, u);
+		free(u);
+	}
 }
 
 int resv_new_token(struct agent *a, uint64_t *token)
@@ -81,19 +241,9 @@ int resv_new_token(struct agent *a, uint64_t *token)
 	return 0;
 }
 
-uint64_t resv_runtime_ports(struct agent *a, uint32_t uid)
-{
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < a->n_resv; i++)
-		if (a->resv[i].r.kind == PORTRES_KIND_RUNTIME && a->resv[i].uid == uid)
-			n += a->resv[i].r.count;
-	return n;
-}
-
 json_t *resv_json(struct agent *a, const struct resv *r)
 {
-	const struct state_resv *sr = r->r.kind == PORTRES_KIND_PERSISTENT ? state_find_token(&a->st, r->token) : NULL;
+	const struct state_resv *sr = r->sr;
 	char tok[17];
 	json_t *o, *grants = json_array();
 
@@ -104,8 +254,10 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 		      r->r.kind == PORTRES_KIND_RUNTIME ? "runtime" : "persistent", "mode",
 		      state_mode_name(r->r.mode) ? state_mode_name(r->r.mode) : "?", "netns",
 		      (json_int_t)r->r.netns, "dead", (r->r.flags & PORTRES_RESV_DEAD) != 0);
-	if (!o)
+	if (!o) {
+		json_decref(grants);
 		return NULL;
+	}
 	netns_json(o, r->ns);
 	if (r->r.kind == PORTRES_KIND_RUNTIME) {
 		json_object_set_new(o, "owner_pid", json_integer(r->r.owner_tgid));
@@ -125,96 +277,92 @@ json_t *resv_json(struct agent *a, const struct resv *r)
 	return o;
 }
 
-/* --- saving --------------------------------------------------------------- */
+/* --- attachments ----------------------------------------------------------- */
 
-int agent_save(struct agent *a, bool durable, char *err, size_t errlen)
+int attach_add(struct agent *a, const struct state_attach *at)
 {
-	struct state view = a->st;
-	int ret;
+	struct resv *r = resv_find(a, at->token);
+	int err = state_add_attach(&a->st, at);
 
-	/* Attachments of runtime tokens die with them: only persistent ones are saved. */
-	view.attach = calloc(a->st.n_attach + 1, sizeof(*view.attach));
-	/* The other netns persistent reservations live in, as the table knows them (borrowed). */
-	view.netns = calloc(a->n_ns + 1, sizeof(*view.netns));
-	if (!view.attach || !view.netns) {
-		free(view.attach);
-		free(view.netns);
-		return -ENOMEM;
-	}
-	view.n_attach = 0;
-	for (size_t i = 0; i < a->st.n_attach; i++)
-		if (state_find_token(&a->st, a->st.attach[i].token))
-			view.attach[view.n_attach++] = a->st.attach[i];
-	view.n_netns = 0;
-	for (size_t i = 0; i < a->n_ns; i++) {
-		struct netns *ns = a->ns[i];
-		bool used = false;
+	if (err)
+		return err;
+	if (r)
+		r->n_attach++;
+	a->attach_dirty = true;
+	return 0;
+}
 
-		for (size_t k = 0; !ns->own && !used && k < a->st.n_resv; k++)
-			used = a->st.resv[k].netns == ns->cookie;
-		if (used)
-			view.netns[view.n_netns++] = (struct state_netns){ .cookie = ns->cookie, .inode = ns->inode,
-									   .nsid = ns->nsid, .path = ns->path,
-									   .sysctl_added = &ns->owned };
-	}
-	/* before netns_restore (--teardown) the loaded entries are all there is */
-	if (a->st.n_netns) {
-		free(view.netns);
-		view.netns = a->st.netns;
-		view.n_netns = a->st.n_netns;
-	}
-	ret = state_save(a->opts.state_dir, &view, durable, err, errlen);
-	free(view.attach);
-	if (view.netns != a->st.netns)
-		free(view.netns);
-	if (ret)
-		log_msg(LOG_ERR, "state", "%s", err);
-	return ret;
+void attach_del(struct agent *a, size_t i)
+{
+	struct resv *r = resv_find(a, a->st.attach[i].token);
+
+	if (r && r->n_attach)
+		r->n_attach--;
+	state_del_attach(&a->st, i);
+	a->attach_dirty = true;
 }
 
 /* --- ending reservations -------------------------------------------------- */
 
-void resv_unload(struct agent *a, uint64_t token)
+int resv_load(struct agent *a, struct resv *r)
 {
-	const struct state_resv *sr = state_find_token(&a->st, token);
+	size_t g, n = r->sr ? r->sr->n_grants : 0;
 	int err;
 
-	for (size_t i = 0; sr && i < sr->n_grants; i++)
-		portres_grant_del(a->loader, token, sr->grants[i].type, sr->grants[i].id);
-	for (size_t i = a->st.n_attach; i-- > 0;) {
-		uint64_t id = a->st.attach[i].cgroup_id;
-
-		if (a->st.attach[i].token != token)
-			continue;
-		state_del_attach(&a->st, i);
-		cgroup_map_sync(a, id); /* the cgroup's block of the other protocol stays */
-		a->attach_dirty = true;
+	if ((err = portres_resv_add(a->loader, r->token, &r->r)))
+		return err;
+	for (g = 0; g < n; g++)
+		if ((err = portres_grant_add(a->loader, r->token, r->sr->grants[g].type, r->sr->grants[g].id)))
+			goto err_grants;
+	return 0;
+err_grants:
+	/* grants 0..g-1 went in */
+	while (g > 0) {
+		g--;
+		portres_grant_del(a->loader, r->token, r->sr->grants[g].type, r->sr->grants[g].id);
 	}
-	err = portres_resv_del(a->loader, token);
+	portres_resv_del(a->loader, r->token);
+	return err;
+}
+
+void resv_unload(struct agent *a, struct resv *r)
+{
+	uint64_t id;
+	int err;
+
+	for (size_t i = 0; r->sr && i < r->sr->n_grants; i++)
+		portres_grant_del(a->loader, r->token, r->sr->grants[i].type, r->sr->grants[i].id);
+	for (size_t i = a->st.n_attach; r->n_attach && i-- > 0;) {
+		if (a->st.attach[i].token != r->token)
+			continue;
+		id = a->st.attach[i].cgroup_id;
+		attach_del(a, i);
+		cgroup_map_sync(a, id); /* the cgroup's block of the other protocol stays */
+	}
+	err = portres_resv_del(a->loader, r->token);
 	if (err && err != -ENOENT)
-		log_msg(LOG_WARN, "maps", "deleting token %016llx: %s", (unsigned long long)token, strerror(-err));
+		log_msg(LOG_WARN, "maps", "deleting token %016llx: %s", (unsigned long long)r->token, strerror(-err));
 }
 
 void runtime_end(struct agent *a, uint64_t token, const char *why)
 {
 	struct resv *r = resv_find(a, token);
-	struct netns *ns;
 	char tok[17];
-	json_t *ev;
+	bool infra;
 
 	if (!r || r->r.kind != PORTRES_KIND_RUNTIME)
 		return;
-	ns = r->ns;
 	state_token_format(token, tok);
 	log_msg(LOG_INFO, "release", "runtime %s %u-%u token %s of pid %u ended (%s)",
 		state_proto_name(r->r.proto), r->r.start, r->r.start + r->r.count - 1, tok, r->r.owner_tgid, why);
-	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "released", "token", tok, "proto",
-		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "why", why);
-	resv_unload(a, token);
-	resv_remove(a, token);
-	netns_sync_sysctl(a, ns);
-	netns_gc(a, ns);
-	events_emit(a, ev);
+	/* The block is gone from the maps at once, whatever becomes of the batch. */
+	infra = batch_infra(a, true);
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "released", "token", tok, "proto",
+				state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "why", why));
+	store_del_resv(a->store, token, false);
+	batch_infra(a, infra);
+	resv_unload(a, r);
+	resv_remove(a, r);
 }
 
 static int sweep_one(uint64_t token, void *arg)
@@ -243,60 +391,23 @@ void runtime_sweep(struct agent *a)
 
 /* --- choosing a block ----------------------------------------------------- */
 
-#define SYSCTL_UNPRIV_START "/proc/sys/net/ipv4/ip_unprivileged_port_start"
-
-struct user_ports_ctx {
-	const struct agent_opts *o;
-	uint32_t lo, hi;
-};
-
-/* Read in the socket's netns: /proc/sys/net shows the opener's namespace. */
-static int user_ports_in_ns(void *arg)
-{
-	struct user_ports_ctx *c = arg;
-	uint16_t lo = 32768, hi = 60999;
-	unsigned long unpriv = 1024;
-	FILE *f;
-	int err;
-
-	c->lo = c->o->user_lo;
-	c->hi = c->o->user_hi;
-	if (!c->o->user_lo) {
-		if ((err = sysctl_port_range(SYSCTL_PORT_RANGE, &lo, &hi)))
-			return err;
-		c->lo = lo;
-		c->hi = 65535;
-	}
-	f = fopen(SYSCTL_UNPRIV_START, "re");
-	if (!f)
-		return -errno;
-	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
-	fclose(f);
-	if (!err && unpriv > c->lo)
-		c->lo = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
-	return err;
-}
-
+/*
+ * The ports unprivileged users may reserve in ns: --user-ports, else from the
+ * low end of ns's ip_local_port_range to 65535; never below its
+ * ip_unprivileged_port_start (read with the sysctl, once per batch).
+ */
 int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi)
 {
-	struct user_ports_ctx c = { .o = &a->opts };
-	int err = netns_run(a, ns, user_ports_in_ns, &c);
+	int err;
 
-	if (!err) {
-		*lo = c.lo;
-		*hi = c.hi;
-	}
-	return err;
+	if ((err = netns_ranges(a, ns)))
+		return err;
+	*lo = a->opts.user_lo ? a->opts.user_lo : ns->port_lo;
+	*hi = a->opts.user_lo ? a->opts.user_hi : 65535;
+	if (ns->unpriv_start > *lo)
+		*lo = ns->unpriv_start;
+	return 0;
 }
-
-struct pick_ctx {
-	struct agent *a;
-	struct netns *ns;
-	uint8_t proto;
-	uint16_t count;
-	uint32_t lo, hi;  /* the block stays within */
-	uint16_t start;
-};
 
 /*
  * Small blocks are checked with bind() probes rather than a sock_diag dump:
@@ -328,21 +439,79 @@ static bool port_busy(uint8_t proto, uint16_t port)
 	return busy;
 }
 
-/* First run of count free ports in [lo, hi], scanning up or down. */
+/* First run of count free ports in [lo, hi], scanning up or down; whole words at a time where they are full or empty. */
 static int find_run(const struct portset *busy, uint32_t lo, uint32_t hi, uint32_t count, bool down)
 {
-	uint32_t run = 0;
+	uint32_t run = 0, p;
 
 	if (lo > hi || hi - lo + 1 < count)
 		return -1;
-	for (uint32_t i = 0; i <= hi - lo; i++) {
-		uint32_t p = down ? hi - i : lo + i;
+	p = down ? hi : lo;
+	for (;;) {
+		uint64_t w = busy->w[p / 64];
+		bool aligned = down ? p % 64 == 63 && p - 63 >= lo : p % 64 == 0 && p + 63 <= hi;
 
-		run = portset_test(busy, (uint16_t)p) ? 0 : run + 1;
-		if (run == count)
-			return (int)(down ? p : p - count + 1);
+		if (aligned && w == ~0ULL) {
+			run = 0;
+		} else if (aligned && w == 0) {
+			if (run + 64 >= count)
+				/* the run completes inside this word */
+				return (int)(down ? p - (count - run) + 1 : p + (count - run) - count);
+			run += 64;
+		} else {
+			run = portset_test(busy, (uint16_t)p) ? 0 : run + 1;
+			if (run == count)
+				return (int)(down ? p : p - count + 1);
+			aligned = false;
+		}
+		if (aligned) {
+			if (down ? p - 63 == lo || p < 64 : p + 63 == hi)
+				return -1;
+			p = down ? p - 64 : p + 64;
+		} else {
+			if (p == (down ? lo : hi))
+				return -1;
+			p = down ? p - 1 : p + 1;
+		}
 	}
-	return -1;
+}
+
+struct probe_ctx {
+	uint8_t proto;
+	uint16_t start, count;
+	struct portset *busy;
+	bool clean;
+};
+
+static int probe_in_ns(void *arg)
+{
+	struct probe_ctx *c = arg;
+
+	c->clean = true;
+	for (uint32_t p = c->start; p < (uint32_t)c->start + c->count; p++)
+		if (port_busy(c->proto, (uint16_t)p)) {
+			portset_add(c->busy, p, 1);
+			c->clean = false;
+		}
+	return 0;
+}
+
+struct dump_ctx {
+	uint8_t proto;
+	struct portset *busy;
+};
+
+static int dump_in_ns(void *arg)
+{
+	struct dump_ctx *c = arg;
+	struct sockdiag_sock *socks = NULL;
+	size_t n = 0;
+	int err = sockdiag_list(c->proto, 0, 65536, &socks, &n);
+
+	for (size_t i = 0; !err && i < n; i++)
+		portset_add(c->busy, socks[i].port, 1);
+	free(socks);
+	return err;
 }
 
 /*
@@ -356,79 +525,62 @@ static int find_run(const struct portset *busy, uint32_t lo, uint32_t hi, uint32
  *      connect() allocator spreads over the whole range from a random offset,
  *      so no part is idle; a block there is only taken when 1 and 2 are full,
  *      and merging it into ip_local_reserved_ports takes it out of that use.
- * Free means: in no reservation of this protocol and netns, not in
- * ip_local_reserved_ports already (someone keeps those for something), and
- * with no socket of this protocol bound to it (sock_diag).
+ * Free means: in no reservation of this netns (either protocol: they share
+ * the sysctl's entries), not in ip_local_reserved_ports already (someone
+ * keeps those for something), and with no socket of this protocol bound to
+ * it (probes for small blocks, else sock_diag).
  */
-static int pick_in_ns(void *arg)
+int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint32_t ulo, uint32_t uhi,
+	       uint16_t *start)
 {
-	struct pick_ctx *c = arg;
-	struct portset *busy = calloc(1, sizeof(*busy));
-	struct sockdiag_sock *socks = NULL;
-	uint16_t lo = 32768, hi = 60999;
-	size_t n = 0;
+	struct portset *busy = malloc(sizeof(*busy));
+	const struct portset *cur;
+	uint16_t lo, hi;
 	int s, err;
 
 	if (!busy)
 		return -ENOMEM;
-	err = portset_read(SYSCTL_RESERVED_PORTS, busy);
-	if (err)
+	if (!(cur = netns_sysctl_now(a, ns, &err)))
 		goto cleanup;
-	sysctl_port_range(SYSCTL_PORT_RANGE, &lo, &hi);
+	if ((err = netns_ranges(a, ns)))
+		goto cleanup;
+	for (size_t i = 0; i < 1024; i++)
+		busy->w[i] = cur->w[i] | ns->used[0].w[i] | ns->used[1].w[i];
+	lo = ns->port_lo;
+	hi = ns->port_hi;
 	if (lo < 1024)
 		lo = 1024;
 	portset_add(busy, 0, 1024);
 	/* Outside the caller's range counts as taken: the order within it stays. */
-	portset_add(busy, 0, c->lo);
-	if (c->hi < 65535)
-		portset_add(busy, c->hi + 1, 65535 - c->hi);
-	for (size_t i = 0; i < c->a->n_resv; i++) {
-		const struct resv *r = &c->a->resv[i];
+	portset_add(busy, 0, ulo);
+	if (uhi < 65535)
+		portset_add(busy, uhi + 1, 65535 - uhi);
+	if (count > PROBE_MAX) {
+		struct dump_ctx d = { .proto = proto, .busy = busy };
 
-		if (r->ns == c->ns && r->r.proto == c->proto)
-			portset_add(busy, r->r.start, r->r.count);
-	}
-	if (c->count > PROBE_MAX) {
-		err = sockdiag_list(c->proto, 0, 65536, &socks, &n);
-		if (err)
+		if ((err = netns_run(a, ns, dump_in_ns, &d)))
 			goto cleanup;
-		for (size_t i = 0; i < n; i++)
-			portset_add(busy, socks[i].port, 1);
 	}
 	/* A candidate with a busy port marks it and searches again. */
 	for (;;) {
-		bool clean = true;
+		struct probe_ctx c = { .proto = proto, .count = count, .busy = busy, .clean = true };
 
 		err = -EADDRINUSE;
-		if ((s = find_run(busy, (uint32_t)hi + 1, 65535, c->count, false)) < 0 &&
-		    (s = find_run(busy, 1024, lo - 1u, c->count, true)) < 0 &&
-		    (s = find_run(busy, lo, hi, c->count, true)) < 0)
+		if ((s = find_run(busy, (uint32_t)hi + 1, 65535, count, false)) < 0 &&
+		    (s = find_run(busy, 1024, lo - 1u, count, true)) < 0 &&
+		    (s = find_run(busy, lo, hi, count, true)) < 0)
 			break;
-		for (uint32_t p = (uint32_t)s; c->count <= PROBE_MAX && p < (uint32_t)s + c->count; p++)
-			if (port_busy(c->proto, (uint16_t)p)) {
-				portset_add(busy, p, 1);
-				clean = false;
-			}
-		if (clean) {
-			c->start = (uint16_t)s;
+		c.start = (uint16_t)s;
+		if (count <= PROBE_MAX && (err = netns_run(a, ns, probe_in_ns, &c)))
+			break;
+		if (c.clean) {
+			*start = (uint16_t)s;
 			err = 0;
 			break;
 		}
 	}
 cleanup:
-	free(socks);
 	free(busy);
-	return err;
-}
-
-int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count, uint32_t lo, uint32_t hi,
-	       uint16_t *start)
-{
-	struct pick_ctx c = { .a = a, .ns = ns, .proto = proto, .count = count, .lo = lo, .hi = hi };
-	int err = netns_run(a, ns, pick_in_ns, &c);
-
-	if (!err)
-		*start = c.start;
 	return err;
 }
 
@@ -470,7 +622,8 @@ int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start,
 	       char *msg, size_t len)
 {
 	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len,
-			      .reserved = resv_overlap(a, ns->cookie, proto, start, count) != NULL };
+			      .reserved = (proto != IPPROTO_UDP && resv_overlap(ns, IPPROTO_TCP, start, count)) ||
+					  (proto != IPPROTO_TCP && resv_overlap(ns, IPPROTO_UDP, start, count)) };
 
 	return netns_run(a, ns, held_in_ns, &c);
 }

@@ -54,6 +54,7 @@ struct client {
 	bool subscriber;
 	struct event_sub *sub;
 	bool reading;         /* EPOLLIN is armed */
+	uint32_t armed;       /* the events epoll has for it */
 	bool big_unread;      /* a reply bigger than PORTRESD_SNDBUF waits in the socket */
 	time_t last;
 	time_t stalled;       /* since when its messages wait unread; 0: none do */
@@ -146,7 +147,7 @@ static void client_close(struct client *c)
 		;
 	if (*pp)
 		*pp = c->next;
-	epoll_ctl(agent->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	/* closing the fd takes it out of the epoll set (the agent holds no other copy) */
 	close(c->fd);
 	while (c->qn) {
 		free(c->q[c->qhead]);
@@ -190,6 +191,9 @@ static void client_arm(struct client *c)
 	struct epoll_event ev = { .events = (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0), .data.ptr = c };
 
 	c->reading = want_in;
+	if (ev.events == c->armed)
+		return;
+	c->armed = ev.events;
 	epoll_ctl(agent->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -381,8 +385,9 @@ static void client_accept(int lfd)
 		} else {
 			peer.uid = peer.gid = (uint32_t)-1;
 		}
+		/* the groups matter for the admin group only, and root is an administrator anyway */
 		len = sizeof(peer.groups);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer.groups, &len) == 0)
+		if (peer.uid != 0 && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer.groups, &len) == 0)
 			peer.ngroups = (int)(len / sizeof(gid_t));
 		admin = ops_is_admin(agent, &peer);
 		if (!admin && refuse_over_caps(fd, &peer))
@@ -407,11 +412,33 @@ static void client_accept(int lfd)
 			continue;
 		}
 		c->reading = true;
+		c->armed = EPOLLIN;
 		c->next = clients;
 		clients = c;
 		agent->n_clients++;
 		n_user_clients += !admin;
 	}
+}
+
+/* A reply from ops (now, or after the batch's commit): queued and sent. */
+static void client_done(void *ctx, char *reply)
+{
+	struct client *c = ctx;
+	char *over;
+
+	if (c->dead || !reply) {
+		free(reply);
+		return;
+	}
+	if ((over = unread_over_budget(c, strlen(reply)))) {
+		free(reply);
+		reply = over;
+	}
+	if (!client_queue(c, reply, true)) {
+		client_close(c);
+		return;
+	}
+	client_flush(c);
 }
 
 /* Reads up to BATCH requests; -1 if the client went away. */
@@ -430,7 +457,6 @@ static int client_read(struct client *c)
 		struct peer peer = c->peer;
 		int fds[8], nfds = 0;
 		struct event_sub *sub = NULL;
-		char *reply, *over;
 		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -467,26 +493,16 @@ static int client_read(struct client *c)
 			}
 		}
 		if (mh.msg_flags & MSG_TRUNC)
-			reply = proto_err_reply(EMSGSIZE, "request larger than 65536 bytes");
+			client_done(c, proto_err_reply(EMSGSIZE, "request larger than 65536 bytes"));
 		else if ((mh.msg_flags & MSG_CTRUNC) || nfds > 1)
-			reply = proto_err_reply(EINVAL, "at most one file descriptor per request");
+			client_done(c, proto_err_reply(EINVAL, "at most one file descriptor per request"));
 		else
-			reply = ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub);
+			ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub, client_done, c);
 		/* The agent never keeps a client's socket: closing it must end its reservations. */
 		for (int j = 0; j < nfds; j++)
 			close(fds[j]);
 		if (c->dead) {
 			events_sub_free(sub);
-			free(reply);
-			return -1;
-		}
-		if (reply && (over = unread_over_budget(c, strlen(reply)))) {
-			free(reply);
-			reply = over;
-		}
-		if (!client_queue(c, reply, true)) {
-			events_sub_free(sub);
-			client_close(c);
 			return -1;
 		}
 		/* after the reply: it carries the history, the subscription what comes next */
@@ -498,8 +514,6 @@ static int client_read(struct client *c)
 			agent->n_subscribers++;
 			events_sub_start(sub, deliver_event, c);
 		}
-		if (client_flush(c))
-			return -1;
 	}
 	return 0;
 }
@@ -566,22 +580,41 @@ static int listen_socket(const char *path)
 	return fd;
 }
 
-int server_run(struct agent *a)
+/* The fds the loop watches, -1 when not open; server_teardown closes what is open. */
+struct loop_fds {
+	int lfd, sfd, efd, mfd, cgfd, afd, atfd;
+};
+
+static int watch_fd(struct agent *a, int fd, struct watch *w)
 {
-	struct epoll_event evs[64];
+	if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = w })) {
+		int err = -errno;
+
+		log_msg(LOG_ERR, "start", "epoll_ctl: %s", strerror(errno));
+		return err;
+	}
+	return 0;
+}
+
+/* Everything the loop needs, or -errno with what was opened left in f for server_teardown. */
+static int server_setup(struct agent *a, struct loop_fds *f)
+{
 	sigset_t mask;
-	int lfd, sfd, efd, mfd = -1, cgfd, afd, atfd, err;
+	int err;
 
 	agent = a;
-	a->epfd = epoll_create1(EPOLL_CLOEXEC);
-	lfd = listen_socket(a->opts.socket);
-	if (lfd == -EADDRINUSE) {
+	if ((a->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		log_msg(LOG_ERR, "start", "epoll_create1: %s", strerror(errno));
+		return -errno;
+	}
+	f->lfd = listen_socket(a->opts.socket);
+	if (f->lfd == -EADDRINUSE) {
 		log_msg(LOG_ERR, "start", "another portresd answers on %s", a->opts.socket);
 		return -EADDRINUSE;
 	}
-	if (lfd < 0) {
-		log_msg(LOG_ERR, "start", "cannot listen on %s: %s", a->opts.socket, strerror(-lfd));
-		return lfd;
+	if (f->lfd < 0) {
+		log_msg(LOG_ERR, "start", "cannot listen on %s: %s", a->opts.socket, strerror(-f->lfd));
+		return f->lfd;
 	}
 	if (!a->opts.foreground) {
 		/* Detach once callers can connect; logs stay on stderr. */
@@ -589,8 +622,11 @@ int server_run(struct agent *a)
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
 		if (pid < 0) {
+			err = -errno;
 			log_msg(LOG_ERR, "start", "fork: %s", strerror(errno));
-			return -errno;
+			if (null >= 0)
+				close(null);
+			return err;
 		}
 		if (pid > 0)
 			_exit(0);
@@ -606,41 +642,56 @@ int server_run(struct agent *a)
 	sigaddset(&mask, SIGINT);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if ((f->sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
+		err = -errno;
+		log_msg(LOG_ERR, "start", "signalfd: %s", strerror(errno));
+		return err;
+	}
+	if ((err = watch_fd(a, f->lfd, &w_listen)) || (err = watch_fd(a, f->sfd, &w_signal)))
+		return err;
+	acc.lfd = f->lfd;
 	err = portres_events_open(a->loader, events_from_ring, a);
-	efd = err ? err : portres_events_fd(a->loader);
-	epoll_ctl(a->epfd, EPOLL_CTL_ADD, lfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_listen });
-	acc.lfd = lfd;
-	epoll_ctl(a->epfd, EPOLL_CTL_ADD, sfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_signal });
-	if (efd >= 0)
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, efd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_events });
-	else
-		log_msg(LOG_WARN, "start", "no BPF event fd (%s): releases are seen at the next start", strerror(-efd));
+	f->efd = err ? err : portres_events_fd(a->loader);
+	if (f->efd < 0)
+		log_msg(LOG_WARN, "start", "no BPF event fd (%s): releases are seen at the next start", strerror(-f->efd));
+	else if ((err = watch_fd(a, f->efd, &w_events)))
+		return err;
+	/* the loader owns the ring's fd */
+	f->efd = -1;
 	if (a->opts.metrics_listen) {
-		if ((err = metrics_start(a, &mfd))) {
+		if ((err = metrics_start(a, &f->mfd))) {
 			log_msg(LOG_ERR, "start", "cannot serve metrics on %s: %s", a->opts.metrics_listen, strerror(-err));
-			close(lfd);
 			return err;
 		}
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, mfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_metrics });
+		if ((err = watch_fd(a, f->mfd, &w_metrics)))
+			return err;
 	}
-	if ((cgfd = cgwatch_open(a)) >= 0)
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, cgfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_cgroups });
-	else
+	if ((f->cgfd = cgwatch_open(a)) >= 0) {
+		if ((err = watch_fd(a, f->cgfd, &w_cgroups)))
+			return err;
+	} else {
 		log_msg(LOG_WARN, "start", "inotify: %s: attachments of removed cgroups stay until the next start",
-			strerror(-cgfd));
-	if (a->nswatch_fd >= 0)
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->nswatch_fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_netns });
+			strerror(-f->cgfd));
+	}
+	if (a->nswatch_fd >= 0 && (err = watch_fd(a, a->nswatch_fd, &w_netns)))
+		return err;
 	/* Releases that came between adopting the maps and now. */
 	portres_events_poll(a->loader, 0);
 	cgwatch_sync(a);
+	ops_commit(a);
 	log_msg(LOG_INFO, "ready", "serving %s (pid %d)", a->opts.socket, (int)getpid());
 	/* Before the loop's first turn: clients that connect meanwhile see its outcome. */
-	autoapply_start(a, &afd, &atfd);
-	if (afd >= 0) {
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, afd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply });
-		epoll_ctl(a->epfd, EPOLL_CTL_ADD, atfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &w_apply_timer });
-	}
+	autoapply_start(a, &f->afd, &f->atfd);
+	if (f->afd >= 0 && ((err = watch_fd(a, f->afd, &w_apply)) || (err = watch_fd(a, f->atfd, &w_apply_timer))))
+		return err;
+	return 0;
+}
+
+/* Turns until a signal stops the agent: each reads what is ready, then commits the turn's changes once. */
+static void server_loop(struct agent *a, const struct loop_fds *f)
+{
+	struct epoll_event evs[64];
+
 	while (!a->stop) {
 		int n = epoll_wait(a->epfd, evs, 64, acc.paused ? ACCEPT_BACKOFF_MS : 1000);
 
@@ -654,10 +705,10 @@ int server_run(struct agent *a)
 
 			switch (w->kind) {
 			case W_LISTEN:
-				client_accept(lfd);
+				client_accept(f->lfd);
 				break;
 			case W_SIGNAL:
-				if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				if (read(f->sfd, &si, sizeof(si)) == sizeof(si)) {
 					log_msg(LOG_INFO, "stop", "signal %u: stopping, enforcement stays in place", si.ssi_signo);
 					a->stop = true;
 				}
@@ -698,16 +749,24 @@ int server_run(struct agent *a)
 			}
 		}
 		sweep_idle();
-		bury();
 		accept_resume_due();
-		if (mfd >= 0)
+		if (f->mfd >= 0)
 			metrics_run(a);
 		if (a->attach_dirty)
 			cgwatch_sync(a);
 		cgwatch_tick(a);
 		runtime_sweep(a);
+		/* the turn's changes: one commit, then their replies go out */
+		ops_commit(a);
+		bury();
 		log_events_flush(&a->log_limit, false);
 	}
+}
+
+/* Closes what server_setup opened (also after it failed half-way). */
+static void server_teardown(struct agent *a, struct loop_fds *f)
+{
+	ops_commit(a);
 	log_events_flush(&a->log_limit, true);
 	while (clients)
 		client_close(clients);
@@ -716,10 +775,25 @@ int server_run(struct agent *a)
 	metrics_stop(a);
 	autoapply_stop(a);
 	cgwatch_close(a);
-	close(lfd);
+	if (f->lfd >= 0) {
+		close(f->lfd);
+		unlink(a->opts.socket);
+	}
 	acc.lfd = -1;
-	unlink(a->opts.socket);
-	close(sfd);
-	close(a->epfd);
-	return 0;
+	if (f->sfd >= 0)
+		close(f->sfd);
+	if (a->epfd >= 0)
+		close(a->epfd);
+	a->epfd = -1;
+}
+
+int server_run(struct agent *a)
+{
+	struct loop_fds f = { .lfd = -1, .sfd = -1, .efd = -1, .mfd = -1, .cgfd = -1, .afd = -1, .atfd = -1 };
+	int err = server_setup(a, &f);
+
+	if (!err)
+		server_loop(a, &f);
+	server_teardown(a, &f);
+	return err;
 }
