@@ -254,3 +254,29 @@ Test(errno_table, runtime_token_is_the_acquirers)
 	cr_assert_eq(portres_release(s, parent_resv.token), 0);
 	EXPECT_ERR(portres_release(s, parent_resv.token), EINVAL);
 }
+
+/* A grant of a path that is no cgroup: EINVAL naming why, not EMEDIUMTYPE's "Wrong medium type". */
+Test(errno_table, grant_of_a_non_cgroup_names_the_cause)
+{
+	static const char *const paths[] = { "/etc/../../../", "/etc" };
+	char req[400];
+	json_t *r;
+
+	ag_start(NULL);
+	for (size_t i = 0; i < 2; i++) {
+		const char *err;
+
+		snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10,"
+			 "\"grants\":[{\"type\":\"cgroup\",\"path\":\"%s\"}]}", paths[i]);
+		r = ag_req(req, -1);
+		err = json_string_value(json_object_get(r, "error")) ?: "";
+		cr_assert_str_eq(ag_errno(r), "EINVAL");
+		cr_assert(strstr(err, "not a cgroup2 directory") && strstr(err, "outside the cgroup2 mount"), "%s", err);
+		cr_assert(!strstr(err, "medium"), "%s", err);
+		json_decref(r);
+	}
+	/* nothing was made */
+	r = ag_req("{\"v\":1,\"op\":\"list\"}", -1);
+	cr_assert_eq(json_array_size(json_object_get(r, "reservations")), 0);
+	json_decref(r);
+}

@@ -126,30 +126,31 @@ static int refuse(char *why, size_t len, int err, const char *fmt, ...)
 
 int cgroup2_dir_id(const char *path, uint64_t *id, char *why, size_t len)
 {
-	const char *root = cgroup2_mount();
+	const char *root;
 	char real[PATH_MAX];
 	struct statfs sfs;
 	struct stat sb;
 	size_t n;
 
-	if (!root)
-		return refuse(why, len, -ENODEV, "no cgroup2 mount in /proc/self/mountinfo");
 	if (!realpath(path, real) || stat(real, &sb) || statfs(real, &sfs)) {
 		int err = errno;
 
 		return refuse(why, len, -err, "%s", strerror(err));
 	}
-	/* "/etc/../../../" is "/": the cause is where it leads (EMEDIUMTYPE would say "wrong medium type") */
-	n = strlen(root);
-	if (strcmp(root, "/") && (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0')))
-		return refuse(why, len, -EINVAL, "not a cgroup2 directory: it is %s, outside the cgroup2 mount %s",
-			      real, root);
 	if (!S_ISDIR(sb.st_mode))
 		return refuse(why, len, -EINVAL, "not a cgroup2 directory: %s is a file", real);
-	if (sfs.f_type != CGROUP2_SUPER_MAGIC)
-		return refuse(why, len, -EINVAL, "not a cgroup2 directory: %s is on another file system", real);
-	*id = sb.st_ino; /* on cgroup2 the inode number is the cgroup id */
-	return 0;
+	if (sfs.f_type == CGROUP2_SUPER_MAGIC) {
+		*id = sb.st_ino; /* on cgroup2 the inode number is the cgroup id */
+		return 0;
+	}
+	/* "/etc/../../../" is "/": the cause is where it leads (EMEDIUMTYPE would say "wrong medium type") */
+	if (!(root = cgroup2_mount()))
+		return refuse(why, len, -EINVAL, "not a cgroup2 directory: %s (and no cgroup2 is mounted)", real);
+	n = strlen(root);
+	if (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0'))
+		return refuse(why, len, -EINVAL, "not a cgroup2 directory: it is %s, outside the cgroup2 mount %s",
+			      real, root);
+	return refuse(why, len, -EINVAL, "not a cgroup2 directory: %s is on another file system", real);
 }
 
 int cgroup2_self(char *buf, size_t len)

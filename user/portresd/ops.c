@@ -428,10 +428,12 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	if (err)
 		return fail(rp, -err, "cannot list sockets in %s: %s", netns_name(ns), strerror(-err));
 	for (size_t i = 0; i < req->n_grants; i++) {
+		char why[PATH_MAX + 128];
+
 		grants[i] = (struct state_grant){ .type = req->grants[i].type, .id = req->grants[i].id,
 						  .path = (char *)req->grants[i].path };
-		if (req->grants[i].path && (err = portres_cgroup_id(req->grants[i].path, &grants[i].id)))
-			return fail(rp, EINVAL, "grant cgroup %s: %s", req->grants[i].path, strerror(-err));
+		if (req->grants[i].path && cgroup2_dir_id(req->grants[i].path, &grants[i].id, why, sizeof(why)))
+			return fail(rp, EINVAL, "grant cgroup %s: %s", req->grants[i].path, why);
 	}
 	if ((err = resv_new_token(a, &tmpl.token)))
 		return fail(rp, -err, "no random token: %s", strerror(-err));
@@ -696,7 +698,7 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 static int cgroup_resolve(struct agent *a, const char *path, char real[PATH_MAX], uint64_t *id, uid_t *owner,
 			  struct reply *rp)
 {
-	char root[PATH_MAX];
+	char root[PATH_MAX], why[PATH_MAX + 128];
 	struct stat sb;
 	size_t n;
 	int err;
@@ -708,8 +710,8 @@ static int cgroup_resolve(struct agent *a, const char *path, char real[PATH_MAX]
 	n = strlen(root);
 	if (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0'))
 		return fail(rp, EINVAL, "cgroup %s is not below the attach root %s", path, root);
-	if ((err = portres_cgroup_id(real, id)))
-		return fail(rp, -err, "cgroup %s: %s", path, strerror(-err));
+	if ((err = cgroup2_dir_id(real, id, why, sizeof(why))))
+		return fail(rp, -err, "cgroup %s: %s", path, why);
 	*owner = sb.st_uid;
 	return 0;
 }
