@@ -30,6 +30,11 @@ void log_setup(bool json, int verbose)
 	log_verbose = verbose;
 }
 
+int log_verbosity(void)
+{
+	return log_verbose;
+}
+
 /*
  * One line per event: a message of several lines (the holders of a port, one
  * a line) gets "; " between them, or a space after a colon.

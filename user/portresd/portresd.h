@@ -19,6 +19,7 @@
 #define PORTRESD_H
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdbool.h>
 
 /* uthash reports allocation failures to its caller (resv.c) instead of exiting. */
@@ -198,6 +199,10 @@ struct agent {
 	bool crash_after_commit; /* test hook (test_crash_after_save): killed once the batch is committed */
 	struct events events;
 	struct log_limit log_limit;
+	struct {              /* failed commits, logged at most once a second (ops_commit) */
+		uint64_t n;
+		time_t logged;
+	} commit_log;
 	struct cgwatch *cgwatch;     /* NULL until cgwatch_open */
 	struct autoapply *autoapply; /* NULL without --apply */
 };
@@ -205,6 +210,8 @@ struct agent {
 /* log.c */
 enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void log_setup(bool json, int verbose);
+/* log_setup's verbose: -v 1, -vv 2. */
+int log_verbosity(void);
 void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* log_msg whose JSON line also carries fields (borrowed; may be NULL). */
@@ -257,8 +264,14 @@ int netns_register(struct agent *a, int fd, uint64_t cookie, uint64_t inode, con
 		   struct netns **out, char *msg, size_t len);
 /* Forgets a netns without reservations; lets go of an fd no runtime reservation needs. */
 void netns_gc(struct agent *a, struct netns *ns);
-/* "net:[4026532178] (/run/netns/x)"; a static buffer. */
-const char *netns_name(const struct netns *ns);
+/*
+ * "net:[4026532178] (/run/netns/x)", returned by value: the text is the
+ * caller's (a temporary to the end of the full expression), netns_name(ns).s.
+ */
+struct netns_name {
+	char s[PATH_MAX + 64];
+};
+struct netns_name netns_name(const struct netns *ns);
 /* Adds netns_inode and netns_path (when known) to o. */
 void netns_json(json_t *o, const struct netns *ns);
 /* Runs fn inside ns (setns and back); -ENOENT when ns cannot be found. */
