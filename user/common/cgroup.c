@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <fts.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -112,18 +111,6 @@ int cgroup2_path(uint64_t id, char *buf, size_t len)
 	return path_by_walk(root, id, buf, len);
 }
 
-static int refuse(char *why, size_t len, int err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static int refuse(char *why, size_t len, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return err;
-}
-
 int cgroup2_dir_id(const char *path, uint64_t *id, char *why, size_t len)
 {
 	const char *root;
@@ -131,26 +118,29 @@ int cgroup2_dir_id(const char *path, uint64_t *id, char *why, size_t len)
 	struct statfs sfs;
 	struct stat sb;
 	size_t n;
+	int err;
 
 	if (!realpath(path, real) || stat(real, &sb) || statfs(real, &sfs)) {
-		int err = errno;
-
-		return refuse(why, len, -err, "%s", strerror(err));
+		err = errno;
+		snprintf(why, len, "%s", strerror(err));
+		return -err;
 	}
-	if (!S_ISDIR(sb.st_mode))
-		return refuse(why, len, -EINVAL, "not a cgroup2 directory: %s is a file", real);
-	if (sfs.f_type == CGROUP2_SUPER_MAGIC) {
+	if (sfs.f_type == CGROUP2_SUPER_MAGIC && S_ISDIR(sb.st_mode)) {
 		*id = sb.st_ino; /* on cgroup2 the inode number is the cgroup id */
 		return 0;
 	}
 	/* "/etc/../../../" is "/": the cause is where it leads (EMEDIUMTYPE would say "wrong medium type") */
-	if (!(root = cgroup2_mount()))
-		return refuse(why, len, -EINVAL, "not a cgroup2 directory: %s (and no cgroup2 is mounted)", real);
-	n = strlen(root);
-	if (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0'))
-		return refuse(why, len, -EINVAL, "not a cgroup2 directory: it is %s, outside the cgroup2 mount %s",
-			      real, root);
-	return refuse(why, len, -EINVAL, "not a cgroup2 directory: %s is on another file system", real);
+	root = cgroup2_mount();
+	n = root ? strlen(root) : 0;
+	if (!S_ISDIR(sb.st_mode))
+		snprintf(why, len, "not a cgroup2 directory: %s is a file", real);
+	else if (!root)
+		snprintf(why, len, "not a cgroup2 directory: %s (and no cgroup2 is mounted)", real);
+	else if (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0'))
+		snprintf(why, len, "not a cgroup2 directory: it is %s, outside the cgroup2 mount %s", real, root);
+	else
+		snprintf(why, len, "not a cgroup2 directory: %s is on another file system", real);
+	return -EINVAL;
 }
 
 int cgroup2_self(char *buf, size_t len)
