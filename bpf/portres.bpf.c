@@ -726,12 +726,12 @@ static __always_inline long bind_port(struct bpf_sock_addr *ctx, __u8 family, __
 }
 
 /* Gives back a port claimed by alloc_port that the kernel still holds. */
-static __always_inline void drop_port(__u64 netns, __u8 proto, __u16 port)
+static __always_inline void drop_port(__u64 netns, __u8 proto, __u16 port, __u32 hold_us)
 {
 	struct portres_port *ent = port_ent(netns, proto, port);
 
 	if (ent)
-		release_port(ent, PORTRES_QUARANTINE_US);
+		release_port(ent, hold_us);
 }
 
 /* connect() of an unbound associated socket: bind it to a port of its block first. */
@@ -741,8 +741,7 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 	struct req q = { .ctx = ctx, .family = family };
 	struct portres_resv *own;
 	struct portres_sk *ps;
-	__u16 tried[CONNECT_TRIES];
-	int i, ntried = 0;
+	int i;
 	__u16 port;
 	long err;
 
@@ -763,8 +762,10 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 	/*
 	 * A port free in our books may still be held in the kernel by a TCP
 	 * connection closed earlier (FIN_WAIT2, TIME_WAIT): bpf_bind then says
-	 * EADDRINUSE and the next free port is tried. Ports tried stay claimed
-	 * until the end, so that each try picks another one.
+	 * EADDRINUSE, the port is given back marked as held for PORTRES_HOLD_US
+	 * (so this and later allocations offer it last) and the next one is
+	 * tried. Giving it back at once, rather than keeping the ports tried
+	 * claimed to the end, also keeps the verifier's work small.
 	 */
 	port = 0;
 	err = 0;
@@ -775,13 +776,11 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, __u8 family)
 		err = bind_port(ctx, family, port);
 		if (!err)
 			break;
-		tried[ntried++] = port;
+		drop_port(q.netns, q.proto, port, err == -EADDRINUSE ? PORTRES_HOLD_US : PORTRES_QUARANTINE_US);
 		port = 0;
 		if (err != -EADDRINUSE)
 			break;
 	}
-	for (i = 0; i < ntried && i < CONNECT_TRIES; i++)
-		drop_port(q.netns, q.proto, tried[i]);
 	if (err && err != -EADDRINUSE)
 		return deny(-err);
 	if (!port) {
