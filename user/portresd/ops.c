@@ -1512,7 +1512,7 @@ reply:
 		a->errors++;
 		json_decref(rp.fields);
 		log_msg(rp.code == EACCES ? LOG_WARN : LOG_DEBUG, "refused", "%s from pid %d uid %u: %s: %s",
-			req.root ? proto_op_name(req.op) : "request", p->pid, p->uid, proto_errno_name(rp.code), rp.msg);
+			req.root ? proto_op_name(req.op) : "request", p->pid, p->uid, proto_errno_name(rp.code) ? proto_errno_name(rp.code) : strerrorname_np(rp.code) ? strerrorname_np(rp.code) : "EIO", rp.msg);
 		out = proto_err_reply(rp.code, rp.msg);
 	} else {
 		out = proto_ok_reply(rp.fields);
