@@ -146,15 +146,17 @@ $(OUT):
 	$(Q)mkdir -p $@
 
 # --- tests -------------------------------------------------------------------
-# One Criterion binary per folder of tests/; tests/<kind>/*.h are its helpers.
+# One Criterion binary per folder of tests/; tests/<kind>/*.h are its helpers,
+# tests/common/ those every kind shares (real users for unprivileged cases).
+TEST_COMMON := $(wildcard tests/common/*.c tests/common/*.h)
 .SECONDEXPANSION:
 # The agent's store (user/portresd/store.c) is tested on its own too.
 STORE_OBJ  := $(OUT)/obj/portresd/store.o
 
-$(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h $(PROGS)
+$(OUT)/test_%: $$(wildcard tests/$$*/*.c tests/$$*/*.h) $(TEST_COMMON) $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h $(PROGS)
 	$(call msg,TEST,$@)
-	$(Q)$(CC) $(CPPFLAGS) -Iuser/portresd -Itests/$* $(CFLAGS) -o $@ $(filter %.c,$^) $(STORE_OBJ) $(COMMON_A) \
-		$(LIB_A) -lcriterion $(LIBS_ALL) $(MHD_LIBS)
+	$(Q)$(CC) $(CPPFLAGS) -Iuser/portresd -Itests/$* -Itests/common $(CFLAGS) -o $@ $(filter %.c,$^) $(STORE_OBJ) \
+		$(COMMON_A) $(LIB_A) -lcriterion $(LIBS_ALL) $(MHD_LIBS)
 
 $(OUT)/bench: tests/bench/bench.c tests/bench/ctlbench.c tests/bench/bench.h $(COMMON_A) $(LIB_A) $(SKEL) $(OUT)/scan.skel.h
 	$(call msg,LD,$@)

@@ -6,9 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <grp.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -33,10 +31,6 @@
 #include "cgroup.h"
 
 struct agent_fx ag;
-
-#define AG_MAX_USERS 8
-static char users[AG_MAX_USERS][40];
-static int n_users, user_seq;
 
 static void write_file(const char *path, const char *text)
 {
@@ -70,164 +64,13 @@ static void sweep_stale_cgroups(const char *root)
 		if (sscanf(e->d_name, "portres-e2e-%d", &pid) != 1 || kill(pid, 0) == 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", root, e->d_name);
-		rmdir(path);
+		cgroup2_remove(path); /* with the child cgroups a test made in it */
 	}
 	closedir(d);
 }
 
-/* Runs a system tool (useradd, userdel, groupdel) quietly; its exit status. */
-static int run_tool(const char *tool, const char *const *args)
-{
-	const char *argv[16] = { tool };
-	char path[64];
-	pid_t pid;
-	int status;
-
-	for (size_t i = 0; args[i] && i < 14; i++)
-		argv[i + 1] = args[i];
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-
-		if (null >= 0) {
-			dup2(null, STDOUT_FILENO);
-			dup2(null, STDERR_FILENO);
-		}
-		snprintf(path, sizeof(path), "/usr/sbin/%s", tool);
-		execv(path, (char *const *)argv);
-		snprintf(path, sizeof(path), "/sbin/%s", tool);
-		execv(path, (char *const *)argv);
-		_exit(127);
-	}
-	if (waitpid(pid, &status, 0) != pid)
-		return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-/* Kills every process of uid (all made by the test that made the user) and waits until they are gone. */
-static void kill_user_procs(uid_t uid)
-{
-	for (int round = 0; round < 100; round++) {
-		DIR *d = opendir("/proc");
-		struct dirent *e;
-		bool any = false;
-
-		while (d && (e = readdir(d))) {
-			char path[300], line[256];
-			unsigned int real = 0;
-			FILE *f;
-			int pid = atoi(e->d_name);
-
-			if (pid <= 0)
-				continue;
-			snprintf(path, sizeof(path), "/proc/%d/status", pid);
-			if (!(f = fopen(path, "re")))
-				continue;
-			while (fgets(line, sizeof(line), f)) {
-				if (!strncmp(line, "State:\tZ", 8))
-					break; /* a zombie: gone but for its parent's wait */
-				if (sscanf(line, "Uid: %u", &real) == 1)
-					break;
-			}
-			fclose(f);
-			if (real == uid && kill(pid, SIGKILL) == 0)
-				any = true;
-		}
-		if (d)
-			closedir(d);
-		if (!any)
-			return;
-		usleep(20000);
-	}
-}
-
-/* userdel, retried: /etc/passwd may be locked by a test running beside this one. */
-static bool user_del(const char *name)
-{
-	struct passwd *pw = getpwnam(name);
-
-	if (pw && pw->pw_uid != 0)
-		kill_user_procs(pw->pw_uid);
-	for (int i = 0; i < 200; i++) {
-		int st = run_tool("userdel", (const char *const[]){ name, NULL });
-
-		if (st == 0 || st == 6 /* no such user */) {
-			/* the user's own group goes with it; one left by an interrupted userdel too */
-			run_tool("groupdel", (const char *const[]){ name, NULL });
-			return true;
-		}
-		usleep(25000);
-	}
-	fprintf(stderr, "e2e: userdel %s failed\n", name);
-	return false;
-}
-
-/* Users and groups left by crashed runs: the pid in their name is gone. */
-static void sweep_stale_users(void)
-{
-	static const char *const files[] = { "/etc/passwd", "/etc/group" };
-	char line[1024], name[64];
-	int pid, n;
-
-	for (size_t f = 0; f < 2; f++) {
-		FILE *fp = fopen(files[f], "re");
-
-		while (fp && fgets(line, sizeof(line), fp)) {
-			if (sscanf(line, "portres-e2e-%d-%d:", &pid, &n) != 2 || kill(pid, 0) == 0 || errno != ESRCH)
-				continue;
-			snprintf(name, sizeof(name), "portres-e2e-%d-%d", pid, n);
-			fclose(fp);
-			fp = NULL;
-			user_del(name);
-			fp = fopen(files[f], "re"); /* the file changed: read it again */
-		}
-		if (fp)
-			fclose(fp);
-	}
-}
-
-void ag_user_new(struct ag_user *u)
-{
-	struct passwd *pw;
-	int st = -1;
-
-	cr_assert(n_users < AG_MAX_USERS, "at most %d users per test", AG_MAX_USERS);
-	memset(u, 0, sizeof(*u));
-	for (int i = 0; i < 200 && st; i++) {
-		snprintf(u->name, sizeof(u->name), "portres-e2e-%d-%d", (int)getpid(), user_seq);
-		st = run_tool("useradd", (const char *const[]){ "--no-create-home", "--user-group", "--shell",
-								"/usr/sbin/nologin", u->name, NULL });
-		if (st == 9) /* the name is taken (a crashed run of a pid like ours): next one */
-			user_seq++;
-		else if (st)
-			usleep(25000); /* /etc/passwd locked by a test running beside this one */
-	}
-	cr_assert_eq(st, 0, "useradd %s: exit %d", u->name, st);
-	snprintf(users[n_users++], sizeof(users[0]), "%s", u->name);
-	user_seq++;
-	pw = getpwnam(u->name);
-	cr_assert(pw, "getpwnam %s after useradd", u->name);
-	u->uid = pw->pw_uid;
-	u->gid = pw->pw_gid;
-	cr_assert(u->uid != 0 && u->gid != 0);
-}
-
-int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups)
-{
-	gid_t all[17] = { u->gid };
-
-	for (int i = 0; i < ngroups && i < 16; i++)
-		all[i + 1] = groups[i];
-	if (setgroups((size_t)(ngroups < 16 ? ngroups : 16) + 1, all) || setgid(u->gid) || setuid(u->uid))
-		return -1;
-	return 0;
-}
-
 struct as_user {
-	const struct ag_user *u;
+	const struct test_user *u;
 	const gid_t *groups;
 	int ngroups;
 	int (*fn)(void *arg);
@@ -238,10 +81,10 @@ static int become_then(void *arg)
 {
 	struct as_user *x = arg;
 
-	return ag_become(x->u, x->groups, x->ngroups) ? 126 : x->fn(x->arg);
+	return test_user_become(x->u, x->groups, x->ngroups) ? 126 : x->fn(x->arg);
 }
 
-int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups)
+int ag_as_user(const struct test_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups)
 {
 	struct as_user x = { u, groups, ngroups, fn, arg };
 
@@ -255,8 +98,7 @@ void ag_setup(void)
 	int fd;
 
 	memset(&ag, 0, sizeof(ag));
-	n_users = 0;
-	sweep_stale_users();
+	test_users_sweep();
 	/* own mount and network namespace: private bpffs, private sysctls */
 	cr_assert(unshare(CLONE_NEWNS | CLONE_NEWNET) == 0, "unshare: %s", strerror(errno));
 	cr_assert(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0, "make-rprivate: %s", strerror(errno));
@@ -328,10 +170,10 @@ void ag_teardown(void)
 		nftw(ag.tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	}
 	/* after the agent and the test's children: userdel refuses a user with processes */
-	while (n_users > 0)
-		user_del(users[--n_users]);
+	test_users_remove();
 	/* Children of the test (setuid helpers) are gone by now; the cgroup is empty. */
-	for (int i = 0; ag.cgroup[0] && i < 50 && rmdir(ag.cgroup) && errno == EBUSY; i++)
+	/* with the child cgroups the test made (cli_teardown empties them of processes first) */
+	for (int i = 0; ag.cgroup[0] && i < 50 && (cgroup2_remove(ag.cgroup), access(ag.cgroup, F_OK) == 0); i++)
 		usleep(20000);
 }
 
@@ -341,7 +183,8 @@ static void agent_argv(const char **argv, size_t max, const char *const *extra)
 	size_t n = 0;
 
 	argv[n++] = bin && *bin ? bin : "build/portresd";
-	argv[n++] = "--foreground";
+	if (!ag.detach)
+		argv[n++] = "--foreground";
 	argv[n++] = "--cgroup";
 	argv[n++] = ag.cgroup;
 	argv[n++] = "--bpffs";
@@ -598,21 +441,6 @@ int ag_bind(int proto, uint16_t port, int *keep)
 	else
 		close(fd);
 	return ret;
-}
-
-int ag_as_nobody(int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups)
-{
-	pid_t pid = fork();
-	int status;
-
-	cr_assert(pid >= 0);
-	if (pid == 0) {
-		if (setgroups((size_t)ngroups, groups) || setgid(65534) || setuid(65534))
-			_exit(126);
-		_exit(fn(arg));
-	}
-	cr_assert(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 int ag_in_child(int (*fn)(void *arg), void *arg)

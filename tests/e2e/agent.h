@@ -9,7 +9,7 @@
  * and the socket; creates a cgroup under the cgroup2 mount and moves the test
  * into it (programs are attached there); points PORTRES_SOCKET at the agent.
  * ag_teardown (.fini) kills the agent, unmounts, removes the cgroup and files
- * and the users ag_user_new made. Stale cgroups and users of crashed earlier
+ * and the users test_user_new made. Stale cgroups and users of crashed earlier
  * runs are removed at setup.
  *
  * The agent binary: $PORTRESD_BIN, else build/portresd.
@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include "portres.h"
+#include "users.h"
 
 struct agent_fx {
 	char tmp[256];
@@ -34,13 +35,7 @@ struct agent_fx {
 	char home_cgroup[4096];
 	pid_t pid;           /* the running agent, 0 if none */
 	unsigned nofile;     /* non-zero: the agent starts with RLIMIT_NOFILE soft = hard = nofile */
-};
-
-/* A real, unprivileged user of the machine, made for one test. */
-struct ag_user {
-	char name[40];       /* portres-e2e-<pid>-<n> */
-	uid_t uid;
-	gid_t gid;           /* its own group, of the same name */
+	bool detach;         /* started without --foreground: it detaches once it serves */
 };
 
 extern struct agent_fx ag;
@@ -78,18 +73,13 @@ char *ag_db(const char *sql);
 /* Binds a fresh socket of proto (IPv4, 127.0.0.1) to port: 0 or -errno; *keep gets the fd if non-NULL. */
 int ag_bind(int proto, uint16_t port, int *keep);
 
-/* Runs fn in a child process with uid/gid 65534 (and groups); returns its exit status. */
-int ag_as_nobody(int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
 /*
- * Creates a user (useradd: unique name, no home, its own group, no login
- * shell); ag_teardown removes it (userdel), even when the test failed, and
- * ag_setup removes those of crashed runs (their pid is gone).
+ * Unprivileged cases run as real users (users.h): test_user_new makes one,
+ * ag_teardown removes it (userdel), even when the test failed, and ag_setup
+ * removes those of crashed runs.
  */
-void ag_user_new(struct ag_user *u);
-/* Makes the calling process u, with the supplementary groups (up to 16); 0 or -1. */
-int ag_become(const struct ag_user *u, const gid_t *groups, int ngroups);
 /* Runs fn in a child process as u (uid, gid, and the supplementary groups); its exit status. */
-int ag_as_user(const struct ag_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
+int ag_as_user(const struct test_user *u, int (*fn)(void *arg), void *arg, const gid_t *groups, int ngroups);
 /* A child the test started and may leave running if it fails: ag_teardown kills it. */
 void ag_track_child(pid_t pid);
 void ag_kill_tracked(void);

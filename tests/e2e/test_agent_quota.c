@@ -46,11 +46,13 @@ Test(agent_quota, edquot_and_eaddrinuse)
 	uint16_t n = 9;
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct test_user u;
 
+	test_user_new(&u);
 	ag_start(extra);
 	/* past the quota at once, and on the way there */
-	cr_assert_eq(ag_as_nobody(acquire, &n, NULL, 0), EDQUOT);
-	cr_assert_eq(ag_as_nobody(acquire_twice, NULL, NULL, 0), 0);
+	cr_assert_eq(ag_as_user(&u, acquire, &n, NULL, 0), EDQUOT);
+	cr_assert_eq(ag_as_user(&u, acquire_twice, NULL, NULL, 0), 0);
 	/* root is exempt */
 	cr_assert_eq(portres_acquire(s, &(struct portres_range){ 0, 100 }, &in), 0, "%s", strerror(errno));
 	/* a specific block over a reservation */

@@ -143,7 +143,8 @@ Test(attach, confine_covers_the_protocols_with_a_block)
 Test(attach, replacing_needs_force)
 {
 	struct cli_result r;
-	char cg[4096];
+	char cg[4096], line[4400];
+	json_t *l;
 
 	cli_create("tcp", 30300, 4, "a");
 	cli_create("tcp", 30400, 4, "b");
@@ -161,6 +162,13 @@ Test(attach, replacing_needs_force)
 	cr_assert(strstr(r.out, "replaced tcp 30300-30303 (a"), "%s", r.out);
 	cli_result_free(&r);
 	cr_assert_eq(in_cg(cg, IPPROTO_TCP, 0, 30400, 30403), 0);
+	/* the log line names each token once: the new block's, then the one it replaced */
+	l = ag_req("{\"v\":1,\"op\":\"list\"}", -1);
+	snprintf(line, sizeof(line), "cgroup %s -> token %s (replacing tcp 30300-30303 (a, token %s)) by uid 0", cg,
+		 json_string_value(json_object_get(ag_named(l, "b"), "token")),
+		 json_string_value(json_object_get(ag_named(l, "a"), "token")));
+	json_decref(l);
+	cr_assert(ag_log_has(line), "no log line %s", line);
 }
 
 /* A child that sits in a network namespace of its own (once this returns); the caller kills it. */

@@ -13,7 +13,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -253,18 +252,19 @@ Test(cli_safety, prune_spares_runs_and_refuses_held_blocks)
 	}
 }
 
-struct as_nobody {
+struct ctl_as {
+	const struct test_user *u;
 	const char *cgroup; /* entered first (as root); NULL: stay */
 	const char *out;
 	const char *const *argv;
 };
 
 /*
- * Runs portresctl argv as uid/gid 65534 in cgroup, stdout and stderr into out;
+ * Runs portresctl argv as the user u in cgroup, stdout and stderr into out;
  * its exit status. The binary is copied into the fixture's directory (0755)
  * first: the checkout may be where that user cannot reach.
  */
-static int ctl_as_nobody(const struct as_nobody *a)
+static int ctl_as_user(const struct ctl_as *a)
 {
 	const char *src = getenv("PORTRESCTL_BIN") && *getenv("PORTRESCTL_BIN") ? getenv("PORTRESCTL_BIN")
 										  : "build/portresctl";
@@ -293,8 +293,7 @@ static int ctl_as_nobody(const struct as_nobody *a)
 				_exit(125);
 			close(p);
 		}
-		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || chdir("/") || setgroups(0, NULL) || setgid(65534) ||
-		    setuid(65534))
+		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || chdir("/") || test_user_become(a->u, NULL, 0))
 			_exit(125);
 		execv(bin, (char *const *)argv);
 		_exit(125);
@@ -307,13 +306,15 @@ Test(cli_safety, non_root_run_says_what_works)
 {
 	char out[400], deleg[4200], path[4300], *text;
 	const char *const argv[] = { "run", "--acquire", "4", "--", "sh", "-c", "echo ports $PORTRES_COUNT", NULL };
-	struct as_nobody a = { .out = out, .argv = argv };
+	struct test_user u;
+	struct ctl_as a = { .u = &u, .out = out, .argv = argv };
 	struct cli_result r;
 
+	test_user_new(&u);
 	/* in a cgroup root owns: refused before anything is acquired, with what works instead */
-	snprintf(out, sizeof(out), "%s/nobody.out", ag.tmp);
+	snprintf(out, sizeof(out), "%s/user.out", ag.tmp);
 	chmod(out, 0666);
-	cr_assert_eq(ctl_as_nobody(&a), 1);
+	cr_assert_eq(ctl_as_user(&a), 1);
 	text = cli_read(out);
 	ASSERT_HAS(text, "portresctl: run: cannot create cgroup ");
 	ASSERT_HAS(text, "Permission denied");
@@ -327,11 +328,11 @@ Test(cli_safety, non_root_run_says_what_works)
 
 	/* in a cgroup delegated to the user (as systemd-run -p Delegate=yes makes one): it runs */
 	cli_cgroup("delegated", deleg, sizeof(deleg));
-	cr_assert_eq(chown(deleg, 65534, 65534), 0);
+	cr_assert_eq(chown(deleg, u.uid, u.gid), 0);
 	snprintf(path, sizeof(path), "%s/cgroup.procs", deleg);
-	cr_assert_eq(chown(path, 65534, 65534), 0);
+	cr_assert_eq(chown(path, u.uid, u.gid), 0);
 	a.cgroup = deleg;
-	cr_assert_eq(ctl_as_nobody(&a), 0, "%s", cli_read(out));
+	cr_assert_eq(ctl_as_user(&a), 0, "%s", cli_read(out));
 	text = cli_read(out);
 	cr_assert_str_eq(text, "ports 4\n");
 	free(text);

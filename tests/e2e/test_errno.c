@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -131,7 +132,7 @@ Test(errno_table, enoent_rows)
 
 static portres_token_t shared_token;
 
-static int nobody_create(void *arg)
+static int user_create(void *arg)
 {
 	portres_token_t t;
 
@@ -140,12 +141,12 @@ static int nobody_create(void *arg)
 	return errno;
 }
 
-static int nobody_delete(void *arg)
+static int user_delete(void *arg)
 {
 	return portres_delete_persistent(IPPROTO_TCP, 8000, 10) ? errno : 0;
 }
 
-static int nobody_lookup(void *arg)
+static int user_lookup(void *arg)
 {
 	portres_token_t t;
 
@@ -154,14 +155,14 @@ static int nobody_lookup(void *arg)
 	return t == shared_token ? 0 : 99;
 }
 
-static int nobody_associate(void *arg)
+static int user_associate(void *arg)
 {
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	return portres_associate(s, shared_token) ? errno : 0;
 }
 
-static int nobody_acquire(void *arg)
+static int user_acquire(void *arg)
 {
 	struct portres_instance in;
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -173,41 +174,50 @@ static int nobody_acquire(void *arg)
 
 Test(errno_table, eacces_non_root)
 {
+	struct test_user u;
 	uint16_t n = 16;
 
+	test_user_new(&u);
 	ag_start(NULL);
 	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 8000, 10, &shared_token), 0);
-	cr_assert_eq(ag_as_nobody(nobody_create, NULL, NULL, 0), EACCES);
-	cr_assert_eq(ag_as_nobody(nobody_delete, NULL, NULL, 0), EACCES);
+	cr_assert_eq(ag_as_user(&u, user_create, NULL, NULL, 0), EACCES);
+	cr_assert_eq(ag_as_user(&u, user_delete, NULL, NULL, 0), EACCES);
 	/* lookup is for everyone; associating a persistent token needs a grant */
-	cr_assert_eq(ag_as_nobody(nobody_lookup, NULL, NULL, 0), 0);
-	cr_assert_eq(ag_as_nobody(nobody_associate, NULL, NULL, 0), EACCES);
+	cr_assert_eq(ag_as_user(&u, user_lookup, NULL, NULL, 0), 0);
+	cr_assert_eq(ag_as_user(&u, user_associate, NULL, NULL, 0), EACCES);
 	/* any local user may acquire, within the quota */
-	cr_assert_eq(ag_as_nobody(nobody_acquire, &n, NULL, 0), 0);
+	cr_assert_eq(ag_as_user(&u, user_acquire, &n, NULL, 0), 0);
 }
 
 Test(errno_table, admin_group_and_grants)
 {
-	static const char *const extra[] = { "--admin-group", "nogroup", "--quota", "8", NULL };
-	gid_t admin = 65534;
+	struct test_user u, admins;
+	const char *extra[] = { "--admin-group", admins.name, "--quota", "8", NULL };
+	char req[300];
 	uint16_t n;
 	json_t *r;
 
+	test_user_new(&u);
+	/* the admin group: a group of the machine (the one useradd made for this second user) */
+	test_user_new(&admins);
 	ag_start(extra);
-	/* member of the admin group (here: supplementary group nogroup) */
-	cr_assert_eq(ag_as_nobody(nobody_create, NULL, &admin, 1), 0);
+	/* member of the admin group (here: a supplementary group) */
+	cr_assert_eq(ag_as_user(&u, user_create, NULL, &admins.gid, 1), 0);
+	/* not a member: refused */
+	cr_assert_eq(ag_as_user(&u, user_delete, NULL, NULL, 0), EACCES);
 	/* a uid grant lets that user associate */
-	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10,"
-		   "\"grants\":[{\"type\":\"uid\",\"id\":65534}]}", -1);
+	snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10,"
+		 "\"grants\":[{\"type\":\"uid\",\"id\":%u}]}", (unsigned)u.uid);
+	r = ag_req(req, -1);
 	cr_assert_str_eq(ag_errno(r), "");
 	cr_assert_eq(portres_lookup_persistent(IPPROTO_TCP, 8000, 10, &shared_token), 0);
 	json_decref(r);
-	cr_assert_eq(ag_as_nobody(nobody_associate, NULL, NULL, 0), 0);
+	cr_assert_eq(ag_as_user(&u, user_associate, NULL, NULL, 0), 0);
 	/* the per-uid runtime quota */
 	n = 8;
-	cr_assert_eq(ag_as_nobody(nobody_acquire, &n, NULL, 0), 0);
+	cr_assert_eq(ag_as_user(&u, user_acquire, &n, NULL, 0), 0);
 	n = 9;
-	cr_assert_eq(ag_as_nobody(nobody_acquire, &n, NULL, 0), EDQUOT);
+	cr_assert_eq(ag_as_user(&u, user_acquire, &n, NULL, 0), EDQUOT);
 }
 
 static struct portres_instance parent_resv;
@@ -243,4 +253,30 @@ Test(errno_table, runtime_token_is_the_acquirers)
 	cr_assert_eq(portres_associate(a, parent_resv.token), 0, "%s", strerror(errno));
 	cr_assert_eq(portres_release(s, parent_resv.token), 0);
 	EXPECT_ERR(portres_release(s, parent_resv.token), EINVAL);
+}
+
+/* A grant of a path that is no cgroup: EINVAL naming why, not EMEDIUMTYPE's "Wrong medium type". */
+Test(errno_table, grant_of_a_non_cgroup_names_the_cause)
+{
+	static const char *const paths[] = { "/etc/../../../", "/etc" };
+	char req[400];
+	json_t *r;
+
+	ag_start(NULL);
+	for (size_t i = 0; i < 2; i++) {
+		const char *err;
+
+		snprintf(req, sizeof(req), "{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":8000,\"count\":10,"
+			 "\"grants\":[{\"type\":\"cgroup\",\"path\":\"%s\"}]}", paths[i]);
+		r = ag_req(req, -1);
+		err = json_string_value(json_object_get(r, "error")) ?: "";
+		cr_assert_str_eq(ag_errno(r), "EINVAL");
+		cr_assert(strstr(err, "not a cgroup2 directory") && strstr(err, "outside the cgroup2 mount"), "%s", err);
+		cr_assert(!strstr(err, "medium"), "%s", err);
+		json_decref(r);
+	}
+	/* nothing was made */
+	r = ag_req("{\"v\":1,\"op\":\"list\"}", -1);
+	cr_assert_eq(json_array_size(json_object_get(r, "reservations")), 0);
+	json_decref(r);
 }

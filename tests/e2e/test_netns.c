@@ -326,7 +326,7 @@ Test(netns, library_calls_and_the_callers_netns)
 	sh("ip netns del pod5");
 }
 
-static int create_as_nobody(void *p)
+static int create_as_user(void *p)
 {
 	portres_token_t t;
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -340,12 +340,14 @@ static int create_as_nobody(void *p)
 
 Test(netns, who_may_and_what_the_agent_opens)
 {
+	struct test_user u;
 	json_t *r;
 	int fd;
 
+	test_user_new(&u);
 	sh("ip netns add pod6");
 	/* persistent blocks anywhere: root and the admin group only */
-	cr_assert_eq(ag_as_nobody(create_as_nobody, "/run/netns/pod6", NULL, 0), EACCES);
+	cr_assert_eq(ag_as_user(&u, create_as_user, "/run/netns/pod6", NULL, 0), EACCES);
 	/* the agent opens no path a caller names: the namespace itself must come along */
 	r = ag_req("{\"v\":1,\"op\":\"create\",\"proto\":\"tcp\",\"start\":20000,\"count\":2,\"netns\":\"/run/netns/pod6\"}", -1);
 	cr_assert_str_eq(ag_errno(r), "EINVAL");

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * test_security.c - what an unprivileged user can and cannot make the agent
- * do (issue 8), each case run as a real user the test creates (ag_user_new)
+ * do (issue 8), each case run as a real user the test creates (test_user_new)
  * and removes; and a second agent on the same socket touches nothing
  * (issue 11, item 12).
  */
@@ -240,7 +240,7 @@ static int events_as_user(void *arg)
 
 Test(security, lockout_per_uid_cap)
 {
-	struct ag_user mallory, alice;
+	struct test_user mallory, alice;
 	struct rlimit rl = { 4096, 4096 };
 	struct hoard h;
 	int served = -1, status;
@@ -253,8 +253,8 @@ Test(security, lockout_per_uid_cap)
 		rl.rlim_max = 4096;
 	rl.rlim_cur = rl.rlim_max;
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0, "%s", strerror(errno));
-	ag_user_new(&mallory);
-	ag_user_new(&alice);
+	test_user_new(&mallory);
+	test_user_new(&alice);
 	ag_start(NULL);
 	cr_assert(pipe(h.ready) == 0 && pipe(h.done) == 0);
 	fflush(NULL);
@@ -309,11 +309,11 @@ static int stalled_subscriber(void *arg)
 Test(security, stalled_subscriber_dropped)
 {
 	static const char *const extra[] = { "--stall-timeout", "1", NULL };
-	struct ag_user u;
+	struct test_user u;
 	int status, s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	pid_t pid;
 
-	ag_user_new(&u);
+	test_user_new(&u);
 	ag_start(extra);
 	fflush(NULL);
 	pid = fork();
@@ -438,7 +438,7 @@ Test(security, send_buffer_capped_big_list_delivered)
 {
 	struct rlimit rl = { 4096, 4096 };
 	static int socks[MANY / PORTRES_MAX_ANCHORS_TEST];
-	struct ag_user u;
+	struct test_user u;
 	size_t n = 0;
 	int c;
 
@@ -446,7 +446,7 @@ Test(security, send_buffer_capped_big_list_delivered)
 		rl.rlim_max = 4096;
 	rl.rlim_cur = rl.rlim_max;
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0, "%s", strerror(errno));
-	ag_user_new(&u);
+	test_user_new(&u);
 	ag_start(NULL);
 	/* a client's buffer in the agent is far below the old 32 MiB (64 MiB as the kernel counts) */
 	c = ag_connect();
@@ -509,7 +509,7 @@ static int acquire_raw(void *arg)
 }
 
 /* As user u: acquire start/count; the errno name of the reply ("" for ok). */
-static const char *user_acquire(const struct ag_user *u, struct user_acquire *ua, uint16_t start, uint16_t count)
+static const char *user_acquire(const struct test_user *u, struct user_acquire *ua, uint16_t start, uint16_t count)
 {
 	ua->start = start;
 	ua->count = count;
@@ -533,10 +533,10 @@ Test(security, user_ports_service_ports_refused)
 {
 	struct user_acquire *ua = shared_acquire();
 	struct portres_instance in;
-	struct ag_user u;
+	struct test_user u;
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	ag_user_new(&u);
+	test_user_new(&u);
 	/* the test's netns: ephemeral range 32768-60999, unprivileged ports from 1024 */
 	write_sysctl("ip_local_port_range", "32768 60999");
 	write_sysctl("ip_unprivileged_port_start", "1024");
@@ -570,9 +570,9 @@ Test(security, user_ports_flag_and_unprivileged_start)
 	static const char *const extra[] = { "--user-ports", "40000-40099", NULL };
 	static const char *const wide[] = { "--user-ports", "1024-65535", NULL };
 	struct user_acquire *ua = shared_acquire();
-	struct ag_user u;
+	struct test_user u;
 
-	ag_user_new(&u);
+	test_user_new(&u);
 	write_sysctl("ip_local_port_range", "32768 60999");
 	write_sysctl("ip_unprivileged_port_start", "1024");
 	ag_start(extra);
@@ -598,7 +598,7 @@ Test(security, user_ports_flag_and_unprivileged_start)
 
 /* What the user tried inside the delegated cgroup, and what the agent said. */
 struct escape {
-	const struct ag_user *u;
+	const struct test_user *u;
 	char deleg[4200], child[4300], other[4200];
 	int bind_before, bind_after;          /* bind(5000): 0 or -errno */
 	char attach_deleg[32], attach_child[32], detach_deleg[32], attach_other[32], detach_other[32];
@@ -627,7 +627,7 @@ static int try_escape(void *arg)
 	char req[9000], tok[17];
 	int s, fd;
 
-	if (ag_become(e->u, NULL, 0))
+	if (test_user_become(e->u, NULL, 0))
 		return 100;
 	e->bind_before = ag_bind(IPPROTO_TCP, 5000, NULL);
 	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -659,7 +659,7 @@ static int try_escape(void *arg)
 }
 
 /* Hands a cgroup to u the way a delegation does: the directory and its procs file. */
-static void delegate(const char *cg, const struct ag_user *u)
+static void delegate(const char *cg, const struct test_user *u)
 {
 	char procs[4300];
 
@@ -672,12 +672,12 @@ Test(security, confine_escape_refused)
 {
 	struct escape *e = mmap(NULL, sizeof(*e), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	char req[4400], *text;
-	struct ag_user u;
+	struct test_user u;
 	json_t *r, *att;
 
 	cr_assert(e != MAP_FAILED);
 	memset(e, 0, sizeof(*e));
-	ag_user_new(&u);
+	test_user_new(&u);
 	e->u = &u;
 	ag_start(NULL);
 	cli_cgroup("deleg", e->deleg, sizeof(e->deleg));
@@ -865,10 +865,10 @@ Test(security, create_request_id_is_its_senders)
 {
 	char tok[17], extra_group[64];
 	const char *extra[3] = { "--admin-group", extra_group, NULL };
-	struct ag_user u;
+	struct test_user u;
 	json_t *r;
 
-	ag_user_new(&u);
+	test_user_new(&u);
 	snprintf(extra_group, sizeof(extra_group), "%s", u.name); /* the user's own group */
 	ag_start(extra);
 	r = ag_req(create_rid, -1);

@@ -89,6 +89,7 @@ void fx_setup(void)
 
 	libbpf_set_print(quiet_libbpf);
 	memset(&fx, 0, sizeof(fx));
+	test_users_sweep();
 	fx_private_namespaces();
 
 	snprintf(fx.tmp, sizeof(fx.tmp), "/tmp/portres-test-XXXXXX");
@@ -129,6 +130,7 @@ void fx_teardown(void)
 		rmdir(fx.bpffs);
 	if (fx.tmp[0])
 		rmdir(fx.tmp);
+	test_users_remove();
 }
 
 void fx_child_cgroup(const char *name, char *path, size_t len)

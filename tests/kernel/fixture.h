@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include "loader.h"
 #include "portres.h"
+#include "users.h"
 
 struct fixture {
 	char cgroup[4096];       /* the test's cgroup2 directory */
@@ -26,7 +27,11 @@ struct fixture {
 
 extern struct fixture fx;
 
-/* Criterion .init / .fini for kernel tests. */
+/*
+ * Criterion .init / .fini for kernel tests. Unprivileged cases run as real
+ * users (users.h): fx_teardown removes those test_user_new made, even when
+ * the test failed, and fx_setup those of crashed runs.
+ */
 void fx_setup(void);
 void fx_teardown(void);
 

@@ -16,8 +16,6 @@
 
 #define START 25000
 #define COUNT 4
-#define NOBODY 65534
-#define GROUP 4242
 
 TestSuite(sockopt, .init = fx_setup, .fini = fx_teardown);
 
@@ -288,52 +286,56 @@ Test(sockopt, runtime_token_other_process)
 Test(sockopt, persistent_needs_grant)
 {
 	uint64_t t = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
-	struct who w = { .token = t, .uid = NOBODY, .gid = NOBODY, .proto = IPPROTO_UDP };
-	char granted[4200], other[4200];
+	struct test_user u, other; /* other: another uid, and a group u is not in */
+	struct who w = { .token = t, .proto = IPPROTO_UDP };
+	char granted[4200], other_cg[4200];
 	uint64_t cgid;
 
+	test_user_new(&u);
+	test_user_new(&other);
 	w.want = 0;
 	w.uid = 0;
 	h_expect_child(try_associate, &w, "root without a grant");
 
-	w.uid = NOBODY;
+	w.uid = u.uid;
+	w.gid = u.gid;
 	w.want = -EACCES;
-	h_expect_child(try_associate, &w, "uid 65534 without a grant");
+	h_expect_child(try_associate, &w, "the user without a grant");
 
-	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, NOBODY + 1), 0);
-	h_expect_child(try_associate, &w, "uid 65534 with a grant for uid 65535");
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, other.uid), 0);
+	h_expect_child(try_associate, &w, "the user with a grant for another uid");
 
-	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, NOBODY), 0);
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_UID, u.uid), 0);
 	w.want = 0;
-	h_expect_child(try_associate, &w, "uid 65534 with a uid grant");
-	cr_assert_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_UID, NOBODY), 0);
+	h_expect_child(try_associate, &w, "the user with a uid grant");
+	cr_assert_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_UID, u.uid), 0);
 	w.want = -EACCES;
-	h_expect_child(try_associate, &w, "uid 65534 after the grant was deleted");
+	h_expect_child(try_associate, &w, "the user after the grant was deleted");
 
-	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_GID, GROUP), 0);
-	h_expect_child(try_associate, &w, "gid 65534 with a grant for gid 4242");
-	w.gid = GROUP;
+	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_GID, other.gid), 0);
+	h_expect_child(try_associate, &w, "the user's own gid with a grant for another gid");
+	w.gid = other.gid;
 	w.want = 0;
-	h_expect_child(try_associate, &w, "primary gid 4242 with a gid grant");
-	cr_assert_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_GID, GROUP), 0);
+	h_expect_child(try_associate, &w, "primary gid of the granted group");
+	cr_assert_eq(portres_grant_del(fx.l, t, PORTRES_GRANT_GID, other.gid), 0);
 	w.want = -EACCES;
-	h_expect_child(try_associate, &w, "gid 4242 after the grant was deleted");
+	h_expect_child(try_associate, &w, "the granted group after the grant was deleted");
 
 	/* A cgroup grant covers the cgroup and everything below it. */
-	w.gid = NOBODY;
+	w.gid = u.gid;
 	fx_child_cgroup("granted", granted, sizeof(granted));
 	fx_child_cgroup("granted/below", granted, sizeof(granted));
-	fx_child_cgroup("other", other, sizeof(other));
+	fx_child_cgroup("other", other_cg, sizeof(other_cg));
 	snprintf(granted, sizeof(granted), "%s/granted", fx.cgroup);
 	cr_assert_eq(portres_cgroup_id(granted, &cgid), 0);
 	cr_assert_eq(portres_grant_add(fx.l, t, PORTRES_GRANT_CGROUP, cgid), 0);
-	w.cgroup = other;
-	h_expect_child(try_associate, &w, "uid 65534 in a cgroup without a grant");
+	w.cgroup = other_cg;
+	h_expect_child(try_associate, &w, "the user in a cgroup without a grant");
 	w.want = 0;
 	w.cgroup = granted;
-	h_expect_child(try_associate, &w, "uid 65534 in a granted cgroup");
+	h_expect_child(try_associate, &w, "the user in a granted cgroup");
 	snprintf(granted, sizeof(granted), "%s/granted/below", fx.cgroup);
-	h_expect_child(try_associate, &w, "uid 65534 below a granted cgroup");
+	h_expect_child(try_associate, &w, "the user below a granted cgroup");
 
 	/* Deleting the reservation deletes its grants. */
 	cr_assert_eq(portres_resv_del(fx.l, t), 0);

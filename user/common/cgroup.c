@@ -2,11 +2,14 @@
 /* cgroup.c - the cgroup2 mount and the path of a cgroup id (cgroup.h). */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <fts.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -40,19 +43,20 @@ const char *cgroup2_mount(void)
 /* 0 with the path, -ENOENT (stale handle: the cgroup is gone), or -errno when handles cannot be used. */
 static int path_by_handle(const char *root, uint64_t id, char *buf, size_t len)
 {
-	static int mount_fd = -1;
 	struct {
 		struct file_handle fh;
 		uint64_t id;
 	} h = { .fh = { .handle_bytes = sizeof(uint64_t), .handle_type = FILEID_KERNFS } };
 	char link[64];
 	ssize_t n;
-	int fd;
+	int mount_fd, fd;
 
-	if (mount_fd < 0 && (mount_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if ((mount_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return -errno;
 	memcpy(h.fh.f_handle, &id, sizeof(id));
-	if ((fd = open_by_handle_at(mount_fd, &h.fh, O_PATH | O_CLOEXEC)) < 0)
+	fd = open_by_handle_at(mount_fd, &h.fh, O_PATH | O_CLOEXEC);
+	close(mount_fd);
+	if (fd < 0)
 		return errno == ESTALE ? -ENOENT : -errno;
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	n = readlink(link, buf, len);
@@ -69,17 +73,27 @@ static int path_by_handle(const char *root, uint64_t id, char *buf, size_t len)
 	return 0;
 }
 
-static uint64_t walk_id;
-static char *walk_buf;
-static size_t walk_len;
-static int walk_err;
-
-static int walk_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+/*
+ * Unprivileged: a cgroup2 directory's inode number is its cgroup id, so the
+ * mount is walked for it (fts: the walk's state is this call's own).
+ */
+static int path_by_walk(const char *root, uint64_t id, char *buf, size_t len)
 {
-	if (type != FTW_D || (uint64_t)sb->st_ino != walk_id)
-		return 0;
-	walk_err = (size_t)snprintf(walk_buf, walk_len, "%s", path) >= walk_len ? -ENAMETOOLONG : 0;
-	return 1;
+	char *const paths[] = { (char *)root, NULL };
+	FTS *fts = fts_open(paths, FTS_PHYSICAL | FTS_XDEV | FTS_NOCHDIR, NULL);
+	FTSENT *e;
+	int err = -ENOENT;
+
+	if (!fts)
+		return -errno;
+	while ((e = fts_read(fts))) {
+		if (e->fts_info != FTS_D || (uint64_t)e->fts_statp->st_ino != id)
+			continue;
+		err = (size_t)snprintf(buf, len, "%s", e->fts_path) >= len ? -ENAMETOOLONG : 0;
+		break;
+	}
+	fts_close(fts);
+	return err;
 }
 
 int cgroup2_path(uint64_t id, char *buf, size_t len)
@@ -94,13 +108,39 @@ int cgroup2_path(uint64_t id, char *buf, size_t len)
 	err = path_by_handle(root, id, buf, len);
 	if (err != -EPERM && err != -EOPNOTSUPP && err != -EINVAL && err != -ENOSYS && err != -EACCES)
 		return err;
-	/* Unprivileged: a cgroup2 directory's inode number is its cgroup id. */
-	walk_id = id;
-	walk_buf = buf;
-	walk_len = len;
-	walk_err = -ENOENT;
-	nftw(root, walk_cb, 16, FTW_PHYS | FTW_MOUNT);
-	return walk_err;
+	return path_by_walk(root, id, buf, len);
+}
+
+int cgroup2_dir_id(const char *path, uint64_t *id, char *why, size_t len)
+{
+	const char *root;
+	char real[PATH_MAX];
+	struct statfs sfs;
+	struct stat sb;
+	size_t n;
+	int err;
+
+	if (!realpath(path, real) || stat(real, &sb) || statfs(real, &sfs)) {
+		err = errno;
+		snprintf(why, len, "%s", strerror(err));
+		return -err;
+	}
+	if (sfs.f_type == CGROUP2_SUPER_MAGIC && S_ISDIR(sb.st_mode)) {
+		*id = sb.st_ino; /* on cgroup2 the inode number is the cgroup id */
+		return 0;
+	}
+	/* "/etc/../../../" is "/": the cause is where it leads (EMEDIUMTYPE would say "wrong medium type") */
+	root = cgroup2_mount();
+	n = root ? strlen(root) : 0;
+	if (!S_ISDIR(sb.st_mode))
+		snprintf(why, len, "not a cgroup2 directory: %s is a file", real);
+	else if (!root)
+		snprintf(why, len, "not a cgroup2 directory: %s (and no cgroup2 is mounted)", real);
+	else if (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0'))
+		snprintf(why, len, "not a cgroup2 directory: it is %s, outside the cgroup2 mount %s", real, root);
+	else
+		snprintf(why, len, "not a cgroup2 directory: %s is on another file system", real);
+	return -EINVAL;
 }
 
 int cgroup2_self(char *buf, size_t len)
@@ -146,15 +186,16 @@ int cgroup2_enter(const char *path)
 	return err;
 }
 
-static int rmdir_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	if (type == FTW_DP)
-		rmdir(path);
-	return 0;
-}
-
 void cgroup2_remove(const char *path)
 {
-	/* Depth first: a cgroup goes only when its children went first. */
-	nftw(path, rmdir_cb, 16, FTW_DEPTH | FTW_PHYS);
+	char *const paths[] = { (char *)path, NULL };
+	FTS *fts = fts_open(paths, FTS_PHYSICAL | FTS_XDEV | FTS_NOCHDIR, NULL);
+	FTSENT *e;
+
+	/* Depth first (FTS_DP, a directory after its contents): a cgroup goes only when its children went first. */
+	while (fts && (e = fts_read(fts)))
+		if (e->fts_info == FTS_DP)
+			rmdir(e->fts_accpath);
+	if (fts)
+		fts_close(fts);
 }

@@ -26,6 +26,14 @@ const char *cgroup2_mount(void);
  */
 int cgroup2_path(uint64_t id, char *buf, size_t len);
 
+/*
+ * The cgroup id of the cgroup2 directory path (after "..", links): 0;
+ * -EINVAL when it is not one, with why naming the cause (a file; where path
+ * leads, outside the cgroup2 mount; another file system); -ENOENT and other
+ * -errno when it cannot be looked at (why: strerror).
+ */
+int cgroup2_dir_id(const char *path, uint64_t *id, char *why, size_t len);
+
 /* The calling process's cgroup2 directory (from /proc/self/cgroup) into buf. */
 int cgroup2_self(char *buf, size_t len);
 

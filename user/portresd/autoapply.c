@@ -42,15 +42,19 @@
 #define WATCH_EVENTS (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | \
 		      IN_MOVE_SELF | IN_ONLYDIR)
 
-/* [0] the file's directory (as given), [1] the directory it resolves to, if another */
-static struct {
+/* A watched directory and the name in it that matters. */
+struct slot {
 	int wd;
 	char dir[PATH_MAX];
 	char name[NAME_MAX + 1];
-} slot[2] = { { .wd = -1 }, { .wd = -1 } };
+};
 
-static int ifd = -1, tfd = -1;
-static char *applied;        /* the text last applied without error */
+/* The watcher of --apply FILE (a->autoapply, from autoapply_start to autoapply_stop). */
+struct autoapply {
+	struct slot slot[2];     /* [0] the file's directory (as given), [1] the one it resolves to, if another */
+	int ifd, tfd;            /* inotify, the settle timer; -1: changes are not seen */
+	char *applied;           /* the text last applied without error */
+};
 
 static void split(const char *path, char *dir, size_t dlen, char *name, size_t nlen)
 {
@@ -65,19 +69,22 @@ static void split(const char *path, char *dir, size_t dlen, char *name, size_t n
 	}
 }
 
-static void watch_slot(int i, const char *path)
+static void watch_slot(struct autoapply *aa, int i, const char *path)
 {
+	struct slot *slot = aa->slot;
 	char dir[PATH_MAX], name[NAME_MAX + 1];
 
+	if (aa->ifd < 0)
+		return;
 	split(path, dir, sizeof(dir), name, sizeof(name));
 	snprintf(slot[i].name, sizeof(slot[i].name), "%s", name);
 	if (slot[i].wd >= 0 && !strcmp(slot[i].dir, dir))
 		return;
 	/* the same directory gives the same watch: it is removed only when the other slot does not share it */
 	if (slot[i].wd >= 0 && slot[i].wd != slot[!i].wd)
-		inotify_rm_watch(ifd, slot[i].wd);
+		inotify_rm_watch(aa->ifd, slot[i].wd);
 	snprintf(slot[i].dir, sizeof(slot[i].dir), "%s", dir);
-	slot[i].wd = inotify_add_watch(ifd, dir, WATCH_EVENTS);
+	slot[i].wd = inotify_add_watch(aa->ifd, dir, WATCH_EVENTS);
 	if (slot[i].wd < 0)
 		log_msg(LOG_ERR, "apply", "%s: cannot watch directory %s (%s): changes to the file are not seen",
 			path, dir, strerror(errno));
@@ -170,6 +177,7 @@ static json_t *current(struct agent *a)
 
 static void apply_now(struct agent *a)
 {
+	struct autoapply *aa = a->autoapply;
 	const char *file = a->opts.apply_file;
 	struct apply_opts ao = { .prune = a->opts.apply_prune, .netns_inode = a->own_ns->inode, .check_cgroups = true };
 	struct apply_file f = { 0 };
@@ -181,12 +189,12 @@ static void apply_now(struct agent *a)
 
 	/* a symlink elsewhere: watch where it leads now (a swapped ..data is seen in [0]) */
 	if (realpath(file, real))
-		watch_slot(1, real);
+		watch_slot(aa, 1, real);
 	if (!text) {
 		log_msg(LOG_ERR, "apply", "%s: cannot read: %s; keeping the current reservations", file, strerror(errno));
 		goto out;
 	}
-	if (applied && !strcmp(applied, text)) {
+	if (aa->applied && !strcmp(aa->applied, text)) {
 		log_msg(LOG_DEBUG, "apply", "%s: unchanged", file);
 		goto out;
 	}
@@ -215,8 +223,8 @@ static void apply_now(struct agent *a)
 		snprintf(steps + n, sizeof(steps) - n, "%s%s", i ? "; " : ": ", plan.steps[i].desc);
 	log_msg(LOG_INFO, "apply", "%s: %zu change%s applied, %zu unchanged%s", file, plan.n, plan.n == 1 ? "" : "s",
 		plan.unchanged, steps);
-	free(applied);
-	applied = text;
+	free(aa->applied);
+	aa->applied = text;
 	text = NULL;
 out:
 	apply_plan_free(&plan);
@@ -225,75 +233,92 @@ out:
 	free(text);
 }
 
-void autoapply_start(struct agent *a, int *ifd_out, int *tfd_out)
+void autoapply_start(struct agent *a, int *ifd, int *tfd)
 {
-	*ifd_out = *tfd_out = -1;
+	struct autoapply *aa;
+
+	*ifd = *tfd = -1;
 	if (!a->opts.apply_file)
 		return;
-	ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (ifd < 0 || tfd < 0) {
+	if (!(aa = calloc(1, sizeof(*aa)))) {
+		log_msg(LOG_ERR, "apply", "%s: out of memory: not applied", a->opts.apply_file);
+		return;
+	}
+	aa->slot[0].wd = aa->slot[1].wd = -1;
+	aa->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	aa->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (aa->ifd < 0 || aa->tfd < 0) {
 		log_msg(LOG_ERR, "apply", "%s: cannot watch it (%s): applied once, changes are not seen",
 			a->opts.apply_file, strerror(errno));
-		autoapply_stop();
-	} else {
-		watch_slot(0, a->opts.apply_file);
+		if (aa->ifd >= 0)
+			close(aa->ifd);
+		if (aa->tfd >= 0)
+			close(aa->tfd);
+		aa->ifd = aa->tfd = -1;
 	}
+	a->autoapply = aa;
+	watch_slot(aa, 0, a->opts.apply_file);
 	apply_now(a);
-	*ifd_out = ifd;
-	*tfd_out = tfd;
+	*ifd = aa->ifd;
+	*tfd = aa->tfd;
 }
 
 void autoapply_changed(struct agent *a)
 {
 	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
 	struct itimerspec settle = { .it_value = { .tv_nsec = SETTLE_MS * 1000000L } };
+	struct autoapply *aa = a->autoapply;
 	bool relevant = false;
 	ssize_t n;
 
-	while ((n = read(ifd, buf, sizeof(buf))) > 0) {
+	while (aa && (n = read(aa->ifd, buf, sizeof(buf))) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
 
 			p += sizeof(*ev) + ev->len;
 			for (int i = 0; i < 2; i++) {
-				if (slot[i].wd < 0 || ev->wd != slot[i].wd)
+				struct slot *slot = &aa->slot[i];
+
+				if (slot->wd < 0 || ev->wd != slot->wd)
 					continue;
 				if (ev->mask & IN_IGNORED) {
-					slot[i].wd = -1;
+					slot->wd = -1;
 					if (i == 0)
 						log_msg(LOG_WARN, "apply", "%s: its directory %s was removed; "
-							"changes are no longer seen", a->opts.apply_file, slot[i].dir);
+							"changes are no longer seen", a->opts.apply_file, slot->dir);
 					relevant = true;
 				} else if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
 					relevant = true;
-				} else if (ev->len && (!strcmp(ev->name, slot[i].name) || !strcmp(ev->name, "..data"))) {
+				} else if (ev->len && (!strcmp(ev->name, slot->name) || !strcmp(ev->name, "..data"))) {
 					relevant = true;
 				}
 			}
 		}
 	}
 	if (relevant)
-		timerfd_settime(tfd, 0, &settle, NULL);
+		timerfd_settime(aa->tfd, 0, &settle, NULL);
 }
 
 void autoapply_timer(struct agent *a)
 {
 	uint64_t expired;
 
-	if (read(tfd, &expired, sizeof(expired)) != sizeof(expired))
+	if (!a->autoapply || read(a->autoapply->tfd, &expired, sizeof(expired)) != sizeof(expired))
 		return;
 	apply_now(a);
 }
 
-void autoapply_stop(void)
+void autoapply_stop(struct agent *a)
 {
-	if (ifd >= 0)
-		close(ifd);
-	if (tfd >= 0)
-		close(tfd);
-	ifd = tfd = -1;
-	slot[0].wd = slot[1].wd = -1;
-	free(applied);
-	applied = NULL;
+	struct autoapply *aa = a->autoapply;
+
+	if (!aa)
+		return;
+	if (aa->ifd >= 0)
+		close(aa->ifd);
+	if (aa->tfd >= 0)
+		close(aa->tfd);
+	free(aa->applied);
+	free(aa);
+	a->autoapply = NULL;
 }

@@ -36,17 +36,20 @@ struct cgw {
 	char name[NAME_MAX + 1];
 };
 
-static struct cgw *cgw;
-static size_t n_cgw;
-static int ifd = -1;
-static time_t last_fallback;
-static bool warned;
+/* The agent's watches (a->cgwatch, from cgwatch_open to cgwatch_close). */
+struct cgwatch {
+	struct cgw *w;
+	size_t n;
+	int ifd;                 /* inotify */
+	time_t last_fallback;
+	bool warned;             /* a watch could not be added: said once */
+};
 
-static struct cgw *cgw_find(uint64_t id)
+static struct cgw *cgw_find(struct cgwatch *cw, uint64_t id)
 {
-	for (size_t i = 0; i < n_cgw; i++)
-		if (cgw[i].id == id)
-			return &cgw[i];
+	for (size_t i = 0; i < cw->n; i++)
+		if (cw->w[i].id == id)
+			return &cw->w[i];
 	return NULL;
 }
 
@@ -58,16 +61,26 @@ static long attach_index(struct agent *a, uint64_t id)
 	return -1;
 }
 
-static void cgw_forget(size_t k)
+static void cgw_forget(struct cgwatch *cw, size_t k)
 {
-	int wd = cgw[k].wd;
+	int wd = cw->w[k].wd;
 
-	cgw[k] = cgw[--n_cgw];
-	for (size_t i = 0; i < n_cgw; i++)
-		if (cgw[i].wd == wd)
+	cw->w[k] = cw->w[--cw->n];
+	for (size_t i = 0; i < cw->n; i++)
+		if (cw->w[i].wd == wd)
 			return;
 	if (wd >= 0)
-		inotify_rm_watch(ifd, wd);
+		inotify_rm_watch(cw->ifd, wd);
+}
+
+/* Forgets the entries whose cgroup has no attachment left. */
+static void forget_unattached(struct agent *a)
+{
+	struct cgwatch *cw = a->cgwatch;
+
+	for (size_t k = cw->n; k-- > 0;)
+		if (attach_index(a, cw->w[k].id) < 0)
+			cgw_forget(cw, k);
 }
 
 /*
@@ -120,26 +133,27 @@ static void drop(struct agent *a, size_t i, bool *save)
 /* Watches the parent of attachment i's cgroup (found at real); drops i if the cgroup went meanwhile. */
 static void watch(struct agent *a, size_t i, const char *real, bool *save)
 {
-	struct cgw *w = cgw_find(a->st.attach[i].cgroup_id);
+	struct cgwatch *cw = a->cgwatch;
+	struct cgw *w = cgw_find(cw, a->st.attach[i].cgroup_id);
 	char dir[PATH_MAX], again[PATH_MAX];
 	const char *slash = strrchr(real, '/');
 
 	if (!w) {
-		void *grown = realloc(cgw, (n_cgw + 1) * sizeof(*cgw));
+		void *grown = realloc(cw->w, (cw->n + 1) * sizeof(*cw->w));
 
 		if (!grown)
 			return;
-		cgw = grown;
-		w = &cgw[n_cgw++];
+		cw->w = grown;
+		w = &cw->w[cw->n++];
 		*w = (struct cgw){ .id = a->st.attach[i].cgroup_id, .wd = -1 };
 	}
 	if (!slash || slash == real || (size_t)(slash - real) >= sizeof(dir))
 		return; /* "/": never removed */
 	snprintf(w->name, sizeof(w->name), "%s", slash + 1);
 	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - real), real);
-	w->wd = inotify_add_watch(ifd, dir, IN_DELETE | IN_ONLYDIR);
-	if (w->wd < 0 && !warned) {
-		warned = true;
+	w->wd = inotify_add_watch(cw->ifd, dir, IN_DELETE | IN_ONLYDIR);
+	if (w->wd < 0 && !cw->warned) {
+		cw->warned = true;
 		log_msg(LOG_WARN, "cgroup", "cannot watch %s (%s): removed cgroups are noticed within %d s instead",
 			dir, strerror(errno), FALLBACK_SEC);
 	}
@@ -150,11 +164,20 @@ static void watch(struct agent *a, size_t i, const char *real, bool *save)
 
 int cgwatch_open(struct agent *a)
 {
-	ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (ifd < 0)
-		return -errno;
+	struct cgwatch *cw = calloc(1, sizeof(*cw));
+
+	if (!cw)
+		return -ENOMEM;
+	cw->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (cw->ifd < 0) {
+		int err = -errno;
+
+		free(cw);
+		return err;
+	}
+	a->cgwatch = cw;
 	a->attach_dirty = true;
-	return ifd;
+	return cw->ifd;
 }
 
 void cgwatch_sync(struct agent *a)
@@ -163,13 +186,11 @@ void cgwatch_sync(struct agent *a)
 	bool save = false;
 
 	a->attach_dirty = false;
-	if (ifd < 0)
+	if (!a->cgwatch)
 		return;
-	for (size_t k = n_cgw; k-- > 0;)
-		if (attach_index(a, cgw[k].id) < 0)
-			cgw_forget(k);
+	forget_unattached(a);
 	for (size_t i = a->st.n_attach; i-- > 0;) {
-		struct cgw *w = cgw_find(a->st.attach[i].cgroup_id);
+		struct cgw *w = cgw_find(a->cgwatch, a->st.attach[i].cgroup_id);
 
 		if (w && w->wd >= 0)
 			continue;
@@ -178,9 +199,7 @@ void cgwatch_sync(struct agent *a)
 		else if (real[0])
 			watch(a, i, real, &save);
 	}
-	for (size_t k = n_cgw; k-- > 0;)
-		if (attach_index(a, cgw[k].id) < 0)
-			cgw_forget(k);
+	forget_unattached(a);
 	/* dropped attachments are written with the turn's batch, which the loop commits */
 	(void)save;
 }
@@ -188,22 +207,21 @@ void cgwatch_sync(struct agent *a)
 /* Checks the entries marked (all with all): drops those whose cgroup is gone. */
 static void check_marked(struct agent *a, bool all)
 {
+	struct cgwatch *cw = a->cgwatch;
 	char real[PATH_MAX];
 	bool save = false;
 
-	for (size_t k = n_cgw; k-- > 0;) {
+	for (size_t k = cw->n; k-- > 0;) {
 		long i;
 
-		if (!all && !cgw[k].check)
+		if (!all && !cw->w[k].check)
 			continue;
-		cgw[k].check = false;
+		cw->w[k].check = false;
 		/* a cgroup may hold two blocks (TCP and UDP): both go */
-		while ((i = attach_index(a, cgw[k].id)) >= 0 && verify(a, (size_t)i, real, sizeof(real)) == -ENOENT)
+		while ((i = attach_index(a, cw->w[k].id)) >= 0 && verify(a, (size_t)i, real, sizeof(real)) == -ENOENT)
 			drop(a, (size_t)i, &save);
 	}
-	for (size_t k = n_cgw; k-- > 0;)
-		if (attach_index(a, cgw[k].id) < 0)
-			cgw_forget(k);
+	forget_unattached(a);
 	/* dropped attachments are written with the turn's batch, which the loop commits */
 	(void)save;
 }
@@ -211,26 +229,29 @@ static void check_marked(struct agent *a, bool all)
 void cgwatch_run(struct agent *a)
 {
 	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	struct cgwatch *cw = a->cgwatch;
 	bool any = false, all = false;
 	ssize_t n;
 
-	while ((n = read(ifd, buf, sizeof(buf))) > 0) {
+	while (cw && (n = read(cw->ifd, buf, sizeof(buf))) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
 
 			p += sizeof(*ev) + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW)
 				all = true;
-			for (size_t k = 0; k < n_cgw; k++) {
-				if (cgw[k].wd != ev->wd)
+			for (size_t k = 0; k < cw->n; k++) {
+				struct cgw *w = &cw->w[k];
+
+				if (w->wd != ev->wd)
 					continue;
 				if (ev->mask & IN_IGNORED) {
 					/* the parent itself went (or its file system): check, and watch anew */
-					cgw[k].wd = -1;
-					cgw[k].check = any = true;
+					w->wd = -1;
+					w->check = any = true;
 					a->attach_dirty = true;
-				} else if (ev->len && !strcmp(cgw[k].name, ev->name)) {
-					cgw[k].check = any = true;
+				} else if (ev->len && !strcmp(w->name, ev->name)) {
+					w->check = any = true;
 				}
 			}
 		}
@@ -241,25 +262,28 @@ void cgwatch_run(struct agent *a)
 
 void cgwatch_tick(struct agent *a)
 {
+	struct cgwatch *cw = a->cgwatch;
 	time_t now = time(NULL);
 	bool any = false;
 
-	if (now - last_fallback < FALLBACK_SEC)
+	if (!cw || now - cw->last_fallback < FALLBACK_SEC)
 		return;
-	last_fallback = now;
-	for (size_t k = 0; k < n_cgw; k++)
-		if (cgw[k].wd < 0)
-			cgw[k].check = any = true;
+	cw->last_fallback = now;
+	for (size_t k = 0; k < cw->n; k++)
+		if (cw->w[k].wd < 0)
+			cw->w[k].check = any = true;
 	if (any)
 		check_marked(a, false);
 }
 
-void cgwatch_close(void)
+void cgwatch_close(struct agent *a)
 {
-	if (ifd >= 0)
-		close(ifd);
-	ifd = -1;
-	free(cgw);
-	cgw = NULL;
-	n_cgw = 0;
+	struct cgwatch *cw = a->cgwatch;
+
+	if (!cw)
+		return;
+	close(cw->ifd);
+	free(cw->w);
+	free(cw);
+	a->cgwatch = NULL;
 }

@@ -48,19 +48,9 @@ struct event_sub {
 	struct event_filter f;
 	bool (*deliver)(void *ctx, char *text);
 	void *ctx;
+	struct events *sink;         /* whose list it joins */
 	struct event_sub *next;
 };
-
-static struct event_sub *subs;
-static struct events_stats stats;
-static int log_fd = -1;
-static off_t log_size;
-static bool log_failed;    /* warned once; retried at the next event */
-
-const struct events_stats *events_get_stats(void)
-{
-	return &stats;
-}
 
 /* --- the log ---------------------------------------------------------------- */
 
@@ -69,67 +59,81 @@ static void log_path(const struct agent *a, const char *file, char *out, size_t 
 	snprintf(out, len, "%s/%s", a->opts.state_dir, file);
 }
 
+static void log_close(struct events *ev)
+{
+	if (ev->log_open)
+		close(ev->log_fd);
+	ev->log_open = false;
+}
+
 static int log_open(struct agent *a)
 {
+	struct events *ev = &a->events;
 	char path[PATH_MAX];
 	struct stat sb;
+	int err;
 
 	log_path(a, EVENTS_LOG, path, sizeof(path));
-	log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (log_fd < 0 || fstat(log_fd, &sb))
+	ev->log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (ev->log_fd < 0)
 		return -errno;
-	log_size = sb.st_size;
+	if (fstat(ev->log_fd, &sb)) {
+		err = -errno;
+		close(ev->log_fd);
+		return err;
+	}
+	ev->log_open = true;
+	ev->log_size = sb.st_size;
 	return 0;
 }
 
 /* Appends one line; the file turns into events.log.1 once it would pass the size. */
 static void log_write(struct agent *a, const char *text)
 {
+	struct events *ev = &a->events;
 	size_t len = strlen(text);
 	char path[PATH_MAX], old[PATH_MAX];
 	int err = 0;
 
 	if (!a->opts.events_log_size)
 		return;
-	if (log_fd >= 0 && log_size > 0 && (uint64_t)log_size + len + 1 > a->opts.events_log_size) {
-		close(log_fd);
-		log_fd = -1;
+	if (ev->log_open && ev->log_size > 0 && (uint64_t)ev->log_size + len + 1 > a->opts.events_log_size) {
+		log_close(ev);
 		log_path(a, EVENTS_LOG, path, sizeof(path));
 		log_path(a, EVENTS_LOG_OLD, old, sizeof(old));
 		if (rename(path, old))
 			err = -errno;
 	}
-	if (!err && log_fd < 0)
+	if (!err && !ev->log_open)
 		err = log_open(a);
 	if (!err) {
 		struct iovec iov[2] = { { (void *)text, len }, { "\n", 1 } };
-		ssize_t n = writev(log_fd, iov, 2);
+		ssize_t n = writev(ev->log_fd, iov, 2);
 
 		if (n == (ssize_t)len + 1)
-			log_size += n;
+			ev->log_size += n;
 		else
 			err = n < 0 ? -errno : -EIO;
 	}
 	if (!err) {
-		log_failed = false;
+		ev->log_failed = false;
 		return;
 	}
-	stats.dropped_log++;
-	if (!log_failed)
+	ev->stats.dropped_log++;
+	if (!ev->log_failed)
 		log_msg(LOG_WARN, "events", "%s/%s: %s: events are not kept until it works again", a->opts.state_dir,
 			EVENTS_LOG, strerror(-err));
-	log_failed = true;
+	ev->log_failed = true;
 }
 
-void events_close(void)
+void events_close(struct agent *a)
 {
+	struct events *ev = &a->events;
 	struct event_sub *s;
 
-	if (log_fd >= 0)
-		close(log_fd);
-	log_fd = -1;
-	while ((s = subs)) {
-		subs = s->next;
+	log_close(ev);
+	while ((s = ev->subs)) {
+		ev->subs = s->next;
 		free(s->f.name);
 		free(s);
 	}
@@ -277,6 +281,7 @@ int events_request(struct agent *a, const json_t *req, json_t **recent, struct e
 		return -ENOMEM;
 	}
 	(*sub)->f = f;
+	(*sub)->sink = &a->events;
 	/* history already covers since and tail: what follows is every new event */
 	(*sub)->f.since[0] = '\0';
 	return 0;
@@ -286,8 +291,8 @@ void events_sub_start(struct event_sub *s, bool (*deliver)(void *ctx, char *text
 {
 	s->deliver = deliver;
 	s->ctx = ctx;
-	s->next = subs;
-	subs = s;
+	s->next = s->sink->subs;
+	s->sink->subs = s;
 }
 
 void events_sub_free(struct event_sub *s)
@@ -296,7 +301,7 @@ void events_sub_free(struct event_sub *s)
 
 	if (!s)
 		return;
-	for (pp = &subs; *pp && *pp != s; pp = &(*pp)->next)
+	for (pp = &s->sink->subs; *pp && *pp != s; pp = &(*pp)->next)
 		;
 	if (*pp)
 		*pp = s->next;
@@ -327,6 +332,7 @@ static void format_time(long long ts_ns, char out[EVENTS_TIME_LEN])
 
 void events_emit(struct agent *a, json_t *event)
 {
+	struct events *ev = &a->events;
 	char when[EVENTS_TIME_LEN], *text, *msg = NULL;
 	const struct resv *r;
 	uint64_t token;
@@ -334,7 +340,7 @@ void events_emit(struct agent *a, json_t *event)
 
 	if (!event)
 		return;
-	stats.emitted++;
+	ev->stats.emitted++;
 	if (!json_object_get(event, "ts_ns")) {
 		struct timespec now;
 
@@ -351,8 +357,8 @@ void events_emit(struct agent *a, json_t *event)
 	if (text)
 		log_write(a, text);
 	wrap = json_pack("{s:i, s:O}", "v", PROTO_VERSION, "event", event);
-	msg = wrap && subs ? json_dumps(wrap, JSON_COMPACT) : NULL;
-	for (struct event_sub *s = subs, *next; msg && s; s = next) {
+	msg = wrap && ev->subs ? json_dumps(wrap, JSON_COMPACT) : NULL;
+	for (struct event_sub *s = ev->subs, *next; msg && s; s = next) {
 		char *copy;
 
 		/* deliver may end the subscription (a client that went away) */
@@ -360,7 +366,7 @@ void events_emit(struct agent *a, json_t *event)
 		if (!passes(&s->f, event))
 			continue;
 		if (!(copy = strdup(msg)) || !s->deliver(s->ctx, copy))
-			stats.dropped_subscriber++;
+			ev->stats.dropped_subscriber++;
 	}
 	free(msg);
 	free(text);
@@ -383,7 +389,7 @@ int events_from_ring(const struct portres_event *ev, void *arg)
 	}
 	json = event_json(ev);
 	/* The data plane sends up to 1000 events a second per CPU: the log gets a few, the sink all. */
-	if (json && log_event_allowed())
+	if (json && log_event_allowed(&a->log_limit))
 		log_event(LOG_INFO, json_string_value(json_object_get(json, "type")), json,
 			  "%s port %u pid %u (%s) uid %u token %s address %s%s%s", json_string_value(json_object_get(json, "proto")),
 			  ev->port, ev->pid, json_string_value(json_object_get(json, "comm")), ev->uid,

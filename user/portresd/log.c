@@ -15,6 +15,10 @@
 
 #include "portresd.h"
 
+/*
+ * The process's logger, like openlog(3): set once by log_setup before
+ * anything logs, read-only after; every file logs without an agent at hand.
+ */
 static bool log_json;
 static int log_verbose;
 
@@ -24,6 +28,11 @@ void log_setup(bool json, int verbose)
 {
 	log_json = json;
 	log_verbose = verbose;
+}
+
+int log_verbosity(void)
+{
+	return log_verbose;
 }
 
 /*
@@ -99,53 +108,49 @@ void log_event(enum log_level lvl, const char *event, const json_t *fields, cons
 
 /* --- rate limit of data-plane events --------------------------------------- */
 
-static struct timespec window;   /* start of the current second */
-static unsigned in_window;       /* lines logged in it */
-static unsigned long suppressed; /* events not logged since the last report */
-
-static bool window_over(const struct timespec *now)
+static bool window_over(const struct log_limit *l, const struct timespec *now)
 {
-	return now->tv_sec - window.tv_sec > 1 ||
-	       (now->tv_sec - window.tv_sec == 1 && now->tv_nsec >= window.tv_nsec);
+	return now->tv_sec - l->window.tv_sec > 1 ||
+	       (now->tv_sec - l->window.tv_sec == 1 && now->tv_nsec >= l->window.tv_nsec);
 }
 
-static void report(void)
+static void report(struct log_limit *l)
 {
 	json_t *f;
 
-	if (!suppressed)
+	if (!l->suppressed)
 		return;
-	f = json_pack("{s:I, s:i}", "suppressed", (json_int_t)suppressed, "limit_per_sec", LOG_EVENTS_PER_SEC);
+	f = json_pack("{s:I, s:i}", "suppressed", (json_int_t)l->suppressed, "limit_per_sec", LOG_EVENTS_PER_SEC);
 	log_event(LOG_WARN, "suppressed", f,
 		  "%lu events suppressed (deny/audit/exhausted: at most %d lines a second; "
-		  "events subscribers and counters have them all)", suppressed, LOG_EVENTS_PER_SEC);
+		  "events subscribers and counters have them all)", l->suppressed, LOG_EVENTS_PER_SEC);
 	json_decref(f);
-	suppressed = 0;
+	l->suppressed = 0;
 }
 
-bool log_event_allowed(void)
+bool log_event_allowed(struct log_limit *l)
 {
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (window_over(&now)) {
-		report();
-		window = now;
-		in_window = 0;
+	if (window_over(l, &now)) {
+		report(l);
+		l->window = now;
+		l->in_window = 0;
 	}
-	if (in_window < LOG_EVENTS_PER_SEC) {
-		in_window++;
+	if (l->in_window < LOG_EVENTS_PER_SEC) {
+		l->in_window++;
 		return true;
 	}
-	suppressed++;
+	l->suppressed++;
 	return false;
 }
 
-void log_events_flush(bool force)
+void log_events_flush(struct log_limit *l, bool force)
 {
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (suppressed && (force || window_over(&now)))
-		report();
+	if (l->suppressed && (force || window_over(l, &now)))
+		report(l);
 }

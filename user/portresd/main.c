@@ -79,14 +79,13 @@ static const char usage[] =
 	"  --reset                 in that case, remove those reservations on purpose instead\n"
 	"  -v, --verbose           debug logs, libbpf's included\n";
 
-static int verbose_level;
-
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	/* libbpf's own logs are debug output unless -v. */
-	if (level == LIBBPF_DEBUG && verbose_level < 2)
+	/* libbpf's callback has no context: the level is the process's logger's */
+	if (level == LIBBPF_DEBUG && log_verbosity() < 2)
 		return 0;
-	if (level != LIBBPF_WARN && !verbose_level)
+	if (level != LIBBPF_WARN && !log_verbosity())
 		return 0;
 	return vfprintf(stderr, fmt, ap);
 }
@@ -203,16 +202,20 @@ static int collect_resv(uint64_t token, const struct portres_resv *r, void *arg)
 static int read_resv(struct agent *a, struct seen_list *l)
 {
 	enum { N = 4096 };
-	static uint64_t keys[N];
-	static struct portres_resv vals[N];
+	uint64_t *keys = NULL, in = 0, out = 0;
+	struct portres_resv *vals = NULL;
 	char path[PATH_MAX];
-	uint64_t in = 0, out = 0;
 	void *inp = NULL;
 	int fd, err = 0;
 
 	snprintf(path, sizeof(path), "%s/maps/portres_resv", a->opts.bpffs);
-	if ((fd = bpf_obj_get(path)) < 0)
+	/* on the heap: 200 KB is much for a stack */
+	if ((fd = bpf_obj_get(path)) < 0 || !(keys = malloc(N * sizeof(*keys))) || !(vals = malloc(N * sizeof(*vals)))) {
+		if (fd >= 0)
+			close(fd);
+		free(keys);
 		return portres_resv_foreach(a->loader, collect_resv, l);
+	}
 	for (;;) {
 		__u32 n = N;
 		int ret = bpf_map_lookup_batch(fd, inp, &out, keys, vals, &n, NULL);
@@ -229,6 +232,8 @@ static int read_resv(struct agent *a, struct seen_list *l)
 		inp = &in;
 	}
 	close(fd);
+	free(keys);
+	free(vals);
 	if (err == -EINVAL || err == -ENOTSUP || err == -524 /* ENOTSUPP */) {
 		l->n = 0;
 		return portres_resv_foreach(a->loader, collect_resv, l);
@@ -986,7 +991,6 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_setup(a.opts.json_log, a.opts.verbose);
-	verbose_level = a.opts.verbose;
 	libbpf_set_print(libbpf_log);
 	if (!a.opts.cgroup)
 		a.opts.cgroup = cgroup2_mount();

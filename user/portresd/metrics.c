@@ -79,8 +79,8 @@ char *metrics_text(struct agent *a)
 		"# TYPE portres_events_dropped_total counter\n");
 	put(&b, "portres_events_dropped_total{stage=\"kernel\"} %llu\n", (unsigned long long)g.events_dropped);
 	put(&b, "portres_events_dropped_total{stage=\"subscriber\"} %llu\n",
-	    (unsigned long long)events_get_stats()->dropped_subscriber);
-	put(&b, "portres_events_dropped_total{stage=\"log\"} %llu\n", (unsigned long long)events_get_stats()->dropped_log);
+	    (unsigned long long)a->events.stats.dropped_subscriber);
+	put(&b, "portres_events_dropped_total{stage=\"log\"} %llu\n", (unsigned long long)a->events.stats.dropped_log);
 	put(&b, "# HELP portres_agent_requests_total Requests served by portresd.\n# TYPE portres_agent_requests_total counter\n");
 	put(&b, "portres_agent_requests_total{outcome=\"ok\"} %llu\n", (unsigned long long)(a->requests - a->errors));
 	put(&b, "portres_agent_requests_total{outcome=\"error\"} %llu\n", (unsigned long long)a->errors);

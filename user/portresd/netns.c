@@ -88,18 +88,18 @@ struct netns *netns_find(struct agent *a, uint64_t cookie)
 	return ns;
 }
 
-const char *netns_name(const struct netns *ns)
+struct netns_name netns_name(const struct netns *ns)
 {
-	static char buf[PATH_MAX + 64];
+	struct netns_name n;
 
 	if (ns->own)
-		snprintf(buf, sizeof(buf), "net:[%llu] (the agent's)", (unsigned long long)ns->inode);
+		snprintf(n.s, sizeof(n.s), "net:[%llu] (the agent's)", (unsigned long long)ns->inode);
 	else if (!ns->inode)
-		snprintf(buf, sizeof(buf), "netns cookie %llu", (unsigned long long)ns->cookie);
+		snprintf(n.s, sizeof(n.s), "netns cookie %llu", (unsigned long long)ns->cookie);
 	else
-		snprintf(buf, sizeof(buf), "net:[%llu]%s%s%s", (unsigned long long)ns->inode, ns->path ? " (" : "",
+		snprintf(n.s, sizeof(n.s), "net:[%llu]%s%s%s", (unsigned long long)ns->inode, ns->path ? " (" : "",
 			 ns->path ? ns->path : "", ns->path ? ")" : "");
-	return buf;
+	return n;
 }
 
 void netns_json(json_t *o, const struct netns *ns)
@@ -557,7 +557,7 @@ int netns_sysctl_prepare(struct agent *a, struct netns *ns)
 		return -ENOMEM;
 	if (!(cur = netns_sysctl_now(a, ns, &err))) {
 		free(mid);
-		log_msg(LOG_WARN, "sysctl", "%s: ip_local_reserved_ports not read: %s", netns_name(ns), strerror(-err));
+		log_msg(LOG_WARN, "sysctl", "%s: ip_local_reserved_ports not read: %s", netns_name(ns).s, strerror(-err));
 		return err;
 	}
 	for (size_t i = 0; i < 1024; i++)
@@ -585,7 +585,7 @@ int netns_sysctl_write(struct agent *a, struct netns *ns)
 		changed |= next->w[i] != cur->w[i];
 	}
 	if (changed && (err = netns_run(a, ns, write_sysctl, next))) {
-		log_msg(LOG_WARN, "sysctl", "%s: ip_local_reserved_ports not updated: %s", netns_name(ns),
+		log_msg(LOG_WARN, "sysctl", "%s: ip_local_reserved_ports not updated: %s", netns_name(ns).s,
 			strerror(-err));
 		free(next);
 		return err;
@@ -620,7 +620,7 @@ static void netns_end(struct agent *a, struct netns *ns, const char *why)
 	size_t n = 0;
 	bool infra;
 
-	snprintf(name, sizeof(name), "%s", netns_name(ns));
+	snprintf(name, sizeof(name), "%s", netns_name(ns).s);
 	infra = batch_infra(a, true);
 	resv_foreach(a, r, tmp) {
 		const struct state_resv *sr = r->sr;
@@ -754,7 +754,7 @@ int netns_restore(struct agent *a, struct state *st, bool rebooted)
 										  .nsid = ns->nsid, .path = ns->path });
 			}
 			close(fd);
-			log_msg(LOG_INFO, "netns", "%s found again", netns_name(ns));
+			log_msg(LOG_INFO, "netns", "%s found again", netns_name(ns).s);
 			continue;
 		}
 		/* gone while no agent ran: its reservations leave the database (their grants and attachments with them) */
@@ -767,7 +767,7 @@ int netns_restore(struct agent *a, struct state *st, bool rebooted)
 			state_token_format(sr->token, tok);
 			log_msg(LOG_INFO, "ended", "persistent %s %u-%u token %s%s%s in %s: its network namespace is gone%s",
 				state_proto_name(sr->proto), sr->start, sr->start + sr->count - 1, tok,
-				sr->name ? " named " : "", sr->name ? sr->name : "", netns_name(ns),
+				sr->name ? " named " : "", sr->name ? sr->name : "", netns_name(ns).s,
 				rebooted ? " (rebooted)" : "");
 			batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:I, s:s?}", "type", "ended", "token", tok,
 						"proto", state_proto_name(sr->proto), "start", sr->start, "count", sr->count,
@@ -788,10 +788,8 @@ int netns_restore(struct agent *a, struct state *st, bool rebooted)
 
 void netns_teardown(struct agent *a, struct store_contents *c)
 {
-	static struct netns ns; /* large: not on the stack */
-	struct portset none;
+	struct netns *ns;
 
-	portset_clear(&none);
 	if (!a->own_ns && netns_own(a))
 		return;
 	for (size_t i = 0; i < c->st.n_netns; i++) {
@@ -801,16 +799,22 @@ void netns_teardown(struct agent *a, struct store_contents *c)
 
 		if (!sn->sysctl_added || portset_empty(sn->sysctl_added))
 			continue;
-		memset(&ns, 0, sizeof(ns));
-		ns.cookie = sn->cookie;
-		ns.inode = sn->inode;
-		ns.nsid = -1;
-		ns.fd = -1;
-		ns.path = sn->path;
+		/* large (its port sets): not on the stack */
+		if (!(ns = calloc(1, sizeof(*ns)))) {
+			log_msg(LOG_WARN, "teardown", "out of memory: ip_local_reserved_ports of net:[%llu] left as it is",
+				(unsigned long long)sn->inode);
+			continue;
+		}
+		ns->cookie = sn->cookie;
+		ns->inode = sn->inode;
+		ns->nsid = -1;
+		ns->fd = -1;
+		ns->path = sn->path;
 		owned = *sn->sysctl_added;
-		if ((err = netns_run(a, &ns, teardown_in_ns, &owned)))
-			log_msg(LOG_WARN, "teardown", "%s: ip_local_reserved_ports left as it is: %s", netns_name(&ns),
+		if ((err = netns_run(a, ns, teardown_in_ns, &owned)))
+			log_msg(LOG_WARN, "teardown", "%s: ip_local_reserved_ports left as it is: %s", netns_name(ns).s,
 				strerror(-err));
-		store_set_owned(a->store, ns.cookie, sn->sysctl_added, &owned);
+		store_set_owned(a->store, ns->cookie, sn->sysctl_added, &owned);
+		free(ns);
 	}
 }

@@ -74,20 +74,38 @@ static int need_admin(struct agent *a, const struct peer *p, struct reply *rp, c
 	return fail(rp, EACCES, "%s needs root or membership of group %s", what, a->opts.admin_group);
 }
 
-static const char *range_str(uint8_t proto, uint32_t start, uint32_t count)
-{
-	static char buf[64];
+/*
+ * Text for messages, returned by value: each call's text is the caller's (a
+ * temporary that lives to the end of the full expression), so two in one
+ * message never share a buffer. Use as fail(..., tok_str(a).s, tok_str(b).s).
+ */
+struct range_str {
+	char s[32];             /* "tcp 65535-65535" */
+};
+struct tok_str {
+	char s[17];
+};
+struct block_str {
+	char s[sizeof(struct range_str) + STATE_NAME_MAX + sizeof(struct tok_str) + 16];
+};
+struct comm_str {
+	char s[32];
+};
 
-	snprintf(buf, sizeof(buf), "%s %u-%u", state_proto_name(proto), start, start + count - 1);
-	return buf;
+static struct range_str range_str(uint8_t proto, uint32_t start, uint32_t count)
+{
+	struct range_str t;
+
+	snprintf(t.s, sizeof(t.s), "%s %u-%u", state_proto_name(proto), start, start + count - 1);
+	return t;
 }
 
-static const char *tok_str(uint64_t token)
+static struct tok_str tok_str(uint64_t token)
 {
-	static char buf[17];
+	struct tok_str t;
 
-	state_token_format(token, buf);
-	return buf;
+	state_token_format(token, t.s);
+	return t;
 }
 
 /*
@@ -168,19 +186,19 @@ static struct resv *select_resv(struct agent *a, const struct proto_req *req, co
 	switch (req->sel) {
 	case PROTO_SEL_TOKEN:
 		if (!(r = resv_find(a, req->token)) || (w && w->given && r->r.netns != w->cookie))
-			fail(rp, ENOENT, "no reservation with token %s%s%s", tok_str(req->token), r ? " in " : "",
-			     r ? netns_name(w->ns) : "");
+			fail(rp, ENOENT, "no reservation with token %s%s%s", tok_str(req->token).s, r ? " in " : "",
+			     r ? netns_name(w->ns).s : "");
 		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_NAME:
 		if (!(r = resv_find_name(a, req->name)) || (w && w->given && r->r.netns != w->cookie))
 			fail(rp, ENOENT, "no reservation named %s%s%s", req->name, r ? " in " : "",
-			     r ? netns_name(w->ns) : "");
+			     r ? netns_name(w->ns).s : "");
 		return r && (!w || !w->given || r->r.netns == w->cookie) ? r : NULL;
 	case PROTO_SEL_RANGE:
 		r = resv_find_range(w ? w->ns : a->own_ns, req->proto, req->start, req->count);
 		if (!r || r->r.kind != PORTRES_KIND_PERSISTENT) {
-			fail(rp, ENOENT, "no persistent reservation %s%s%s", range_str(req->proto, req->start, req->count),
-			     w && w->ns && !w->ns->own ? " in " : "", w && w->ns && !w->ns->own ? netns_name(w->ns) : "");
+			fail(rp, ENOENT, "no persistent reservation %s%s%s", range_str(req->proto, req->start, req->count).s,
+			     w && w->ns && !w->ns->own ? " in " : "", w && w->ns && !w->ns->own ? netns_name(w->ns).s : "");
 			return NULL;
 		}
 		return r;
@@ -198,9 +216,9 @@ static int overlap_msg(struct agent *a, struct resv *o, struct reply *rp, uint8_
 	char other[128];
 
 	snprintf(other, sizeof(other), "%s reservation %s%s%s", o->r.kind == PORTRES_KIND_RUNTIME ? "runtime" : "persistent",
-		 range_str(o->r.proto, o->r.start, o->r.count), sr && sr->name ? " named " : "",
+		 range_str(o->r.proto, o->r.start, o->r.count).s, sr && sr->name ? " named " : "",
 		 sr && sr->name ? sr->name : "");
-	return fail(rp, EADDRINUSE, "%s overlaps %s", range_str(proto, start, count), other);
+	return fail(rp, EADDRINUSE, "%s overlaps %s", range_str(proto, start, count).s, other);
 }
 
 /* --- acquire / release ---------------------------------------------------- */
@@ -288,14 +306,14 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 	if (req->start && (req->start < lo || (uint32_t)req->start + req->count - 1 > hi))
 		return fail(rp, EACCES, "%s is outside the ports users may reserve here: %s (portresd --user-ports, "
 			    "never below ip_unprivileged_port_start; root and group %s are not limited)",
-			    range_str(r.proto, req->start, req->count), users, a->opts.admin_group);
+			    range_str(r.proto, req->start, req->count).s, users, a->opts.admin_group);
 	if (req->start) {
 		r.start = req->start;
 		if ((o = resv_overlap(ns, r.proto, r.start, r.count)))
 			return overlap_msg(a, o, rp, r.proto, r.start, r.count);
 		err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 		if (err == -EADDRINUSE)
-			return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
+			return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count).s, held);
 	} else {
 		err = pick_block(a, ns, r.proto, r.count, lo, hi, &r.start);
 		if (err == -EADDRINUSE && lo == 1 && hi == 65535)
@@ -315,7 +333,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 	}
 	u->token = token;
 	if ((err = portres_resv_add(a->loader, token, &r))) {
-		fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count), strerror(-err));
+		fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count).s, strerror(-err));
 		goto err_dup;
 	}
 	if ((err = portres_anchor_add(a->loader, fd, token))) {
@@ -330,11 +348,11 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 							     .start = r.start, .count = r.count, .uid = p->uid,
 							     .pid = (uint32_t)p->pid }, (uint64_t)time(NULL));
 	batch_undo(a, undo_acquire, NULL, u, u->fd);
-	log_msg(LOG_INFO, "acquire", "runtime %s token %s for pid %d uid %u", range_str(r.proto, r.start, r.count),
-		tok_str(token), p->pid, p->uid);
-	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token), "start", r.start, "count",
+	log_msg(LOG_INFO, "acquire", "runtime %s token %s for pid %d uid %u", range_str(r.proto, r.start, r.count).s,
+		tok_str(token).s, p->pid, p->uid);
+	rp->fields = json_pack("{s:s, s:i, s:i, s:s}", "token", tok_str(token).s, "start", r.start, "count",
 			       r.count, "proto", state_proto_name(r.proto));
-	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token),
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "type", "acquired", "token", tok_str(token).s,
 				"proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
 err_anchor:
@@ -356,11 +374,11 @@ static int op_release(struct agent *a, const struct peer *p, const struct proto_
 	if (fd >= 0 && (fstat(fd, &sb) || !S_ISSOCK(sb.st_mode)))
 		return fail(rp, ENOTSOCK, "the descriptor passed is not a socket");
 	if (!r)
-		return fail(rp, EINVAL, "no reservation with token %s", tok_str(req->token));
+		return fail(rp, EINVAL, "no reservation with token %s", tok_str(req->token).s);
 	if (r->r.kind != PORTRES_KIND_RUNTIME)
-		return fail(rp, EINVAL, "token %s is a persistent reservation: delete it instead", tok_str(req->token));
+		return fail(rp, EINVAL, "token %s is a persistent reservation: delete it instead", tok_str(req->token).s);
 	if (r->r.owner_tgid != (uint32_t)p->pid)
-		return fail(rp, EACCES, "token %s belongs to pid %u", tok_str(req->token), r->r.owner_tgid);
+		return fail(rp, EACCES, "token %s belongs to pid %u", tok_str(req->token).s, r->r.owner_tgid);
 	/* The anchor may be another socket of the owner: it then just has a stale token. */
 	if (fd >= 0)
 		portres_anchor_del(a->loader, fd, req->token);
@@ -404,8 +422,8 @@ static int create_replay(struct agent *a, const struct peer *p, const struct pro
 	    sr->count != req->count || !sr->name != !req->name || (sr->name && strcmp(sr->name, req->name)))
 		return fail(rp, EINVAL, "request_id %s was sent with another create", req->request_id);
 	log_msg(LOG_INFO, "create", "persistent %s token %s: request %s again (a retry), same token",
-		range_str(sr->proto, sr->start, sr->count), tok_str(sr->token), req->request_id);
-	rp->fields = json_pack("{s:s, s:b}", "token", tok_str(sr->token), "replayed", 1);
+		range_str(sr->proto, sr->start, sr->count).s, tok_str(sr->token).s, req->request_id);
+	rp->fields = json_pack("{s:s, s:b}", "token", tok_str(sr->token).s, "replayed", 1);
 	return 0;
 }
 
@@ -436,19 +454,21 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 		return fail(rp, EEXIST, "a reservation named %s exists", req->name);
 	/* a netns the agent only looked at (not an administrator's create) holds nothing */
 	if (ns == &w->tmp)
-		return fail(rp, EINVAL, "network namespace %s cannot be watched", netns_name(ns));
+		return fail(rp, EINVAL, "network namespace %s cannot be watched", netns_name(ns).s);
 	if ((o = resv_overlap(ns, r.proto, r.start, r.count)))
 		return overlap_msg(a, o, rp, r.proto, r.start, r.count);
 	err = ports_held(a, ns, r.proto, r.start, r.count, held, sizeof(held));
 	if (err == -EADDRINUSE)
-		return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count), held);
+		return fail(rp, EADDRINUSE, "%s: %s", range_str(r.proto, r.start, r.count).s, held);
 	if (err)
-		return fail(rp, -err, "cannot list sockets in %s: %s", netns_name(ns), strerror(-err));
+		return fail(rp, -err, "cannot list sockets in %s: %s", netns_name(ns).s, strerror(-err));
 	for (size_t i = 0; i < req->n_grants; i++) {
+		char why[PATH_MAX + 128];
+
 		grants[i] = (struct state_grant){ .type = req->grants[i].type, .id = req->grants[i].id,
 						  .path = (char *)req->grants[i].path };
-		if (req->grants[i].path && (err = portres_cgroup_id(req->grants[i].path, &grants[i].id)))
-			return fail(rp, EINVAL, "grant cgroup %s: %s", req->grants[i].path, strerror(-err));
+		if (req->grants[i].path && cgroup2_dir_id(req->grants[i].path, &grants[i].id, why, sizeof(why)))
+			return fail(rp, EINVAL, "grant cgroup %s: %s", req->grants[i].path, why);
 	}
 	if ((err = resv_new_token(a, &tmpl.token)))
 		return fail(rp, -err, "no random token: %s", strerror(-err));
@@ -472,12 +492,12 @@ static int op_create(struct agent *a, const struct peer *p, const struct proto_r
 	if (a->opts.test_crash_after_save)
 		a->crash_after_commit = true; /* test hook: saved, never acknowledged */
 	log_msg(LOG_INFO, "create", "persistent %s token %s%s%s mode %s%s%s by uid %u",
-		range_str(r.proto, r.start, r.count), tok_str(tmpl.token), req->name ? " name " : "",
-		req->name ? req->name : "", state_mode_name(r.mode), ns->own ? "" : " in ", ns->own ? "" : netns_name(ns),
+		range_str(r.proto, r.start, r.count).s, tok_str(tmpl.token).s, req->name ? " name " : "",
+		req->name ? req->name : "", state_mode_name(r.mode), ns->own ? "" : " in ", ns->own ? "" : netns_name(ns).s,
 		p->uid);
-	rp->fields = json_pack("{s:s}", "token", tok_str(tmpl.token));
+	rp->fields = json_pack("{s:s}", "token", tok_str(tmpl.token).s);
 	netns_json(rp->fields, ns);
-	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(tmpl.token), "proto",
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i}", "type", "created", "token", tok_str(tmpl.token).s, "proto",
 		       state_proto_name(r.proto), "start", r.start, "count", r.count);
 	netns_json(ev, ns);
 	batch_emit(a, ev);
@@ -487,7 +507,7 @@ err_table:
 	free(undo);
 	if (err == -ENOMEM)
 		return fail(rp, ENOMEM, "out of memory");
-	return fail(rp, -err, "cannot add %s to the maps (nothing changed): %s", range_str(r.proto, r.start, r.count),
+	return fail(rp, -err, "cannot add %s to the maps (nothing changed): %s", range_str(r.proto, r.start, r.count).s,
 		    strerror(-err));
 err_undo:
 	free(undo);
@@ -500,7 +520,7 @@ static int op_lookup(struct agent *a, const struct proto_req *req, const struct 
 
 	if (!r)
 		return -1;
-	rp->fields = json_pack("{s:s}", "token", tok_str(r->token));
+	rp->fields = json_pack("{s:s}", "token", tok_str(r->token).s);
 	return 0;
 }
 
@@ -612,7 +632,7 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 	ns = r->ns;
 	/* Live sockets or attachments: only a forced delete takes the block from under them. */
 	if (!req->force && holders(a, r, held, sizeof(held)))
-		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count),
+		return fail(rp, EBUSY, "%s%s%s: %s", range_str(r->r.proto, r->r.start, r->r.count).s,
 			    sr && sr->name ? " named " : "", sr && sr->name ? sr->name : "", held);
 	if (req->dry_run) {
 		rp->fields = json_pack("{s:b, s:o}", "dry_run", 1, "reservation", resv_json(a, r));
@@ -639,9 +659,9 @@ static int op_delete(struct agent *a, const struct peer *p, const struct proto_r
 		u->n_attach++;
 	}
 	log_msg(LOG_INFO, "delete", "persistent %s token %s%s%s by uid %u",
-		range_str(r->r.proto, r->r.start, r->r.count), tok_str(token), ns->own ? "" : " in ",
-		ns->own ? "" : netns_name(ns), p->uid);
-	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token), "proto",
+		range_str(r->r.proto, r->r.start, r->r.count).s, tok_str(token).s, ns->own ? "" : " in ",
+		ns->own ? "" : netns_name(ns).s, p->uid);
+	ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s*}", "type", "deleted", "token", tok_str(token).s, "proto",
 		       state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "name",
 		       sr ? sr->name : NULL);
 	netns_json(ev, ns);
@@ -700,8 +720,8 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 		store_set_mode(a->store, r->token, (uint8_t)req->mode);
 	}
 	batch_undo(a, undo_mode, NULL, u, -1);
-	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token), state_mode_name(r->r.mode), p->uid);
-	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token), "proto",
+	log_msg(LOG_INFO, "update", "token %s mode %s by uid %u", tok_str(r->token).s, state_mode_name(r->r.mode), p->uid);
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "type", "updated", "token", tok_str(r->token).s, "proto",
 				state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "mode",
 				state_mode_name(r->r.mode)));
 	return 0;
@@ -713,7 +733,7 @@ static int op_update(struct agent *a, const struct peer *p, const struct proto_r
 static int cgroup_resolve(struct agent *a, const char *path, char real[PATH_MAX], uint64_t *id, uid_t *owner,
 			  struct reply *rp)
 {
-	char root[PATH_MAX];
+	char root[PATH_MAX], why[PATH_MAX + 128];
 	struct stat sb;
 	size_t n;
 	int err;
@@ -725,8 +745,8 @@ static int cgroup_resolve(struct agent *a, const char *path, char real[PATH_MAX]
 	n = strlen(root);
 	if (strncmp(real, root, n) || (real[n] != '/' && real[n] != '\0'))
 		return fail(rp, EINVAL, "cgroup %s is not below the attach root %s", path, root);
-	if ((err = portres_cgroup_id(real, id)))
-		return fail(rp, -err, "cgroup %s: %s", path, strerror(-err));
+	if ((err = cgroup2_dir_id(real, id, why, sizeof(why))))
+		return fail(rp, -err, "cgroup %s: %s", path, why);
 	*owner = sb.st_uid;
 	return 0;
 }
@@ -756,9 +776,9 @@ static void resv_label(struct agent *a, uint64_t token, char *buf, size_t len)
 	const struct state_resv *sr = r ? r->sr : NULL;
 
 	if (sr && sr->name)
-		snprintf(buf, len, "reservation %s (token %s)", sr->name, tok_str(token));
+		snprintf(buf, len, "reservation %s (token %s)", sr->name, tok_str(token).s);
 	else
-		snprintf(buf, len, "token %s", tok_str(token));
+		snprintf(buf, len, "token %s", tok_str(token).s);
 }
 
 static int refuse_attachment(struct agent *a, const struct state_attach *at, const char *below, struct reply *rp)
@@ -887,32 +907,34 @@ static pid_t other_netns_in(const char *path, uint64_t inode, uint64_t *other, i
 	return found;
 }
 
-static const char *comm_of(pid_t pid)
+/* The command of pid, "?" when it cannot be read. */
+static struct comm_str comm_of(pid_t pid)
 {
-	static char comm[32];
+	struct comm_str c = { "" };
 	char path[64];
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	comm[0] = '\0';
 	if ((f = fopen(path, "re"))) {
-		if (!fgets(comm, sizeof(comm), f))
-			comm[0] = '\0';
+		if (!fgets(c.s, sizeof(c.s), f))
+			c.s[0] = '\0';
 		fclose(f);
 	}
-	comm[strcspn(comm, "\n")] = '\0';
-	return comm[0] ? comm : "?";
+	c.s[strcspn(c.s, "\n")] = '\0';
+	if (!c.s[0])
+		strcpy(c.s, "?");
+	return c;
 }
 
 /* "tcp 8000-8009 (web, token …)" */
-static const char *block_str(struct agent *a, const struct resv *r)
+static struct block_str block_str(struct agent *a, const struct resv *r)
 {
-	static char buf[160];
 	const struct state_resv *sr = r->sr;
+	struct block_str b;
 
-	snprintf(buf, sizeof(buf), "%s (%s%stoken %s)", range_str(r->r.proto, r->r.start, r->r.count),
-		 sr && sr->name ? sr->name : "", sr && sr->name ? ", " : "", tok_str(r->token));
-	return buf;
+	snprintf(b.s, sizeof(b.s), "%s (%s%stoken %s)", range_str(r->r.proto, r->r.start, r->r.count).s,
+		 sr && sr->name ? sr->name : "", sr && sr->name ? ", " : "", tok_str(r->token).s);
+	return b;
 }
 
 static json_t *attach_json(const struct state_attach *at)
@@ -1011,7 +1033,7 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	if (r->ns->inode && (pid = other_netns_in(req->cgroup, r->ns->inode, &other, 0))) {
 		snprintf(theirs, sizeof(theirs), "net:[%llu]", (unsigned long long)other);
 		return fail(rp, EINVAL, "cgroup %s: pid %d (%s) lives in network namespace %s, the block %s in %s",
-			    req->cgroup, (int)pid, comm_of(pid), theirs, block_str(a, r), netns_name(r->ns));
+			    req->cgroup, (int)pid, comm_of(pid).s, theirs, block_str(a, r).s, netns_name(r->ns).s);
 	}
 	/* checked before anything changes: a block of this protocol there is replaced only by force */
 	for (size_t i = 0; i < a->st.n_attach; i++) {
@@ -1022,7 +1044,7 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 			continue;
 		if (x->token != at.token && !req->force)
 			return fail(rp, EEXIST, "cgroup %s has the %s block %s; --force replaces it", req->cgroup,
-				    state_proto_name(r->r.proto), block_str(a, xr));
+				    state_proto_name(r->r.proto), block_str(a, xr).s);
 		pr = xr;
 		replaced = x->token;
 	}
@@ -1064,14 +1086,14 @@ static int op_attach(struct agent *a, const struct peer *p, const struct proto_r
 	batch_undo(a, undo_attach, undo_attach_free, u, -1);
 	if (pr && replaced != at.token) {
 		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s (replacing %s) by uid %u", req->cgroup,
-			tok_str(r->token), at.confine ? " confined" : "", block_str(a, pr), p->uid);
+			tok_str(r->token).s, at.confine ? " confined" : "", block_str(a, pr).s, p->uid);
 		rp->fields = json_pack("{s:o}", "replaced", resv_json(a, pr));
 	} else {
-		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token),
+		log_msg(LOG_INFO, "attach", "cgroup %s -> token %s%s by uid %u", req->cgroup, tok_str(r->token).s,
 			at.confine == STATE_CONFINE_ALL ? " confined (all protocols)" : at.confine ? " confined" : "",
 			p->uid);
 	}
-	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "type", "attached", "token", tok_str(r->token),
+	batch_emit(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o}", "type", "attached", "token", tok_str(r->token).s,
 				"proto", state_proto_name(r->r.proto), "start", r->r.start, "count", r->r.count, "cgroup",
 				req->cgroup, "confine", at.confine == STATE_CONFINE_ALL ? json_string("all")
 							: json_boolean(at.confine)));
@@ -1116,8 +1138,8 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 		if ((strcmp(at->path, req->cgroup) && (!id || at->cgroup_id != id) && (!have_real || strcmp(at->path, real))) ||
 		    (sel && at->token != sel->token))
 			continue;
-		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token), p->uid);
-		batch_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token), "cgroup",
+		log_msg(LOG_INFO, "detach", "cgroup %s from token %s by uid %u", at->path, tok_str(at->token).s, p->uid);
+		batch_emit(a, json_pack("{s:s, s:s, s:s}", "type", "detached", "token", tok_str(at->token).s, "cgroup",
 					at->path));
 		if (attach_remove(a, i, u)) {
 			undo_attach(a, u);
@@ -1129,7 +1151,7 @@ static int op_detach(struct agent *a, const struct peer *p, const struct proto_r
 	if (!u->n) {
 		free(u);
 		return fail(rp, ENOENT, "cgroup %s is not attached%s%s", req->cgroup, sel ? " to " : "",
-			    sel ? block_str(a, sel) : "");
+			    sel ? block_str(a, sel).s : "");
 	}
 	store_forget(a, u);
 	batch_undo(a, undo_attach, undo_attach_free, u, -1);
@@ -1434,21 +1456,19 @@ static void capture(void *ctx, char *reply)
 
 void ops_commit(struct agent *a)
 {
-	static time_t logged;
-	static uint64_t failed;
 	char err[STATE_ERR_LEN + 128];
 	time_t now;
 
 	if (!batch_commit(a, err, sizeof(err)))
 		return;
 	/* the disk stays full for a while: one line a second with a count */
-	failed++;
+	a->commit_log.n++;
 	now = time(NULL);
-	if (now != logged) {
+	if (now != a->commit_log.logged) {
 		log_msg(LOG_ERR, "store", "%s; the changes of %llu batch%s were undone", err,
-			(unsigned long long)failed, failed == 1 ? "" : "es");
-		logged = now;
-		failed = 0;
+			(unsigned long long)a->commit_log.n, a->commit_log.n == 1 ? "" : "es");
+		a->commit_log.logged = now;
+		a->commit_log.n = 0;
 	}
 }
 
@@ -1511,7 +1531,7 @@ reply:
 		a->errors++;
 		json_decref(rp.fields);
 		log_msg(rp.code == EACCES ? LOG_WARN : LOG_DEBUG, "refused", "%s from pid %d uid %u: %s: %s",
-			req.root ? proto_op_name(req.op) : "request", p->pid, p->uid, proto_errno_name(rp.code), rp.msg);
+			req.root ? proto_op_name(req.op) : "request", p->pid, p->uid, proto_errno_name(rp.code) ? proto_errno_name(rp.code) : strerrorname_np(rp.code) ? strerrorname_np(rp.code) : "EIO", rp.msg);
 		out = proto_err_reply(rp.code, rp.msg);
 	} else {
 		out = proto_ok_reply(rp.fields);
@@ -1556,7 +1576,7 @@ json_t *event_json(const struct portres_event *ev)
 		addr[0] = '\0';
 	o = json_pack("{s:s, s:s, s:s?, s:i, s:s, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:I}", "type",
 		      ev->type < 5 && event_names[ev->type] ? event_names[ev->type] : "unknown", "token",
-		      tok_str(ev->token), "proto", state_proto_name(ev->proto), "port", ev->port, "family",
+		      tok_str(ev->token).s, "proto", state_proto_name(ev->proto), "port", ev->port, "family",
 		      ev->family == AF_INET6 ? "ipv6" : "ipv4", "addr", addr, "pid", (json_int_t)ev->pid, "uid", (int)ev->uid,
 		      "comm", comm, "err", ev->err, "errno", e ? (proto_errno_name(e) ? proto_errno_name(e) : "?") : "",
 		      "cgroup_id", (json_int_t)ev->cgroup_id, "netns", (json_int_t)ev->netns, "ts_ns",

@@ -20,6 +20,7 @@
 #define PORTRESD_H
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdbool.h>
 
 /* uthash reports allocation failures to its caller (resv.c) instead of exiting. */
@@ -141,6 +142,31 @@ struct peer {
 
 struct batch;
 struct mnl_socket;
+struct cgwatch;
+struct autoapply;
+struct event_sub;
+
+/* log.c: the rate limit of data-plane event lines (zero: no window yet). */
+struct log_limit {
+	struct timespec window;   /* start of the current second */
+	unsigned in_window;       /* lines logged in it */
+	unsigned long suppressed; /* events not logged since the last report */
+};
+
+/* events.c: the event sink (zero: no log open, no subscriber). */
+struct events_stats {
+	uint64_t emitted;
+	uint64_t dropped_subscriber; /* a subscriber's queue was full */
+	uint64_t dropped_log;        /* not written to the events log */
+};
+struct events {
+	struct event_sub *subs;
+	struct events_stats stats;
+	bool log_open;            /* log_fd is <state-dir>/events.log */
+	bool log_failed;          /* warned once; retried at the next event */
+	int log_fd;
+	off_t log_size;
+};
 
 struct agent {
 	struct agent_opts opts;
@@ -172,11 +198,21 @@ struct agent {
 	void *mhd;            /* struct MHD_Daemon * */
 	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */
 	bool crash_after_commit; /* test hook (test_crash_after_save): killed once the batch is committed */
+	struct events events;
+	struct log_limit log_limit;
+	struct {              /* failed commits, logged at most once a second (ops_commit) */
+		uint64_t n;
+		time_t logged;
+	} commit_log;
+	struct cgwatch *cgwatch;     /* NULL until cgwatch_open */
+	struct autoapply *autoapply; /* NULL without --apply */
 };
 
 /* log.c */
 enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void log_setup(bool json, int verbose);
+/* log_setup's verbose: -v 1, -vv 2. */
+int log_verbosity(void);
 void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* log_msg whose JSON line also carries fields (borrowed; may be NULL). */
@@ -189,8 +225,8 @@ void log_event(enum log_level lvl, const char *event, const json_t *fields, cons
  * line once its second is over (force: now, at exit).
  */
 #define LOG_EVENTS_PER_SEC 10
-bool log_event_allowed(void);
-void log_events_flush(bool force);
+bool log_event_allowed(struct log_limit *l);
+void log_events_flush(struct log_limit *l, bool force);
 
 /* resv.c: the table. Lookups are O(1) (token, name, one port), overlaps O(count of the block). */
 struct resv *resv_find(struct agent *a, uint64_t token);
@@ -229,8 +265,14 @@ int netns_register(struct agent *a, int fd, uint64_t cookie, uint64_t inode, con
 		   struct netns **out, char *msg, size_t len);
 /* Forgets a netns without reservations; lets go of an fd no runtime reservation needs. */
 void netns_gc(struct agent *a, struct netns *ns);
-/* "net:[4026532178] (/run/netns/x)"; a static buffer. */
-const char *netns_name(const struct netns *ns);
+/*
+ * "net:[4026532178] (/run/netns/x)", returned by value: the text is the
+ * caller's (a temporary to the end of the full expression), netns_name(ns).s.
+ */
+struct netns_name {
+	char s[PATH_MAX + 64];
+};
+struct netns_name netns_name(const struct netns *ns);
 /* Adds netns_inode and netns_path (when known) to o. */
 void netns_json(json_t *o, const struct netns *ns);
 /* Runs fn inside ns (setns and back); -ENOENT when ns cannot be found. */
@@ -343,7 +385,6 @@ int batch_commit(struct agent *a, char *err, size_t errlen);
  * open commits it first. Without done (in-process callers) the request is
  * committed before ops_handle returns its reply.
  */
-struct event_sub;
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
 		 struct event_sub **sub, batch_done_fn done, void *ctx);
 /* Ends the turn's batch (batch_commit), logging a failure. */
@@ -353,11 +394,6 @@ json_t *event_json(const struct portres_event *ev);
 int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);
 
 /* events.c: the event sink (operations emit; the server registers subscribers) */
-struct events_stats {
-	uint64_t emitted;
-	uint64_t dropped_subscriber; /* a subscriber's queue was full */
-	uint64_t dropped_log;        /* not written to the events log */
-};
 /* Stamps event (taken) with its time and reservation name, logs it to disk, delivers it. */
 void events_emit(struct agent *a, json_t *event);
 /* The data plane's ring callback: releases end runtime reservations, the rest is emitted. */
@@ -372,8 +408,7 @@ int events_request(struct agent *a, const json_t *req, json_t **recent, struct e
 /* deliver(ctx, text) takes text, a whole message; false when it was dropped. */
 void events_sub_start(struct event_sub *s, bool (*deliver)(void *ctx, char *text), void *ctx);
 void events_sub_free(struct event_sub *s);
-const struct events_stats *events_get_stats(void);
-void events_close(void);
+void events_close(struct agent *a);
 
 /* server.c */
 int server_run(struct agent *a);
@@ -385,13 +420,13 @@ int cgwatch_open(struct agent *a);
 void cgwatch_sync(struct agent *a);
 void cgwatch_run(struct agent *a);
 void cgwatch_tick(struct agent *a);
-void cgwatch_close(void);
+void cgwatch_close(struct agent *a);
 
 /* autoapply.c: applies --apply FILE now and watches it (*ifd, *tfd for the loop; -1 if none) */
 void autoapply_start(struct agent *a, int *ifd, int *tfd);
 void autoapply_changed(struct agent *a);  /* inotify events: re-apply after a short settle */
 void autoapply_timer(struct agent *a);    /* the settle time passed */
-void autoapply_stop(void);
+void autoapply_stop(struct agent *a);
 
 /* metrics.c */
 char *metrics_text(struct agent *a);

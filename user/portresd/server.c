@@ -46,8 +46,11 @@ struct watch {
 	enum watch_kind kind;
 };
 
+struct server;
+
 struct client {
 	struct watch w;
+	struct server *srv;
 	int fd;
 	struct peer peer;     /* at connect (SO_PEERCRED) */
 	bool admin;           /* root or admin group at connect: outside the caps */
@@ -67,16 +70,6 @@ struct client {
 	struct client *next;
 };
 
-static struct agent *agent;
-static struct client *clients, *graveyard;
-static size_t n_user_clients; /* unprivileged */
-
-/* Connections refused over the caps, logged at most once a second. */
-static struct {
-	uint64_t n;
-	time_t logged;
-} refused;
-
 /*
  * With no fd free, accept4 fails (EMFILE/ENFILE) while the connection stays
  * in the backlog and the listener readable: polling it would spin. It is
@@ -84,66 +77,83 @@ static struct {
  * passed, and the condition is logged at most once a second.
  */
 #define ACCEPT_BACKOFF_MS 200
-static struct {
-	int lfd;
-	bool paused;
-	struct timespec resume_at;
-	uint64_t failures;        /* since the last log line */
-	time_t logged;
-} acc = { .lfd = -1 };
-static struct watch w_listen = { W_LISTEN }, w_events = { W_EVENTS }, w_signal = { W_SIGNAL },
-		    w_metrics = { W_METRICS }, w_cgroups = { W_CGROUPS }, w_apply = { W_APPLY },
-		    w_apply_timer = { W_APPLY_TIMER }, w_netns = { W_NETNS };
 
-static void listener_arm(bool on)
+/* The fds the loop watches, -1 when not open; server_teardown closes what is open. */
+struct loop_fds {
+	int lfd, sfd, efd, mfd, cgfd, afd, atfd;
+};
+
+/* One server_run's state: the loop's fds, its clients, and what it logs at most once a second. */
+struct server {
+	struct agent *a;
+	struct loop_fds f;
+	struct client *clients, *graveyard; /* graveyard: closed this turn, freed after it */
+	size_t n_user_clients;              /* unprivileged */
+	struct {                            /* connections refused over the caps */
+		uint64_t n;
+		time_t logged;
+	} refused;
+	struct {                            /* accept4 without a free fd */
+		bool paused;
+		struct timespec resume_at;
+		uint64_t failures;          /* since the last log line */
+		time_t logged;
+	} acc;
+	/* what epoll's data.ptr points at, by kind (a client is its own) */
+	struct watch w_listen, w_events, w_signal, w_metrics, w_cgroups, w_apply, w_apply_timer, w_netns;
+	char rbuf[PROTO_MAX_MSG];           /* a request being read */
+};
+
+static void listener_arm(struct server *s, bool on)
 {
-	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &w_listen };
+	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &s->w_listen };
 
-	if (acc.lfd < 0 || acc.paused == !on)
+	if (s->f.lfd < 0 || s->acc.paused == !on)
 		return;
-	acc.paused = !on;
-	epoll_ctl(agent->epfd, EPOLL_CTL_MOD, acc.lfd, &ev);
+	s->acc.paused = !on;
+	epoll_ctl(s->a->epfd, EPOLL_CTL_MOD, s->f.lfd, &ev);
 }
 
-static void accept_no_fd(int err)
+static void accept_no_fd(struct server *s, int err)
 {
 	time_t now = time(NULL);
 
-	clock_gettime(CLOCK_MONOTONIC, &acc.resume_at);
-	acc.resume_at.tv_nsec += ACCEPT_BACKOFF_MS * 1000000L;
-	if (acc.resume_at.tv_nsec >= 1000000000L) {
-		acc.resume_at.tv_sec++;
-		acc.resume_at.tv_nsec -= 1000000000L;
+	clock_gettime(CLOCK_MONOTONIC, &s->acc.resume_at);
+	s->acc.resume_at.tv_nsec += ACCEPT_BACKOFF_MS * 1000000L;
+	if (s->acc.resume_at.tv_nsec >= 1000000000L) {
+		s->acc.resume_at.tv_sec++;
+		s->acc.resume_at.tv_nsec -= 1000000000L;
 	}
-	listener_arm(false);
-	acc.failures++;
-	if (now != acc.logged) {
+	listener_arm(s, false);
+	s->acc.failures++;
+	if (now != s->acc.logged) {
 		log_msg(LOG_WARN, "accept", "no file descriptor free (%s), %llu time%s: new connections wait until a "
-			"client closes (retried every %d ms)", strerror(err), (unsigned long long)acc.failures,
-			acc.failures == 1 ? "" : "s", ACCEPT_BACKOFF_MS);
-		acc.logged = now;
-		acc.failures = 0;
+			"client closes (retried every %d ms)", strerror(err), (unsigned long long)s->acc.failures,
+			s->acc.failures == 1 ? "" : "s", ACCEPT_BACKOFF_MS);
+		s->acc.logged = now;
+		s->acc.failures = 0;
 	}
 }
 
 /* The back-off is over: the listener is polled again. */
-static void accept_resume_due(void)
+static void accept_resume_due(struct server *s)
 {
 	struct timespec now;
 
-	if (!acc.paused)
+	if (!s->acc.paused)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (now.tv_sec > acc.resume_at.tv_sec ||
-	    (now.tv_sec == acc.resume_at.tv_sec && now.tv_nsec >= acc.resume_at.tv_nsec))
-		listener_arm(true);
+	if (now.tv_sec > s->acc.resume_at.tv_sec ||
+	    (now.tv_sec == s->acc.resume_at.tv_sec && now.tv_nsec >= s->acc.resume_at.tv_nsec))
+		listener_arm(s, true);
 }
 
 static void client_close(struct client *c)
 {
+	struct server *s = c->srv;
 	struct client **pp;
 
-	for (pp = &clients; *pp && *pp != c; pp = &(*pp)->next)
+	for (pp = &s->clients; *pp && *pp != c; pp = &(*pp)->next)
 		;
 	if (*pp)
 		*pp = c->next;
@@ -154,27 +164,27 @@ static void client_close(struct client *c)
 		c->qhead = (c->qhead + 1) % PORTRESD_OUTQ_MAX;
 		c->qn--;
 	}
-	agent->n_clients--;
+	s->a->n_clients--;
 	if (!c->admin)
-		n_user_clients--;
+		s->n_user_clients--;
 	if (c->subscriber)
-		agent->n_subscribers--;
+		s->a->n_subscribers--;
 	events_sub_free(c->sub);
 	c->sub = NULL;
 	/* Other events of this turn may still point at c. */
 	c->dead = true;
 	/* an fd is free again */
-	listener_arm(true);
-	c->next = graveyard;
-	graveyard = c;
+	listener_arm(s, true);
+	c->next = s->graveyard;
+	s->graveyard = c;
 }
 
-static void bury(void)
+static void bury(struct server *s)
 {
-	while (graveyard) {
-		struct client *c = graveyard;
+	while (s->graveyard) {
+		struct client *c = s->graveyard;
 
-		graveyard = c->next;
+		s->graveyard = c->next;
 		free(c);
 	}
 }
@@ -194,7 +204,7 @@ static void client_arm(struct client *c)
 	if (ev.events == c->armed)
 		return;
 	c->armed = ev.events;
-	epoll_ctl(agent->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	epoll_ctl(c->srv->a->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 /* Bytes c's peer has not read yet. */
@@ -224,7 +234,7 @@ static char *unread_over_budget(const struct client *c, size_t len)
 
 	if (c->admin || len <= PORTRESD_SNDBUF / 2)
 		return NULL;
-	for (const struct client *o = clients; o; o = o->next) {
+	for (const struct client *o = c->srv->clients; o; o = o->next) {
 		if (o->admin || o->peer.uid != c->peer.uid)
 			continue;
 		any_big |= o->big_unread;
@@ -316,27 +326,27 @@ static bool deliver_event(void *ctx, char *text)
 }
 
 /* Connections of c's uid (unprivileged). */
-static uint32_t uid_clients(uid_t uid)
+static uint32_t uid_clients(const struct server *s, uid_t uid)
 {
 	uint32_t n = 0;
 
-	for (const struct client *o = clients; o; o = o->next)
+	for (const struct client *o = s->clients; o; o = o->next)
 		n += !o->admin && o->peer.uid == uid;
 	return n;
 }
 
 /* An unprivileged peer over a cap gets one error reply and is closed; true if so. */
-static bool refuse_over_caps(int fd, const struct peer *p)
+static bool refuse_over_caps(struct server *s, int fd, const struct peer *p)
 {
-	const struct agent_opts *o = &agent->opts;
+	const struct agent_opts *o = &s->a->opts;
 	char msg[200], *reply;
 	uint32_t n;
 	time_t now;
 
-	if (n_user_clients >= o->max_clients)
+	if (s->n_user_clients >= o->max_clients)
 		snprintf(msg, sizeof(msg), "the agent serves %zu connections of unprivileged users, its limit "
-			 "(portresd --max-clients %u)", n_user_clients, o->max_clients);
-	else if ((n = uid_clients(p->uid)) >= o->max_clients_per_uid)
+			 "(portresd --max-clients %u)", s->n_user_clients, o->max_clients);
+	else if ((n = uid_clients(s, p->uid)) >= o->max_clients_per_uid)
 		snprintf(msg, sizeof(msg), "uid %u has %u connections to the agent, its limit "
 			 "(portresd --max-clients-per-uid %u)", p->uid, n, o->max_clients_per_uid);
 	else
@@ -347,18 +357,18 @@ static bool refuse_over_caps(int fd, const struct peer *p)
 		send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
 	free(reply);
 	close(fd);
-	refused.n++;
+	s->refused.n++;
 	now = time(NULL);
-	if (now != refused.logged) {
+	if (now != s->refused.logged) {
 		log_msg(LOG_WARN, "accept", "%llu connection%s refused; the last: pid %d: %s",
-			(unsigned long long)refused.n, refused.n == 1 ? "" : "s", p->pid, msg);
-		refused.logged = now;
-		refused.n = 0;
+			(unsigned long long)s->refused.n, s->refused.n == 1 ? "" : "s", p->pid, msg);
+		s->refused.logged = now;
+		s->refused.n = 0;
 	}
 	return true;
 }
 
-static void client_accept(int lfd)
+static void client_accept(struct server *s)
 {
 	for (;;) {
 		socklen_t len = sizeof(struct ucred);
@@ -366,13 +376,13 @@ static void client_accept(int lfd)
 		struct peer peer = { 0 };
 		struct client *c;
 		bool admin;
-		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(s->f.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-				accept_no_fd(errno);
+				accept_no_fd(s, errno);
 			else if (errno != EAGAIN)
 				log_msg(LOG_WARN, "accept", "%s", strerror(errno));
 			return;
@@ -389,14 +399,15 @@ static void client_accept(int lfd)
 		len = sizeof(peer.groups);
 		if (peer.uid != 0 && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer.groups, &len) == 0)
 			peer.ngroups = (int)(len / sizeof(gid_t));
-		admin = ops_is_admin(agent, &peer);
-		if (!admin && refuse_over_caps(fd, &peer))
+		admin = ops_is_admin(s->a, &peer);
+		if (!admin && refuse_over_caps(s, fd, &peer))
 			continue;
 		if (!(c = calloc(1, sizeof(*c)))) {
 			close(fd);
 			continue;
 		}
 		c->w.kind = W_CLIENT;
+		c->srv = s;
 		c->fd = fd;
 		c->peer = peer;
 		c->admin = admin;
@@ -406,17 +417,17 @@ static void client_accept(int lfd)
 		getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &c->peer.netns, &len);
 		c->peer.conn = fd;
 		set_sndbuf(fd, PORTRESD_SNDBUF);
-		if (epoll_ctl(agent->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c })) {
+		if (epoll_ctl(s->a->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c })) {
 			close(fd);
 			free(c);
 			continue;
 		}
 		c->reading = true;
 		c->armed = EPOLLIN;
-		c->next = clients;
-		clients = c;
-		agent->n_clients++;
-		n_user_clients += !admin;
+		c->next = s->clients;
+		s->clients = c;
+		s->a->n_clients++;
+		s->n_user_clients += !admin;
 	}
 }
 
@@ -444,14 +455,15 @@ static void client_done(void *ctx, char *reply)
 /* Reads up to BATCH requests; -1 if the client went away. */
 static int client_read(struct client *c)
 {
-	static char buf[PROTO_MAX_MSG];
+	struct agent *a = c->srv->a;
+	char *buf = c->srv->rbuf;
 
 	for (int i = 0; i < BATCH && c->reading; i++) {
 		union {
 			char buf[CMSG_SPACE(sizeof(int) * 8) + CMSG_SPACE(sizeof(struct ucred))];
 			struct cmsghdr align;
 		} ctl;
-		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(c->srv->rbuf) };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
 				     .msg_controllen = sizeof(ctl.buf) };
 		struct peer peer = c->peer;
@@ -497,7 +509,7 @@ static int client_read(struct client *c)
 		else if ((mh.msg_flags & MSG_CTRUNC) || nfds > 1)
 			client_done(c, proto_err_reply(EINVAL, "at most one file descriptor per request"));
 		else
-			ops_handle(agent, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub, client_done, c);
+			ops_handle(a, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub, client_done, c);
 		/* The agent never keeps a client's socket: closing it must end its reservations. */
 		for (int j = 0; j < nfds; j++)
 			close(fds[j]);
@@ -511,23 +523,24 @@ static int client_read(struct client *c)
 		} else if (sub) {
 			c->subscriber = true;
 			c->sub = sub;
-			agent->n_subscribers++;
+			a->n_subscribers++;
 			events_sub_start(sub, deliver_event, c);
 		}
 	}
 	return 0;
 }
 
-static void sweep_idle(void)
+static void sweep_idle(struct server *s)
 {
+	uint32_t stall = s->a->opts.stall_timeout;
 	time_t now = time(NULL);
 
-	for (struct client *c = clients, *next; c; c = next) {
+	for (struct client *c = s->clients, *next; c; c = next) {
 		next = c->next;
-		if (c->stalled && now - c->stalled >= (time_t)agent->opts.stall_timeout) {
+		if (c->stalled && now - c->stalled >= (time_t)stall) {
 			log_msg(LOG_INFO, "client", "pid %d uid %u left %zu message%s unread for %us%s: closed", c->peer.pid,
 				c->peer.uid, c->qn + c->big_unread, c->qn + c->big_unread == 1 ? "" : "s",
-				agent->opts.stall_timeout, c->subscriber ? " (events subscriber)" : "");
+				stall, c->subscriber ? " (events subscriber)" : "");
 			client_close(c);
 		} else if (!c->subscriber && now - c->last > PORTRESD_IDLE_SEC) {
 			log_msg(LOG_DEBUG, "client", "pid %d idle for %ds: closed", c->peer.pid, PORTRESD_IDLE_SEC);
@@ -580,11 +593,6 @@ static int listen_socket(const char *path)
 	return fd;
 }
 
-/* The fds the loop watches, -1 when not open; server_teardown closes what is open. */
-struct loop_fds {
-	int lfd, sfd, efd, mfd, cgfd, afd, atfd;
-};
-
 static int watch_fd(struct agent *a, int fd, struct watch *w)
 {
 	if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = w })) {
@@ -596,13 +604,14 @@ static int watch_fd(struct agent *a, int fd, struct watch *w)
 	return 0;
 }
 
-/* Everything the loop needs, or -errno with what was opened left in f for server_teardown. */
-static int server_setup(struct agent *a, struct loop_fds *f)
+/* Everything the loop needs, or -errno with what was opened left in s->f for server_teardown. */
+static int server_setup(struct server *s)
 {
+	struct agent *a = s->a;
+	struct loop_fds *f = &s->f;
 	sigset_t mask;
 	int err;
 
-	agent = a;
 	if ((a->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
 		log_msg(LOG_ERR, "start", "epoll_create1: %s", strerror(errno));
 		return -errno;
@@ -647,14 +656,13 @@ static int server_setup(struct agent *a, struct loop_fds *f)
 		log_msg(LOG_ERR, "start", "signalfd: %s", strerror(errno));
 		return err;
 	}
-	if ((err = watch_fd(a, f->lfd, &w_listen)) || (err = watch_fd(a, f->sfd, &w_signal)))
+	if ((err = watch_fd(a, f->lfd, &s->w_listen)) || (err = watch_fd(a, f->sfd, &s->w_signal)))
 		return err;
-	acc.lfd = f->lfd;
 	err = portres_events_open(a->loader, events_from_ring, a);
 	f->efd = err ? err : portres_events_fd(a->loader);
 	if (f->efd < 0)
 		log_msg(LOG_WARN, "start", "no BPF event fd (%s): releases are seen at the next start", strerror(-f->efd));
-	else if ((err = watch_fd(a, f->efd, &w_events)))
+	else if ((err = watch_fd(a, f->efd, &s->w_events)))
 		return err;
 	/* the loader owns the ring's fd */
 	f->efd = -1;
@@ -663,17 +671,17 @@ static int server_setup(struct agent *a, struct loop_fds *f)
 			log_msg(LOG_ERR, "start", "cannot serve metrics on %s: %s", a->opts.metrics_listen, strerror(-err));
 			return err;
 		}
-		if ((err = watch_fd(a, f->mfd, &w_metrics)))
+		if ((err = watch_fd(a, f->mfd, &s->w_metrics)))
 			return err;
 	}
 	if ((f->cgfd = cgwatch_open(a)) >= 0) {
-		if ((err = watch_fd(a, f->cgfd, &w_cgroups)))
+		if ((err = watch_fd(a, f->cgfd, &s->w_cgroups)))
 			return err;
 	} else {
 		log_msg(LOG_WARN, "start", "inotify: %s: attachments of removed cgroups stay until the next start",
 			strerror(-f->cgfd));
 	}
-	if (a->nswatch_fd >= 0 && (err = watch_fd(a, a->nswatch_fd, &w_netns)))
+	if (a->nswatch_fd >= 0 && (err = watch_fd(a, a->nswatch_fd, &s->w_netns)))
 		return err;
 	/* Releases that came between adopting the maps and now. */
 	portres_events_poll(a->loader, 0);
@@ -682,18 +690,20 @@ static int server_setup(struct agent *a, struct loop_fds *f)
 	log_msg(LOG_INFO, "ready", "serving %s (pid %d)", a->opts.socket, (int)getpid());
 	/* Before the loop's first turn: clients that connect meanwhile see its outcome. */
 	autoapply_start(a, &f->afd, &f->atfd);
-	if (f->afd >= 0 && ((err = watch_fd(a, f->afd, &w_apply)) || (err = watch_fd(a, f->atfd, &w_apply_timer))))
+	if (f->afd >= 0 && ((err = watch_fd(a, f->afd, &s->w_apply)) || (err = watch_fd(a, f->atfd, &s->w_apply_timer))))
 		return err;
 	return 0;
 }
 
 /* Turns until a signal stops the agent: each reads what is ready, then commits the turn's changes once. */
-static void server_loop(struct agent *a, const struct loop_fds *f)
+static void server_loop(struct server *s)
 {
+	struct agent *a = s->a;
+	const struct loop_fds *f = &s->f;
 	struct epoll_event evs[64];
 
 	while (!a->stop) {
-		int n = epoll_wait(a->epfd, evs, 64, acc.paused ? ACCEPT_BACKOFF_MS : 1000);
+		int n = epoll_wait(a->epfd, evs, 64, s->acc.paused ? ACCEPT_BACKOFF_MS : 1000);
 
 		if (n < 0 && errno != EINTR) {
 			log_msg(LOG_ERR, "loop", "epoll_wait: %s", strerror(errno));
@@ -705,7 +715,7 @@ static void server_loop(struct agent *a, const struct loop_fds *f)
 
 			switch (w->kind) {
 			case W_LISTEN:
-				client_accept(f->lfd);
+				client_accept(s);
 				break;
 			case W_SIGNAL:
 				if (read(f->sfd, &si, sizeof(si)) == sizeof(si)) {
@@ -748,8 +758,8 @@ static void server_loop(struct agent *a, const struct loop_fds *f)
 			}
 			}
 		}
-		sweep_idle();
-		accept_resume_due();
+		sweep_idle(s);
+		accept_resume_due(s);
 		if (f->mfd >= 0)
 			metrics_run(a);
 		if (a->attach_dirty)
@@ -758,28 +768,30 @@ static void server_loop(struct agent *a, const struct loop_fds *f)
 		runtime_sweep(a);
 		/* the turn's changes: one commit, then their replies go out */
 		ops_commit(a);
-		bury();
-		log_events_flush(false);
+		bury(s);
+		log_events_flush(&a->log_limit, false);
 	}
 }
 
 /* Closes what server_setup opened (also after it failed half-way). */
-static void server_teardown(struct agent *a, struct loop_fds *f)
+static void server_teardown(struct server *s)
 {
+	struct agent *a = s->a;
+	struct loop_fds *f = &s->f;
+
 	ops_commit(a);
-	log_events_flush(true);
-	while (clients)
-		client_close(clients);
-	bury();
-	events_close();
+	log_events_flush(&a->log_limit, true);
+	while (s->clients)
+		client_close(s->clients);
+	bury(s);
+	events_close(a);
 	metrics_stop(a);
-	autoapply_stop();
-	cgwatch_close();
+	autoapply_stop(a);
+	cgwatch_close(a);
 	if (f->lfd >= 0) {
 		close(f->lfd);
 		unlink(a->opts.socket);
 	}
-	acc.lfd = -1;
 	if (f->sfd >= 0)
 		close(f->sfd);
 	if (a->epfd >= 0)
@@ -789,11 +801,27 @@ static void server_teardown(struct agent *a, struct loop_fds *f)
 
 int server_run(struct agent *a)
 {
-	struct loop_fds f = { .lfd = -1, .sfd = -1, .efd = -1, .mfd = -1, .cgfd = -1, .afd = -1, .atfd = -1 };
-	int err = server_setup(a, &f);
+	/* calloc: its read buffer is too big for the stack */
+	struct server *s = calloc(1, sizeof(*s));
+	int err;
 
-	if (!err)
-		server_loop(a, &f);
-	server_teardown(a, &f);
+	if (!s) {
+		log_msg(LOG_ERR, "start", "out of memory");
+		return -ENOMEM;
+	}
+	s->a = a;
+	s->f = (struct loop_fds){ .lfd = -1, .sfd = -1, .efd = -1, .mfd = -1, .cgfd = -1, .afd = -1, .atfd = -1 };
+	s->w_listen.kind = W_LISTEN;
+	s->w_events.kind = W_EVENTS;
+	s->w_signal.kind = W_SIGNAL;
+	s->w_metrics.kind = W_METRICS;
+	s->w_cgroups.kind = W_CGROUPS;
+	s->w_apply.kind = W_APPLY;
+	s->w_apply_timer.kind = W_APPLY_TIMER;
+	s->w_netns.kind = W_NETNS;
+	if (!(err = server_setup(s)))
+		server_loop(s);
+	server_teardown(s);
+	free(s);
 	return err;
 }
