@@ -223,7 +223,7 @@ static int try_associate(void *arg)
 }
 
 struct in_cg {
-	const struct ag_user *u;
+	const struct test_user *u;
 	uint16_t base;
 };
 
@@ -232,18 +232,18 @@ static int user_in_cgroup(void *arg)
 {
 	struct in_cg *x = arg;
 
-	return ag_become(x->u, NULL, 0) ? 126 : try_associate(&x->base);
+	return test_user_become(x->u, NULL, 0) ? 126 : try_associate(&x->base);
 }
 
 Test(associate_agent, eacces_as_a_created_user)
 {
 	struct portres_instance in;
-	struct ag_user u;
+	struct test_user u;
 	char grants[4400], granted[4200], below[4300], other[4200];
 	uint16_t base;
 	int s;
 
-	ag_user_new(&u);
+	test_user_new(&u);
 	ag_start(agent_mode);
 
 	/* A persistent token without a grant: EACCES for the user, allowed for root. */
