@@ -20,6 +20,7 @@
 #include <bpf/bpf.h>
 
 #include "agent.h"
+#include "progs.h"
 #include "cli_helpers.h"
 
 TestSuite(associate_agent, .init = ag_setup, .fini = ag_teardown, .timeout = 90);
@@ -35,13 +36,7 @@ static const char *const agent_mode[] = { "--associate", "agent", NULL };
 /* Programs linked directly at the agent's cgroup on a hook. */
 static unsigned progs_on(enum bpf_attach_type type)
 {
-	__u32 cnt = 0;
-	int fd = open(ag.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	cr_assert(fd >= 0);
-	cr_assert_eq(bpf_prog_query(fd, type, 0, NULL, NULL, &cnt), 0, "bpf_prog_query: %s", strerror(errno));
-	close(fd);
-	return cnt;
+	return test_progs_on(ag.cgroup, type);
 }
 
 static int sock(int family, int proto)

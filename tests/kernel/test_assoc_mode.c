@@ -15,22 +15,17 @@
 #include <bpf/bpf.h>
 
 #include "helpers.h"
+#include "progs.h"
 
 #define START 26000
 #define COUNT 4
 
 TestSuite(assoc_mode, .init = fx_setup, .fini = fx_teardown);
 
-/* Programs linked at the test's cgroup on a hook. */
+/* Programs linked directly at the test's cgroup on a hook. */
 static unsigned progs_on(enum bpf_attach_type type)
 {
-	__u32 cnt = 0;
-	int fd = open(fx.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	cr_assert(fd >= 0);
-	cr_assert_eq(bpf_prog_query(fd, type, 0, NULL, NULL, &cnt), 0, "bpf_prog_query: %s", strerror(errno));
-	close(fd);
-	return cnt;
+	return test_progs_on(fx.cgroup, type);
 }
 
 /* The loader of the fixture closed (pins stay) and opened again in mode: it adopts the pins. */

@@ -69,11 +69,13 @@ int portres_associate(int sockfd, portres_token_t token)
 	err = portres_associate_agent(sockfd, token);
 	if (!err)
 		return 0;
-	/* No program and no agent: nobody can associate (ECONNREFUSED, as the agent's calls). */
-	if (kernel == ENOPROTOOPT)
-		errno = -err;
+	/* No program and no agent: no portres knows the token. */
+	if (err == -ECONNREFUSED)
+		errno = EINVAL;
 	/* The programs' EINVAL stands unless an agent knew the token and refused. */
+	else if (kernel == EINVAL && err != -EACCES && err != -EPROTOTYPE)
+		errno = EINVAL;
 	else
-		errno = err == -EACCES || err == -EPROTOTYPE ? -err : EINVAL;
+		errno = -err;
 	return -1;
 }
