@@ -93,8 +93,8 @@
 #define HOOK_ROUNDS   41     /* section 1: rounds x sockets per case, in batches */
 #define HOOK_SOCKETS  1600
 #define HOOK_BATCHES  16
-#define LIFE_ROUNDS   31     /* section 2: rounds x batches per side x lives per batch */
-#define LIFE_BATCHES  12
+#define LIFE_ROUNDS   61     /* section 2: rounds x batches per side x lives per batch */
+#define LIFE_BATCHES  16
 #define LIFE_BATCH    150
 #define ALLOC_ROUNDS  21     /* section 3 */
 #define ALLOC_BATCH   200
@@ -1340,6 +1340,7 @@ struct results {
 	struct map_mem maps[32], maps_default[32];
 	int nmaps, nmaps_default;
 	bool stats_busy;        /* someone else had BPF stats on during section 2 */
+	int cpu;                /* sections 1 and 2 ran on this CPU (-1: not pinned) */
 	struct cpu_sample cpu0, cpu1;
 	struct ctl_result ctl[16];
 	int nctl, ctl_err;
@@ -1397,6 +1398,8 @@ static void print_header(struct results *res)
 	printf("figures: median [interquartile range] of rounds interleaving the cases compared; "
 	       "timed loops count\nthe benchmark thread's CPU time (not time other processes had "
 	       "the CPU)\n");
+	if (res->cpu >= 0)
+		printf("sections 1 and 2 ran on CPU %d only\n", res->cpu);
 	printf("setup: %s reservations (tcp, 1 port each) added through portres_resv_add in "
 	       "%.2f s (%s/s); maps sized %s\n\n", num(x, NRESV_FULL), res->fill_s,
 	       num(y, NRESV_FULL / res->fill_s), num(z, MAX_ENTRIES));
@@ -1628,6 +1631,7 @@ static int run(struct world *w, struct results *res)
 {
 	uint64_t one = token_of(0x10000);
 	struct side *sd = res->sides;
+	cpu_set_t all, one_cpu;
 	double secs;
 	char buf[8];
 	int err, h;
@@ -1641,6 +1645,18 @@ static int run(struct world *w, struct results *res)
 	if ((err = attach_elsewhere(w, w->one, token_of(0x30000), true)) ||
 	    (err = attach_elsewhere(w, w->full, token_of(PORT_RESERVED + 1), false)))
 		return err;
+
+	/*
+	 * Sections 1 and 2 on one CPU, the one we are on: the two CPUs of a
+	 * shared VM may run at different speeds, and a batch that moves between
+	 * them measures neither.
+	 */
+	if (!sched_getaffinity(0, sizeof(all), &all) && (res->cpu = sched_getcpu()) >= 0) {
+		CPU_ZERO(&one_cpu);
+		CPU_SET(res->cpu, &one_cpu);
+		if (sched_setaffinity(0, sizeof(one_cpu), &one_cpu))
+			res->cpu = -1;
+	}
 
 	/* 1. Every program of every side in the same rounds, so they share the noise. */
 	fprintf(stderr, "bench: programs: 1 and 65,535 reservations, scan, each with its floor\n");
@@ -1667,6 +1683,8 @@ static int run(struct world *w, struct results *res)
 	res->life[1] = (struct life_row){ .what = "udp socket, connect, close", .k = K_CONNECT };
 	if (section('2') && ((err = measure_life(w, &res->life[0])) || (err = measure_life(w, &res->life[1]))))
 		return err;
+	if (res->cpu >= 0)
+		sched_setaffinity(0, sizeof(all), &all);
 
 	/* 4. Map memory: sized for and holding 65,535, and at the default sizes. */
 	if (section('4') &&
@@ -1729,6 +1747,7 @@ int main(void)
 		return 1;
 	}
 
+	res.cpu = -1;
 	cpu_sample(&res.cpu0);
 	err = world_up(&w);
 	if (!err && !bench_stop)
