@@ -415,7 +415,7 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 		if (prog == l->skel->progs.portres_create)
 			continue;
 		if (!bpf_program__autoload(prog)) {
-			if (!(err = path_in(sub, sizeof(sub), l->dir, "links", bpf_program__name(prog))))
+			if (!path_in(sub, sizeof(sub), l->dir, "links", bpf_program__name(prog)))
 				pinned_link_del(sub);
 			continue;
 		}
