@@ -34,10 +34,14 @@
  *                    socket made anywhere else runs no program at socket().
  *   portres_sk       sk_storage: a socket's association, claimed port, and the
  *                    runtime reservations acquired on it (its anchors: closing
- *                    it ends them). Written by the data plane only; the agent
- *                    sets anchors through setsockopt(SOL_PORTRES,
+ *                    it ends them). Written by the data plane; the agent sets
+ *                    anchors through setsockopt(SOL_PORTRES,
  *                    PORTRES_ANCHOR_ADD / _DEL), which only the loader's own
- *                    process (portres_cfg.loader_tgid, as root) may use.
+ *                    process (portres_cfg.loader_tgid, as root) may use. With
+ *                    no setsockopt program (portresd --associate=agent) the
+ *                    agent writes associations and anchors itself, by the
+ *                    socket's fd (bpf_map_update_elem), as that program would,
+ *                    keeping the fields it does not set.
  *   portres_cgidx    array, cgroup id % PORTRES_CGIDX_SLOTS -> that id when it
  *                    is in portres_cgroups (PORTRES_CGIDX_MANY: several are),
  *                    so that socket() looks up only attached ancestors
