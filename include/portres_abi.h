@@ -157,6 +157,9 @@
  * a socket associated with a token of the deeper instance and then with one
  * of the outer instance still gets bind(0) from the deeper block (getsockopt
  * reports the outer association). Associate once, before bind.
+ * An instance whose agent associates (no setsockopt program) takes no part
+ * in the setsockopt rules above: libportres asks that agent when the
+ * programs answer EINVAL (or ENOPROTOOPT when no instance has the program).
  *
  * All fields are host byte order. Structures are padded explicitly: user space
  * must zero the whole key before filling it.
