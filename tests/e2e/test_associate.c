@@ -20,6 +20,8 @@
 #include <bpf/bpf.h>
 
 #include "agent.h"
+#include "cgroup.h"
+#include "loader.h"
 #include "progs.h"
 #include "cli_helpers.h"
 
@@ -318,4 +320,57 @@ Test(associate_agent, keeps_what_the_data_plane_wrote)
 	g_token = b;
 	cr_expect_eq(cli_in_cgroup(cg, try_associate, &(uint16_t){ 8100 }), 0, "associated, bind(0) from b");
 	cr_expect_eq(cli_in_cgroup(cg, confined_outside, NULL), EACCES, "confinement lost by the association");
+}
+
+/* --- an agent that associates, nested below an instance with the setsockopt program ---------- */
+
+static struct portres_loader *outer;
+
+static void outer_down(void)
+{
+	if (outer)
+		portres_loader_teardown(outer);
+	outer = NULL;
+	ag_teardown();
+}
+
+/*
+ * The outer instance (default mode) at the test's cgroup, the agent in agent
+ * mode at a child: the outer program knows no token of the agent and says
+ * EINVAL; libportres then asks the agent, which associates.
+ */
+Test(associate_agent, below_an_instance_with_the_program, .fini = outer_down)
+{
+	static const char *extra[] = { "--associate", "agent", "--cgroup", NULL, NULL };
+	struct portres_loader_opts opts = { .cgroup_path = ag.cgroup, .max_resv = 64, .max_ports = 64 };
+	char inner[4200], dir[400];
+	portres_token_t t, got;
+	socklen_t len = sizeof(got);
+	int fd, err;
+
+	snprintf(dir, sizeof(dir), "%s/outer", ag.bpffs);
+	opts.bpffs_dir = dir;
+	err = portres_loader_open(&opts, &outer);
+	cr_assert_eq(err, 0, "the outer instance: %s", strerror(-err));
+	cli_cgroup("inner", inner, sizeof(inner));
+	extra[3] = inner;
+	ag_start(extra);
+	cr_expect_eq(test_progs_on(inner, BPF_CGROUP_SETSOCKOPT), 0);
+	cr_expect_eq(test_progs_on(ag.cgroup, BPF_CGROUP_SETSOCKOPT), 1, "the outer instance's program");
+	t = create("tcp", 8000, NULL);
+	g_token = t;
+	cr_expect_eq(cli_in_cgroup(inner, try_associate, &(uint16_t){ 8000 }), 0,
+		     "associated through the agent below the outer program, bind(0) from the block");
+	/* the raw option reaches only the outer program, which does not know the token */
+	cr_assert_eq(cgroup2_enter(inner), 0);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	EXPECT_ERR(setsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATE, &t, sizeof(t)), EINVAL);
+	cr_assert_eq(portres_associate(fd, t), 0, "%s", strerror(errno));
+	cr_expect_eq(getsockopt(fd, SOL_PORTRES, PORTRES_ASSOCIATION, &got, &len), 0, "%s", strerror(errno));
+	cr_expect_eq(got, t, "getsockopt reads the inner agent's association");
+	close(fd);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	EXPECT_ERR(portres_associate(fd, 0x1234), EINVAL);
+	close(fd);
+	cr_assert_eq(cgroup2_enter(ag.cgroup), 0);
 }
