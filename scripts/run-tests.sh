@@ -20,21 +20,22 @@ die() { echo "run-tests: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 grep -q ' - cgroup2 ' /proc/self/mountinfo || die "no cgroup2 mount found in /proc/self/mountinfo"
 [ -r /sys/kernel/btf/vmlinux ] || die "the kernel has no BTF (/sys/kernel/btf/vmlinux)"
 
-passed=0 failed=0
+passed=0 failed=0 failures=()
 for t in "${tests[@]}"; do
 	echo "=== $t"
 	if [[ "$t" == *.sh ]]; then
-		if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+		if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$t"); fi
 		continue
 	fi
 	log=$(mktemp)
 	"$t" --jobs "${PORTRES_TEST_JOBS:-2}" 2>&1 | tee "$log"
 	rc=${PIPESTATUS[0]}
 	syn=$(grep 'Synthesis:' "$log" | tail -n 1)
+	mapfile -t -O "${#failures[@]}" failures < <(grep -E '^\[(----|FAIL|CRASH)\]' "$log" | head -n 40 | sed "s|^|$(basename "$t"): |")
 	rm -f "$log"
 	if [ -z "$syn" ]; then
 		echo "run-tests: $t printed no synthesis (exit $rc)"
-		failed=$((failed + 1)); continue
+		failed=$((failed + 1)); failures+=("$t: no synthesis (exit $rc)"); continue
 	fi
 	p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$syn")
 	f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$syn")
@@ -55,11 +56,13 @@ for fz in "${fuzzers[@]}"; do
 		"$work" >"$work.log" 2>&1; then
 		passed=$((passed + 1)); tail -n 2 "$work.log"
 	else
-		failed=$((failed + 1)); tail -n 40 "$work.log"
+		failed=$((failed + 1)); failures+=("$fz"); tail -n 40 "$work.log"
 	fi
 	rm -rf "$work" "$work.log"
 done
 
 echo
+# The failures again at the end, where a log cut to its tail still shows them.
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
