@@ -398,10 +398,20 @@ static __always_inline __u32 now_us(void)
 	return bpf_ktime_get_ns() >> 10;
 }
 
-/* Is free_at still ahead of now (within the longest hold; the clock wraps)? */
+/*
+ * Slack on the longest hold: a hold written this very tick is now + hold + 1
+ * (free_at is odd, never 0), and CPUs' clocks may differ by a little.
+ */
+#define HELD_SLACK_US 1000000
+
+/*
+ * Is free_at still ahead of now (within the longest hold and its slack; the
+ * clock wraps)? A port dropped by connect's probe and offered again in the
+ * same tick must still count as held, or the probe takes it again and again.
+ */
 static __always_inline bool held(__u32 free_at, __u32 now)
 {
-	return free_at && free_at - now - 1 < PORTRES_HOLD_US;
+	return free_at && free_at - now - 1 < PORTRES_HOLD_US + HELD_SLACK_US;
 }
 
 /* Rounds of a compare-and-swap on users before giving up (each lost round is another CPU's win). */

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -128,6 +129,27 @@ uint32_t h_users(uint8_t proto, uint16_t port)
 
 	cr_assert_eq(err, 0, "portres_port_owner %s %u: %s", proto_name(proto), port, strerror(-err));
 	return p.users;
+}
+
+uint32_t h_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint32_t)(((uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec) >> 10);
+}
+
+const char *h_port_state(uint8_t proto, uint16_t port, char *buf, size_t len)
+{
+	struct portres_port p;
+	uint32_t now = h_now_us();
+
+	if (portres_port_owner(fx.l, fx.netns, proto, port, &p))
+		snprintf(buf, len, "%u: unknown", port);
+	else
+		snprintf(buf, len, "%u: users %u, free_at %d us from now", port, p.users,
+			 p.free_at ? (int)(p.free_at - now) : 0);
+	return buf;
 }
 
 /* The write end of the pipe a child reports its failure message through. */

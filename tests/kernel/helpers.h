@@ -62,6 +62,10 @@ int h_listener(int family, uint16_t *port);
 uint16_t h_local_port(int fd);
 /* users of a port entry (0 when the port is not reserved). */
 uint32_t h_users(uint8_t proto, uint16_t port);
+/* The data plane's clock, portres_port.free_at's (bpf_ktime_get_ns() >> 10, CLOCK_MONOTONIC). */
+uint32_t h_now_us(void);
+/* "users U, free in X us" of a port of ours, for a failure message (buf returned). */
+const char *h_port_state(uint8_t proto, uint16_t port, char *buf, size_t len);
 
 /*
  * Child processes. h_child forks; the child runs fn(arg) and exits with its

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
+#include <stdio.h>
+
 #include "helpers.h"
 
 #define START 20000
@@ -419,4 +422,37 @@ Test(bind, bind0_skips_port_of_closed_listener)
 
 	full_but_one(&v4, true);
 	full_but_one(&v6, true);
+}
+
+/*
+ * A hold stamped in this very tick is now + hold + 1 (free_at is odd), and
+ * another CPU's clock may run a little ahead: such a port is still held.
+ * held() once took it for free: bind(0) handed it out first, and connect's
+ * probe, dropping a port the kernel still had and finding it again in the
+ * same tick, tried it eight times over and failed with EADDRNOTAVAIL.
+ * Here the first port of a 2-port block is stamped 1 ms past the longest
+ * hold; bind(0) must give the second port first.
+ */
+Test(bind, hold_stamped_past_this_clock_still_held)
+{
+	char path[600];
+	uint64_t t = fx_reserve(IPPROTO_TCP, START, 2, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	uint32_t slot = portres_port_slot(IPPROTO_TCP, START);
+	struct portres_port ent;
+	int map, fd;
+
+	snprintf(path, sizeof(path), "%s/maps/portres_ports", fx.bpffs);
+	map = bpf_obj_get(path);
+	cr_assert_geq(map, 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(bpf_map_lookup_elem(map, &slot, &ent), 0);
+	cr_assert_eq(ent.token, t, "the block's first port is not in its slot");
+	ent.free_at = (h_now_us() + PORTRES_HOLD_US + 1000) | 1;
+	cr_assert_eq(bpf_map_update_elem(map, &slot, &ent, BPF_EXIST), 0);
+	close(map);
+
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_assert_eq(h_associate(fd, t), 0);
+	cr_assert_eq(fx_bind(fd, AF_INET, 0), 0);
+	cr_expect_eq(fx_local_port(fd), START + 1, "bind(0) took the held port %u first", START);
+	close(fd);
 }

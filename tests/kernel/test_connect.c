@@ -175,7 +175,7 @@ Test(connect, v4_mapped_from_v6_socket)
  */
 Test(connect, tcp_lingering_port_skipped)
 {
-	int families[2] = { AF_INET, AF_INET6 }, f, i;
+	int families[2] = { AF_INET, AF_INET6 }, f, i, err;
 
 	for (f = 0; f < 2; f++) {
 		const char *n = fp_name(families[f], IPPROTO_TCP);
@@ -195,9 +195,15 @@ Test(connect, tcp_lingering_port_skipped)
 		for (i = 0; i < 20; i++) {
 			fd = fx_socket(families[f], IPPROTO_TCP);
 			cr_assert_eq(h_associate(fd, t), 0);
-			cr_assert_eq(h_connect_lo(fd, families[f], dport), 0,
-				     "%s: connect #%d with one lingering port: %s", n, i + 1,
-				     strerror(errno));
+			err = h_connect_lo(fd, families[f], dport);
+			if (err) {
+				char a[96], b[96];
+
+				cr_assert_fail("%s: connect #%d with one lingering port: %s (%s; %s)", n,
+					       i + 1, strerror(-err),
+					       h_port_state(IPPROTO_TCP, START + 10 * f, a, sizeof(a)),
+					       h_port_state(IPPROTO_TCP, START + 10 * f + 1, b, sizeof(b)));
+			}
 			cr_expect_neq(fx_local_port(fd), lingering, "%s: connect #%d got the lingering port",
 				      n, i + 1);
 			cr_expect_eq(h_users(IPPROTO_TCP, lingering), 0,
