@@ -132,7 +132,11 @@
  * soonest first), and connect(2) probes it with bpf_bind. A listener's
  * accepted connections may outlive PORTRES_HOLD_US: after it the port is
  * offered like any other, and bind(0) onto it fails (EADDRINUSE) while they
- * live; connect(2) still skips it.
+ * live; connect(2) still skips it. Likewise when every free port of T was
+ * released within PORTRES_QUARANTINE_US and the socket that held the one
+ * released longest ago has not left the kernel's tables yet (its thread
+ * stalled between cgroup/sock_release and the unhash): bind(0) fails with
+ * EADDRINUSE, and a retry gets another port.
  *
  * A token of kind RUNTIME is usable only by owner_tgid; when its anchor
  * socket is released the data plane marks it dead at once (portres_rstate.dead

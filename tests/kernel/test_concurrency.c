@@ -34,6 +34,7 @@ struct race {
 	pthread_barrier_t go;
 	atomic_int holder[COUNT]; /* 0: free, else thread number + 1 */
 	atomic_int binds, failed, dups, outside;
+	atomic_int still_held;    /* EADDRINUSE: the kernel still held the port chosen */
 	atomic_int first_err;     /* errno of the first failed bind */
 	atomic_int first_dup;     /* port of the first duplicate */
 };
@@ -82,6 +83,11 @@ static void *run(void *arg)
 		}
 		err = fx_bind(fd, family, 0);
 		atomic_fetch_add(&r->binds, 1);
+		if (err == -EADDRINUSE) {
+			atomic_fetch_add(&r->still_held, 1);
+			close(fd);
+			continue;
+		}
 		if (err) {
 			zero = 0;
 			atomic_compare_exchange_strong(&r->first_err, &zero, -err);
@@ -120,8 +126,10 @@ static void race(int proto, bool reuseport)
 	struct worker w[THREADS];
 	pthread_t th[THREADS];
 	int fds[COUNT + 1], i;
+	uint32_t t0;
 
 	memset(&r, 0, sizeof(r));
+	t0 = h_now_us();
 	r.proto = proto;
 	r.reuseport = reuseport;
 	r.token = fx_reserve(proto, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
@@ -141,14 +149,30 @@ static void race(int proto, bool reuseport)
 		     atomic_load(&r.dups), atomic_load(&r.first_dup));
 	cr_expect_eq(atomic_load(&r.failed), 0, "%s: %d binds failed with free ports left (first: %s)",
 		     n, atomic_load(&r.failed), strerror(atomic_load(&r.first_err)));
+	/*
+	 * When every free port was released within the last
+	 * PORTRES_QUARANTINE_US (here: all the time), bind(0) takes the one
+	 * released longest ago; if its closing thread stalled between
+	 * cgroup/sock_release and leaving the kernel's tables (a vCPU the host
+	 * took away for milliseconds), the kernel says EADDRINUSE. Rare, and
+	 * never without such a stall: at most one bind in a thousand.
+	 */
+	cr_expect_leq(atomic_load(&r.still_held), THREADS * ITERS / 1000,
+		      "%s: %d of %d binds got a port the kernel still held", n,
+		      atomic_load(&r.still_held), THREADS * ITERS);
 	cr_expect_eq(atomic_load(&r.outside), 0, "%s: %d binds outside the block", n,
 		     atomic_load(&r.outside));
 	cr_expect_eq(h_stats(r.token).allocated, (uint64_t)THREADS * ITERS, "%s: counter allocated", n);
 
 	/* Everything closed: every port free, and the whole block can be taken again. */
-	for (i = 0; i < COUNT; i++)
-		cr_expect_eq(h_users(proto, START + i), 0, "%s: users of %u after all closed", n,
-			     START + i);
+	for (i = 0; i < COUNT; i++) {
+		struct portres_port p;
+
+		cr_assert_eq(portres_port_owner(fx.l, fx.netns, proto, START + i, &p), 0);
+		cr_expect_eq(p.users, 0, "%s: users of %u after all closed: %u (last release %d us "
+			     "after the race began, %d us before now)", n, START + i, p.users,
+			     (int)(p.free_at - t0), (int)(h_now_us() - p.free_at));
+	}
 	for (i = 0; i <= COUNT; i++) {
 		fds[i] = fx_socket(i % 2 ? AF_INET6 : AF_INET, proto);
 		cr_assert_eq(h_associate(fds[i], r.token), 0);
