@@ -120,18 +120,27 @@ Test(stop, sigterm_wakes_the_loop_and_it_exits_cleanly)
 	cr_assert_eq(ag_bind(IPPROTO_TCP, 8005, NULL), -EACCES);
 }
 
-/* The daemon's pid, from its "ready" log line (in the pid namespace it runs in); 0 if none. */
+/*
+ * The daemon's pid, from its "ready" log line (in the pid namespace it runs
+ * in); 0 if none within 5 s. The socket may answer a moment before the line
+ * is written.
+ */
 static pid_t daemon_pid(void)
 {
 	char line[1024], *p;
-	int pid = 0;
-	FILE *f = fopen(ag.log, "re");
+	int pid = 0, tries;
 
-	while (f && fgets(line, sizeof(line), f))
-		if ((p = strstr(line, "ready: serving ")) && (p = strstr(p, "(pid ")))
-			pid = atoi(p + 5);
-	if (f)
-		fclose(f);
+	for (tries = 0; !pid && tries < 500; tries++) {
+		FILE *f = fopen(ag.log, "re");
+
+		while (f && fgets(line, sizeof(line), f))
+			if ((p = strstr(line, "ready: serving ")) && (p = strstr(p, "(pid ")))
+				pid = atoi(p + 5);
+		if (f)
+			fclose(f);
+		if (!pid)
+			usleep(10000);
+	}
 	return pid;
 }
 
@@ -179,9 +188,11 @@ static int in_new_pid_ns(void *arg)
 Test(stop, detached_agent_exits_on_sigterm)
 {
 	struct stat sb;
+	int code;
 
 	ag.detach = true;
-	cr_assert_eq(ag_in_child(in_new_pid_ns, NULL), 0, "see the codes in detached_init; log %s", ag.log);
+	code = ag_in_child(in_new_pid_ns, NULL);
+	cr_assert_eq(code, 0, "code %d (see detached_init); log %s", code, ag.log);
 	cr_assert(ag_log_has("stop: signal 15: stopping, enforcement stays in place"));
 	cr_assert(stat(ag.sock, &sb) && errno == ENOENT, "the socket file is left");
 }
