@@ -94,6 +94,13 @@ struct {
 	__type(value, struct portres_port);
 } portres_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTRES_PBITS_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} portres_pbits SEC(".maps");
+
 /* Rarely used, so not preallocated: entries cost memory only when they exist. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -376,20 +383,16 @@ static __always_inline struct portres_port *port_ent(__u64 netns, __u8 proto, __
 }
 
 /*
- * Is port reserved in any netns? Without a helper call: the slot, and the
- * overflow only when it has entries. The common case of every host (a bind
+ * Is port reserved in any netns? Its bit in portres_pbits: one word of a
+ * small map, without a helper call. The common case of every host (a bind
  * of a port nobody reserved) ends here.
  */
 static __always_inline bool maybe_reserved(__u8 proto, __u16 port)
 {
-	__u32 slot = portres_port_slot(proto, port);
-	struct portres_port *ent = bpf_map_lookup_elem(&portres_ports, &slot);
-	struct portres_cfg *c;
+	__u32 word = portres_pbits_word(proto, port);
+	__u64 *bits = bpf_map_lookup_elem(&portres_pbits, &word);
 
-	if (ent && READ_ONCE(ent->token))
-		return true;
-	c = cfg();
-	return c && READ_ONCE(c->overflow);
+	return bits && (READ_ONCE(*bits) >> (port & 63)) & 1;
 }
 
 /* The clock of portres_port.free_at: ~microseconds, wrapping every ~73 minutes. */

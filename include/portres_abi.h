@@ -20,6 +20,18 @@
  *                    many sockets associated with that token claimed it. Every
  *                    bind decision is one array lookup here: O(1) in the
  *                    number of reservations, and no hashing.
+ *   portres_pbits    array of PORTRES_PBITS_WORDS __u64: bit port of word
+ *                    portres_pbits_word(proto, port) is set while the port is
+ *                    reserved in some netns (its slot in portres_ports or an
+ *                    entry of portres_portx; a bit may stay set longer, never
+ *                    shorter: a slot emptied while portres_portx has entries
+ *                    keeps its bit). 16 KiB, in
+ *                    memory the kernel maps with large pages: a bind of a
+ *                    port nobody reserved (what almost every bind is) reads
+ *                    this word, not the 4 MiB portres_ports, whose page costs
+ *                    a page walk whenever the TLB was flushed (page-table
+ *                    isolation flushes it at every system call). Written by
+ *                    user space only, with the slot.
  *   portres_portx    {netns, proto, port} -> struct portres_port: the overflow
  *                    for a port reserved in several network namespaces at
  *                    once (the slot holds the first); looked up only while
@@ -245,6 +257,14 @@ struct portres_port_key {
 	__u8  proto;
 	__u8  pad[5];
 };
+
+/* portres_pbits: one bit per (protocol, port), TCP words first, then UDP. */
+#define PORTRES_PBITS_WORDS 2048
+
+static inline __u32 portres_pbits_word(__u8 proto, __u16 port)
+{
+	return (proto == 17 /* IPPROTO_UDP */ ? 1024u : 0u) + (port >> 6);
+}
 
 /* The slot of a port in portres_ports: TCP ports first, then UDP. */
 static inline __u32 portres_port_slot(__u8 proto, __u16 port)

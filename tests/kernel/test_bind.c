@@ -290,7 +290,7 @@ Test(bind, same_port_two_netns)
 	struct portres_resv r = { 0 };
 	struct portres_port ent;
 	uint64_t ta = reserve_enforced(IPPROTO_TCP), tb = ta ^ 0xb0b0, nsb;
-	int home, fd, err;
+	int home, bns, fd, err;
 
 	home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	cr_assert(home >= 0);
@@ -306,6 +306,8 @@ Test(bind, same_port_two_netns)
 	cr_assert_eq(err, 0, "second netns, same ports: %s", strerror(-err));
 	cr_assert_eq(portres_resv_add(fx.l, tb ^ 1, &r), -EADDRINUSE, "overlap in the second netns");
 
+	bns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	cr_assert(bns >= 0);
 	/* In netns B: B's reservation rules. */
 	fd = fx_socket(AF_INET, IPPROTO_TCP);
 	cr_expect_eq(fx_bind(fd, AF_INET, START + 1), -EACCES, "unassociated bind in B");
@@ -335,6 +337,13 @@ Test(bind, same_port_two_netns)
 	close(fd);
 	cr_assert_eq(portres_port_owner(fx.l, nsb, IPPROTO_TCP, START, &ent), 0);
 	cr_expect_eq(ent.token, tb, "B's entry after A's deletion");
+	/* A's slot is empty, B's entry is in the overflow: B's ports still refused in B. */
+	cr_assert_eq(setns(bns, CLONE_NEWNET), 0, "setns B: %s", strerror(errno));
+	fd = fx_socket(AF_INET, IPPROTO_TCP);
+	cr_expect_eq(fx_bind(fd, AF_INET, START + 1), -EACCES, "A deleted: unassociated bind in B");
+	close(fd);
+	cr_assert_eq(setns(home, CLONE_NEWNET), 0, "setns: %s", strerror(errno));
+	close(bns);
 	cr_assert_eq(portres_resv_del(fx.l, tb), 0);
 	cr_assert_eq(portres_port_owner(fx.l, nsb, IPPROTO_TCP, START, &ent), 0);
 	cr_expect_eq(ent.token, 0, "B's entry after B's deletion");

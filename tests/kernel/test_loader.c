@@ -534,3 +534,25 @@ Test(loader, sizes_follow_max_resv)
 	cr_expect_eq(portres_resv_add(l, 0x5200, &r), -ENOSPC, "the pinned size (8) did not hold");
 	portres_loader_teardown(l);
 }
+
+/*
+ * Pins of a loader that had no portres_pbits (the bitmap an unassociated
+ * bind reads first): the next open makes the bits again from the slots and
+ * the overflow before its programs run, so a reserved port stays refused.
+ */
+Test(loader, pins_without_port_bits_are_rebuilt)
+{
+	char path[600];
+
+	fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START + 1), -EACCES);
+	portres_loader_close(fx.l);
+	fx.l = NULL;
+	snprintf(path, sizeof(path), "%s/maps/portres_pbits", fx.bpffs);
+	cr_assert_eq(unlink(path), 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(open_again(&fx.l), 0);
+	cr_expect(portres_loader_adopted(fx.l), "the pins were not adopted");
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START + 1), -EACCES, "a reserved port after the rebuild");
+	cr_expect_eq(bind_port(AF_INET6, IPPROTO_TCP, START + COUNT - 1), -EACCES, "the block's last port");
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START + COUNT), 0, "the port after the block");
+}

@@ -328,6 +328,8 @@ static void undo_open(struct portres_loader *l)
 	}
 }
 
+static int pbits_rebuild(struct portres_loader *l);
+
 int portres_loader_open(const struct portres_loader_opts *opts, struct portres_loader **out)
 {
 	struct portres_loader *l;
@@ -336,6 +338,7 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	struct statfs sfs;
 	uint32_t max_resv;
 	uint64_t cgid;
+	bool pbits_new;
 	int err;
 
 	if (!opts || !opts->bpffs_dir || !opts->cgroup_path ||
@@ -394,10 +397,14 @@ int portres_loader_open(const struct portres_loader_opts *opts, struct portres_l
 	err = set_pin_paths(l);
 	if (err)
 		goto cleanup;
+	pbits_new = l->adopted && access(bpf_map__pin_path(l->skel->maps.portres_pbits), F_OK) != 0;
 
 	/* Load: pinned maps of an earlier loader are reused, new ones pinned. */
 	err = portres_bpf__load(l->skel);
 	if (err)
+		goto cleanup;
+	/* Pins of a loader without portres_pbits: its bits before any program of ours runs. */
+	if (pbits_new && (err = pbits_rebuild(l)))
 		goto cleanup;
 
 	err = slots_init(l);
@@ -524,11 +531,71 @@ static int slot_get(struct portres_loader *l, uint8_t proto, uint16_t port, stru
 	return ret_errno(bpf_map_lookup_elem(fd_of(l->skel->maps.portres_ports), &slot, v));
 }
 
+/* The bit of (proto, port) in portres_pbits, set or cleared (the loader is the one writer). */
+static int pbit_set(struct portres_loader *l, uint8_t proto, uint16_t port, bool on)
+{
+	int fd = fd_of(l->skel->maps.portres_pbits);
+	uint32_t word = portres_pbits_word(proto, port);
+	uint64_t v = 0, bit = 1ULL << (port & 63);
+	int err = ret_errno(bpf_map_lookup_elem(fd, &word, &v));
+
+	if (err)
+		return err;
+	v = on ? v | bit : v & ~bit;
+	return ret_errno(bpf_map_update_elem(fd, &word, &v, BPF_ANY));
+}
+
+/*
+ * A slot and its bit in portres_pbits: the bit is set before a reservation
+ * fills the slot and cleared after it leaves, so the data plane never sees a
+ * filled slot behind a clear bit. An overflow entry is only made beside a
+ * filled slot (its bit set); while portres_portx has entries an emptied slot
+ * keeps its bit (one of them may be of this port).
+ */
 static int slot_set(struct portres_loader *l, uint8_t proto, uint16_t port, const struct portres_port *v)
 {
 	uint32_t slot = portres_port_slot(proto, port);
+	struct portres_cfg c;
+	int err;
 
-	return ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_ports), &slot, v, BPF_ANY));
+	if (v->token && (err = pbit_set(l, proto, port, true)))
+		return err;
+	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_ports), &slot, v, BPF_ANY));
+	if (err || v->token)
+		return err;
+	if ((err = cfg_get(l, &c)) || c.overflow)
+		return err;
+	return pbit_set(l, proto, port, false);
+}
+
+/*
+ * Pins from a loader without portres_pbits (or an emptied one): the bits
+ * made again from the slots, before any program runs with them.
+ */
+static int pbits_rebuild(struct portres_loader *l)
+{
+	int pfd = fd_of(l->skel->maps.portres_ports), bfd = fd_of(l->skel->maps.portres_pbits);
+	int xfd = fd_of(l->skel->maps.portres_portx);
+	uint64_t *bits = calloc(PORTRES_PBITS_WORDS, sizeof(*bits));
+	struct portres_port_key k, *kp;
+	struct portres_port v;
+	uint32_t slot, w;
+	int err = 0;
+
+	if (!bits)
+		return -ENOMEM;
+	for (slot = 0; slot < PORTRES_PORT_SLOTS && !err; slot++) {
+		err = ret_errno(bpf_map_lookup_elem(pfd, &slot, &v));
+		if (!err && v.token)
+			bits[portres_pbits_word(slot >> 16 ? 17 : 6, slot & 0xffff)] |= 1ULL << (slot & 63);
+	}
+	/* Every port with an overflow entry too. */
+	for (kp = NULL; !err && !bpf_map_get_next_key(xfd, kp, &k); kp = &k)
+		bits[portres_pbits_word(k.proto, k.port)] |= 1ULL << (k.port & 63);
+	for (w = 0; w < PORTRES_PBITS_WORDS && !err; w++)
+		err = ret_errno(bpf_map_update_elem(bfd, &w, &bits[w], BPF_ANY));
+	free(bits);
+	return err;
 }
 
 static int cfg_get(struct portres_loader *l, struct portres_cfg *c)
