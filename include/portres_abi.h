@@ -25,7 +25,7 @@
  *                    reserved in some netns (its slot in portres_ports or an
  *                    entry of portres_portx; a bit may stay set longer, never
  *                    shorter: a slot emptied while portres_portx has entries
- *                    keeps its bit). 16 KiB, in
+ *                    keeps its bit until the overflow empties). 16 KiB, in
  *                    memory the kernel maps with large pages: a bind of a
  *                    port nobody reserved (what almost every bind is) reads
  *                    this word, not the 4 MiB portres_ports, whose page costs

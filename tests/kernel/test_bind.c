@@ -290,7 +290,10 @@ Test(bind, same_port_two_netns)
 	struct portres_resv r = { 0 };
 	struct portres_port ent;
 	uint64_t ta = reserve_enforced(IPPROTO_TCP), tb = ta ^ 0xb0b0, nsb;
-	int home, bns, fd, err;
+	int home, bns, fd, err, map;
+	char path[600];
+	uint32_t word;
+	uint64_t bits;
 
 	home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	cr_assert(home >= 0);
@@ -347,6 +350,14 @@ Test(bind, same_port_two_netns)
 	cr_assert_eq(portres_resv_del(fx.l, tb), 0);
 	cr_assert_eq(portres_port_owner(fx.l, nsb, IPPROTO_TCP, START, &ent), 0);
 	cr_expect_eq(ent.token, 0, "B's entry after B's deletion");
+	/* Both gone: the port's bit in portres_pbits is clear again (unassociated binds take the short path). */
+	snprintf(path, sizeof(path), "%s/maps/portres_pbits", fx.bpffs);
+	map = bpf_obj_get(path);
+	cr_assert_geq(map, 0, "%s: %s", path, strerror(errno));
+	word = portres_pbits_word(IPPROTO_TCP, START + 1);
+	cr_assert_eq(bpf_map_lookup_elem(map, &word, &bits), 0);
+	cr_expect_eq((bits >> ((START + 1) & 63)) & 1, 0, "the bit of %u after both deletions", START + 1);
+	close(map);
 	close(home);
 }
 

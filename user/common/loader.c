@@ -546,16 +546,29 @@ static int pbit_set(struct portres_loader *l, uint8_t proto, uint16_t port, bool
 }
 
 /*
+ * A port's bit once an entry of it left: cleared when its slot is empty and
+ * portres_portx has no entries at all (any of them may be of this port).
+ * An overflow entry is only made beside a filled slot, whose bit is set.
+ */
+static int pbit_clear_if_free(struct portres_loader *l, uint8_t proto, uint16_t port)
+{
+	struct portres_port v;
+	struct portres_cfg c;
+	int err;
+
+	if ((err = slot_get(l, proto, port, &v)) || v.token || (err = cfg_get(l, &c)) || c.overflow)
+		return err;
+	return pbit_set(l, proto, port, false);
+}
+
+/*
  * A slot and its bit in portres_pbits: the bit is set before a reservation
  * fills the slot and cleared after it leaves, so the data plane never sees a
- * filled slot behind a clear bit. An overflow entry is only made beside a
- * filled slot (its bit set); while portres_portx has entries an emptied slot
- * keeps its bit (one of them may be of this port).
+ * filled slot behind a clear bit.
  */
 static int slot_set(struct portres_loader *l, uint8_t proto, uint16_t port, const struct portres_port *v)
 {
 	uint32_t slot = portres_port_slot(proto, port);
-	struct portres_cfg c;
 	int err;
 
 	if (v->token && (err = pbit_set(l, proto, port, true)))
@@ -563,14 +576,12 @@ static int slot_set(struct portres_loader *l, uint8_t proto, uint16_t port, cons
 	err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_ports), &slot, v, BPF_ANY));
 	if (err || v->token)
 		return err;
-	if ((err = cfg_get(l, &c)) || c.overflow)
-		return err;
-	return pbit_set(l, proto, port, false);
+	return pbit_clear_if_free(l, proto, port);
 }
 
 /*
- * Pins from a loader without portres_pbits (or an emptied one): the bits
- * made again from the slots, before any program runs with them.
+ * Pins of a loader without portres_pbits: the bits made from the slots and
+ * the overflow, before any program of ours runs with them.
  */
 static int pbits_rebuild(struct portres_loader *l)
 {
@@ -587,7 +598,8 @@ static int pbits_rebuild(struct portres_loader *l)
 	for (slot = 0; slot < PORTRES_PORT_SLOTS && !err; slot++) {
 		err = ret_errno(bpf_map_lookup_elem(pfd, &slot, &v));
 		if (!err && v.token)
-			bits[portres_pbits_word(slot >> 16 ? 17 : 6, slot & 0xffff)] |= 1ULL << (slot & 63);
+			bits[portres_pbits_word(slot >> 16 ? IPPROTO_UDP : IPPROTO_TCP, slot & 0xffff)] |=
+				1ULL << (slot & 63);
 	}
 	/* Every port with an overflow entry too. */
 	for (kp = NULL; !err && !bpf_map_get_next_key(xfd, kp, &k); kp = &k)
@@ -612,6 +624,34 @@ static int cfg_set(struct portres_loader *l, const struct portres_cfg *c)
 	return ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_cfg), &zero, c, BPF_ANY));
 }
 
+/*
+ * The overflow emptied: bits kept for ports whose slot emptied meanwhile
+ * (see pbit_clear_if_free) are cleared, so those ports take the short path
+ * again. Rare (a port reserved in two netns at once), so a walk of the set bits.
+ */
+static int pbits_sweep(struct portres_loader *l)
+{
+	int fd = fd_of(l->skel->maps.portres_pbits), err = 0, b;
+	struct portres_port v;
+	uint64_t bits, keep;
+	uint32_t w;
+
+	for (w = 0; w < PORTRES_PBITS_WORDS && !err; w++) {
+		if ((err = ret_errno(bpf_map_lookup_elem(fd, &w, &bits))) || !bits)
+			continue;
+		for (keep = bits, b = 0; b < 64 && !err; b++) {
+			uint8_t proto = w >= 1024 ? IPPROTO_UDP : IPPROTO_TCP;
+			uint16_t port = (uint16_t)((w & 1023) << 6 | b);
+
+			if ((bits >> b & 1) && !(err = slot_get(l, proto, port, &v)) && !v.token)
+				keep &= ~(1ULL << b);
+		}
+		if (!err && keep != bits)
+			err = ret_errno(bpf_map_update_elem(fd, &w, &keep, BPF_ANY));
+	}
+	return err;
+}
+
 static int overflow_add(struct portres_loader *l, int delta)
 {
 	struct portres_cfg c;
@@ -620,7 +660,9 @@ static int overflow_add(struct portres_loader *l, int delta)
 	if (err)
 		return err;
 	c.overflow = (int)c.overflow + delta < 0 ? 0 : c.overflow + delta;
-	return cfg_set(l, &c);
+	if ((err = cfg_set(l, &c)) || c.overflow || delta >= 0)
+		return err;
+	return pbits_sweep(l);
 }
 
 /* The entry of a port of netns: 0 and *in_slot set, or -ENOENT. */
