@@ -119,13 +119,36 @@ static void *run(void *arg)
 	return NULL;
 }
 
-/* Ports of the block some socket still claims. */
-static int claimed_ports(int proto)
+/*
+ * Ports of [start, start + count) some socket still claims after every
+ * socket closed. A socket's release runs where its file's last reference
+ * goes; should that be late (another context held the file a moment), its
+ * claim goes a moment later: wait for that up to a second, and say so. Each
+ * port still claimed then is logged with its users and hold.
+ *
+ * KNOWN, NOT YET EXPLAINED (issue "Hardening", item 3): now and then one
+ * claim stays at 1 after a race, about one whole test run in three here,
+ * never in the kernel suite run alone. The tests tolerate one such port;
+ * more fail, and every other port must be bindable again.
+ */
+static int stuck_claims(int proto, uint16_t start, int count)
 {
-	int i, n = 0;
+	char st[96];
+	int i, n, wait_ms;
 
-	for (i = 0; i < COUNT; i++)
-		n += h_users(proto, START + i) != 0;
+	for (wait_ms = 0;; wait_ms += 10) {
+		for (i = n = 0; i < count; i++)
+			n += h_users(proto, start + i) != 0;
+		if (!n || wait_ms >= 1000)
+			break;
+		usleep(10000);
+	}
+	if (wait_ms)
+		cr_log_warn("%s: claims still held %d ms after the last close", proto_name(proto), wait_ms);
+	for (i = 0; i < count; i++)
+		if (h_users(proto, start + i))
+			cr_log_warn("%s: still claimed after all closed: %s", proto_name(proto),
+				    h_port_state(proto, start + i, st, sizeof(st)));
 	return n;
 }
 
@@ -135,11 +158,9 @@ static void race(int proto, bool reuseport)
 	static struct race r;
 	struct worker w[THREADS];
 	pthread_t th[THREADS];
-	int fds[COUNT + 1], i, wait_ms, stuck = 0;
-	uint32_t t0;
+	int fds[COUNT + 1], i, stuck;
 
 	memset(&r, 0, sizeof(r));
-	t0 = h_now_us();
 	r.proto = proto;
 	r.reuseport = reuseport;
 	r.token = fx_reserve(proto, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
@@ -174,33 +195,8 @@ static void race(int proto, bool reuseport)
 		     atomic_load(&r.outside));
 	cr_expect_eq(h_stats(r.token).allocated, (uint64_t)THREADS * ITERS, "%s: counter allocated", n);
 
-	/*
-	 * Everything closed: every port free, and the whole block can be taken
-	 * again. A socket's release runs where its file's last reference goes;
-	 * should that be late (another context held the file a moment), its
-	 * claim goes a moment later: wait for that up to a second, and say so.
-	 */
-	for (wait_ms = 0; wait_ms < 1000 && claimed_ports(proto); wait_ms += 10)
-		usleep(10000);
-	if (wait_ms)
-		cr_log_warn("%s: claims still held %d ms after the last close", n, wait_ms);
-	for (i = 0; i < COUNT; i++) {
-		struct portres_port p;
-
-		cr_assert_eq(portres_port_owner(fx.l, fx.netns, proto, START + i, &p), 0);
-		if (p.users)
-			cr_log_warn("%s: users of %u after all closed: %u (last release %d us after the "
-				    "race began, %d us before now)", n, START + i, p.users,
-				    (int)(p.free_at - t0), (int)(h_now_us() - p.free_at));
-		stuck += p.users != 0;
-	}
-	/*
-	 * KNOWN, NOT YET EXPLAINED (issue "Hardening", item 3): now and then
-	 * one claim stays at 1 after the race, about one whole test run in
-	 * three here, never in the kernel suite run alone. Up to one such port
-	 * is logged above and tolerated; more fail. Every other port must be
-	 * free and bindable again, and the block exactly that large.
-	 */
+	/* Everything closed: every port free (but the known one, see stuck_claims), and bindable again. */
+	stuck = stuck_claims(proto, START, COUNT);
 	cr_expect_leq(stuck, 1, "%s: %d ports still claimed after all closed", n, stuck);
 	for (i = 0; i <= COUNT - stuck; i++) {
 		fds[i] = fx_socket(i % 2 ? AF_INET6 : AF_INET, proto);
@@ -280,7 +276,7 @@ Test(concurrency, claims_balance_after_bind_close_race, .timeout = 120)
 {
 	struct claim_race r = { .stop = false };
 	pthread_t th[THREADS];
-	int i, wait_ms, stuck = 0, fds[RACE_PORTS + 1];
+	int i, stuck, fds[RACE_PORTS + 1];
 
 	r.token = fx_reserve(IPPROTO_UDP, RACE_START, RACE_PORTS, PORTRES_KIND_PERSISTENT,
 			     PORTRES_MODE_ENFORCE);
@@ -293,25 +289,8 @@ Test(concurrency, claims_balance_after_bind_close_race, .timeout = 120)
 	for (i = 0; i < THREADS; i++)
 		pthread_join(th[i], NULL);
 	pthread_barrier_destroy(&r.go);
-	/* A claim given back late (see race()): up to a second, logged. */
-	for (wait_ms = 0; wait_ms < 1000; wait_ms += 10) {
-		for (i = 0; i < RACE_PORTS && !h_users(IPPROTO_UDP, RACE_START + i); i++)
-			;
-		if (i == RACE_PORTS)
-			break;
-		usleep(10000);
-	}
-	if (wait_ms)
-		cr_log_warn("claims still held %d ms after the last close", wait_ms);
-	for (i = 0; i < RACE_PORTS; i++) {
-		char st[96];
-
-		if (h_users(IPPROTO_UDP, RACE_START + i))
-			cr_log_warn("users of %u after the race (%s)", RACE_START + i,
-				    h_port_state(IPPROTO_UDP, RACE_START + i, st, sizeof(st)));
-		stuck += h_users(IPPROTO_UDP, RACE_START + i) != 0;
-	}
-	/* The known stuck claim of race() (item 3 of "Hardening"): one port at most. */
+	stuck = stuck_claims(IPPROTO_UDP, RACE_START, RACE_PORTS);
+	/* The known stuck claim (see stuck_claims): one port at most. */
 	cr_expect_leq(stuck, 1, "%d ports still claimed after the race", stuck);
 	/* Every other port can be had again, and exactly those. */
 	usleep(5000);
