@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1304,19 +1305,42 @@ static int check_anchor(int sockfd)
  * asks through setsockopt (portres_cfg.loader_tgid); after a fork (an agent
  * going to the background) the new process takes that over.
  */
+static pid_t self_pid;
+
+static void self_pid_forget(void)
+{
+	self_pid = 0;
+}
+
+static void self_pid_register(void)
+{
+	pthread_atfork(NULL, NULL, self_pid_forget);
+}
+
+/* getpid() is a system call each time: asked once, and again in a child after fork. */
+static pid_t self(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, self_pid_register);
+	if (!self_pid)
+		self_pid = getpid();
+	return self_pid;
+}
+
 static int anchor_owner(struct portres_loader *l)
 {
 	struct portres_cfg c;
 	int err;
 
-	if (l->tgid == getpid())
+	if (l->tgid == self())
 		return 0;
 	if ((err = cfg_get(l, &c)))
 		return err;
-	c.loader_tgid = getpid();
+	c.loader_tgid = self();
 	if ((err = cfg_set(l, &c)))
 		return err;
-	l->tgid = getpid();
+	l->tgid = self();
 	return 0;
 }
 

@@ -8,10 +8,13 @@
  * window, then one "N events suppressed" line when the window is over.
  */
 #include <jansson.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "portresd.h"
 
@@ -23,6 +26,69 @@ static bool log_json;
 static int log_verbose;
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
+
+/* lines held for log_flush */
+#define LOG_HELD_MAX (64 * 1024)
+static bool log_holding;
+static char log_held[LOG_HELD_MAX];
+static size_t log_held_len;
+
+void log_flush(void)
+{
+	size_t off = 0;
+
+	fflush(stderr);
+	while (off < log_held_len) {
+		ssize_t n = write(STDERR_FILENO, log_held + off, log_held_len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	log_held_len = 0;
+}
+
+void log_hold(bool on)
+{
+	if (!on)
+		log_flush();
+	log_holding = on;
+}
+
+/* One whole line to stderr, or to the held lines. */
+static void put_line(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	if (!log_holding) {
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		return;
+	}
+	n = vsnprintf(log_held + log_held_len, LOG_HELD_MAX - log_held_len, fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < LOG_HELD_MAX - log_held_len) {
+		log_held_len += (size_t)n;
+		return;
+	}
+	/* no room: what is held goes first, then this line (once more, now with room or on its own) */
+	log_held[log_held_len] = '\0';
+	log_flush();
+	va_start(ap, fmt);
+	if ((size_t)vsnprintf(log_held, LOG_HELD_MAX, fmt, ap) < LOG_HELD_MAX) {
+		log_held_len = strlen(log_held);
+	} else {
+		va_end(ap);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		fflush(stderr);
+	}
+	va_end(ap);
+}
 
 void log_setup(bool json, int verbose)
 {
@@ -80,11 +146,11 @@ static void vlog(enum log_level lvl, const char *event, const json_t *fields, co
 			json_object_update_missing(o, (json_t *)fields);
 		line = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		if (line)
-			fprintf(stderr, "%s\n", line);
+			put_line("%s\n", line);
 		free(line);
 		json_decref(o);
 	} else {
-		fprintf(stderr, "portresd: %s %s: %s\n", level_names[lvl], event, msg);
+		put_line("portresd: %s %s: %s\n", level_names[lvl], event, msg);
 	}
 }
 

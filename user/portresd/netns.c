@@ -512,6 +512,12 @@ static int read_ranges(void *arg)
 	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
 	fclose(f);
 	ns->unpriv_start = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
+	/* without IPv6 there is no such file, and the probes use IPv4 */
+	ns->v6only = true;
+	if (!err && (f = fopen("/proc/sys/net/ipv6/bindv6only", "re"))) {
+		ns->v6only = fscanf(f, "%lu", &unpriv) != 1 || unpriv != 0;
+		fclose(f);
+	}
 	return err;
 }
 

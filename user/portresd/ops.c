@@ -226,16 +226,16 @@ static int overlap_msg(struct agent *a, struct resv *o, struct reply *rp, uint8_
 /* ENOTSOCK / EOPNOTSUPP checks of a passed fd; fills proto and netns cookie. */
 static int check_socket(int fd, uint8_t *proto, __u64 *netns, struct reply *rp)
 {
-	struct stat sb;
 	int domain, type, protocol;
 	socklen_t len = sizeof(int);
 
 	if (fd < 0)
 		return fail(rp, EINVAL, "the socket must be passed with the request (SCM_RIGHTS)");
-	if (fstat(fd, &sb) || !S_ISSOCK(sb.st_mode))
-		return fail(rp, ENOTSOCK, "the descriptor passed is not a socket");
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) ||
-	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &(socklen_t){ sizeof(int) }) ||
+	/* what is not a socket says so here (no fstat first: every call counts) */
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len))
+		return fail(rp, errno == ENOTSOCK ? ENOTSOCK : EOPNOTSUPP, errno == ENOTSOCK ?
+			    "the descriptor passed is not a socket" : "cannot read the socket's family: %s", strerror(errno));
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &(socklen_t){ sizeof(int) }) ||
 	    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &(socklen_t){ sizeof(int) }))
 		return fail(rp, EOPNOTSUPP, "cannot read the socket's family and protocol: %s", strerror(errno));
 	if ((domain != AF_INET && domain != AF_INET6) ||
@@ -1485,8 +1485,11 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 
 	a->requests++;
 	mark = batch_mark(a);
-	/* a netns that died is forgotten before anyone names it (its inode may be reused) */
-	netns_watch_run(a);
+	/* A netns that died is forgotten before anyone names it (its inode may be
+	 * reused): the server reads the notifications first in each turn; an
+	 * in-process caller's request reads them here. */
+	if (!done)
+		netns_watch_run(a);
 	if (proto_parse_request(buf, len, &req, &perr)) {
 		rp.code = perr.code;
 		snprintf(rp.msg, sizeof(rp.msg), "%s", perr.msg);

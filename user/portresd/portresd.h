@@ -101,6 +101,7 @@ struct netns {
 	struct portset sysctl_now; /* the sysctl as read in batch sysctl_gen */
 	uint16_t port_lo, port_hi; /* ip_local_port_range */
 	uint32_t unpriv_start;     /* ip_unprivileged_port_start */
+	bool v6only;               /* net.ipv6.bindv6only: new IPv6 sockets are V6ONLY */
 	uint64_t sysctl_gen;       /* agent.batch_gen when read; 0: never */
 	uint64_t ranges_gen;       /* the same for port_lo, port_hi, unpriv_start */
 	struct portset owned_before; /* owned_db before this batch's commit (restored if it fails) */
@@ -184,6 +185,8 @@ struct agent {
 	struct netns *own_ns;
 	struct batch *batch;
 	uint64_t batch_gen;   /* counts commits: what was read in another batch is read again */
+	uint64_t tok_pool[32]; /* random tokens not handed out yet (resv_new_token) */
+	unsigned tok_left;
 	uint64_t nsfs_dev;    /* st_dev of nsfs files */
 	struct mnl_socket *nl_req, *nl_watch; /* nsid requests; RTNLGRP_NSID */
 	int nswatch_fd;       /* nl_watch's fd, or -1 */
@@ -213,6 +216,13 @@ enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void log_setup(bool json, int verbose);
 /* log_setup's verbose: -v 1, -vv 2. */
 int log_verbosity(void);
+/*
+ * While held, lines are kept in memory and written together by log_flush
+ * (the loop holds them for one turn: one write instead of one per line);
+ * log_hold(false) flushes and writes each line at once again.
+ */
+void log_hold(bool on);
+void log_flush(void);
 void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* log_msg whose JSON line also carries fields (borrowed; may be NULL). */

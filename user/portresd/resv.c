@@ -232,11 +232,17 @@ void resv_free_all(struct agent *a)
 	}
 }
 
+/* Tokens come from a pool filled by one getrandom() for many. */
 int resv_new_token(struct agent *a, uint64_t *token)
 {
 	do {
-		if (getrandom(token, sizeof(*token), 0) != sizeof(*token))
-			return -errno;
+		if (!a->tok_left) {
+			if (getrandom(a->tok_pool, sizeof(a->tok_pool), 0) != sizeof(a->tok_pool))
+				return errno ? -errno : -EIO;
+			a->tok_left = sizeof(a->tok_pool) / sizeof(a->tok_pool[0]);
+		}
+		*token = a->tok_pool[--a->tok_left];
+		a->tok_pool[a->tok_left] = 0;
 	} while (*token == 0 || resv_find(a, *token));
 	return 0;
 }
@@ -418,7 +424,7 @@ int user_ports(struct agent *a, struct netns *ns, uint32_t *lo, uint32_t *hi)
  */
 #define PROBE_MAX 64
 
-static bool port_busy(uint8_t proto, uint16_t port)
+static bool port_busy(uint8_t proto, uint16_t port, bool v6only)
 {
 	int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC;
 	struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
@@ -426,7 +432,8 @@ static bool port_busy(uint8_t proto, uint16_t port)
 	int off = 0, fd = socket(AF_INET6, type, proto);
 	bool busy;
 
-	if (fd >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == 0) {
+	/* V6ONLY is off by default unless the netns's bindv6only says otherwise: no call to turn it off */
+	if (fd >= 0 && (!v6only || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == 0)) {
 		busy = bind(fd, (struct sockaddr *)&sa6, sizeof(sa6)) && errno == EADDRINUSE;
 	} else {
 		if (fd >= 0)
@@ -477,6 +484,7 @@ static int find_run(const struct portset *busy, uint32_t lo, uint32_t hi, uint32
 }
 
 struct probe_ctx {
+	bool v6only;
 	uint8_t proto;
 	uint16_t start, count;
 	struct portset *busy;
@@ -489,7 +497,7 @@ static int probe_in_ns(void *arg)
 
 	c->clean = true;
 	for (uint32_t p = c->start; p < (uint32_t)c->start + c->count; p++)
-		if (port_busy(c->proto, (uint16_t)p)) {
+		if (port_busy(c->proto, (uint16_t)p, c->v6only)) {
 			portset_add(c->busy, p, 1);
 			c->clean = false;
 		}
@@ -563,7 +571,7 @@ int pick_block(struct agent *a, struct netns *ns, uint8_t proto, uint16_t count,
 	}
 	/* A candidate with a busy port marks it and searches again. */
 	for (;;) {
-		struct probe_ctx c = { .proto = proto, .count = count, .busy = busy, .clean = true };
+		struct probe_ctx c = { .v6only = ns->v6only, .proto = proto, .count = count, .busy = busy, .clean = true };
 
 		err = -EADDRINUSE;
 		if ((s = find_run(busy, (uint32_t)hi + 1, 65535, count, false)) < 0 &&
@@ -585,6 +593,7 @@ cleanup:
 }
 
 struct held_ctx {
+	bool v6only;
 	uint8_t proto;
 	uint16_t start, count;
 	bool reserved;   /* inside a reservation the agent's own probe is refused: dump */
@@ -601,8 +610,8 @@ static int held_in_ns(void *arg)
 	int err;
 
 	for (uint32_t p = c->start; !any && p < (uint32_t)c->start + c->count; p++)
-		any = (!c->proto || c->proto == IPPROTO_TCP ? port_busy(IPPROTO_TCP, (uint16_t)p) : false) ||
-		      (!c->proto || c->proto == IPPROTO_UDP ? port_busy(IPPROTO_UDP, (uint16_t)p) : false);
+		any = (!c->proto || c->proto == IPPROTO_TCP ? port_busy(IPPROTO_TCP, (uint16_t)p, c->v6only) : false) ||
+		      (!c->proto || c->proto == IPPROTO_UDP ? port_busy(IPPROTO_UDP, (uint16_t)p, c->v6only) : false);
 	if (!any)
 		return 0;
 	/* Someone holds a port: the dump names who. */
@@ -624,6 +633,10 @@ int ports_held(struct agent *a, struct netns *ns, uint8_t proto, uint16_t start,
 	struct held_ctx c = { .proto = proto, .start = start, .count = count, .msg = msg, .len = len,
 			      .reserved = (proto != IPPROTO_UDP && resv_overlap(ns, IPPROTO_TCP, start, count)) ||
 					  (proto != IPPROTO_TCP && resv_overlap(ns, IPPROTO_UDP, start, count)) };
+	int err = netns_ranges(a, ns);
 
+	if (err)
+		return err;
+	c.v6only = ns->v6only;
 	return netns_run(a, ns, held_in_ns, &c);
 }

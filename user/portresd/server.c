@@ -702,6 +702,7 @@ static void server_loop(struct server *s)
 	const struct loop_fds *f = &s->f;
 	struct epoll_event evs[64];
 
+	log_hold(true);
 	while (!a->stop) {
 		int n = epoll_wait(a->epfd, evs, 64, s->acc.paused ? ACCEPT_BACKOFF_MS : 1000);
 
@@ -709,6 +710,10 @@ static void server_loop(struct server *s)
 			log_msg(LOG_ERR, "loop", "epoll_wait: %s", strerror(errno));
 			break;
 		}
+		/* netns notifications first: no request of this turn names a netns that died before it */
+		for (int i = 0; i < n; i++)
+			if (((struct watch *)evs[i].data.ptr)->kind == W_NETNS)
+				netns_watch_run(a);
 		for (int i = 0; i < n; i++) {
 			struct watch *w = evs[i].data.ptr;
 			struct signalfd_siginfo si;
@@ -733,7 +738,6 @@ static void server_loop(struct server *s)
 				cgwatch_run(a);
 				break;
 			case W_NETNS:
-				netns_watch_run(a);
 				break;
 			case W_APPLY:
 				autoapply_changed(a);
@@ -770,7 +774,10 @@ static void server_loop(struct server *s)
 		ops_commit(a);
 		bury(s);
 		log_events_flush(&a->log_limit, false);
+		/* the turn's log lines in one write */
+		log_flush();
 	}
+	log_hold(false);
 }
 
 /* Closes what server_setup opened (also after it failed half-way). */
