@@ -253,3 +253,107 @@ Test(protocol, events_and_reads)
 	json_decref(r);
 	close(s);
 }
+
+/* One message on c, with fd (SCM_RIGHTS) when fd >= 0; the reply is not read. */
+static void send_only(int c, const char *text, int fd)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.b;
+		mh.msg_controllen = sizeof(ctl.b);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	cr_assert_geq(sendmsg(c, &mh, MSG_NOSIGNAL), 0, "send: %s", strerror(errno));
+}
+
+/*
+ * A client that sends many requests before reading (the agent reads up to 16
+ * of one client in one call): each is answered, in order, and each request's
+ * file descriptor goes with that request only. Then the client sends one more
+ * request and closes at once: the request is still carried out.
+ */
+Test(protocol, pipelined_requests_answered_in_order_with_their_fds)
+{
+	enum { N = 40 };
+	int c, socks[N], acquired = 0;
+	char buf[4096];
+	struct timeval tv = { .tv_sec = 10 };
+	json_t *r;
+
+	ag_start(NULL);
+	c = ag_connect();
+	cr_assert(c >= 0);
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (int i = 0; i < N; i++) {
+		socks[i] = -1;
+		if (i % 2) {
+			socks[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			send_only(c, "{\"v\":1,\"op\":\"acquire\",\"count\":2}", socks[i]);
+		} else {
+			/* no block there: an error, and no fd to take */
+			send_only(c, "{\"v\":1,\"op\":\"lookup\",\"proto\":\"tcp\",\"start\":9001,\"count\":3}", -1);
+		}
+	}
+	for (int i = 0; i < N; i++) {
+		ssize_t n = recv(c, buf, sizeof(buf), 0);
+
+		cr_assert_gt(n, 0, "reply %d of %d: %s", i + 1, N, n < 0 ? strerror(errno) : "end of stream");
+		r = json_loadb(buf, (size_t)n, 0, NULL);
+		cr_assert(r, "reply %d is not JSON", i + 1);
+		if (i % 2) {
+			cr_assert_str_eq(ag_errno(r), "", "reply %d (acquire): %s", i + 1,
+					 json_string_value(json_object_get(r, "error")));
+			cr_assert_eq(json_integer_value(json_object_get(r, "count")), 2);
+			acquired++;
+		} else {
+			cr_assert_str_eq(ag_errno(r), "ENOENT", "reply %d (lookup): %s", i + 1, ag_errno(r));
+		}
+		json_decref(r);
+	}
+	close(c);
+	cr_assert_eq(acquired, N / 2);
+	/* each acquire is tied to its own socket: closing them ends every one */
+	r = ag_req("{\"v\":1,\"op\":\"list\"}", -1);
+	cr_assert_eq(json_array_size(json_object_get(r, "reservations")), N / 2, "%s",
+		     json_dumps(r, JSON_COMPACT));
+	json_decref(r);
+	for (int i = 0; i < N; i++)
+		if (socks[i] >= 0)
+			close(socks[i]);
+	for (int tries = 0;; tries++) {
+		size_t left;
+
+		r = ag_req("{\"v\":1,\"op\":\"list\"}", -1);
+		left = json_array_size(json_object_get(r, "reservations"));
+		json_decref(r);
+		if (!left)
+			break;
+		cr_assert_lt(tries, 200, "%zu runtime reservations outlived their sockets", left);
+		usleep(10000);
+	}
+	/* sent, then closed before any reply: the create is done all the same */
+	c = ag_connect();
+	send_only(c, "{\"v\":1,\"op\":\"create\",\"proto\":\"udp\",\"start\":9100,\"count\":5}", -1);
+	close(c);
+	for (int tries = 0;; tries++) {
+		portres_token_t t;
+
+		if (!portres_lookup_persistent(IPPROTO_UDP, 9100, 5, &t))
+			break;
+		cr_assert_lt(tries, 200, "the create of a client that closed at once was lost: %s", strerror(errno));
+		usleep(10000);
+	}
+}

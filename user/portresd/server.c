@@ -101,7 +101,11 @@ struct server {
 	} acc;
 	/* what epoll's data.ptr points at, by kind (a client is its own) */
 	struct watch w_listen, w_events, w_signal, w_metrics, w_cgroups, w_apply, w_apply_timer, w_netns;
-	char rbuf[PROTO_MAX_MSG];           /* a request being read */
+	char rbuf[BATCH][PROTO_MAX_MSG];    /* the requests of one client read at once */
+	struct {                            /* net.core.wmem_default, the send buffer a new socket gets */
+		bool capped;                /* at most PORTRESD_SNDBUF: no setsockopt needed */
+		time_t read_at;
+	} wmem;
 };
 
 static void listener_arm(struct server *s, bool on)
@@ -245,6 +249,29 @@ static char *unread_over_budget(const struct client *c, size_t len)
 	snprintf(msg, sizeof(msg), "uid %u leaves %zu bytes of replies unread; read them before asking for a reply "
 		 "of %zu bytes", c->peer.uid, sum, len);
 	return proto_err_reply(ENOBUFS, msg);
+}
+
+/*
+ * Whether a new socket's send buffer (net.core.wmem_default) is within
+ * PORTRESD_SNDBUF already, so accepting needs no setsockopt to cap it;
+ * read again every 10 s.
+ */
+static bool wmem_capped(struct server *s)
+{
+	time_t now = time(NULL);
+	unsigned long v;
+	FILE *f;
+
+	if (s->wmem.read_at && now - s->wmem.read_at < 10)
+		return s->wmem.capped;
+	s->wmem.read_at = now;
+	s->wmem.capped = false;
+	if ((f = fopen("/proc/sys/net/core/wmem_default", "re"))) {
+		/* the kernel doubles what setsockopt asks: the cap set is PORTRESD_SNDBUF + 2 */
+		s->wmem.capped = fscanf(f, "%lu", &v) == 1 && v <= PORTRESD_SNDBUF;
+		fclose(f);
+	}
+	return s->wmem.capped;
 }
 
 static void set_sndbuf(int fd, size_t bytes)
@@ -416,7 +443,8 @@ static void client_accept(struct server *s)
 		len = sizeof(c->peer.netns);
 		getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &c->peer.netns, &len);
 		c->peer.conn = fd;
-		set_sndbuf(fd, PORTRESD_SNDBUF);
+		if (!wmem_capped(s))
+			set_sndbuf(fd, PORTRESD_SNDBUF);
 		if (epoll_ctl(s->a->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c })) {
 			close(fd);
 			free(c);
@@ -452,69 +480,111 @@ static void client_done(void *ctx, char *reply)
 	client_flush(c);
 }
 
-/* Reads up to BATCH requests; -1 if the client went away. */
+/*
+ * The file descriptors a message carried (at most 8 kept, the rest closed)
+ * and its sender (per message, checked by the kernel: the sender at send time).
+ */
+static int message_fds(struct msghdr *mh, struct peer *peer, int fds[8])
+{
+	int nfds = 0;
+
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET)
+			continue;
+		if (cm->cmsg_type == SCM_RIGHTS) {
+			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+			for (size_t j = 0; j < k; j++) {
+				int fd;
+
+				memcpy(&fd, CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
+				if (nfds < 8)
+					fds[nfds++] = fd;
+				else
+					close(fd);
+			}
+		} else if (cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred uc;
+
+			memcpy(&uc, CMSG_DATA(cm), sizeof(uc));
+			peer->pid = uc.pid;
+			peer->uid = uc.uid;
+			peer->gid = uc.gid;
+		}
+	}
+	return nfds;
+}
+
+/* The fds of messages read but not handled (the client went away first). */
+static void drop_messages(struct mmsghdr *mm, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		struct peer unused;
+		int fds[8], nfds = message_fds(&mm[i].msg_hdr, &unused, fds);
+
+		for (int j = 0; j < nfds; j++)
+			close(fds[j]);
+	}
+}
+
+/*
+ * Reads up to BATCH requests with one recvmmsg (a one-shot client's request
+ * costs one call, not a second that finds nothing); -1 if the client went away.
+ */
 static int client_read(struct client *c)
 {
-	struct agent *a = c->srv->a;
-	char *buf = c->srv->rbuf;
+	struct server *s = c->srv;
+	struct agent *a = s->a;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 8) + CMSG_SPACE(sizeof(struct ucred))];
+		struct cmsghdr align;
+	} ctl[BATCH];
+	struct iovec iov[BATCH];
+	struct mmsghdr mm[BATCH];
+	int got;
 
-	for (int i = 0; i < BATCH && c->reading; i++) {
-		union {
-			char buf[CMSG_SPACE(sizeof(int) * 8) + CMSG_SPACE(sizeof(struct ucred))];
-			struct cmsghdr align;
-		} ctl;
-		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(c->srv->rbuf) };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-				     .msg_controllen = sizeof(ctl.buf) };
+	if (!c->reading)
+		return 0;
+	for (int i = 0; i < BATCH; i++) {
+		iov[i] = (struct iovec){ .iov_base = s->rbuf[i], .iov_len = sizeof(s->rbuf[i]) };
+		mm[i] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[i], .msg_iovlen = 1, .msg_control = ctl[i].buf,
+						       .msg_controllen = sizeof(ctl[i].buf) } };
+	}
+	do
+		got = recvmmsg(c->fd, mm, BATCH, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, NULL);
+	while (got < 0 && errno == EINTR);
+	if (got < 0 && errno == EAGAIN)
+		return 0;
+	if (got <= 0) {
+		client_close(c);
+		return -1;
+	}
+	c->last = time(NULL);
+	for (int i = 0; i < got; i++) {
+		struct msghdr *mh = &mm[i].msg_hdr;
 		struct peer peer = c->peer;
-		int fds[8], nfds = 0;
 		struct event_sub *sub = NULL;
-		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		int fds[8], nfds = message_fds(mh, &peer, fds);
 
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return 0;
-		if (n <= 0) {
+		if (mm[i].msg_len == 0) {
+			/* the end of the stream (every later entry says the same) */
+			for (int j = 0; j < nfds; j++)
+				close(fds[j]);
 			client_close(c);
 			return -1;
 		}
-		c->last = time(NULL);
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-			if (cm->cmsg_level != SOL_SOCKET)
-				continue;
-			if (cm->cmsg_type == SCM_RIGHTS) {
-				size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-
-				for (size_t j = 0; j < k; j++) {
-					int fd;
-
-					memcpy(&fd, CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
-					if (nfds < 8)
-						fds[nfds++] = fd;
-					else
-						close(fd);
-				}
-			} else if (cm->cmsg_type == SCM_CREDENTIALS &&
-				   cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
-				struct ucred uc;
-
-				/* Per message, checked by the kernel: the sender at send time. */
-				memcpy(&uc, CMSG_DATA(cm), sizeof(uc));
-				peer.pid = uc.pid;
-				peer.uid = uc.uid;
-				peer.gid = uc.gid;
-			}
-		}
-		if (mh.msg_flags & MSG_TRUNC)
+		if (mh->msg_flags & MSG_TRUNC)
 			client_done(c, proto_err_reply(EMSGSIZE, "request larger than 65536 bytes"));
-		else if ((mh.msg_flags & MSG_CTRUNC) || nfds > 1)
+		else if ((mh->msg_flags & MSG_CTRUNC) || nfds > 1)
 			client_done(c, proto_err_reply(EINVAL, "at most one file descriptor per request"));
 		else
-			ops_handle(a, &peer, buf, (size_t)n, nfds ? fds[0] : -1, &sub, client_done, c);
+			ops_handle(a, &peer, s->rbuf[i], mm[i].msg_len, nfds ? fds[0] : -1, &sub, client_done, c);
 		/* The agent never keeps a client's socket: closing it must end its reservations. */
 		for (int j = 0; j < nfds; j++)
 			close(fds[j]);
 		if (c->dead) {
 			events_sub_free(sub);
+			drop_messages(mm, i + 1, got);
 			return -1;
 		}
 		/* after the reply: it carries the history, the subscription what comes next */
