@@ -1,9 +1,20 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * client.c - the management calls of libportres: one request to portresd per
- * call on a connection of its own (transport.h; protocol: user/common/proto.h),
- * the socket passed by SCM_RIGHTS where the call takes one. The agent decides;
- * its errno name becomes the caller's errno. Nothing here prints.
+ * call (transport.h; protocol: user/common/proto.h), the socket passed by
+ * SCM_RIGHTS where the call takes one. The agent decides; its errno name
+ * becomes the caller's errno. Nothing here prints.
+ *
+ * Connections: each thread keeps its connection to the agent for
+ * PORTRES_REUSE_MS after a call and makes its next call on it, when that
+ * call is from the same process (not a child after fork), in the same
+ * network namespace (the agent takes a call's default netns from its
+ * connection) and to the same socket path. Connecting costs the agent five
+ * system calls more than the request itself. A connection the agent closed
+ * meanwhile (it restarted) fails at the send, when nothing was delivered:
+ * the call is sent again on a new one. The agent never closes a connection
+ * idle for less than twice PORTRES_REUSE_MS (see portresd's server.c), and
+ * a thread's connection is closed when the thread exits.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,33 +26,134 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <pthread.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "portres.h"
 #include "transport.h"
 
-/* One round trip on a connection of its own; passfd >= 0 travels with the request. 0 and *out, or -errno. */
+/* --- the thread's connection --------------------------------------------------- */
+
+#define PORTRES_REUSE_MS 5000
+
+struct conn {
+	int fd;                  /* -1: none */
+	uint64_t fork_gen;       /* fork_gen when it was made */
+	dev_t ns_dev;            /* the thread's netns then */
+	ino_t ns_ino;
+	struct timespec used;    /* the end of its last call */
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+static __thread struct conn conn = { .fd = -1 };
+static uint64_t fork_gen;      /* counts forks: a child's copy of a connection is not its own */
+static pthread_key_t conn_key; /* its destructor closes an exiting thread's connection */
+static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_forked(void)
+{
+	__atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+static void conn_thread_exit(void *arg)
+{
+	(void)arg;
+	if (conn.fd >= 0)
+		close(conn.fd);
+	conn.fd = -1;
+}
+
+static void conn_init(void)
+{
+	pthread_atfork(NULL, NULL, conn_forked);
+	pthread_key_create(&conn_key, conn_thread_exit);
+}
+
+static void conn_drop(void)
+{
+	if (conn.fd >= 0)
+		close(conn.fd);
+	conn.fd = -1;
+}
+
+static long long ms_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long long)(now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/*
+ * The thread's connection if it may carry this call (1), a new one (0), or
+ * -errno. *ns: the thread's netns now, to remember with a new connection.
+ */
+static int conn_get(const char *path, struct stat *ns)
+{
+	int fd;
+
+	pthread_once(&conn_once, conn_init);
+	if (stat("/proc/thread-self/ns/net", ns))
+		memset(ns, 0, sizeof(*ns));
+	if (conn.fd >= 0 && conn.fork_gen == __atomic_load_n(&fork_gen, __ATOMIC_RELAXED) &&
+	    conn.ns_dev == ns->st_dev && conn.ns_ino == ns->st_ino && !strcmp(conn.path, path) &&
+	    ms_since(&conn.used) < PORTRES_REUSE_MS)
+		return 1;
+	/* after a fork this is the child's copy: closing it leaves the parent's alone */
+	conn_drop();
+	if ((fd = portres_transport_connect(path)) < 0)
+		return fd;
+	conn.fd = fd;
+	conn.fork_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
+	conn.ns_dev = ns->st_dev;
+	conn.ns_ino = ns->st_ino;
+	snprintf(conn.path, sizeof(conn.path), "%s", path);
+	pthread_setspecific(conn_key, &conn);
+	return 0;
+}
+
+/* One round trip; passfd >= 0 travels with the request. 0 and *out, or -errno. */
 static int agent_call(json_t *req, int passfd, json_t **out)
 {
+	const char *path = portres_transport_path(NULL);
 	json_t *reply = NULL;
-	int fd, err;
+	struct stat ns;
+	int reused, err;
 
 	*out = NULL;
-	if ((fd = portres_transport_connect(NULL)) < 0) {
-		err = fd;
+	if (strlen(path) >= sizeof(conn.path)) {
+		err = -ENAMETOOLONG;
 		goto cleanup;
 	}
-	if ((err = portres_transport_call(fd, req, passfd, PORTRES_TRANSPORT_TIMEOUT_MS, &reply)))
+	if ((reused = conn_get(path, &ns)) < 0) {
+		err = reused;
 		goto cleanup;
+	}
+	err = portres_transport_send(conn.fd, req, passfd, PORTRES_TRANSPORT_TIMEOUT_MS);
+	if (reused && (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN)) {
+		/* the agent closed it (a restart): nothing was delivered, so once more on a new one */
+		conn_drop();
+		if ((err = conn_get(path, &ns)) < 0)
+			goto cleanup;
+		err = portres_transport_send(conn.fd, req, passfd, PORTRES_TRANSPORT_TIMEOUT_MS);
+	}
+	if (!err)
+		err = portres_transport_call_reply(conn.fd, PORTRES_TRANSPORT_TIMEOUT_MS, &reply);
+	if (err) {
+		/* what is left of a broken conversation is not reused */
+		conn_drop();
+		goto cleanup;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &conn.used);
 	if ((err = -portres_transport_error(reply)))
 		goto cleanup;
 	*out = reply;
 	reply = NULL;
 cleanup:
-	if (fd >= 0)
-		close(fd);
 	json_decref(reply);
 	json_decref(req);
 	return err;

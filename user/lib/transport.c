@@ -158,14 +158,22 @@ int portres_transport_recv(int fd, json_t **msg, int timeout_ms)
 int portres_transport_call(int fd, json_t *req, int passfd, int timeout_ms, json_t **reply)
 {
 	long long deadline = deadline_of(timeout_ms), left;
-	json_t *v;
 	int err;
 
 	*reply = NULL;
 	if ((err = portres_transport_send(fd, req, passfd, timeout_ms)))
 		return err;
 	left = deadline < 0 ? -1 : deadline - now_ms();
-	if ((err = portres_transport_recv(fd, reply, left < 0 && deadline >= 0 ? 0 : (int)left)))
+	return portres_transport_call_reply(fd, left < 0 && deadline >= 0 ? 0 : (int)left, reply);
+}
+
+int portres_transport_call_reply(int fd, int timeout_ms, json_t **reply)
+{
+	json_t *v;
+	int err;
+
+	*reply = NULL;
+	if ((err = portres_transport_recv(fd, reply, timeout_ms)))
 		return err;
 	v = json_object_get(*reply, "v");
 	if (!json_is_boolean(json_object_get(*reply, "ok")) || !json_is_integer(v) || json_integer_value(v) != 1) {

@@ -47,6 +47,8 @@ int portres_transport_recv(int fd, json_t **msg, int timeout_ms);
  * portres_transport_error); -EPROTO when it is not {"v":1,"ok":true|false,...}.
  */
 int portres_transport_call(int fd, json_t *req, int passfd, int timeout_ms, json_t **reply);
+/* The second half of portres_transport_call: the reply to a request sent. */
+int portres_transport_call_reply(int fd, int timeout_ms, json_t **reply);
 /* 0 for an ok reply; else the errno of its "errno" name, EPROTO when the name is unknown. */
 int portres_transport_error(const json_t *reply);
 

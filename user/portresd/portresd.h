@@ -43,6 +43,7 @@ extern bool resv_hash_oom;
 #define PORTRESD_MAX_PER_UID 64      /* connections of one unprivileged uid (--max-clients-per-uid) */
 #define PORTRESD_STALL_SEC   30      /* a client leaving messages unread this long is dropped (--stall-timeout) */
 #define PORTRESD_IDLE_SEC    60      /* a silent client (not subscribed to events) is dropped */
+#define PORTRESD_IDLE_EVICT_SEC 11   /* at a cap, a connection this idle may go (libportres reuses one for 5 s) */
 #define PORTRESD_OUTQ_MAX    256     /* queued replies/events per client */
 #define PORTRESD_SNDBUF      (256 * 1024) /* a client socket's send buffer; raised only to send one bigger reply */
 #define PORTRESD_UNREAD_PER_UID (64 << 20) /* bytes of replies one unprivileged uid may leave unread */

@@ -362,6 +362,42 @@ static uint32_t uid_clients(const struct server *s, uid_t uid)
 	return n;
 }
 
+/* Bytes waiting to be read on c: a request the agent has not seen yet. */
+static int unread_in(const struct client *c)
+{
+	int inq = 0;
+
+	return ioctl(c->fd, SIOCINQ, &inq) == 0 ? inq : 1;
+}
+
+/*
+ * At a cap, the connection of the same uid (any uid: for the cap of all
+ * users) that has been idle longest goes, if it was idle at least
+ * PORTRESD_IDLE_EVICT_SEC with nothing sent or to send: libportres keeps a
+ * thread's connection for a few seconds only, so no call is lost, and a
+ * program's threads that called once do not lock its later calls out. True
+ * if one was closed.
+ */
+static bool evict_idle(struct server *s, const uid_t *uid)
+{
+	struct client *oldest = NULL;
+	time_t now = time(NULL);
+
+	for (struct client *o = s->clients; o; o = o->next) {
+		if (o->admin || o->subscriber || o->qn || o->big_unread || (uid && o->peer.uid != *uid) ||
+		    now - o->last < PORTRESD_IDLE_EVICT_SEC)
+			continue;
+		if (!oldest || o->last < oldest->last)
+			oldest = o;
+	}
+	if (!oldest || unread_in(oldest))
+		return false;
+	log_msg(LOG_DEBUG, "client", "pid %d uid %u idle for %llds: closed for a new connection at the cap",
+		oldest->peer.pid, oldest->peer.uid, (long long)(now - oldest->last));
+	client_close(oldest);
+	return true;
+}
+
 /* An unprivileged peer over a cap gets one error reply and is closed; true if so. */
 static bool refuse_over_caps(struct server *s, int fd, const struct peer *p)
 {
@@ -370,6 +406,10 @@ static bool refuse_over_caps(struct server *s, int fd, const struct peer *p)
 	uint32_t n;
 	time_t now;
 
+	if (s->n_user_clients >= o->max_clients && !evict_idle(s, &p->uid))
+		evict_idle(s, NULL);
+	else if (uid_clients(s, p->uid) >= o->max_clients_per_uid)
+		evict_idle(s, &p->uid);
 	if (s->n_user_clients >= o->max_clients)
 		snprintf(msg, sizeof(msg), "the agent serves %zu connections of unprivileged users, its limit "
 			 "(portresd --max-clients %u)", s->n_user_clients, o->max_clients);
@@ -566,6 +606,14 @@ static int client_read(struct client *c)
 		struct event_sub *sub = NULL;
 		int fds[8], nfds = message_fds(mh, &peer, fds);
 
+		/*
+		 * The supplementary groups are the connector's (SO_PEERGROUPS): they
+		 * hold only while the sender is still that uid and gid (a process
+		 * that changed its credentials on a kept connection has none).
+		 */
+		if (peer.uid != c->peer.uid || peer.gid != c->peer.gid)
+			peer.ngroups = 0;
+
 		if (mm[i].msg_len == 0) {
 			/* the end of the stream (every later entry says the same) */
 			for (int j = 0; j < nfds; j++)
@@ -612,7 +660,7 @@ static void sweep_idle(struct server *s)
 				c->peer.uid, c->qn + c->big_unread, c->qn + c->big_unread == 1 ? "" : "s",
 				stall, c->subscriber ? " (events subscriber)" : "");
 			client_close(c);
-		} else if (!c->subscriber && now - c->last > PORTRESD_IDLE_SEC) {
+		} else if (!c->subscriber && now - c->last > PORTRESD_IDLE_SEC && !unread_in(c)) {
 			log_msg(LOG_DEBUG, "client", "pid %d idle for %ds: closed", c->peer.pid, PORTRESD_IDLE_SEC);
 			client_close(c);
 		}
