@@ -722,7 +722,8 @@ static void del_ports(struct portres_loader *l, uint64_t token, const struct por
 	struct portres_port v[CHUNK], x;
 	struct portres_port_key k;
 	struct portres_cfg c;
-	bool overflow = !cfg_get(l, &c) && c.overflow;
+	/* unread, take it as not empty: every port's overflow entry is looked for, no bit cleared */
+	bool overflow = cfg_get(l, &c) || c.overflow;
 	uint32_t p, stop, w;
 
 	for (p = r->start, w = 0; p < last; p = stop, w++) {
@@ -744,7 +745,8 @@ static void del_ports(struct portres_loader *l, uint64_t token, const struct por
 		if (mine && !slots_write(l, r->proto, p, stop, mine, zero))
 			emptied[w] = mine;
 	}
-	if (cfg_get(l, &c) || c.overflow)
+	/* only this loader adds overflow entries: empty before, empty now */
+	if (overflow && (cfg_get(l, &c) || c.overflow))
 		return;
 	for (p = r->start, w = 0; p < last; p = chunk_end(p, last), w++)
 		pbits_change(l, r->proto, p, emptied[w], false);
@@ -756,7 +758,8 @@ static void del_ports(struct portres_loader *l, uint64_t token, const struct por
  * before it appears, so the data plane never misses it). -EADDRINUSE if a
  * port of the netns is taken meanwhile; the caller deletes what was made.
  */
-static int add_ports(struct portres_loader *l, uint64_t token, const struct portres_resv *r, uint32_t end)
+static int add_ports(struct portres_loader *l, uint64_t token, const struct portres_resv *r, uint32_t end,
+		     const struct portres_port *first)
 {
 	struct portres_port v[CHUNK], mine[CHUNK];
 	struct portres_port_key k;
@@ -772,7 +775,9 @@ static int add_ports(struct portres_loader *l, uint64_t token, const struct port
 		uint64_t fill = 0;
 
 		stop = chunk_end(p, end);
-		if ((err = slots_read(l, r->proto, p, stop, v)))
+		if (p == r->start && first)
+			memcpy(v, first, (stop - p) * sizeof(*v));
+		else if ((err = slots_read(l, r->proto, p, stop, v)))
 			return err;
 		for (uint32_t q = p; q < stop; q++) {
 			if (!v[q - p].token) {
@@ -860,8 +865,13 @@ static void slot_put(struct portres_loader *l, uint32_t slot)
 		l->slots[slot / 64] &= ~(1ull << (slot % 64));
 }
 
-/* 0 if no port of [start, end) is reserved in r's netns, -EADDRINUSE if one is. */
-static int ports_free(struct portres_loader *l, const struct portres_resv *r, uint32_t end)
+/*
+ * 0 if no port of [start, end) is reserved in r's netns, -EADDRINUSE if one
+ * is. first[] gets the slots of the first chunk (the loader is their one
+ * writer: add_ports need not read them again).
+ */
+static int ports_free(struct portres_loader *l, const struct portres_resv *r, uint32_t end,
+		      struct portres_port first[CHUNK])
 {
 	int xfd = fd_of(l->skel->maps.portres_portx), err;
 	struct portres_port v[CHUNK], x;
@@ -875,6 +885,8 @@ static int ports_free(struct portres_loader *l, const struct portres_resv *r, ui
 		stop = chunk_end(p, end);
 		if ((err = slots_read(l, r->proto, p, stop, v)))
 			return err;
+		if (p == r->start)
+			memcpy(first, v, (stop - p) * sizeof(*v));
 		for (uint32_t q = p; q < stop; q++) {
 			if (v[q - p].token && v[q - p].netns == r->netns)
 				return -EADDRINUSE;
@@ -891,6 +903,7 @@ static int ports_free(struct portres_loader *l, const struct portres_resv *r, ui
 int portres_resv_add(struct portres_loader *l, uint64_t token, const struct portres_resv *r)
 {
 	int rfd = fd_of(l->skel->maps.portres_resv);
+	struct portres_port first[CHUNK];
 	struct portres_resv cur;
 	uint32_t end;
 	int err;
@@ -903,7 +916,7 @@ int portres_resv_add(struct portres_loader *l, uint64_t token, const struct port
 	if (!bpf_map_lookup_elem(rfd, &token, &cur))
 		return -EEXIST;
 	end = (uint32_t)r->start + r->count;
-	if ((err = ports_free(l, r, end)))
+	if ((err = ports_free(l, r, end, first)))
 		return err;
 	cur = *r;
 	cur.flags = 0;
@@ -913,7 +926,7 @@ int portres_resv_add(struct portres_loader *l, uint64_t token, const struct port
 	if (err)
 		return err;
 	/* Ports first, the reservation last: enforcement starts when it appears. */
-	if ((err = add_ports(l, token, r, end))) {
+	if ((err = add_ports(l, token, r, end, first))) {
 		del_ports(l, token, r, end);
 		goto fail;
 	}
