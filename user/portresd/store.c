@@ -409,9 +409,16 @@ static int setup(struct store *s, char *err, size_t errlen)
 	int64_t version = 0;
 	int rc;
 
-	/* a page cache that holds the tables of 65,535 reservations: no reads from the file per change */
+	/*
+	 * A page cache that holds the tables of 65,535 reservations: no reads
+	 * from the file per change. Under a burst of changes the checkpointer
+	 * falls behind and the WAL grows; once it catches up, the next commit
+	 * cuts the file back to 4 MiB (journal_size_limit) instead of keeping
+	 * the burst's size on disk for good.
+	 */
 	if ((rc = exec(s, "PRAGMA journal_mode = WAL")) || (rc = exec(s, "PRAGMA synchronous = FULL")) ||
 	    (rc = exec(s, "PRAGMA foreign_keys = ON")) || (rc = exec(s, "PRAGMA cache_size = -16384")) ||
+	    (rc = exec(s, "PRAGMA journal_size_limit = 4194304")) ||
 	    (rc = query_int(s, "PRAGMA user_version", &version)))
 		return sql_fail(s, rc, "setting it up", err, errlen);
 	s->sync_full = true;
