@@ -406,10 +406,11 @@ static bool refuse_over_caps(struct server *s, int fd, const struct peer *p)
 	uint32_t n;
 	time_t now;
 
-	if (s->n_user_clients >= o->max_clients && !evict_idle(s, &p->uid))
+	/* the uid's own idle connection first; another uid's only for the cap of all, and only if this one can be served */
+	if ((n = uid_clients(s, p->uid)) >= o->max_clients_per_uid && evict_idle(s, &p->uid))
+		n--;
+	if (n < o->max_clients_per_uid && s->n_user_clients >= o->max_clients && !evict_idle(s, &p->uid))
 		evict_idle(s, NULL);
-	else if (uid_clients(s, p->uid) >= o->max_clients_per_uid)
-		evict_idle(s, &p->uid);
 	if (s->n_user_clients >= o->max_clients)
 		snprintf(msg, sizeof(msg), "the agent serves %zu connections of unprivileged users, its limit "
 			 "(portresd --max-clients %u)", s->n_user_clients, o->max_clients);
