@@ -114,9 +114,12 @@ $(OUT)/obj/portres-oci-hook/%.o: user/portres-oci-hook/%.c $(HEADERS) $(SKEL) | 
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D) && $(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# -z nodelete: a thread's kept connection is closed by a pthread key's
+# destructor in the library; once loaded it stays, so dlclose() cannot leave
+# that destructor pointing at unmapped code.
 $(LIB_SO): $(LIB_OBJ) user/lib/libportres.map
 	$(call msg,LD,$@)
-	$(Q)$(CC) -shared -Wl,-soname,libportres.so.$(SOVERSION) \
+	$(Q)$(CC) -shared -Wl,-soname,libportres.so.$(SOVERSION) -Wl,-z,nodelete \
 		-Wl,--version-script=user/lib/libportres.map -o $@ $(LIB_OBJ) -ljansson
 	$(Q)ln -sf $(notdir $@) $(OUT)/libportres.so.$(SOVERSION)
 	$(Q)ln -sf $(notdir $@) $(OUT)/libportres.so

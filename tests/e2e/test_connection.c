@@ -9,9 +9,11 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,4 +294,68 @@ Test(connection, cap_makes_room_by_closing_a_long_idle_connection, .timeout = 60
 	st = ag_as_user(&u, fill_cap_then_wait, NULL, NULL, 0);
 	cr_assert_eq(st, 0, "child status %d (13: the 65th was not refused at once; 15: not served after the "
 		     "others idled 12 s; 16: not exactly one old connection closed)", st);
+}
+
+/*
+ * A plugin host: libportres.so loaded with dlopen, a call made on a thread
+ * (which keeps its connection, closed by the library's key destructor when
+ * the thread exits), the library closed with dlclose, then the thread exits.
+ * The destructor must still be there (the library is linked -z nodelete).
+ */
+struct plugin {
+	int (*lookup)(int proto, uint16_t start, uint16_t count, portres_token_t *token);
+	int result;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool called, closed;
+};
+
+static void *plugin_thread(void *arg)
+{
+	struct plugin *p = arg;
+	portres_token_t t;
+
+	p->result = p->lookup(IPPROTO_TCP, 9000, 10, &t) ? errno : 0;
+	pthread_mutex_lock(&p->lock);
+	p->called = true;
+	pthread_cond_broadcast(&p->cond);
+	while (!p->closed)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+	return NULL; /* the key destructor runs now */
+}
+
+static int dlopen_call_dlclose_exit(void *arg)
+{
+	struct plugin p = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	void *h = dlopen("build/libportres.so", RTLD_NOW | RTLD_LOCAL);
+	pthread_t th;
+
+	(void)arg;
+	if (!h || !(p.lookup = (int (*)(int, uint16_t, uint16_t, portres_token_t *))dlsym(h, "portres_lookup_persistent")))
+		return 10;
+	if (pthread_create(&th, NULL, plugin_thread, &p))
+		return 11;
+	pthread_mutex_lock(&p.lock);
+	while (!p.called)
+		pthread_cond_wait(&p.cond, &p.lock);
+	pthread_mutex_unlock(&p.lock);
+	dlclose(h);
+	pthread_mutex_lock(&p.lock);
+	p.closed = true;
+	pthread_cond_broadcast(&p.cond);
+	pthread_mutex_unlock(&p.lock);
+	pthread_join(th, NULL);
+	return p.result ? 12 : 0;
+}
+
+Test(connection, dlclose_then_thread_exit)
+{
+	portres_token_t t;
+	int st;
+
+	ag_start(NULL);
+	cr_assert_eq(portres_create_persistent(IPPROTO_TCP, 9000, 10, &t), 0);
+	st = ag_in_child(dlopen_call_dlclose_exit, NULL);
+	cr_assert_eq(st, 0, "child status %d (a crash at thread exit shows as a signal number + 128 or so)", st);
 }
