@@ -319,17 +319,14 @@ int ag_connect(void)
 	return c;
 }
 
-json_t *ag_raw(int c, const void *buf, size_t len, int fd)
+int ag_send(int c, const void *buf, size_t len, int fd)
 {
-	static char reply[70000];
 	union {
 		char b[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct timeval tv = { .tv_sec = 10 };
-	ssize_t n;
 
 	if (fd >= 0) {
 		struct cmsghdr *cm;
@@ -343,8 +340,17 @@ json_t *ag_raw(int c, const void *buf, size_t len, int fd)
 		cm->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 	}
+	return sendmsg(c, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+json_t *ag_raw(int c, const void *buf, size_t len, int fd)
+{
+	static char reply[70000];
+	struct timeval tv = { .tv_sec = 10 };
+	ssize_t n;
+
 	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (sendmsg(c, &mh, MSG_NOSIGNAL) < 0)
+	if (ag_send(c, buf, len, fd))
 		return NULL;
 	n = recv(c, reply, sizeof(reply), 0);
 	if (n <= 0)

@@ -54,6 +54,8 @@ bool ag_log_has(const char *text);
 
 /* Raw protocol: one connected client. */
 int ag_connect(void);
+/* Sends buf (len bytes) with fd (or -1) by SCM_RIGHTS, reading nothing: 0 or -errno. */
+int ag_send(int c, const void *buf, size_t len, int fd);
 /* Sends buf (len bytes) with fd (or -1); returns the reply parsed, or NULL. */
 json_t *ag_raw(int c, const void *buf, size_t len, int fd);
 /* Builds a request from a JSON text, sends it on a new connection, returns the reply. */

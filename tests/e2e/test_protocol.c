@@ -257,26 +257,9 @@ Test(protocol, events_and_reads)
 /* One message on c, with fd (SCM_RIGHTS) when fd >= 0; the reply is not read. */
 static void send_only(int c, const char *text, int fd)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	int err = ag_send(c, text, strlen(text), fd);
 
-	if (fd >= 0) {
-		struct cmsghdr *cm;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = sizeof(ctl.b);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
-	cr_assert_geq(sendmsg(c, &mh, MSG_NOSIGNAL), 0, "send: %s", strerror(errno));
+	cr_assert_eq(err, 0, "send: %s", strerror(-err));
 }
 
 /*
