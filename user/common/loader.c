@@ -890,10 +890,12 @@ static int ports_free(struct portres_loader *l, const struct portres_resv *r, ui
 		for (uint32_t q = p; q < stop; q++) {
 			if (v[q - p].token && v[q - p].netns == r->netns)
 				return -EADDRINUSE;
+			if (!c.overflow)
+				continue;
 			k = port_key(r->netns, r->proto, (uint16_t)q);
-			if (c.overflow && !bpf_map_lookup_elem(xfd, &k, &x))
+			if (!bpf_map_lookup_elem(xfd, &k, &x))
 				return -EADDRINUSE;
-			if (c.overflow && errno != ENOENT)
+			if (errno != ENOENT)
 				return -errno;
 		}
 	}
@@ -1313,11 +1315,6 @@ static int check_anchor(int sockfd)
 	return 0;
 }
 
-/*
- * The data plane writes anchors into the socket's storage when this process
- * asks through setsockopt (portres_cfg.loader_tgid); after a fork (an agent
- * going to the background) the new process takes that over.
- */
 static pid_t self_pid;
 
 static void self_pid_forget(void)
@@ -1341,6 +1338,11 @@ static pid_t self(void)
 	return self_pid;
 }
 
+/*
+ * The data plane writes anchors into the socket's storage when this process
+ * asks through setsockopt (portres_cfg.loader_tgid); after a fork (an agent
+ * going to the background) the new process takes that over.
+ */
 static int anchor_owner(struct portres_loader *l)
 {
 	struct portres_cfg c;

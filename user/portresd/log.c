@@ -57,37 +57,24 @@ void log_hold(bool on)
 	log_holding = on;
 }
 
-/* One whole line to stderr, or to the held lines. */
-static void put_line(const char *fmt, ...)
+/* One whole line to stderr, or to the held lines (a line longer than they hold goes at once). */
+static void put_line(const char *line)
 {
-	va_list ap;
-	int n;
+	size_t len = strlen(line);
 
-	va_start(ap, fmt);
 	if (!log_holding) {
-		vfprintf(stderr, fmt, ap);
-		va_end(ap);
+		fputs(line, stderr);
 		return;
 	}
-	n = vsnprintf(log_held + log_held_len, LOG_HELD_MAX - log_held_len, fmt, ap);
-	va_end(ap);
-	if (n >= 0 && (size_t)n < LOG_HELD_MAX - log_held_len) {
-		log_held_len += (size_t)n;
-		return;
-	}
-	/* no room: what is held goes first, then this line (once more, now with room or on its own) */
-	log_held[log_held_len] = '\0';
-	log_flush();
-	va_start(ap, fmt);
-	if ((size_t)vsnprintf(log_held, LOG_HELD_MAX, fmt, ap) < LOG_HELD_MAX) {
-		log_held_len = strlen(log_held);
-	} else {
-		va_end(ap);
-		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
+	if (len > LOG_HELD_MAX - log_held_len)
+		log_flush();
+	if (len > LOG_HELD_MAX) {
+		fputs(line, stderr);
 		fflush(stderr);
+		return;
 	}
-	va_end(ap);
+	memcpy(log_held + log_held_len, line, len);
+	log_held_len += len;
 }
 
 void log_setup(bool json, int verbose)
@@ -145,12 +132,17 @@ static void vlog(enum log_level lvl, const char *event, const json_t *fields, co
 		if (o && fields)
 			json_object_update_missing(o, (json_t *)fields);
 		line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-		if (line)
-			put_line("%s\n", line);
+		if (line) {
+			put_line(line);
+			put_line("\n");
+		}
 		free(line);
 		json_decref(o);
 	} else {
-		put_line("portresd: %s %s: %s\n", level_names[lvl], event, msg);
+		char text[1200];
+
+		snprintf(text, sizeof(text), "portresd: %s %s: %s\n", level_names[lvl], event, msg);
+		put_line(text);
 	}
 }
 

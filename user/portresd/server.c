@@ -523,7 +523,10 @@ static void client_done(void *ctx, char *reply)
 
 /*
  * The file descriptors a message carried (at most 8 kept, the rest closed)
- * and its sender (per message, checked by the kernel: the sender at send time).
+ * and its sender (per message, checked by the kernel: the sender at send
+ * time). peer comes in as the connector: its supplementary groups
+ * (SO_PEERGROUPS, at connect) hold only while the sender is still that uid
+ * and gid; a process that changed its credentials on a kept connection has none.
  */
 static int message_fds(struct msghdr *mh, struct peer *peer, int fds[8])
 {
@@ -548,6 +551,8 @@ static int message_fds(struct msghdr *mh, struct peer *peer, int fds[8])
 			struct ucred uc;
 
 			memcpy(&uc, CMSG_DATA(cm), sizeof(uc));
+			if (uc.uid != peer->uid || uc.gid != peer->gid)
+				peer->ngroups = 0;
 			peer->pid = uc.pid;
 			peer->uid = uc.uid;
 			peer->gid = uc.gid;
@@ -606,14 +611,6 @@ static int client_read(struct client *c)
 		struct peer peer = c->peer;
 		struct event_sub *sub = NULL;
 		int fds[8], nfds = message_fds(mh, &peer, fds);
-
-		/*
-		 * The supplementary groups are the connector's (SO_PEERGROUPS): they
-		 * hold only while the sender is still that uid and gid (a process
-		 * that changed its credentials on a kept connection has none).
-		 */
-		if (peer.uid != c->peer.uid || peer.gid != c->peer.gid)
-			peer.ngroups = 0;
 
 		if (mm[i].msg_len == 0) {
 			/* the end of the stream (every later entry says the same) */
