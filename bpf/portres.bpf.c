@@ -444,11 +444,16 @@ static __always_inline void release_port(struct portres_port *ent, __u32 hold_us
 	}
 }
 
-/* Adds a claim (a fetching atomic: ordered on every architecture). */
+/*
+ * Adds a claim: a fetching atomic, ordered on every architecture (a plain
+ * atomic add, which clang emits where the result is unused, is not on arm64).
+ * One claim per socket: users cannot wrap.
+ */
 static __always_inline void claim_port(struct portres_port *ent)
 {
-	if (__sync_fetch_and_add(&ent->users, 1) == ~0u)
-		__sync_fetch_and_add(&ent->users, -1); /* cannot happen: 2^32 sockets */
+	__u32 was = __sync_fetch_and_add(&ent->users, 1);
+
+	asm volatile("" : : "r"(was)); /* the result used: clang emits the fetching form */
 }
 
 /* Drops the claim a socket holds on a port, if the port still belongs to its token. */

@@ -3,17 +3,20 @@
  * test_concurrency.c - many threads taking ports from one block with bind(0)
  * at once, v4 and v6 mixed: no port is handed out twice, every bind succeeds
  * while the block has free ports, and once everything is closed every port is
- * free again.
+ * free again; claims counted by fetching atomics only.
  *
  * Duplicates are caught by a table of who holds which port. With SO_REUSEPORT
  * on every socket the kernel itself would accept a second socket on a port, so
  * a double hand-out by the data plane shows as a duplicate instead of hiding
  * behind the kernel's EADDRINUSE.
  */
+#include <bpf/bpf.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <linux/bpf.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -303,4 +306,55 @@ Test(concurrency, claims_balance_after_bind_close_race, .timeout = 120)
 	}
 	for (i = 0; i <= RACE_PORTS - stuck; i++)
 		close(fds[i]);
+}
+
+/*
+ * The claim counts (portres_port.users, the only 32-bit atomics) change only by
+ * fetching atomics: a fetch-and-add or a compare-and-swap is fully ordered on
+ * every architecture, where a plain atomic add (BPF_ADD without BPF_FETCH) is
+ * unordered on arm64 and let an allocator see users == 0 before free_at (issue
+ * "Hardening", item 3). x86 orders both, so the race above cannot tell them
+ * apart here: this reads what the kernel runs, each program's instructions.
+ */
+Test(concurrency, claims_change_only_by_fetching_atomics)
+{
+	static const char *const progs[] = {
+		"portres_bind4", "portres_bind6", "portres_conn4",   "portres_conn6",   "portres_send4",
+		"portres_send6", "portres_create", "portres_release", "portres_setsopt", "portres_getsopt",
+	};
+	size_t i, n;
+	int atomics32 = 0;
+
+	for (i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+		struct bpf_prog_info info;
+		struct bpf_insn *insns;
+		__u32 len = sizeof(info);
+		int fd = portres_prog_fd(fx.l, progs[i]);
+
+		cr_assert_geq(fd, 0, "%s: no program", progs[i]);
+		memset(&info, 0, sizeof(info));
+		cr_assert_eq(bpf_obj_get_info_by_fd(fd, &info, &len), 0, "%s: %s", progs[i], strerror(errno));
+		n = info.xlated_prog_len / sizeof(*insns);
+		cr_assert_gt(n, 0, "%s: no instructions to read (bpf_jit_harden, or not root?)", progs[i]);
+		insns = calloc(n, sizeof(*insns));
+		cr_assert_not_null(insns);
+		memset(&info, 0, sizeof(info));
+		info.xlated_prog_len = n * sizeof(*insns);
+		info.xlated_prog_insns = (__u64)(uintptr_t)insns;
+		len = sizeof(info);
+		cr_assert_eq(bpf_obj_get_info_by_fd(fd, &info, &len), 0, "%s: %s", progs[i], strerror(errno));
+		for (size_t k = 0; k < n; k++) {
+			const struct bpf_insn *in = &insns[k];
+
+			if (in->code != (BPF_STX | BPF_ATOMIC | BPF_W))
+				continue;
+			atomics32++;
+			cr_expect(in->imm & BPF_FETCH,
+				  "%s, instruction %zu: a 32-bit atomic without BPF_FETCH (op 0x%x at offset %d)",
+				  progs[i], k, (unsigned)in->imm, in->off);
+		}
+		free(insns);
+	}
+	/* Claims and releases are in the programs: a count of 0 means the scan saw nothing. */
+	cr_expect_gt(atomics32, 0, "no 32-bit atomic in any program");
 }
