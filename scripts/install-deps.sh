@@ -7,13 +7,14 @@
 #         the fuzzers' symbolizer, man-db and systemd-analyze (install test),
 #         dpkg-dev (make deb), iproute2, procps; runc, busybox-static and
 #         util-linux (nsenter): the e2e tests run real containers; sqlite3:
-#         the tests read the agent's database as an administrator would
+#         the tests read the agent's database as an administrator would;
+#         strace: a test watches the order of the agent's syncs and replies
 # Without an argument: test (everything).
 set -eu
 run=(make gcc clang pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
      libjansson-dev libmnl-dev libmicrohttpd-dev libsqlite3-dev uthash-dev python3)
 test=("${run[@]}" libcriterion-dev llvm man-db groff-base systemd dpkg-dev iproute2 procps
-      runc busybox-static util-linux sqlite3)
+      runc busybox-static util-linux sqlite3 strace)
 case "${1:-test}" in
 run) pkgs=("${run[@]}") ;;
 test) pkgs=("${test[@]}") ;;

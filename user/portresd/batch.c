@@ -10,7 +10,10 @@
  *   2. writes the store's records in one transaction (one fsync if any must
  *      survive a reboot),
  *   3. writes each changed sysctl once (netns_sysctl_write),
- *   4. hands the events to the sink and the replies to their clients.
+ *   4. hands the events to the sink and the replies to their clients, once
+ *      the commit is on disk: a durable commit is synced by the store's
+ *      thread while the loop goes on with the next turn, so they wait for
+ *      that sync (batch_synced), and so do those of any batch after it.
  *
  * If 2 fails, the undo list runs backwards, so maps and table are what the
  * database still says; replies of requests that changed something become
@@ -52,6 +55,20 @@ struct lent {
 	int fd;
 };
 
+/*
+ * The replies and events of a committed batch, waiting for the sync that
+ * makes it durable (gen, see store_sync_request). Groups go out in order:
+ * one that needs no sync of its own waits for the one before it.
+ */
+struct group {
+	struct group *next;
+	uint64_t gen;
+	struct pending *pend;
+	size_t n_pend;
+	json_t **ev;
+	size_t n_ev;
+};
+
 struct batch {
 	struct lent *lent;
 	size_t n_lent, cap_lent;
@@ -63,6 +80,7 @@ struct batch {
 	size_t n_ev, cap_ev;
 	bool infra;       /* changes recorded now are nobody's request */
 	bool sysctl;      /* some netns is sysctl_dirty */
+	struct group *wait_head, *wait_tail; /* committed, not yet synced */
 };
 
 /* Grows *v (of *cap elements of size) to hold n + 1; false on ENOMEM. */
@@ -105,6 +123,18 @@ void batch_free(struct agent *a)
 		free(b->pend[i].reply);
 	for (size_t i = 0; i < b->n_ev; i++)
 		json_decref(b->ev[i].event);
+	while (b->wait_head) {
+		struct group *g = b->wait_head;
+
+		b->wait_head = g->next;
+		for (size_t i = 0; i < g->n_pend; i++)
+			free(g->pend[i].reply);
+		for (size_t i = 0; i < g->n_ev; i++)
+			json_decref(g->ev[i]);
+		free(g->pend);
+		free(g->ev);
+		free(g);
+	}
 	give_back(a);
 	free(b->lent);
 	free(b->undo);
@@ -217,6 +247,82 @@ bool batch_open(const struct agent *a)
 	return b->n_undo || b->n_pend || b->n_ev || b->sysctl || b->n_lent;
 }
 
+bool batch_waiting(const struct agent *a)
+{
+	return a->batch->wait_head != NULL;
+}
+
+/* Replies and events of groups whose sync finished go out, in order; with wait, all of them. */
+void batch_synced(struct agent *a, bool wait)
+{
+	struct batch *b = a->batch;
+	char err[PATH_MAX + 256];
+	uint64_t done;
+	int ret;
+
+	/* always read: the sync fd stays readable until it is */
+	done = store_synced(a->store, wait && b->wait_tail, b->wait_tail ? b->wait_tail->gen : 0);
+	while (b->wait_head && b->wait_head->gen <= done) {
+		struct group *g = b->wait_head;
+
+		ret = store_sync_result(a->store, g->gen, err, sizeof(err));
+		if (ret)
+			log_msg(LOG_ERR, "store", "%s", err);
+		for (size_t i = 0; i < g->n_ev; i++)
+			events_emit(a, g->ev[i]);
+		for (size_t i = 0; i < g->n_pend; i++) {
+			struct pending *p = &g->pend[i];
+
+			if (ret && p->changed) {
+				free(p->reply);
+				p->reply = proto_err_reply(EIO, err);
+			}
+			p->done(p->ctx, p->reply);
+		}
+		b->wait_head = g->next;
+		if (!b->wait_head)
+			b->wait_tail = NULL;
+		free(g->pend);
+		free(g->ev);
+		free(g);
+	}
+}
+
+/*
+ * The batch's replies and events wait for gen's sync (they are final:
+ * errors already in place). false: no memory for the group (the caller
+ * then waits for the sync and delivers them itself).
+ */
+static bool defer(struct agent *a, uint64_t gen, int ret)
+{
+	struct batch *b = a->batch;
+	struct group *g = calloc(1, sizeof(*g));
+	size_t n = 0;
+
+	if (!g || (b->n_ev && !(g->ev = calloc(b->n_ev, sizeof(*g->ev))))) {
+		free(g);
+		return false;
+	}
+	for (size_t i = 0; i < b->n_ev; i++) {
+		if (!ret || b->ev[i].infra)
+			g->ev[n++] = b->ev[i].event;
+		else
+			json_decref(b->ev[i].event);
+	}
+	g->n_ev = n;
+	g->gen = gen;
+	g->pend = b->pend;
+	g->n_pend = b->n_pend;
+	b->pend = NULL;
+	b->cap_pend = 0;
+	if (b->wait_tail)
+		b->wait_tail->next = g;
+	else
+		b->wait_head = g;
+	b->wait_tail = g;
+	return true;
+}
+
 /* Undoes everything the batch did, newest first. */
 static void rollback(struct agent *a)
 {
@@ -226,15 +332,19 @@ static void rollback(struct agent *a)
 		b->undo[i - 1].fn(a, b->undo[i - 1].arg);
 }
 
-int batch_commit(struct agent *a, char *err, size_t errlen)
+int batch_commit(struct agent *a, char *err, size_t errlen, bool wait)
 {
 	struct batch *b = a->batch;
 	struct netns *ns, *tmp;
+	uint64_t gen;
 	int ret;
 
 	/* records a failed commit kept are retried even when nothing else happened */
-	if (!batch_open(a) && !store_pending(a->store))
+	if (!batch_open(a) && !store_pending(a->store)) {
+		if (wait)
+			batch_synced(a, true);
 		return 0;
+	}
 	/* 1: ports about to be added become owned in the database first */
 	HASH_ITER(hh, a->ns_by_cookie, ns, tmp) {
 		ns->owned_before = ns->owned_db;
@@ -266,22 +376,37 @@ int batch_commit(struct agent *a, char *err, size_t errlen)
 	give_back(a);
 	HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
 		netns_gc(a, ns);
-	/* 4 */
+	/* 4: the replies final, then out now, or once the commit is synced (and every one before it) */
+	for (size_t i = 0; ret && i < b->n_pend; i++) {
+		struct pending *p = &b->pend[i];
+
+		if (p->changed) {
+			free(p->reply);
+			p->reply = proto_err_reply(ret == -EBADMSG ? EIO : -ret, err);
+		}
+	}
+	gen = ret ? 0 : store_sync_request(a->store);
+	if (!gen && b->wait_tail)
+		gen = b->wait_tail->gen;
+	if (gen && (b->n_pend || b->n_ev)) {
+		if (defer(a, gen, ret)) {
+			b->n_ev = b->n_pend = 0;
+		} else {
+			/* no memory to wait: the earlier groups out first, these once synced, after them */
+			batch_synced(a, true);
+			store_synced(a->store, true, gen);
+		}
+	}
+	if (wait)
+		batch_synced(a, true);
 	for (size_t i = 0; i < b->n_ev; i++) {
 		if (!ret || b->ev[i].infra)
 			events_emit(a, b->ev[i].event);
 		else
 			json_decref(b->ev[i].event);
 	}
-	for (size_t i = 0; i < b->n_pend; i++) {
-		struct pending *p = &b->pend[i];
-
-		if (ret && p->changed) {
-			free(p->reply);
-			p->reply = proto_err_reply(ret == -EBADMSG ? EIO : -ret, err);
-		}
-		p->done(p->ctx, p->reply);
-	}
+	for (size_t i = 0; i < b->n_pend; i++)
+		b->pend[i].done(b->pend[i].ctx, b->pend[i].reply);
 	for (size_t i = 0; i < b->n_undo; i++) {
 		b->undo[i].drop(b->undo[i].arg);
 		if (b->undo[i].fd >= 0)

@@ -568,7 +568,7 @@ static int reconcile(struct agent *a)
 	}
 	log_msg(LOG_INFO, "reconcile", "%zu persistent reservations (%zu loaded into the maps), %zu runtime adopted, "
 		"%zu released while no agent ran", a->n_persistent, loaded, counts[1], counts[0]);
-	if ((err = batch_commit(a, err_msg, sizeof(err_msg))))
+	if ((err = batch_commit(a, err_msg, sizeof(err_msg), true)))
 		log_msg(LOG_ERR, "store", "%s", err_msg);
 cleanup:
 	free(seen.v);

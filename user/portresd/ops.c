@@ -1454,12 +1454,12 @@ static void capture(void *ctx, char *reply)
 	*(char **)ctx = reply;
 }
 
-void ops_commit(struct agent *a)
+static void commit(struct agent *a, bool wait)
 {
 	char err[STATE_ERR_LEN + 128];
 	time_t now;
 
-	if (!batch_commit(a, err, sizeof(err)))
+	if (!batch_commit(a, err, sizeof(err), wait))
 		return;
 	/* the disk stays full for a while: one line a second with a count */
 	a->commit_log.n++;
@@ -1470,6 +1470,21 @@ void ops_commit(struct agent *a)
 		a->commit_log.logged = now;
 		a->commit_log.n = 0;
 	}
+}
+
+void ops_commit(struct agent *a)
+{
+	commit(a, true);
+}
+
+void ops_commit_async(struct agent *a)
+{
+	commit(a, false);
+}
+
+void ops_synced(struct agent *a)
+{
+	batch_synced(a, false);
 }
 
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd, struct event_sub **sub,
@@ -1501,9 +1516,12 @@ char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t 
 		fail(&rp, EINVAL, "%s takes no file descriptor", proto_op_name(req.op));
 		goto reply;
 	}
-	/* Reads see only what is committed: what the batch holds is committed first. */
+	/*
+	 * Reads see only what is committed: what the batch holds is committed
+	 * first (its replies, and this one after them, go once it is durable).
+	 */
 	if (!op_writes(req.op) && batch_open(a)) {
-		ops_commit(a);
+		commit(a, !done);
 		mark = batch_mark(a);
 	}
 	/* only an administrator's create makes the agent watch a netns */
@@ -1547,7 +1565,8 @@ reply:
 		ops_commit(a);
 		return res;
 	}
-	if (batch_open(a))
+	/* behind replies that wait for a sync: nothing is told before what it saw is durable */
+	if (batch_open(a) || batch_waiting(a))
 		batch_reply(a, done, ctx, out, changed);
 	else
 		done(ctx, out);

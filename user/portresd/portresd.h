@@ -382,8 +382,17 @@ void batch_reply(struct agent *a, batch_done_fn done, void *ctx, char *reply, bo
 size_t batch_mark(const struct agent *a);
 /* True when something waits for a commit. */
 bool batch_open(const struct agent *a);
-/* Commits; 0 or -errno with err (then everything the batch did is undone and its replies are errors). */
-int batch_commit(struct agent *a, char *err, size_t errlen);
+/*
+ * Commits; 0 or -errno with err (then everything the batch did is undone
+ * and its replies are errors). Its replies and events go out once the
+ * commit is durable: with wait, before batch_commit returns; else when
+ * batch_synced finds its sync finished (the store's sync fd is readable).
+ */
+int batch_commit(struct agent *a, char *err, size_t errlen, bool wait);
+/* Replies and events of synced commits go out, in order; with wait, of every commit so far. */
+void batch_synced(struct agent *a, bool wait);
+/* True while replies wait for a sync (a reply given now would overtake them). */
+bool batch_waiting(const struct agent *a);
 
 /*
  * ops.c: handles one request; fd is the passed socket or -1. An events
@@ -398,8 +407,15 @@ int batch_commit(struct agent *a, char *err, size_t errlen);
  */
 char *ops_handle(struct agent *a, const struct peer *p, const char *buf, size_t len, int fd,
 		 struct event_sub **sub, batch_done_fn done, void *ctx);
-/* Ends the turn's batch (batch_commit), logging a failure. */
+/*
+ * Ends the turn's batch (batch_commit), logging a failure: ops_commit
+ * returns once its replies went out; ops_commit_async leaves them waiting
+ * for the sync, and ops_synced, when the store's sync fd is readable,
+ * sends those whose sync finished.
+ */
 void ops_commit(struct agent *a);
+void ops_commit_async(struct agent *a);
+void ops_synced(struct agent *a);
 json_t *event_json(const struct portres_event *ev);
 /* Writes the cgroup map entry of cgroup_id from its attachments (deletes it when none is left). */
 int cgroup_map_sync(struct agent *a, uint64_t cgroup_id);

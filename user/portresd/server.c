@@ -40,7 +40,9 @@
 
 #define BATCH 16
 
-enum watch_kind { W_LISTEN, W_CLIENT, W_EVENTS, W_SIGNAL, W_METRICS, W_CGROUPS, W_APPLY, W_APPLY_TIMER, W_NETNS };
+enum watch_kind {
+	W_LISTEN, W_CLIENT, W_EVENTS, W_SIGNAL, W_METRICS, W_CGROUPS, W_APPLY, W_APPLY_TIMER, W_NETNS, W_SYNC
+};
 
 struct watch {
 	enum watch_kind kind;
@@ -65,6 +67,7 @@ struct client {
 	size_t qlen[PORTRESD_OUTQ_MAX];
 	bool qreply[PORTRESD_OUTQ_MAX]; /* a reply to a request (not an event) */
 	size_t qhead, qn, replies;
+	uint32_t inflight;    /* requests read whose replies are not queued yet (waiting for a sync) */
 	uint64_t dropped;
 	bool dead;            /* closed during this turn; freed after it */
 	struct client *next;
@@ -100,7 +103,7 @@ struct server {
 		time_t logged;
 	} acc;
 	/* what epoll's data.ptr points at, by kind (a client is its own) */
-	struct watch w_listen, w_events, w_signal, w_metrics, w_cgroups, w_apply, w_apply_timer, w_netns;
+	struct watch w_listen, w_events, w_signal, w_metrics, w_cgroups, w_apply, w_apply_timer, w_netns, w_sync;
 	char rbuf[BATCH][PROTO_MAX_MSG];    /* the requests of one client read at once */
 	struct {                            /* net.core.wmem_default, the send buffer a new socket gets */
 		bool capped;                /* at most PORTRESD_SNDBUF: no setsockopt needed */
@@ -183,12 +186,19 @@ static void client_close(struct client *c)
 	s->graveyard = c;
 }
 
+/* Frees the clients closed, but those a reply is still coming for (a sync it waits for). */
 static void bury(struct server *s)
 {
-	while (s->graveyard) {
-		struct client *c = s->graveyard;
+	struct client **pp = &s->graveyard;
 
-		s->graveyard = c->next;
+	while (*pp) {
+		struct client *c = *pp;
+
+		if (c->inflight) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
 		free(c);
 	}
 }
@@ -196,11 +206,11 @@ static void bury(struct server *s)
 static void client_arm(struct client *c)
 {
 	/*
-	 * Not reading a client while its replies wait (queued, or a big one in
-	 * its socket) is its backpressure; a subscriber's queued events do not
-	 * count.
+	 * Not reading a client while its replies wait (for a sync, queued, or
+	 * a big one in its socket) is its backpressure, and keeps them in
+	 * order; a subscriber's queued events do not count.
 	 */
-	bool want_in = c->replies == 0 && !c->big_unread;
+	bool want_in = c->replies == 0 && c->inflight == 0 && !c->big_unread;
 	bool want_out = c->qn || c->big_unread;
 	struct epoll_event ev = { .events = (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0), .data.ptr = c };
 
@@ -384,7 +394,7 @@ static bool evict_idle(struct server *s, const uid_t *uid)
 	time_t now = time(NULL);
 
 	for (struct client *o = s->clients; o; o = o->next) {
-		if (o->admin || o->subscriber || o->qn || o->big_unread || (uid && o->peer.uid != *uid) ||
+		if (o->admin || o->subscriber || o->qn || o->inflight || o->big_unread || (uid && o->peer.uid != *uid) ||
 		    now - o->last < PORTRESD_IDLE_EVICT_SEC)
 			continue;
 		if (!oldest || o->last < oldest->last)
@@ -506,6 +516,8 @@ static void client_done(void *ctx, char *reply)
 	struct client *c = ctx;
 	char *over;
 
+	if (c->inflight)
+		c->inflight--;
 	if (c->dead || !reply) {
 		free(reply);
 		return;
@@ -591,6 +603,11 @@ static int client_read(struct client *c)
 
 	if (!c->reading)
 		return 0;
+	/* it sent more while replies wait for a sync: not read until they went (in order) */
+	if (c->inflight) {
+		client_arm(c);
+		return 0;
+	}
 	for (int i = 0; i < BATCH; i++) {
 		iov[i] = (struct iovec){ .iov_base = s->rbuf[i], .iov_len = sizeof(s->rbuf[i]) };
 		mm[i] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[i], .msg_iovlen = 1, .msg_control = ctl[i].buf,
@@ -619,6 +636,7 @@ static int client_read(struct client *c)
 			client_close(c);
 			return -1;
 		}
+		c->inflight++; /* until client_done: now, or after the commit's sync */
 		if (mh->msg_flags & MSG_TRUNC)
 			client_done(c, proto_err_reply(EMSGSIZE, "request larger than 65536 bytes"));
 		else if ((mh->msg_flags & MSG_CTRUNC) || nfds > 1)
@@ -658,7 +676,7 @@ static void sweep_idle(struct server *s)
 				c->peer.uid, c->qn + c->big_unread, c->qn + c->big_unread == 1 ? "" : "s",
 				stall, c->subscriber ? " (events subscriber)" : "");
 			client_close(c);
-		} else if (!c->subscriber && now - c->last > PORTRESD_IDLE_SEC && !unread_in(c)) {
+		} else if (!c->subscriber && !c->inflight && now - c->last > PORTRESD_IDLE_SEC && !unread_in(c)) {
 			log_msg(LOG_DEBUG, "client", "pid %d idle for %ds: closed", c->peer.pid, PORTRESD_IDLE_SEC);
 			client_close(c);
 		}
@@ -799,6 +817,9 @@ static int server_setup(struct server *s)
 	}
 	if (a->nswatch_fd >= 0 && (err = watch_fd(a, a->nswatch_fd, &s->w_netns)))
 		return err;
+	/* the store's syncer says when a durable commit is on disk (none for a database in memory) */
+	if (store_sync_fd(a->store) >= 0 && (err = watch_fd(a, store_sync_fd(a->store), &s->w_sync)))
+		return err;
 	/* Releases that came between adopting the maps and now. */
 	portres_events_poll(a->loader, 0);
 	cgwatch_sync(a);
@@ -855,6 +876,9 @@ static void server_loop(struct server *s)
 				break;
 			case W_NETNS:
 				break;
+			case W_SYNC:
+				ops_synced(a);
+				break;
 			case W_APPLY:
 				autoapply_changed(a);
 				break;
@@ -886,8 +910,11 @@ static void server_loop(struct server *s)
 			cgwatch_sync(a);
 		cgwatch_tick(a);
 		runtime_sweep(a);
-		/* the turn's changes: one commit, then their replies go out */
-		ops_commit(a);
+		/*
+		 * the turn's changes: one commit; their replies go out once it is
+		 * durable (W_SYNC), while the next turns go on
+		 */
+		ops_commit_async(a);
 		bury(s);
 		log_events_flush(&a->log_limit, false);
 		/* the turn's log lines in one write */
@@ -942,6 +969,7 @@ int server_run(struct agent *a)
 	s->w_apply.kind = W_APPLY;
 	s->w_apply_timer.kind = W_APPLY_TIMER;
 	s->w_netns.kind = W_NETNS;
+	s->w_sync.kind = W_SYNC;
 	if (!(err = server_setup(s)))
 		server_loop(s);
 	server_teardown(s);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,6 +161,23 @@ struct store {
 		pthread_cond_t wake;
 		bool running, due, stop;
 	} ckpt;
+	/*
+	 * The syncer: the fdatasync of the WAL that makes durable commits
+	 * durable, in a thread of its own, so the loop goes on with the next
+	 * turn meanwhile (see store_sync_request).
+	 */
+	struct {
+		pthread_t thread;
+		pthread_mutex_t lock;
+		pthread_cond_t wake, synced;
+		uint64_t want, done;     /* generations asked for, and synced */
+		uint64_t bad_from, bad_to; /* generations whose sync failed (0: none), with bad_err */
+		int bad_err;
+		bool running, stop, dirty; /* dirty: a durable commit since the last request */
+		bool dir_synced;         /* the WAL's directory entry too, once */
+		int efd;                 /* eventfd: a sync finished */
+		int walfd;
+	} sync;
 };
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -263,6 +281,7 @@ static void drop_recs(struct store *s, bool all)
 }
 
 static void checkpointer_stop(struct store *s);
+static void syncer_stop(struct store *s);
 
 void store_close(struct store *s)
 {
@@ -270,6 +289,7 @@ void store_close(struct store *s)
 		return;
 	if (s->check.running)
 		pthread_join(s->check.thread, NULL);
+	syncer_stop(s);
 	checkpointer_stop(s);
 	drop_recs(s, true);
 	for (int i = 0; i < S__COUNT; i++)
@@ -291,6 +311,7 @@ static struct store *store_new(const char *path)
 		return NULL;
 	snprintf(s->path, sizeof(s->path), "%s", path);
 	s->tail = &s->head;
+	s->sync.efd = s->sync.walfd = -1;
 	return s;
 }
 
@@ -618,6 +639,178 @@ static void checkpointer_stop(struct store *s)
 	s->ckpt.running = false;
 }
 
+/*
+ * Group commit, pipelined: the writer's connection commits with
+ * synchronous=NORMAL (the WAL written, not synced), and a durable commit
+ * becomes durable by this thread's fdatasync of the WAL, which covers every
+ * commit before it began. Meanwhile the loop applies and commits the next
+ * turn's changes; their replies wait for the sync that covers them
+ * (store_sync_request, store_synced).
+ */
+static int sync_wal(struct store *s)
+{
+	char wal[PATH_MAX + 32], dir[PATH_MAX + 16], *slash;
+	int fd;
+
+	if (s->sync.walfd < 0) {
+		snprintf(wal, sizeof(wal), "%s-wal", s->path);
+		if ((s->sync.walfd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+			return -errno;
+	}
+	if (fdatasync(s->sync.walfd))
+		return -errno;
+	/* a new WAL's name: synced once, as SQLite itself does at its first sync */
+	if (!s->sync.dir_synced) {
+		snprintf(dir, sizeof(dir), "%s", s->path);
+		slash = strrchr(dir, '/');
+		if (slash)
+			*slash = '\0';
+		if ((fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			return -errno;
+		if (fsync(fd)) {
+			int err = -errno;
+
+			close(fd);
+			return err;
+		}
+		close(fd);
+		s->sync.dir_synced = true;
+	}
+	return 0;
+}
+
+static void *syncer(void *arg)
+{
+	struct store *s = arg;
+	uint64_t target, one = 1;
+	int rc;
+
+	pthread_mutex_lock(&s->sync.lock);
+	for (;;) {
+		while (s->sync.want == s->sync.done && !s->sync.stop)
+			pthread_cond_wait(&s->sync.wake, &s->sync.lock);
+		if (s->sync.want == s->sync.done)
+			break; /* stopping, nothing left to sync */
+		target = s->sync.want;
+		pthread_mutex_unlock(&s->sync.lock);
+		rc = sync_wal(s);
+		pthread_mutex_lock(&s->sync.lock);
+		if (rc) {
+			/* failures one after another are one range (a success between them counts as failed too) */
+			if (!s->sync.bad_err)
+				s->sync.bad_from = s->sync.done + 1;
+			s->sync.bad_to = target;
+			s->sync.bad_err = rc;
+		}
+		s->sync.done = target;
+		pthread_cond_broadcast(&s->sync.synced);
+		if (write(s->sync.efd, &one, sizeof(one)) < 0) {
+			/* the counter cannot overflow with 1 a sync; the loop reads it every turn */
+		}
+	}
+	pthread_mutex_unlock(&s->sync.lock);
+	return NULL;
+}
+
+static int syncer_start(struct store *s, char *err, size_t errlen)
+{
+	sigset_t all, old;
+	int rc;
+
+	if ((s->sync.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		return fail(err, errlen, -errno, "%s: eventfd: %s", s->path, strerror(errno));
+	pthread_mutex_init(&s->sync.lock, NULL);
+	pthread_cond_init(&s->sync.wake, NULL);
+	pthread_cond_init(&s->sync.synced, NULL);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&s->sync.thread, NULL, syncer, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
+		close(s->sync.efd);
+		s->sync.efd = -1;
+		return fail(err, errlen, -rc, "%s: cannot start the syncer: %s", s->path, strerror(rc));
+	}
+	s->sync.running = true;
+	return 0;
+}
+
+/* Stops the syncer once everything asked for is synced. */
+static void syncer_stop(struct store *s)
+{
+	if (!s->sync.running)
+		return;
+	pthread_mutex_lock(&s->sync.lock);
+	s->sync.stop = true;
+	pthread_cond_signal(&s->sync.wake);
+	pthread_mutex_unlock(&s->sync.lock);
+	pthread_join(s->sync.thread, NULL);
+	s->sync.running = false;
+	close(s->sync.efd);
+	s->sync.efd = -1;
+	if (s->sync.walfd >= 0)
+		close(s->sync.walfd);
+	s->sync.walfd = -1;
+}
+
+int store_sync_fd(const struct store *s)
+{
+	return s->sync.efd;
+}
+
+uint64_t store_sync_request(struct store *s)
+{
+	uint64_t gen = 0;
+
+	if (!s->sync.running)
+		return 0;
+	pthread_mutex_lock(&s->sync.lock);
+	if (s->sync.dirty) {
+		s->sync.dirty = false;
+		gen = ++s->sync.want;
+		pthread_cond_signal(&s->sync.wake);
+	}
+	pthread_mutex_unlock(&s->sync.lock);
+	return gen;
+}
+
+uint64_t store_synced(struct store *s, bool wait_for, uint64_t gen)
+{
+	uint64_t done, n;
+
+	if (!s->sync.running)
+		return UINT64_MAX;
+	if (read(s->sync.efd, &n, sizeof(n)) < 0) {
+		/* EAGAIN: no sync finished since the last read */
+	}
+	pthread_mutex_lock(&s->sync.lock);
+	while (wait_for && s->sync.done < gen)
+		pthread_cond_wait(&s->sync.synced, &s->sync.lock);
+	done = s->sync.done;
+	pthread_mutex_unlock(&s->sync.lock);
+	return done;
+}
+
+int store_sync_result(struct store *s, uint64_t gen, char *err, size_t errlen)
+{
+	int rc = 0;
+
+	if (!s->sync.running)
+		return 0;
+	pthread_mutex_lock(&s->sync.lock);
+	if (s->sync.bad_err && gen >= s->sync.bad_from && gen <= s->sync.bad_to)
+		rc = s->sync.bad_err;
+	/* reported once: the caller asks in order */
+	if (s->sync.bad_err && gen >= s->sync.bad_to)
+		s->sync.bad_err = 0;
+	pthread_mutex_unlock(&s->sync.lock);
+	if (rc)
+		return fail(err, errlen, rc == -ENOSPC ? -ENOSPC : -EIO,
+			    "%s-wal: written but cannot be synced to disk (%s): the change is in effect, but a crash of "
+			    "the machine may lose it", s->path, strerror(-rc));
+	return 0;
+}
+
 static int checker_start(struct store *s, char *err, size_t errlen)
 {
 	sigset_t all, old;
@@ -661,7 +854,8 @@ int store_open(const char *dir, struct store **out, bool *created, char *err, si
 		return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
 	if ((ret = open_db(s, SQLITE_OPEN_READWRITE, err, errlen)) || (ret = check(s, err, errlen)) ||
 	    (ret = setup(s, err, errlen)) || (ret = finish_import(s, dir, err, errlen)) ||
-	    (ret = checkpointer_start(s, err, errlen)) || (ret = checker_start(s, err, errlen))) {
+	    (ret = checkpointer_start(s, err, errlen)) || (ret = syncer_start(s, err, errlen)) ||
+	    (ret = checker_start(s, err, errlen))) {
 		store_close(s);
 		return ret;
 	}
@@ -1334,7 +1528,7 @@ static int exec_rec(struct store *s, const struct rec *n)
 
 int store_commit(struct store *s, char *err, size_t errlen)
 {
-	bool durable = false;
+	bool durable = false, durable_sync;
 	int rc = 0, ret;
 
 	if ((ret = store_check_wait(s, err, errlen))) {
@@ -1355,10 +1549,14 @@ int store_commit(struct store *s, char *err, size_t errlen)
 	 * nothing, one of the machine may. Not a prepared statement: SQLite
 	 * applies this pragma when it compiles it.
 	 */
-	if (durable != s->sync_full) {
-		if ((rc = exec(s, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")))
+	if (s->sync.running)
+		durable_sync = false; /* the syncer's fdatasync makes it durable: store_sync_request */
+	else
+		durable_sync = durable;
+	if (durable_sync != s->sync_full) {
+		if ((rc = exec(s, durable_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")))
 			goto fail;
-		s->sync_full = durable;
+		s->sync_full = durable_sync;
 	}
 	if ((rc = step(s, S_BEGIN)))
 		goto fail;
@@ -1366,6 +1564,7 @@ int store_commit(struct store *s, char *err, size_t errlen)
 		rc = exec_rec(s, n);
 	if (!rc && !(rc = step(s, S_COMMIT))) {
 		drop_recs(s, true);
+		s->sync.dirty |= durable && s->sync.running;
 		return 0;
 	}
 fail:

@@ -20,9 +20,10 @@
  * place by store_open; application_id says it is portres's.
  *
  * Changes are recorded (store_put_*, store_del_*, ...) and written by
- * store_commit in one transaction: with synchronous=FULL (an fsync of the
- * WAL) when any of them is one that must survive a reboot (persistent
- * reservations, grants, attachments, netns), else NORMAL (runtime rows and
+ * store_commit in one transaction: synced to disk (an fdatasync of the
+ * WAL, by the syncer thread: see store_sync_request) when any of them is
+ * one that must survive a reboot (persistent
+ * reservations, grants, attachments, netns), else not (runtime rows and
  * sysctl_owned survive a crash of the agent, not always one of the machine,
  * as the maps and the sysctl do not either). A failed commit writes nothing;
  * the changes recorded while store_keep was on are kept for the next commit,
@@ -128,6 +129,21 @@ size_t store_pending(const struct store *s);
  * and then nothing of them was written.
  */
 int store_commit(struct store *s, char *err, size_t errlen);
+/*
+ * Durable commits are synced by a thread of the store (a file database):
+ * store_commit writes the WAL, and store_sync_request asks for one
+ * fdatasync covering every commit so far. It returns that sync's
+ * generation, or 0 when no durable commit waits for one (an in-memory
+ * database: always 0). When a sync finished, store_sync_fd (an eventfd)
+ * is readable; store_synced reads it and returns the newest generation
+ * synced (with wait_for, once gen is). store_sync_result: 0 if gen's sync
+ * succeeded, else -EIO or -ENOSPC with err (the change is in the database
+ * and in effect, but not known to be on disk); asked in order of gen.
+ */
+uint64_t store_sync_request(struct store *s);
+int store_sync_fd(const struct store *s);
+uint64_t store_synced(struct store *s, bool wait_for, uint64_t gen);
+int store_sync_result(struct store *s, uint64_t gen, char *err, size_t errlen);
 
 /* Bytes of the database and its WAL on disk. */
 uint64_t store_size(const struct store *s);
