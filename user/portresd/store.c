@@ -84,13 +84,61 @@ static const char *const migrations[] = {
 	"         name, uid, pid, datetime(created, 'unixepoch') AS created,\n"
 	"         (SELECT group_concat(type || ':' || id, ',') FROM grants g WHERE g.token = r.token) AS grants\n"
 	"  FROM reservations r ORDER BY netns, proto, start;\n",
+	/*
+	 * 1 -> 2: runtime reservations in a table of their own. They come and
+	 * go with their anchor sockets, a few hundred at a time; among tens of
+	 * thousands of persistent rows keyed by random tokens each acquire and
+	 * release wrote a page of the big table's B-tree of its own, in their
+	 * own table they share a few. Attachments lose their foreign key (a
+	 * runtime token is not in reservations): deleting a reservation deletes
+	 * its attachments itself (S_DEL_RESV, S_DEL_RUNTIME).
+	 */
+	"CREATE TABLE runtime (\n"
+	"  token INTEGER PRIMARY KEY,             -- lives while its anchor socket does\n"
+	"  netns INTEGER NOT NULL DEFAULT 0,      -- 0: the agent's own, else a netns cookie\n"
+	"  proto TEXT NOT NULL CHECK (proto IN ('tcp', 'udp')),\n"
+	"  start INTEGER NOT NULL CHECK (start BETWEEN 0 AND 65535),\n"
+	"  count INTEGER NOT NULL CHECK (count >= 1 AND start + count <= 65536),\n"
+	"  uid INTEGER,                           -- the acquirer\n"
+	"  pid INTEGER,\n"
+	"  created INTEGER NOT NULL               -- Unix time\n"
+	");\n"
+	"INSERT INTO runtime (token, netns, proto, start, count, uid, pid, created)\n"
+	"  SELECT token, netns, proto, start, count, uid, pid, created FROM reservations WHERE kind = 'runtime';\n"
+	"DROP VIEW reservation_list;\n"
+	"CREATE TABLE attachments_2 (\n"
+	"  cgroup_id INTEGER NOT NULL,\n"
+	"  proto TEXT NOT NULL CHECK (proto IN ('tcp', 'udp')),\n"
+	"  token INTEGER NOT NULL,                -- in reservations or runtime\n"
+	"  path TEXT NOT NULL,\n"
+	"  confine TEXT NOT NULL CHECK (confine IN ('false', 'true', 'all')),\n"
+	"  made_by_admin INTEGER NOT NULL DEFAULT 1,\n"
+	"  made_by_uid INTEGER NOT NULL DEFAULT 0,\n"
+	"  PRIMARY KEY (cgroup_id, proto)\n"
+	") WITHOUT ROWID;\n"
+	"INSERT INTO attachments_2 SELECT cgroup_id, proto, token, path, confine, made_by_admin, made_by_uid\n"
+	"  FROM attachments;\n"
+	"DROP TABLE attachments;\n"
+	"ALTER TABLE attachments_2 RENAME TO attachments;\n"
+	"CREATE INDEX attachments_token ON attachments (token);\n"
+	"DELETE FROM reservations WHERE kind = 'runtime';\n"
+	"CREATE VIEW reservation_list AS\n"
+	"  SELECT printf('%016x', token) AS token, kind, netns, proto, start, start + count - 1 AS last, mode,\n"
+	"         name, uid, pid, datetime(created, 'unixepoch') AS created,\n"
+	"         (SELECT group_concat(type || ':' || id, ',') FROM grants g WHERE g.token = r.token) AS grants\n"
+	"  FROM reservations r\n"
+	"  UNION ALL\n"
+	"  SELECT printf('%016x', token), 'runtime', netns, proto, start, start + count - 1, 'enforce', NULL, uid, pid,\n"
+	"         datetime(created, 'unixepoch'), NULL\n"
+	"  FROM runtime\n"
+	"  ORDER BY netns, proto, start;\n",
 };
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
 
 enum stmt_id {
 	S_BEGIN, S_COMMIT, S_ROLLBACK,
-	S_PUT_RESV, S_PUT_GRANT, S_DEL_RESV, S_SET_MODE,
+	S_PUT_RESV, S_PUT_RUNTIME, S_PUT_GRANT, S_DEL_RESV, S_DEL_RUNTIME, S_DEL_ATTACHED, S_SET_MODE,
 	S_PUT_ATTACH, S_DEL_ATTACH, S_PUT_NETNS, S_DEL_NETNS, S_PUT_META,
 	S_PUT_OWNED, S_DEL_OWNED, S_CLEAR_OWNED, S_CLEAR_RUNTIME,
 	S__COUNT
@@ -102,8 +150,12 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_PUT_RESV] = "INSERT INTO reservations (token, kind, netns, proto, start, count, mode, name, request_id, "
 		       "request_uid, uid, pid, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+	[S_PUT_RUNTIME] = "INSERT INTO runtime (token, netns, proto, start, count, uid, pid, created) "
+			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	[S_PUT_GRANT] = "INSERT OR REPLACE INTO grants (token, type, id, path) VALUES (?1, ?2, ?3, ?4)",
-	[S_DEL_RESV] = "DELETE FROM reservations WHERE token = ?1",
+	[S_DEL_RESV] = "DELETE FROM reservations WHERE token = ?1", /* its grants by the foreign key */
+	[S_DEL_RUNTIME] = "DELETE FROM runtime WHERE token = ?1",
+	[S_DEL_ATTACHED] = "DELETE FROM attachments WHERE token = ?1",
 	[S_SET_MODE] = "UPDATE reservations SET mode = ?2 WHERE token = ?1",
 	[S_PUT_ATTACH] = "INSERT OR REPLACE INTO attachments (cgroup_id, proto, token, path, confine, made_by_admin, "
 			 "made_by_uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -114,7 +166,7 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_PUT_OWNED] = "INSERT OR REPLACE INTO sysctl_owned (netns, start, last) VALUES (?1, ?2, ?3)",
 	[S_DEL_OWNED] = "DELETE FROM sysctl_owned WHERE netns = ?1 AND start = ?2",
 	[S_CLEAR_OWNED] = "DELETE FROM sysctl_owned",
-	[S_CLEAR_RUNTIME] = "DELETE FROM reservations WHERE kind = 'runtime'",
+	[S_CLEAR_RUNTIME] = "DELETE FROM runtime",
 };
 
 /* One recorded change. */
@@ -895,6 +947,7 @@ static int mode_of(const char *s)
 }
 
 static int load_resv_rows(struct store *s, struct store_contents *c, size_t cap);
+static int load_runtime_rows(struct store *s, struct store_contents *c);
 
 static int load_resv(struct store *s, struct store_contents *c)
 {
@@ -907,7 +960,40 @@ static int load_resv(struct store *s, struct store_contents *c)
 	if (n && !(c->st.resv = calloc((size_t)n, sizeof(*c->st.resv))))
 		return SQLITE_NOMEM;
 	c->st.n_resv = 0;
-	return load_resv_rows(s, c, (size_t)n);
+	if ((rc = load_resv_rows(s, c, (size_t)n)))
+		return rc;
+	return load_runtime_rows(s, c);
+}
+
+/* The runtime table (schema 2): appended to what the reservations table held of them. */
+static int load_runtime_rows(struct store *s, struct store_contents *c)
+{
+	static const char sql[] = "SELECT token, netns, proto, start, count, uid, pid FROM runtime ORDER BY token";
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+
+	while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int proto = col_text(st, 2) ? state_proto_parse(col_text(st, 2)) : -1;
+		struct store_runtime *n;
+
+		if (proto < 0) {
+			rc = SQLITE_CORRUPT;
+			break;
+		}
+		if (!(n = realloc(c->rt, (c->n_rt + 1) * sizeof(*n)))) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		c->rt = n;
+		n[c->n_rt++] = (struct store_runtime){
+			.token = (uint64_t)sqlite3_column_int64(st, 0), .netns = (uint64_t)sqlite3_column_int64(st, 1),
+			.proto = (uint8_t)proto, .start = (uint16_t)sqlite3_column_int(st, 3),
+			.count = (uint16_t)sqlite3_column_int(st, 4), .uid = (uint32_t)sqlite3_column_int64(st, 5),
+			.pid = (uint32_t)sqlite3_column_int64(st, 6) };
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : rc;
 }
 
 static int load_resv_rows(struct store *s, struct store_contents *c, size_t cap)
@@ -1420,32 +1506,44 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
 		sqlite3_bind_null(st, i);
 }
 
+static int exec_runtime(struct store *s, const struct rec *n)
+{
+	sqlite3_stmt *st = s->stmt[S_PUT_RUNTIME];
+
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)n->key);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)n->rt.netns);
+	bind_text(st, 3, state_proto_name(n->rt.proto));
+	sqlite3_bind_int(st, 4, n->rt.start);
+	sqlite3_bind_int(st, 5, n->rt.count);
+	sqlite3_bind_int64(st, 6, n->rt.uid);
+	sqlite3_bind_int64(st, 7, n->rt.pid);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)n->a);
+	return step(s, S_PUT_RUNTIME);
+}
+
 static int exec_resv(struct store *s, const struct rec *n)
 {
 	sqlite3_stmt *st = s->stmt[S_PUT_RESV];
-	bool runtime = n->kind == R_RUNTIME;
 	int rc;
 
+	if (n->kind == R_RUNTIME)
+		return exec_runtime(s, n);
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)n->key);
-	bind_text(st, 2, runtime ? "runtime" : "persistent");
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)(runtime ? n->rt.netns : n->r.netns));
-	bind_text(st, 4, state_proto_name(runtime ? n->rt.proto : n->r.proto));
-	sqlite3_bind_int(st, 5, runtime ? n->rt.start : n->r.start);
-	sqlite3_bind_int(st, 6, runtime ? n->rt.count : n->r.count);
-	bind_text(st, 7, state_mode_name(runtime ? PORTRES_MODE_ENFORCE : n->r.mode));
-	bind_text(st, 8, runtime ? NULL : n->r.name);
-	if (!runtime && n->r.request_id) {
+	bind_text(st, 2, "persistent");
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)n->r.netns);
+	bind_text(st, 4, state_proto_name(n->r.proto));
+	sqlite3_bind_int(st, 5, n->r.start);
+	sqlite3_bind_int(st, 6, n->r.count);
+	bind_text(st, 7, state_mode_name(n->r.mode));
+	bind_text(st, 8, n->r.name);
+	if (n->r.request_id) {
 		bind_text(st, 9, n->r.request_id);
 		sqlite3_bind_int64(st, 10, n->r.request_uid);
-	}
-	if (runtime) {
-		sqlite3_bind_int64(st, 11, n->rt.uid);
-		sqlite3_bind_int64(st, 12, n->rt.pid);
 	}
 	sqlite3_bind_int64(st, 13, (sqlite3_int64)n->a);
 	if ((rc = step(s, S_PUT_RESV)))
 		return rc;
-	for (size_t g = 0; !runtime && g < n->r.n_grants; g++) {
+	for (size_t g = 0; g < n->r.n_grants; g++) {
 		st = s->stmt[S_PUT_GRANT];
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)n->key);
 		bind_text(st, 2, state_grant_name(n->r.grants[g].type));
@@ -1467,9 +1565,16 @@ static int exec_rec(struct store *s, const struct rec *n)
 	case R_RESV:
 	case R_RUNTIME:
 		return exec_resv(s, n);
-	case R_DEL_RESV:
-		sqlite3_bind_int64(s->stmt[S_DEL_RESV], 1, (sqlite3_int64)n->key);
-		return step(s, S_DEL_RESV);
+	case R_DEL_RESV: {
+		/* durable: a persistent one (runtime ones are in their own table) */
+		int which = n->durable ? S_DEL_RESV : S_DEL_RUNTIME, rc;
+
+		sqlite3_bind_int64(s->stmt[S_DEL_ATTACHED], 1, (sqlite3_int64)n->key);
+		if ((rc = step(s, S_DEL_ATTACHED)))
+			return rc;
+		sqlite3_bind_int64(s->stmt[which], 1, (sqlite3_int64)n->key);
+		return step(s, which);
+	}
 	case R_MODE:
 		st = s->stmt[S_SET_MODE];
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)n->key);

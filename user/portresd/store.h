@@ -7,12 +7,16 @@
  *                 imported (the state.json it was made from, if any)
  *   netns         cookie -> inode, nsid, path: network namespaces other than
  *                 the agent's that persistent reservations live in
- *   reservations  token -> kind, netns (0: the agent's own), proto, start,
- *                 count, mode, name, request_id/request_uid (a create's id
- *                 for its retries), uid/pid (runtime: the acquirer), created
+ *   reservations  token -> kind ('persistent'), netns (0: the agent's own),
+ *                 proto, start, count, mode, name, request_id/request_uid (a
+ *                 create's id for its retries), created
+ *   runtime       token -> netns, proto, start, count, uid/pid (the
+ *                 acquirer), created: runtime reservations (schema 2; in
+ *                 reservations before, with kind 'runtime')
  *   grants        (token, type, id) -> path: who may associate a persistent token
- *   attachments   (cgroup_id, proto) -> token, path, confine, made_by_admin,
- *                 made_by_uid: a cgroup's TCP and UDP block
+ *   attachments   (cgroup_id, proto) -> token (of either table), path, confine,
+ *                 made_by_admin, made_by_uid: a cgroup's TCP and UDP block;
+ *                 deleted with their reservation
  *   sysctl_owned  (netns, start) -> last: runs of ports portres itself added
  *                 to ip_local_reserved_ports of that netns (0: the agent's)
  *
@@ -43,7 +47,7 @@
 #include "sysctl_ports.h"
 
 #define STORE_FILE           "portres.db"
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_APPLICATION_ID 0x706f7274 /* "port" */
 #define STORE_IMPORTED       STATE_FILE ".imported"
 
