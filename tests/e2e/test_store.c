@@ -292,14 +292,27 @@ Test(store, unusable_database_refused_unchanged)
 	refused("corrupt");
 }
 
-/* --- schema 1 -> 2: runtime reservations in a table of their own --------------- */
+/* --- older schemas upgraded in place ---------------------------------------------- */
 
-/* Schema 1 as the agents before schema 2 left it: runtime rows in reservations, attachments with a foreign key. */
-static const char schema_1_from_2[] =
-	"INSERT INTO reservations (token, kind, netns, proto, start, count, mode, uid, pid, created)\n"
+/*
+ * Schema 1 as the agents before schema 2 left it, made from what this agent
+ * wrote: every reservation in one table keyed by its token (runtime rows
+ * too), request ids unique, attachments with a foreign key.
+ */
+static const char schema_1_from_now[] =
+	"CREATE TABLE reservations_1 (token INTEGER PRIMARY KEY,\n"
+	"  kind TEXT NOT NULL CHECK (kind IN ('persistent', 'runtime')), netns INTEGER NOT NULL DEFAULT 0,\n"
+	"  proto TEXT NOT NULL, start INTEGER NOT NULL, count INTEGER NOT NULL, mode TEXT NOT NULL,\n"
+	"  name TEXT UNIQUE, request_id TEXT UNIQUE, request_uid INTEGER, uid INTEGER, pid INTEGER,\n"
+	"  created INTEGER NOT NULL);\n"
+	"INSERT INTO reservations_1 SELECT token, kind, netns, proto, start, count, mode, name, request_id,\n"
+	"  request_uid, uid, pid, created FROM reservations;\n"
+	"INSERT INTO reservations_1 (token, kind, netns, proto, start, count, mode, uid, pid, created)\n"
 	"  SELECT token, 'runtime', netns, proto, start, count, 'enforce', uid, pid, created FROM runtime;\n"
-	"DROP TABLE runtime;\n"
 	"DROP VIEW reservation_list;\n"
+	"DROP TABLE runtime;\n"
+	"DROP TABLE reservations;\n"
+	"ALTER TABLE reservations_1 RENAME TO reservations;\n"
 	"CREATE VIEW reservation_list AS SELECT printf('%016x', token) AS token, kind FROM reservations;\n"
 	"CREATE TABLE attachments_1 (cgroup_id INTEGER NOT NULL, proto TEXT NOT NULL,\n"
 	"  token INTEGER NOT NULL REFERENCES reservations (token) ON DELETE CASCADE, path TEXT NOT NULL,\n"
@@ -314,12 +327,15 @@ static const char schema_1_from_2[] =
 /*
  * A schema-1 database with a persistent reservation (a grant, an
  * attachment) and a runtime one whose anchor lives on: the agent upgrades
- * it at start, the runtime row moves to its table and is adopted with its
- * owner, nothing else changes; the runtime row goes when its anchor closes.
+ * it at start (1 -> 2: the runtime row moves to its own table and is
+ * adopted with its owner; 2 -> 3: persistent rows keyed by the order they
+ * were made, the token unique), nothing else changes; the runtime row goes
+ * when its anchor closes, a deleted reservation takes its grant and its
+ * attachment.
  */
-Test(store, schema_1_upgraded_runtime_rows_moved)
+Test(store, schema_1_upgraded)
 {
-	char path[400], want[200], req[4400], cg[4200], *rows;
+	char path[400], want[300], req[4400], cg[4200], *rows;
 	struct portres_instance in;
 	portres_token_t t;
 	json_t *r;
@@ -340,7 +356,7 @@ Test(store, schema_1_upgraded_runtime_rows_moved)
 	json_decref(r);
 	cr_assert_eq(portres_acquire(anchor, &(struct portres_range){ 0, 4 }, &in), 0, "%s", strerror(errno));
 	ag_stop();
-	sql(path, schema_1_from_2);
+	sql(path, schema_1_from_now);
 	rows = ag_db("SELECT kind, count(*) FROM reservations GROUP BY kind");
 	cr_assert_str_eq(rows, "persistent|1\nruntime|1\n", "the schema-1 database made: %s", rows);
 	free(rows);
@@ -349,9 +365,12 @@ Test(store, schema_1_upgraded_runtime_rows_moved)
 	rows = ag_db("PRAGMA user_version; SELECT kind, count(*) FROM reservations GROUP BY kind;"
 		     "SELECT printf('%016x', token), start, count, uid = 0 FROM runtime;"
 		     "SELECT type, id FROM grants; SELECT printf('%016x', token) FROM attachments;"
-		     "SELECT kind FROM reservation_list ORDER BY kind");
-	snprintf(want, sizeof(want), "2\npersistent|1\n%016" PRIx64 "|%u|4|1\nuid|4321\n%016" PRIx64
-		 "\npersistent\nruntime\n", (uint64_t)in.token, in.range.start, (uint64_t)t);
+		     "SELECT kind FROM reservation_list ORDER BY kind;"
+		     "SELECT name FROM pragma_table_info('reservations') WHERE pk = 1;"
+		     "SELECT count(*) FROM pragma_index_list('reservations') i, pragma_index_info(i.name) c "
+		     "WHERE c.name = 'request_id'");
+	snprintf(want, sizeof(want), "%d\npersistent|1\n%016" PRIx64 "|%u|4|1\nuid|4321\n%016" PRIx64
+		 "\npersistent\nruntime\nid\n0\n", 3, (uint64_t)in.token, in.range.start, (uint64_t)t);
 	cr_assert_str_eq(rows, want, "after the upgrade: %s", rows);
 	free(rows);
 	/* adopted: the block is the anchor's, and its owner's */

@@ -341,6 +341,11 @@ void events_emit(struct agent *a, json_t *event)
 	if (!event)
 		return;
 	ev->stats.emitted++;
+	/* nobody to tell and no log to keep: nothing to format */
+	if (!a->opts.events_log_size && !ev->subs) {
+		json_decref(event);
+		return;
+	}
 	if (!json_object_get(event, "ts_ns")) {
 		struct timespec now;
 

@@ -132,6 +132,48 @@ static const char *const migrations[] = {
 	"         datetime(created, 'unixepoch'), NULL\n"
 	"  FROM runtime\n"
 	"  ORDER BY netns, proto, start;\n",
+	/*
+	 * 2 -> 3: persistent rows in the order they were made. Keyed by their
+	 * random token, each create wrote a page of the table's B-tree of its
+	 * own, and one of the name index (unnamed rows sort by that key) and
+	 * one of the request_id index: three random pages. Keyed by id, a
+	 * create appends to the last pages; the token index (a few bytes an
+	 * entry) takes the random one. request_id keeps no index: the agent
+	 * looks request ids up in memory and checks them unique at load.
+	 */
+	"CREATE TABLE reservations_3 (\n"
+	"  id INTEGER PRIMARY KEY,                -- in the order they were made\n"
+	"  token INTEGER NOT NULL UNIQUE,         -- 64 bits, shown as hex by reservation_list\n"
+	"  kind TEXT NOT NULL CHECK (kind IN ('persistent', 'runtime')),\n"
+	"  netns INTEGER NOT NULL DEFAULT 0,      -- 0: the agent's own, else a netns cookie\n"
+	"  proto TEXT NOT NULL CHECK (proto IN ('tcp', 'udp')),\n"
+	"  start INTEGER NOT NULL CHECK (start BETWEEN 0 AND 65535),\n"
+	"  count INTEGER NOT NULL CHECK (count >= 1 AND start + count <= 65536),\n"
+	"  mode TEXT NOT NULL CHECK (mode IN ('enforce', 'audit', 'advisory')),\n"
+	"  name TEXT UNIQUE,\n"
+	"  request_id TEXT,                       -- the create's request id (its retries get this token)\n"
+	"  request_uid INTEGER,\n"
+	"  uid INTEGER,\n"
+	"  pid INTEGER,\n"
+	"  created INTEGER NOT NULL               -- Unix time\n"
+	");\n"
+	"INSERT INTO reservations_3 (token, kind, netns, proto, start, count, mode, name, request_id, request_uid,\n"
+	"                            uid, pid, created)\n"
+	"  SELECT token, kind, netns, proto, start, count, mode, name, request_id, request_uid, uid, pid, created\n"
+	"  FROM reservations ORDER BY created, token;\n"
+	"DROP VIEW reservation_list;\n"
+	"DROP TABLE reservations;\n"
+	"ALTER TABLE reservations_3 RENAME TO reservations;\n"
+	"CREATE VIEW reservation_list AS\n"
+	"  SELECT printf('%016x', token) AS token, kind, netns, proto, start, start + count - 1 AS last, mode,\n"
+	"         name, uid, pid, datetime(created, 'unixepoch') AS created,\n"
+	"         (SELECT group_concat(type || ':' || id, ',') FROM grants g WHERE g.token = r.token) AS grants\n"
+	"  FROM reservations r\n"
+	"  UNION ALL\n"
+	"  SELECT printf('%016x', token), 'runtime', netns, proto, start, start + count - 1, 'enforce', NULL, uid, pid,\n"
+	"         datetime(created, 'unixepoch'), NULL\n"
+	"  FROM runtime\n"
+	"  ORDER BY netns, proto, start;\n",
 };
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -370,21 +412,35 @@ static struct store *store_new(const char *path)
 /* Brings the schema from user_version to STORE_SCHEMA_VERSION in one transaction. */
 static int migrate(struct store *s, int64_t version, char *err, size_t errlen)
 {
+	int64_t fk = 0, bad = 0;
 	char sql[128];
 	int rc;
 
 	if (version == STORE_SCHEMA_VERSION)
 		return 0;
-	if ((rc = exec(s, "BEGIN IMMEDIATE")))
+	/*
+	 * Foreign keys off while tables are rebuilt (dropping a parent would
+	 * delete its children), checked before the commit, on again after.
+	 * The pragma is a no-op inside a transaction: set outside.
+	 */
+	if ((rc = query_int(s, "PRAGMA foreign_keys", &fk)) || (rc = exec(s, "PRAGMA foreign_keys = OFF")) ||
+	    (rc = exec(s, "BEGIN IMMEDIATE")))
 		return sql_fail(s, rc, "upgrading the schema", err, errlen);
 	for (int64_t v = version; v < STORE_SCHEMA_VERSION && !rc; v++)
 		rc = exec(s, migrations[v]);
+	if (!rc && !(rc = query_int(s, "SELECT count(*) FROM pragma_foreign_key_check", &bad)) && bad)
+		rc = SQLITE_CONSTRAINT_FOREIGNKEY;
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d; PRAGMA application_id = %d", STORE_SCHEMA_VERSION,
 		 STORE_APPLICATION_ID);
-	if (!rc && !(rc = exec(s, sql)) && !(rc = exec(s, "COMMIT")))
+	if (!rc && !(rc = exec(s, sql)) && !(rc = exec(s, "COMMIT"))) {
+		if (fk && (rc = exec(s, "PRAGMA foreign_keys = ON")))
+			return sql_fail(s, rc, "upgrading the schema", err, errlen);
 		return 0;
+	}
 	rc = sql_fail(s, rc, "upgrading the schema", err, errlen);
 	exec(s, "ROLLBACK");
+	if (fk)
+		exec(s, "PRAGMA foreign_keys = ON");
 	return rc;
 }
 

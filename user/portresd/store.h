@@ -7,8 +7,9 @@
  *                 imported (the state.json it was made from, if any)
  *   netns         cookie -> inode, nsid, path: network namespaces other than
  *                 the agent's that persistent reservations live in
- *   reservations  token -> kind ('persistent'), netns (0: the agent's own),
- *                 proto, start, count, mode, name, request_id/request_uid (a
+ *   reservations  id (the order they were made; schema 3) -> token (unique),
+ *                 kind ('persistent'), netns (0: the agent's own), proto,
+ *                 start, count, mode, name, request_id/request_uid (a
  *                 create's id for its retries), created
  *   runtime       token -> netns, proto, start, count, uid/pid (the
  *                 acquirer), created: runtime reservations (schema 2; in
@@ -47,7 +48,7 @@
 #include "sysctl_ports.h"
 
 #define STORE_FILE           "portres.db"
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_APPLICATION_ID 0x706f7274 /* "port" */
 #define STORE_IMPORTED       STATE_FILE ".imported"
 
