@@ -342,6 +342,35 @@ Test(loader, resv_del_frees_ports)
 	close(s);
 }
 
+/*
+ * portres_resv_del takes the reservation's grants (a walk of the grants
+ * map); portres_resv_del_nogrants, for a caller that deleted them, leaves
+ * the grants map alone and frees the same ports.
+ */
+Test(loader, resv_del_grants_or_not)
+{
+	uint64_t a = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	uint64_t b = fx_reserve(IPPROTO_UDP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);
+	struct portres_port pp;
+
+	cr_assert_eq(portres_grant_add(fx.l, a, PORTRES_GRANT_UID, 4242), 0);
+	cr_assert_eq(portres_grant_add(fx.l, a, PORTRES_GRANT_GID, 4243), 0);
+	cr_assert_eq(portres_grant_add(fx.l, b, PORTRES_GRANT_UID, 4244), 0);
+	/* the caller's own grant delete, then the reservation's: a's other grant stays, b's too */
+	cr_assert_eq(portres_grant_del(fx.l, a, PORTRES_GRANT_UID, 4242), 0);
+	cr_assert_eq(portres_resv_del_nogrants(fx.l, a), 0);
+	cr_expect_eq(portres_grant_has(fx.l, a, PORTRES_GRANT_GID, 4243), 1, "nogrants took a grant");
+	cr_expect_eq(portres_grant_has(fx.l, b, PORTRES_GRANT_UID, 4244), 1, "another reservation's grant went");
+	cr_expect_eq(bind_port(AF_INET, IPPROTO_TCP, START), 0, "bind after the delete");
+	cr_assert_eq(portres_port_owner(fx.l, fx.netns, IPPROTO_TCP, START, &pp), 0);
+	cr_expect_eq(pp.token, 0, "port entry left by the delete");
+	cr_expect_eq(portres_resv_del_nogrants(fx.l, a), -ENOENT, "a second delete");
+	/* the plain delete takes them all */
+	cr_assert_eq(portres_resv_del(fx.l, b), 0);
+	cr_expect_eq(portres_grant_has(fx.l, b, PORTRES_GRANT_UID, 4244), 0, "a deleted reservation kept its grant");
+	cr_expect_eq(portres_grant_has(fx.l, a, PORTRES_GRANT_GID, 4243), 1, "another token's grant went");
+}
+
 Test(loader, teardown_leaves_nothing)
 {
 	uint64_t t = fx_reserve(IPPROTO_TCP, START, COUNT, PORTRES_KIND_PERSISTENT, PORTRES_MODE_ENFORCE);

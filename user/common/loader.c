@@ -34,7 +34,9 @@ struct portres_loader {
 	struct bpf_link *links[16];
 	bool created[16];        /* links[i] was made by this open, not adopted */
 	uint64_t *slots;         /* bitmap of portres_stats slots in use */
+	uint64_t *clean;         /* bitmap of slots whose counters and state are known zero */
 	uint32_t nslots;
+	uint64_t *pbits;         /* portres_pbits as written (this loader is its one writer) */
 	struct ring_buffer *rb;
 	pid_t tgid;              /* the process portres_cfg.loader_tgid names */
 	enum portres_assoc_mode assoc;
@@ -457,6 +459,8 @@ void portres_loader_close(struct portres_loader *l)
 		bpf_link__destroy(l->links[i]); /* pinned: stays attached */
 	portres_bpf__destroy(l->skel);
 	free(l->slots);
+	free(l->clean);
+	free(l->pbits);
 	if (l->cgroup_fd >= 0)
 		close(l->cgroup_fd);
 	free(l);
@@ -593,18 +597,22 @@ static int slots_write(struct portres_loader *l, uint8_t proto, uint32_t p, uint
 }
 
 /* The bits of mask in the portres_pbits word of (proto, p), set or cleared (the loader is the one writer). */
+/* Word w of portres_pbits written, and its copy kept (no read before a change). */
+static int pbits_write(struct portres_loader *l, uint32_t w, uint64_t v)
+{
+	int err = ret_errno(bpf_map_update_elem(fd_of(l->skel->maps.portres_pbits), &w, &v, BPF_ANY));
+
+	if (!err)
+		l->pbits[w] = v;
+	return err;
+}
+
 static int pbits_change(struct portres_loader *l, uint8_t proto, uint32_t p, uint64_t mask, bool on)
 {
-	int fd = fd_of(l->skel->maps.portres_pbits), err;
 	uint32_t word = portres_pbits_word(proto, (uint16_t)p);
-	uint64_t v = 0, nv;
+	uint64_t v = l->pbits[word], nv = on ? v | mask : v & ~mask;
 
-	if (!mask)
-		return 0;
-	if ((err = ret_errno(bpf_map_lookup_elem(fd, &word, &v))))
-		return err;
-	nv = on ? v | mask : v & ~mask;
-	return nv == v ? 0 : ret_errno(bpf_map_update_elem(fd, &word, &nv, BPF_ANY));
+	return nv == v ? 0 : pbits_write(l, word, nv);
 }
 
 /*
@@ -659,13 +667,13 @@ static int cfg_set(struct portres_loader *l, const struct portres_cfg *c)
  */
 static int pbits_sweep(struct portres_loader *l)
 {
-	int fd = fd_of(l->skel->maps.portres_pbits), err = 0, b;
+	int err = 0, b;
 	struct portres_port v;
 	uint64_t bits, keep;
 	uint32_t w;
 
 	for (w = 0; w < PORTRES_PBITS_WORDS && !err; w++) {
-		if ((err = ret_errno(bpf_map_lookup_elem(fd, &w, &bits))) || !bits)
+		if (!(bits = l->pbits[w]))
 			continue;
 		for (keep = bits, b = 0; b < 64 && !err; b++) {
 			uint8_t proto = w >= 1024 ? IPPROTO_UDP : IPPROTO_TCP;
@@ -675,7 +683,7 @@ static int pbits_sweep(struct portres_loader *l)
 				keep &= ~(1ULL << b);
 		}
 		if (!err && keep != bits)
-			err = ret_errno(bpf_map_update_elem(fd, &w, &keep, BPF_ANY));
+			err = pbits_write(l, w, keep);
 	}
 	return err;
 }
@@ -809,21 +817,62 @@ static int add_ports(struct portres_loader *l, uint64_t token, const struct port
  */
 static int slots_init(struct portres_loader *l)
 {
-	int fd = fd_of(l->skel->maps.portres_resv);
-	uint64_t key, next, *prev = NULL;
-	struct portres_resv r;
+	enum { BATCH = 4096 };
+	int fd = fd_of(l->skel->maps.portres_resv), err = 0;
+	uint64_t *keys = calloc(BATCH, sizeof(*keys)), in = 0, out = 0;
+	struct portres_resv *vals = calloc(BATCH, sizeof(*vals));
+	uint32_t i, n, words = 0;
+	bool first = true, done = false;
 
 	l->nslots = bpf_map__max_entries(l->skel->maps.portres_stats);
 	l->slots = calloc((l->nslots + 63) / 64, sizeof(uint64_t));
-	if (!l->slots)
-		return -ENOMEM;
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		key = next;
-		prev = &key;
-		if (!bpf_map_lookup_elem(fd, &key, &r) && r.slot < l->nslots)
-			l->slots[r.slot / 64] |= 1ull << (r.slot % 64);
+	l->clean = calloc((l->nslots + 63) / 64, sizeof(uint64_t));
+	l->pbits = calloc(PORTRES_PBITS_WORDS, sizeof(uint64_t));
+	if (!l->slots || !l->clean || !l->pbits || !keys || !vals) {
+		err = -ENOMEM;
+		goto out;
 	}
-	return 0;
+	/* the reservations a batch at a time (65,535 of them: 16 calls, not 131,070) */
+	while (!done) {
+		n = BATCH;
+		if (bpf_map_lookup_batch(fd, first ? NULL : &in, &out, keys, vals, &n, NULL)) {
+			if (errno != ENOENT) {
+				err = -errno;
+				goto out;
+			}
+			done = true; /* the last batch, n entries in it */
+		}
+		for (i = 0; i < n; i++)
+			if (vals[i].slot < l->nslots)
+				l->slots[vals[i].slot / 64] |= 1ull << (vals[i].slot % 64);
+		in = out;
+		first = false;
+	}
+	/* maps this open made are all zero: a slot's first use needs no reset */
+	if (!l->adopted)
+		memset(l->clean, 0xff, (l->nslots + 63) / 64 * sizeof(uint64_t));
+	/* portres_pbits as it is (this loader writes it from now on) */
+	n = PORTRES_PBITS_WORDS;
+	{
+		uint32_t *wk = calloc(PORTRES_PBITS_WORDS, sizeof(*wk));
+
+		if (!wk) {
+			err = -ENOMEM;
+			goto out;
+		}
+		if (bpf_map_lookup_batch(fd_of(l->skel->maps.portres_pbits), NULL, &words, wk, l->pbits, &n, NULL) &&
+		    errno != ENOENT)
+			err = -errno;
+		/* an array's batch gives its keys in order: word i at i */
+		for (i = 0; !err && i < n; i++)
+			if (wk[i] != i)
+				err = -EIO;
+		free(wk);
+	}
+out:
+	free(keys);
+	free(vals);
+	return err;
 }
 
 /* Takes a free slot and zeroes its counters on every CPU. */
@@ -841,6 +890,12 @@ static int slot_take(struct portres_loader *l, uint32_t *slot)
 	*slot = i * 64 + __builtin_ctzll(~l->slots[i]);
 	if (*slot >= l->nslots)
 		return -ENOSPC;
+	if (l->clean[*slot / 64] & (1ull << (*slot % 64))) {
+		/* never used since the maps were made: counters and state are zero */
+		l->clean[*slot / 64] &= ~(1ull << (*slot % 64));
+		l->slots[*slot / 64] |= 1ull << (*slot % 64);
+		return 0;
+	}
 	if (ncpu < 0)
 		return ncpu;
 	vals = calloc(ncpu, sizeof(*vals));
@@ -915,11 +970,13 @@ int portres_resv_add(struct portres_loader *l, uint64_t token, const struct port
 	    (r->kind != PORTRES_KIND_PERSISTENT && r->kind != PORTRES_KIND_RUNTIME) ||
 	    r->mode > PORTRES_MODE_ADVISORY)
 		return -EINVAL;
-	if (!bpf_map_lookup_elem(rfd, &token, &cur))
-		return -EEXIST;
+	/*
+	 * A token in use: the reservation's BPF_NOEXIST below says so (and its
+	 * ports go again), or, where its ports were in the way, a look here.
+	 */
 	end = (uint32_t)r->start + r->count;
 	if ((err = ports_free(l, r, end, first)))
-		return err;
+		return err == -EADDRINUSE && !bpf_map_lookup_elem(rfd, &token, &cur) ? -EEXIST : err;
 	cur = *r;
 	cur.flags = 0;
 	cur.next = 0;
@@ -960,7 +1017,19 @@ static void del_grants_of(struct portres_loader *l, uint64_t token)
 	}
 }
 
+static int resv_del(struct portres_loader *l, uint64_t token, bool grants);
+
 int portres_resv_del(struct portres_loader *l, uint64_t token)
+{
+	return resv_del(l, token, true);
+}
+
+int portres_resv_del_nogrants(struct portres_loader *l, uint64_t token)
+{
+	return resv_del(l, token, false);
+}
+
+static int resv_del(struct portres_loader *l, uint64_t token, bool grants)
 {
 	struct portres_resv r;
 
@@ -971,7 +1040,8 @@ int portres_resv_del(struct portres_loader *l, uint64_t token)
 		return -errno;
 	del_ports(l, token, &r, (uint32_t)r.start + r.count);
 	slot_put(l, r.slot);
-	del_grants_of(l, token);
+	if (grants)
+		del_grants_of(l, token);
 	return 0;
 }
 

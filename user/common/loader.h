@@ -68,6 +68,12 @@ int portres_cgroup_id(const char *path, uint64_t *id);
  */
 int portres_resv_add(struct portres_loader *l, uint64_t token, const struct portres_resv *r);
 int portres_resv_del(struct portres_loader *l, uint64_t token);
+/*
+ * As portres_resv_del, for a caller that deleted the reservation's grants
+ * itself or knows it has none: portres_resv_del walks the whole grants map
+ * for them (a call per grant of every reservation), this does not.
+ */
+int portres_resv_del_nogrants(struct portres_loader *l, uint64_t token);
 int portres_resv_get(struct portres_loader *l, uint64_t token, struct portres_resv *r);
 /* Changes mode (counters, claims and what the data plane wrote untouched). */
 int portres_resv_set_mode(struct portres_loader *l, uint64_t token, uint8_t mode);

@@ -358,7 +358,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 err_anchor:
 	portres_anchor_del(a->loader, fd, token);
 err_map:
-	portres_resv_del(a->loader, token);
+	portres_resv_del_nogrants(a->loader, token); /* a runtime one has none */
 err_dup:
 	close(u->fd);
 	free(u);

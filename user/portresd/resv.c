@@ -327,7 +327,7 @@ err_grants:
 		g--;
 		portres_grant_del(a->loader, r->token, r->sr->grants[g].type, r->sr->grants[g].id);
 	}
-	portres_resv_del(a->loader, r->token);
+	portres_resv_del_nogrants(a->loader, r->token);
 	return err;
 }
 
@@ -345,7 +345,8 @@ void resv_unload(struct agent *a, struct resv *r)
 		attach_del(a, i);
 		cgroup_map_sync(a, id); /* the cgroup's block of the other protocol stays */
 	}
-	err = portres_resv_del(a->loader, r->token);
+	/* its grants went just above: no walk of every grant of every reservation */
+	err = portres_resv_del_nogrants(a->loader, r->token);
 	if (err && err != -ENOENT)
 		log_msg(LOG_WARN, "maps", "deleting token %016llx: %s", (unsigned long long)r->token, strerror(-err));
 }
