@@ -1480,14 +1480,14 @@ static int anchor_edit(struct portres_sk *ps, const void *arg)
 	return 0;
 }
 
-static int anchor_op(struct portres_loader *l, int sockfd, int op, uint64_t token)
+static int anchor_op(struct portres_loader *l, int sockfd, int op, uint64_t token, bool check)
 {
 	struct portres_anchor_op a = { .token = token };
 	int err;
 
 	if (!token)
 		return -EINVAL;
-	if ((err = check_anchor(sockfd)))
+	if (check && (err = check_anchor(sockfd)))
 		return err;
 	/* No setsockopt program to ask: the storage is written from here. */
 	if (l->assoc == PORTRES_ASSOC_AGENT)
@@ -1514,12 +1514,22 @@ int portres_sk_associate(struct portres_loader *l, int sockfd, uint64_t token)
 
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token)
 {
-	return anchor_op(l, sockfd, PORTRES_ANCHOR_ADD, token);
+	return anchor_op(l, sockfd, PORTRES_ANCHOR_ADD, token, true);
 }
 
 int portres_anchor_del(struct portres_loader *l, int sockfd, uint64_t token)
 {
-	return anchor_op(l, sockfd, PORTRES_ANCHOR_DEL, token);
+	return anchor_op(l, sockfd, PORTRES_ANCHOR_DEL, token, true);
+}
+
+int portres_anchor_add_checked(struct portres_loader *l, int sockfd, uint64_t token)
+{
+	return anchor_op(l, sockfd, PORTRES_ANCHOR_ADD, token, false);
+}
+
+int portres_anchor_del_checked(struct portres_loader *l, int sockfd, uint64_t token)
+{
+	return anchor_op(l, sockfd, PORTRES_ANCHOR_DEL, token, false);
 }
 
 static int on_ringbuf(void *ctx, void *data, size_t size)

@@ -121,6 +121,12 @@ int portres_cgroup_foreach(struct portres_loader *l,
  */
 int portres_anchor_add(struct portres_loader *l, int sockfd, uint64_t token);
 int portres_anchor_del(struct portres_loader *l, int sockfd, uint64_t token);
+/*
+ * The same for a socket the caller checked is TCP or UDP over IPv4/IPv6
+ * (the loader asks the kernel again otherwise: two getsockopt calls).
+ */
+int portres_anchor_add_checked(struct portres_loader *l, int sockfd, uint64_t token);
+int portres_anchor_del_checked(struct portres_loader *l, int sockfd, uint64_t token);
 
 /*
  * Associates sockfd with token, as portres_setsopt does for setsockopt

@@ -271,7 +271,7 @@ static void undo_acquire(struct agent *a, void *arg)
 {
 	struct undo_acquire *u = arg;
 
-	portres_anchor_del(a->loader, u->fd, u->token);
+	portres_anchor_del_checked(a->loader, u->fd, u->token); /* a copy of the socket check_socket passed */
 	undo_add(a, &u->token);
 }
 
@@ -336,7 +336,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 		fail(rp, -err, "cannot add %s: %s", range_str(r.proto, r.start, r.count).s, strerror(-err));
 		goto err_dup;
 	}
-	if ((err = portres_anchor_add(a->loader, fd, token))) {
+	if ((err = portres_anchor_add_checked(a->loader, fd, token))) {
 		fail(rp, -err, "cannot tie the reservation to the socket: %s", strerror(-err));
 		goto err_map;
 	}
@@ -356,7 +356,7 @@ static int op_acquire(struct agent *a, const struct peer *p, const struct proto_
 				"proto", state_proto_name(r.proto), "start", r.start, "count", r.count, "pid", p->pid));
 	return 0;
 err_anchor:
-	portres_anchor_del(a->loader, fd, token);
+	portres_anchor_del_checked(a->loader, fd, token);
 err_map:
 	portres_resv_del_nogrants(a->loader, token); /* a runtime one has none */
 err_dup:
