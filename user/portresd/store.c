@@ -24,6 +24,20 @@
 #include "portres_abi.h"
 #include "store.h"
 
+/* reservation_list since schema 2: both tables (made again by a migration that rebuilds one) */
+#define VIEW_2                                                                                                      \
+	"CREATE VIEW reservation_list AS\n"                                                                        \
+	"  SELECT printf('%016x', token) AS token, kind, netns, proto, start, start + count - 1 AS last, mode,\n"    \
+	"         name, uid, pid, datetime(created, 'unixepoch') AS created,\n"                                     \
+	"         (SELECT group_concat(type || ':' || id, ',') FROM grants g WHERE g.token = r.token) AS grants\n"  \
+	"  FROM reservations r\n"                                                                                   \
+	"  UNION ALL\n"                                                                                             \
+	"  SELECT printf('%016x', token), 'runtime', netns, proto, start, start + count - 1, 'enforce', NULL, uid, "  \
+	"pid,\n"                                                                                                    \
+	"         datetime(created, 'unixepoch'), NULL\n"                                                          \
+	"  FROM runtime\n"                                                                                          \
+	"  ORDER BY netns, proto, start;\n"
+
 /*
  * Schema versions: migrations[v] takes a database from user_version v to
  * v + 1. A new version appends one; nothing is ever edited in place.
@@ -122,16 +136,7 @@ static const char *const migrations[] = {
 	"ALTER TABLE attachments_2 RENAME TO attachments;\n"
 	"CREATE INDEX attachments_token ON attachments (token);\n"
 	"DELETE FROM reservations WHERE kind = 'runtime';\n"
-	"CREATE VIEW reservation_list AS\n"
-	"  SELECT printf('%016x', token) AS token, kind, netns, proto, start, start + count - 1 AS last, mode,\n"
-	"         name, uid, pid, datetime(created, 'unixepoch') AS created,\n"
-	"         (SELECT group_concat(type || ':' || id, ',') FROM grants g WHERE g.token = r.token) AS grants\n"
-	"  FROM reservations r\n"
-	"  UNION ALL\n"
-	"  SELECT printf('%016x', token), 'runtime', netns, proto, start, start + count - 1, 'enforce', NULL, uid, pid,\n"
-	"         datetime(created, 'unixepoch'), NULL\n"
-	"  FROM runtime\n"
-	"  ORDER BY netns, proto, start;\n",
+	VIEW_2,
 	/*
 	 * 2 -> 3: persistent rows in the order they were made. Keyed by their
 	 * random token, each create wrote a page of the table's B-tree of its
@@ -164,16 +169,7 @@ static const char *const migrations[] = {
 	"DROP VIEW reservation_list;\n"
 	"DROP TABLE reservations;\n"
 	"ALTER TABLE reservations_3 RENAME TO reservations;\n"
-	"CREATE VIEW reservation_list AS\n"
-	"  SELECT printf('%016x', token) AS token, kind, netns, proto, start, start + count - 1 AS last, mode,\n"
-	"         name, uid, pid, datetime(created, 'unixepoch') AS created,\n"
-	"         (SELECT group_concat(type || ':' || id, ',') FROM grants g WHERE g.token = r.token) AS grants\n"
-	"  FROM reservations r\n"
-	"  UNION ALL\n"
-	"  SELECT printf('%016x', token), 'runtime', netns, proto, start, start + count - 1, 'enforce', NULL, uid, pid,\n"
-	"         datetime(created, 'unixepoch'), NULL\n"
-	"  FROM runtime\n"
-	"  ORDER BY netns, proto, start;\n",
+	VIEW_2,
 };
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -232,6 +228,14 @@ struct rec {
 	char *k, *v;    /* meta */
 };
 
+/* A thread of the store's, woken through its condition variable (lock held to change what it waits for). */
+struct bg {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool running, stop;
+};
+
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S__COUNT];
@@ -250,10 +254,8 @@ struct store {
 	/* the checkpointer: its own connection and thread, woken when the WAL has grown */
 	struct {
 		sqlite3 *db;
-		pthread_t thread;
-		pthread_mutex_t lock;
-		pthread_cond_t wake;
-		bool running, due, stop;
+		struct bg bg;
+		bool due;
 	} ckpt;
 	/*
 	 * The syncer: the fdatasync of the WAL that makes durable commits
@@ -261,13 +263,12 @@ struct store {
 	 * turn meanwhile (see store_sync_request).
 	 */
 	struct {
-		pthread_t thread;
-		pthread_mutex_t lock;
-		pthread_cond_t wake, synced;
+		struct bg bg;
+		pthread_cond_t synced;
 		uint64_t want, done;     /* generations asked for, and synced */
 		uint64_t bad_from, bad_to; /* generations whose sync failed (0: none), with bad_err */
 		int bad_err;
-		bool running, stop, dirty; /* dirty: a durable commit since the last request */
+		bool dirty;              /* a durable commit since the last request */
 		bool dir_synced;         /* the WAL's directory entry too, once */
 		int efd;                 /* eventfd: a sync finished */
 		int walfd;
@@ -659,6 +660,44 @@ static int finish_import(struct store *s, const char *dir, char *err, size_t err
 	return 0;
 }
 
+/* A thread running fn(arg); 0 or an errno. Signals stay the main thread's (its signalfd): all blocked in it. */
+static int thread_start(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(th, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+static int bg_start(struct bg *t, void *(*fn)(void *), void *arg)
+{
+	int rc;
+
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->wake, NULL);
+	rc = thread_start(&t->thread, fn, arg);
+	t->running = rc == 0;
+	return rc;
+}
+
+/* Tells t to stop and waits for it; false if it did not run. */
+static bool bg_stop(struct bg *t)
+{
+	if (!t->running)
+		return false;
+	pthread_mutex_lock(&t->lock);
+	t->stop = true;
+	pthread_cond_signal(&t->wake);
+	pthread_mutex_unlock(&t->lock);
+	pthread_join(t->thread, NULL);
+	t->running = false;
+	return true;
+}
+
 /*
  * Checkpoints (the WAL's pages copied into the database, which is synced)
  * run in a thread of their own on a second connection, so that a commit
@@ -673,19 +712,19 @@ static void *checkpointer(void *arg)
 {
 	struct store *s = arg;
 
-	pthread_mutex_lock(&s->ckpt.lock);
+	pthread_mutex_lock(&s->ckpt.bg.lock);
 	for (;;) {
-		while (!s->ckpt.due && !s->ckpt.stop)
-			pthread_cond_wait(&s->ckpt.wake, &s->ckpt.lock);
-		if (s->ckpt.stop)
+		while (!s->ckpt.due && !s->ckpt.bg.stop)
+			pthread_cond_wait(&s->ckpt.bg.wake, &s->ckpt.bg.lock);
+		if (s->ckpt.bg.stop)
 			break;
 		s->ckpt.due = false;
-		pthread_mutex_unlock(&s->ckpt.lock);
+		pthread_mutex_unlock(&s->ckpt.bg.lock);
 		/* a failure (a full disk) is tried again when the WAL grows on */
 		sqlite3_wal_checkpoint_v2(s->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-		pthread_mutex_lock(&s->ckpt.lock);
+		pthread_mutex_lock(&s->ckpt.bg.lock);
 	}
-	pthread_mutex_unlock(&s->ckpt.lock);
+	pthread_mutex_unlock(&s->ckpt.bg.lock);
 	return NULL;
 }
 
@@ -695,18 +734,17 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 
 	(void)db;
 	(void)name;
-	if (pages >= STORE_CKPT_PAGES && s->ckpt.running) {
-		pthread_mutex_lock(&s->ckpt.lock);
+	if (pages >= STORE_CKPT_PAGES && s->ckpt.bg.running) {
+		pthread_mutex_lock(&s->ckpt.bg.lock);
 		s->ckpt.due = true;
-		pthread_cond_signal(&s->ckpt.wake);
-		pthread_mutex_unlock(&s->ckpt.lock);
+		pthread_cond_signal(&s->ckpt.bg.wake);
+		pthread_mutex_unlock(&s->ckpt.bg.lock);
 	}
 	return SQLITE_OK;
 }
 
 static int checkpointer_start(struct store *s, char *err, size_t errlen)
 {
-	sigset_t all, old;
 	int rc = sqlite3_open_v2(s->path, &s->ckpt.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX,
 				 NULL);
 
@@ -716,19 +754,11 @@ static int checkpointer_start(struct store *s, char *err, size_t errlen)
 		return fail(err, errlen, sql_errno(NULL, rc), "%s: cannot open a second connection: %s", s->path,
 			    sqlite3_errstr(rc));
 	}
-	pthread_mutex_init(&s->ckpt.lock, NULL);
-	pthread_cond_init(&s->ckpt.wake, NULL);
-	/* signals are the main thread's (its signalfd): the thread starts with all of them blocked */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&s->ckpt.thread, NULL, checkpointer, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc) {
+	if ((rc = bg_start(&s->ckpt.bg, checkpointer, s))) {
 		sqlite3_close(s->ckpt.db);
 		s->ckpt.db = NULL;
 		return fail(err, errlen, -rc, "%s: cannot start the checkpointer: %s", s->path, strerror(rc));
 	}
-	s->ckpt.running = true;
 	exec(s, "PRAGMA wal_autocheckpoint = 0");
 	sqlite3_wal_hook(s->db, wal_hook, s);
 	return 0;
@@ -736,15 +766,8 @@ static int checkpointer_start(struct store *s, char *err, size_t errlen)
 
 static void checkpointer_stop(struct store *s)
 {
-	if (!s->ckpt.running)
-		return;
-	pthread_mutex_lock(&s->ckpt.lock);
-	s->ckpt.stop = true;
-	pthread_cond_signal(&s->ckpt.wake);
-	pthread_mutex_unlock(&s->ckpt.lock);
-	pthread_join(s->ckpt.thread, NULL);
-	sqlite3_close(s->ckpt.db);
-	s->ckpt.running = false;
+	if (bg_stop(&s->ckpt.bg))
+		sqlite3_close(s->ckpt.db);
 }
 
 /*
@@ -793,16 +816,16 @@ static void *syncer(void *arg)
 	uint64_t target, one = 1;
 	int rc;
 
-	pthread_mutex_lock(&s->sync.lock);
+	pthread_mutex_lock(&s->sync.bg.lock);
 	for (;;) {
-		while (s->sync.want == s->sync.done && !s->sync.stop)
-			pthread_cond_wait(&s->sync.wake, &s->sync.lock);
+		while (s->sync.want == s->sync.done && !s->sync.bg.stop)
+			pthread_cond_wait(&s->sync.bg.wake, &s->sync.bg.lock);
 		if (s->sync.want == s->sync.done)
 			break; /* stopping, nothing left to sync */
 		target = s->sync.want;
-		pthread_mutex_unlock(&s->sync.lock);
+		pthread_mutex_unlock(&s->sync.bg.lock);
 		rc = sync_wal(s);
-		pthread_mutex_lock(&s->sync.lock);
+		pthread_mutex_lock(&s->sync.bg.lock);
 		if (rc) {
 			/* failures one after another are one range (a success between them counts as failed too) */
 			if (!s->sync.bad_err)
@@ -816,44 +839,30 @@ static void *syncer(void *arg)
 			/* the counter cannot overflow with 1 a sync; the loop reads it every turn */
 		}
 	}
-	pthread_mutex_unlock(&s->sync.lock);
+	pthread_mutex_unlock(&s->sync.bg.lock);
 	return NULL;
 }
 
 static int syncer_start(struct store *s, char *err, size_t errlen)
 {
-	sigset_t all, old;
 	int rc;
 
 	if ((s->sync.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return fail(err, errlen, -errno, "%s: eventfd: %s", s->path, strerror(errno));
-	pthread_mutex_init(&s->sync.lock, NULL);
-	pthread_cond_init(&s->sync.wake, NULL);
 	pthread_cond_init(&s->sync.synced, NULL);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&s->sync.thread, NULL, syncer, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc) {
+	if ((rc = bg_start(&s->sync.bg, syncer, s))) {
 		close(s->sync.efd);
 		s->sync.efd = -1;
 		return fail(err, errlen, -rc, "%s: cannot start the syncer: %s", s->path, strerror(rc));
 	}
-	s->sync.running = true;
 	return 0;
 }
 
 /* Stops the syncer once everything asked for is synced. */
 static void syncer_stop(struct store *s)
 {
-	if (!s->sync.running)
+	if (!bg_stop(&s->sync.bg))
 		return;
-	pthread_mutex_lock(&s->sync.lock);
-	s->sync.stop = true;
-	pthread_cond_signal(&s->sync.wake);
-	pthread_mutex_unlock(&s->sync.lock);
-	pthread_join(s->sync.thread, NULL);
-	s->sync.running = false;
 	close(s->sync.efd);
 	s->sync.efd = -1;
 	if (s->sync.walfd >= 0)
@@ -870,15 +879,15 @@ uint64_t store_sync_request(struct store *s)
 {
 	uint64_t gen = 0;
 
-	if (!s->sync.running)
+	if (!s->sync.bg.running)
 		return 0;
-	pthread_mutex_lock(&s->sync.lock);
+	pthread_mutex_lock(&s->sync.bg.lock);
 	if (s->sync.dirty) {
 		s->sync.dirty = false;
 		gen = ++s->sync.want;
-		pthread_cond_signal(&s->sync.wake);
+		pthread_cond_signal(&s->sync.bg.wake);
 	}
-	pthread_mutex_unlock(&s->sync.lock);
+	pthread_mutex_unlock(&s->sync.bg.lock);
 	return gen;
 }
 
@@ -886,16 +895,16 @@ uint64_t store_synced(struct store *s, bool wait_for, uint64_t gen)
 {
 	uint64_t done, n;
 
-	if (!s->sync.running)
+	if (!s->sync.bg.running)
 		return UINT64_MAX;
 	if (read(s->sync.efd, &n, sizeof(n)) < 0) {
 		/* EAGAIN: no sync finished since the last read */
 	}
-	pthread_mutex_lock(&s->sync.lock);
+	pthread_mutex_lock(&s->sync.bg.lock);
 	while (wait_for && s->sync.done < gen)
-		pthread_cond_wait(&s->sync.synced, &s->sync.lock);
+		pthread_cond_wait(&s->sync.synced, &s->sync.bg.lock);
 	done = s->sync.done;
-	pthread_mutex_unlock(&s->sync.lock);
+	pthread_mutex_unlock(&s->sync.bg.lock);
 	return done;
 }
 
@@ -903,15 +912,15 @@ int store_sync_result(struct store *s, uint64_t gen, char *err, size_t errlen)
 {
 	int rc = 0;
 
-	if (!s->sync.running)
+	if (!s->sync.bg.running)
 		return 0;
-	pthread_mutex_lock(&s->sync.lock);
+	pthread_mutex_lock(&s->sync.bg.lock);
 	if (s->sync.bad_err && gen >= s->sync.bad_from && gen <= s->sync.bad_to)
 		rc = s->sync.bad_err;
 	/* reported once: the caller asks in order */
 	if (s->sync.bad_err && gen >= s->sync.bad_to)
 		s->sync.bad_err = 0;
-	pthread_mutex_unlock(&s->sync.lock);
+	pthread_mutex_unlock(&s->sync.bg.lock);
 	if (rc)
 		return fail(err, errlen, rc == -ENOSPC ? -ENOSPC : -EIO,
 			    "%s-wal: written but cannot be synced to disk (%s): the change is in effect, but a crash of "
@@ -921,13 +930,8 @@ int store_sync_result(struct store *s, uint64_t gen, char *err, size_t errlen)
 
 static int checker_start(struct store *s, char *err, size_t errlen)
 {
-	sigset_t all, old;
-	int rc;
+	int rc = thread_start(&s->check.thread, checker, s);
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&s->check.thread, NULL, checker, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc)
 		return fail(err, errlen, -rc, "%s: cannot start the check: %s", s->path, strerror(rc));
 	s->check.running = true;
@@ -1710,7 +1714,7 @@ int store_commit(struct store *s, char *err, size_t errlen)
 	 * nothing, one of the machine may. Not a prepared statement: SQLite
 	 * applies this pragma when it compiles it.
 	 */
-	if (s->sync.running)
+	if (s->sync.bg.running)
 		durable_sync = false; /* the syncer's fdatasync makes it durable: store_sync_request */
 	else
 		durable_sync = durable;
@@ -1725,7 +1729,7 @@ int store_commit(struct store *s, char *err, size_t errlen)
 		rc = exec_rec(s, n);
 	if (!rc && !(rc = step(s, S_COMMIT))) {
 		drop_recs(s, true);
-		s->sync.dirty |= durable && s->sync.running;
+		s->sync.dirty |= durable && s->sync.bg.running;
 		return 0;
 	}
 fail:
