@@ -2,7 +2,7 @@
 /*
  * test_lifetime.c - a runtime reservation ends when its socket closes, its
  * process exits or is killed, or on release; its block and sysctl entries
- * are free again afterwards.
+ * are free again afterwards, also when the release ring overflowed.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -178,4 +179,46 @@ Test(lifetime, socket_of_another_netns)
 	cr_assert_eq(ag_in_child(acquire_in_new_netns, NULL), 0);
 	cr_assert_str_eq(ag_sysctl(), "", "the agent's own netns was changed: %s", ag_sysctl());
 	cr_assert(ag_log_has("socket closed"));
+}
+
+/*
+ * Releases lost to a full ring (issue "Hardening", item 2, in the agent):
+ * anchors close while the agent is stopped, more than the release ring
+ * holds (64 KiB, ~680 events). Once it runs again it reads what the ring
+ * kept, sees the data plane counted more closes, and its sweep ends the
+ * rest: every reservation goes, and the log says some were found so.
+ */
+#define LOST_ANCHORS 1000
+
+Test(lifetime, releases_beyond_the_ring_found_by_the_sweep)
+{
+	static int fds[LOST_ANCHORS];
+	static struct portres_instance in[LOST_ANCHORS];
+	struct rlimit rl = { LOST_ANCHORS + 256, LOST_ANCHORS + 256 };
+	json_t *r;
+	int left = -1;
+
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0, "%s", strerror(errno));
+	ag_start(NULL);
+	for (int i = 0; i < LOST_ANCHORS; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert(fds[i] >= 0);
+		cr_assert_eq(portres_acquire(fds[i], &(struct portres_range){ 0, 1 }, &in[i]), 0, "acquire %d: %s", i,
+			     strerror(errno));
+	}
+	cr_assert_eq(kill(ag.pid, SIGSTOP), 0);
+	for (int i = 0; i < LOST_ANCHORS; i++)
+		close(fds[i]);
+	cr_assert_eq(kill(ag.pid, SIGCONT), 0);
+	/* every one ends: by its event, or by the sweep */
+	for (int t = 0; t < 500 && left; t++) {
+		r = ag_req("{\"v\":1,\"op\":\"status\"}", -1);
+		left = (int)json_integer_value(json_object_get(json_object_get(r, "reservations"), "runtime"));
+		json_decref(r);
+		if (left)
+			usleep(10000);
+	}
+	cr_assert_eq(left, 0, "%d runtime reservations outlived their anchors", left);
+	cr_expect(!ag_has_token(in[LOST_ANCHORS - 1].token));
+	cr_expect(ag_log_has("found by the sweep"), "no reservation was ended by the sweep: did the ring not overflow?");
 }

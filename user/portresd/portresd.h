@@ -198,6 +198,7 @@ struct agent {
 	uint64_t requests, errors, events_seen;
 	uint64_t commits, commit_failures;
 	uint64_t released_seen, released_events; /* data plane's count of anchor closes; RELEASED events received */
+	long long sweep_looked_ms;                 /* when runtime_sweep last read that count (CLOCK_MONOTONIC_COARSE) */
 	size_t n_clients, n_subscribers;
 	void *mhd;            /* struct MHD_Daemon * */
 	bool attach_dirty;    /* st.attach changed: cgwatch_sync at the end of the loop's turn */

@@ -19,8 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "portresd.h"
@@ -381,15 +382,29 @@ static int sweep_one(uint64_t token, void *arg)
 /*
  * Backstop for RELEASED events lost to a full ring buffer: when the data
  * plane counted more anchor closes than events arrived, every reservation
- * marked dead is ended (a few system calls for the whole map). Events still
- * in flight then count twice, which can hide a later loss until the next.
+ * marked dead is ended (a few system calls for the whole map). Looked at
+ * every RUNTIME_SWEEP_MS, not every turn (reading the count is a system
+ * call); events still in the ring are read first, so that a close whose
+ * event is merely on its way costs no sweep. Events still in flight after
+ * that count twice, which can hide a later loss until the next.
  */
+#define RUNTIME_SWEEP_MS 100
+
 void runtime_sweep(struct agent *a)
 {
+	struct timespec now;
+	long long ms;
 	uint64_t n;
 
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	if (ms - a->sweep_looked_ms < RUNTIME_SWEEP_MS)
+		return;
+	a->sweep_looked_ms = ms;
 	if (portres_released_count(a->loader, &n) || n == a->released_seen)
 		return;
+	if (n > a->released_events)
+		portres_events_poll(a->loader, 0);
 	a->released_seen = n;
 	if (n > a->released_events)
 		portres_dead_foreach(a->loader, sweep_one, a);
