@@ -337,7 +337,8 @@ int batch_commit(struct agent *a, char *err, size_t errlen, bool wait)
 	struct batch *b = a->batch;
 	struct netns *ns, *tmp;
 	uint64_t gen;
-	int ret;
+	bool here;
+	int ret, sret;
 
 	/* records a failed commit kept are retried even when nothing else happened */
 	if (!batch_open(a) && !store_pending(a->store)) {
@@ -385,7 +386,24 @@ int batch_commit(struct agent *a, char *err, size_t errlen, bool wait)
 			p->reply = proto_err_reply(ret == -EBADMSG ? EIO : -ret, err);
 		}
 	}
-	gen = ret ? 0 : store_sync_request(a->store);
+	/*
+	 * A lone request with nothing waiting before it (one client at a time):
+	 * its sync made here, without the hand-off to the syncer and back.
+	 */
+	here = wait || (!b->wait_tail && b->n_pend <= 1);
+	gen = ret ? 0 : store_sync_request(a->store, here);
+	if (gen && here) {
+		if ((sret = store_sync_result(a->store, gen, err, errlen))) {
+			log_msg(LOG_ERR, "store", "%s", err);
+			for (size_t i = 0; i < b->n_pend; i++) {
+				if (b->pend[i].changed) {
+					free(b->pend[i].reply);
+					b->pend[i].reply = proto_err_reply(EIO, err);
+				}
+			}
+		}
+		gen = 0;
+	}
 	if (!gen && b->wait_tail)
 		gen = b->wait_tail->gen;
 	if (gen && (b->n_pend || b->n_ev)) {

@@ -269,7 +269,6 @@ struct store {
 		uint64_t bad_from, bad_to; /* generations whose sync failed (0: none), with bad_err */
 		int bad_err;
 		bool dirty;              /* a durable commit since the last request */
-		bool dir_synced;         /* the WAL's directory entry too, once */
 		int efd;                 /* eventfd: a sync finished */
 		int walfd;
 	} sync;
@@ -778,36 +777,45 @@ static void checkpointer_stop(struct store *s)
  * turn's changes; their replies wait for the sync that covers them
  * (store_sync_request, store_synced).
  */
-static int sync_wal(struct store *s)
+/*
+ * The WAL, opened once for its syncs (the connections keep it while they
+ * are open), and its name made durable once: the directory synced, as
+ * SQLite itself does at a new WAL's first sync.
+ */
+static int wal_open(struct store *s, char *err, size_t errlen)
 {
 	char wal[PATH_MAX + 32], dir[PATH_MAX + 16], *slash;
-	int fd;
+	int fd, rc = 0;
 
-	if (s->sync.walfd < 0) {
-		snprintf(wal, sizeof(wal), "%s-wal", s->path);
-		if ((s->sync.walfd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
-			return -errno;
-	}
-	if (fdatasync(s->sync.walfd))
-		return -errno;
-	/* a new WAL's name: synced once, as SQLite itself does at its first sync */
-	if (!s->sync.dir_synced) {
-		snprintf(dir, sizeof(dir), "%s", s->path);
-		slash = strrchr(dir, '/');
-		if (slash)
-			*slash = '\0';
-		if ((fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-			return -errno;
-		if (fsync(fd)) {
-			int err = -errno;
-
-			close(fd);
-			return err;
-		}
+	snprintf(wal, sizeof(wal), "%s-wal", s->path);
+	if ((s->sync.walfd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return fail(err, errlen, -errno, "%s: %s", wal, strerror(errno));
+	snprintf(dir, sizeof(dir), "%s", s->path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	if ((fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || fsync(fd))
+		rc = fail(err, errlen, -errno, "%s: cannot sync its directory: %s", wal, strerror(errno));
+	if (fd >= 0)
 		close(fd);
-		s->sync.dir_synced = true;
+	return rc;
+}
+
+/* With the lock held: the sync up to target returned rc. */
+static void sync_done(struct store *s, uint64_t target, int rc)
+{
+	if (rc) {
+		/* failures one after another are one range (a success between them counts as failed too) */
+		if (!s->sync.bad_err)
+			s->sync.bad_from = s->sync.done + 1;
+		if (target > s->sync.bad_to)
+			s->sync.bad_to = target;
+		s->sync.bad_err = rc;
 	}
-	return 0;
+	/* the loop's own syncs (store_sync_request here) may finish before an earlier one of the thread */
+	if (target > s->sync.done)
+		s->sync.done = target;
+	pthread_cond_broadcast(&s->sync.synced);
 }
 
 static void *syncer(void *arg)
@@ -824,17 +832,9 @@ static void *syncer(void *arg)
 			break; /* stopping, nothing left to sync */
 		target = s->sync.want;
 		pthread_mutex_unlock(&s->sync.bg.lock);
-		rc = sync_wal(s);
+		rc = fdatasync(s->sync.walfd) ? -errno : 0;
 		pthread_mutex_lock(&s->sync.bg.lock);
-		if (rc) {
-			/* failures one after another are one range (a success between them counts as failed too) */
-			if (!s->sync.bad_err)
-				s->sync.bad_from = s->sync.done + 1;
-			s->sync.bad_to = target;
-			s->sync.bad_err = rc;
-		}
-		s->sync.done = target;
-		pthread_cond_broadcast(&s->sync.synced);
+		sync_done(s, target, rc);
 		if (write(s->sync.efd, &one, sizeof(one)) < 0) {
 			/* the counter cannot overflow with 1 a sync; the loop reads it every turn */
 		}
@@ -847,6 +847,8 @@ static int syncer_start(struct store *s, char *err, size_t errlen)
 {
 	int rc;
 
+	if ((rc = wal_open(s, err, errlen)))
+		return rc;
 	if ((s->sync.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return fail(err, errlen, -errno, "%s: eventfd: %s", s->path, strerror(errno));
 	pthread_cond_init(&s->sync.synced, NULL);
@@ -861,9 +863,9 @@ static int syncer_start(struct store *s, char *err, size_t errlen)
 /* Stops the syncer once everything asked for is synced. */
 static void syncer_stop(struct store *s)
 {
-	if (!bg_stop(&s->sync.bg))
-		return;
-	close(s->sync.efd);
+	bg_stop(&s->sync.bg);
+	if (s->sync.efd >= 0)
+		close(s->sync.efd);
 	s->sync.efd = -1;
 	if (s->sync.walfd >= 0)
 		close(s->sync.walfd);
@@ -875,19 +877,26 @@ int store_sync_fd(const struct store *s)
 	return s->sync.efd;
 }
 
-uint64_t store_sync_request(struct store *s)
+uint64_t store_sync_request(struct store *s, bool here)
 {
 	uint64_t gen = 0;
+	int rc;
 
-	if (!s->sync.bg.running)
+	if (!s->sync.bg.running || !s->sync.dirty)
 		return 0;
+	s->sync.dirty = false;
 	pthread_mutex_lock(&s->sync.bg.lock);
-	if (s->sync.dirty) {
-		s->sync.dirty = false;
-		gen = ++s->sync.want;
+	gen = ++s->sync.want;
+	if (!here)
 		pthread_cond_signal(&s->sync.bg.wake);
-	}
 	pthread_mutex_unlock(&s->sync.bg.lock);
+	if (here) {
+		/* no hand-off to the thread and back: two wake-ups saved where nothing else waits */
+		rc = fdatasync(s->sync.walfd) ? -errno : 0;
+		pthread_mutex_lock(&s->sync.bg.lock);
+		sync_done(s, gen, rc);
+		pthread_mutex_unlock(&s->sync.bg.lock);
+	}
 	return gen;
 }
 

@@ -137,15 +137,16 @@ int store_commit(struct store *s, char *err, size_t errlen);
 /*
  * Durable commits are synced by a thread of the store (a file database):
  * store_commit writes the WAL, and store_sync_request asks for one
- * fdatasync covering every commit so far. It returns that sync's
- * generation, or 0 when no durable commit waits for one (an in-memory
- * database: always 0). When a sync finished, store_sync_fd (an eventfd)
+ * fdatasync covering every commit so far (with here, makes it in the
+ * calling thread before it returns). It returns that sync's generation,
+ * or 0 when no durable commit waits for one (an in-memory database:
+ * always 0). When a sync finished, store_sync_fd (an eventfd)
  * is readable; store_synced reads it and returns the newest generation
  * synced (with wait_for, once gen is). store_sync_result: 0 if gen's sync
  * succeeded, else -EIO or -ENOSPC with err (the change is in the database
  * and in effect, but not known to be on disk); asked in order of gen.
  */
-uint64_t store_sync_request(struct store *s);
+uint64_t store_sync_request(struct store *s, bool here);
 int store_sync_fd(const struct store *s);
 uint64_t store_synced(struct store *s, bool wait_for, uint64_t gen);
 int store_sync_result(struct store *s, uint64_t gen, char *err, size_t errlen);
