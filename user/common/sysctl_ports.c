@@ -203,20 +203,14 @@ char *portset_format(const struct portset *s)
 	return buf;
 }
 
-int portset_read(const char *path, struct portset *out)
+/* The whole text of path into buf (cap bytes); -EFBIG when it fills buf (it may be longer). */
+static int read_text(const char *path, char *buf, size_t cap)
 {
-	/* The longest text of a port set is under 300 KB (2-port blocks with 1-port gaps: 254 KB). */
-	size_t cap = 1 << 19, len = 0;
-	char *buf = malloc(cap);
-	int fd, err = 0;
+	size_t len = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), err = 0;
 
-	if (!buf)
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		free(buf);
+	if (fd < 0)
 		return -errno;
-	}
 	for (;;) {
 		ssize_t n = read(fd, buf + len, cap - 1 - len);
 
@@ -235,11 +229,31 @@ int portset_read(const char *path, struct portset *out)
 		}
 	}
 	close(fd);
-	if (!err) {
-		buf[len] = '\0';
-		err = portset_parse(buf, out);
+	buf[len] = '\0';
+	return err;
+}
+
+/*
+ * The kernel makes the whole text in the first read (room for it allocated
+ * and cleared in the kernel for each read, as big as the read asks), and a
+ * read at an offset returns nothing: a text is read whole or not at all. Most
+ * are short: 16 KiB first, and only a text that fills it is read again with
+ * room for the longest (under 300 KB: 2-port blocks with 1-port gaps, 254 KB).
+ */
+int portset_read(const char *path, struct portset *out)
+{
+	static const size_t caps[] = { 16 * 1024, 1 << 19 };
+	int err = -EFBIG;
+
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]) && err == -EFBIG; i++) {
+		char *buf = malloc(caps[i]);
+
+		if (!buf)
+			return -ENOMEM;
+		if (!(err = read_text(path, buf, caps[i])))
+			err = portset_parse(buf, out);
+		free(buf);
 	}
-	free(buf);
 	return err;
 }
 

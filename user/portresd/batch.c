@@ -64,7 +64,7 @@ struct group {
 	struct group *next;
 	uint64_t gen;
 	struct pending *pend;
-	size_t n_pend;
+	size_t n_pend, cap_pend;
 	json_t **ev;
 	size_t n_ev;
 };
@@ -282,7 +282,13 @@ void batch_synced(struct agent *a, bool wait)
 		b->wait_head = g->next;
 		if (!b->wait_head)
 			b->wait_tail = NULL;
-		free(g->pend);
+		/* its array serves the next batch (no malloc a batch) */
+		if (!b->pend) {
+			b->pend = g->pend;
+			b->cap_pend = g->cap_pend;
+		} else {
+			free(g->pend);
+		}
 		free(g->ev);
 		free(g);
 	}
@@ -313,6 +319,7 @@ static bool defer(struct agent *a, uint64_t gen, int ret)
 	g->gen = gen;
 	g->pend = b->pend;
 	g->n_pend = b->n_pend;
+	g->cap_pend = b->cap_pend;
 	b->pend = NULL;
 	b->cap_pend = 0;
 	if (b->wait_tail)
