@@ -596,7 +596,6 @@ static int slots_write(struct portres_loader *l, uint8_t proto, uint32_t p, uint
 	return 0;
 }
 
-/* The bits of mask in the portres_pbits word of (proto, p), set or cleared (the loader is the one writer). */
 /* Word w of portres_pbits written, and its copy kept (no read before a change). */
 static int pbits_write(struct portres_loader *l, uint32_t w, uint64_t v)
 {
@@ -607,6 +606,7 @@ static int pbits_write(struct portres_loader *l, uint32_t w, uint64_t v)
 	return err;
 }
 
+/* The bits of mask in the portres_pbits word of (proto, p), set or cleared (the loader is the one writer). */
 static int pbits_change(struct portres_loader *l, uint8_t proto, uint32_t p, uint64_t mask, bool on)
 {
 	uint32_t word = portres_pbits_word(proto, (uint16_t)p);
@@ -810,6 +810,25 @@ static int add_ports(struct portres_loader *l, uint64_t token, const struct port
 	return 0;
 }
 
+/* portres_pbits as it is into the loader's copy (this loader writes it from now on). */
+static int pbits_load(struct portres_loader *l)
+{
+	uint32_t *keys = calloc(PORTRES_PBITS_WORDS, sizeof(*keys)), n = PORTRES_PBITS_WORDS, out = 0;
+	int err = 0;
+
+	if (!keys)
+		return -ENOMEM;
+	if (bpf_map_lookup_batch(fd_of(l->skel->maps.portres_pbits), NULL, &out, keys, l->pbits, &n, NULL) &&
+	    errno != ENOENT)
+		err = -errno;
+	/* an array's batch gives its keys in order: word i at i */
+	for (uint32_t i = 0; !err && i < n; i++)
+		if (keys[i] != i)
+			err = -EIO;
+	free(keys);
+	return err;
+}
+
 /*
  * Counter slots: each reservation owns one index of the per-CPU array
  * portres_stats (portres_resv.slot). The bitmap is rebuilt from the
@@ -821,7 +840,7 @@ static int slots_init(struct portres_loader *l)
 	int fd = fd_of(l->skel->maps.portres_resv), err = 0;
 	uint64_t *keys = calloc(BATCH, sizeof(*keys)), in = 0, out = 0;
 	struct portres_resv *vals = calloc(BATCH, sizeof(*vals));
-	uint32_t i, n, words = 0;
+	uint32_t i, n;
 	bool first = true, done = false;
 
 	l->nslots = bpf_map__max_entries(l->skel->maps.portres_stats);
@@ -851,24 +870,7 @@ static int slots_init(struct portres_loader *l)
 	/* maps this open made are all zero: a slot's first use needs no reset */
 	if (!l->adopted)
 		memset(l->clean, 0xff, (l->nslots + 63) / 64 * sizeof(uint64_t));
-	/* portres_pbits as it is (this loader writes it from now on) */
-	n = PORTRES_PBITS_WORDS;
-	{
-		uint32_t *wk = calloc(PORTRES_PBITS_WORDS, sizeof(*wk));
-
-		if (!wk) {
-			err = -ENOMEM;
-			goto out;
-		}
-		if (bpf_map_lookup_batch(fd_of(l->skel->maps.portres_pbits), NULL, &words, wk, l->pbits, &n, NULL) &&
-		    errno != ENOENT)
-			err = -errno;
-		/* an array's batch gives its keys in order: word i at i */
-		for (i = 0; !err && i < n; i++)
-			if (wk[i] != i)
-				err = -EIO;
-		free(wk);
-	}
+	err = pbits_load(l);
 out:
 	free(keys);
 	free(vals);

@@ -7,8 +7,7 @@
  *
  *   1. reads the sysctl of each netns whose ports changed and records the
  *      ports about to be added as owned (netns_sysctl_prepare),
- *   2. writes the store's records in one transaction (one fsync if any must
- *      survive a reboot),
+ *   2. writes the store's records in one transaction,
  *   3. writes each changed sysctl once (netns_sysctl_write),
  *   4. hands the events to the sink and the replies to their clients, once
  *      the commit is on disk: a durable commit is synced by the store's
@@ -247,6 +246,17 @@ bool batch_open(const struct agent *a)
 	return b->n_undo || b->n_pend || b->n_ev || b->sysctl || b->n_lent;
 }
 
+/* The replies of requests that changed something become the error code with msg. */
+static void fail_changed(struct pending *pend, size_t n, int code, const char *msg)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (pend[i].changed) {
+			free(pend[i].reply);
+			pend[i].reply = proto_err_reply(code, msg);
+		}
+	}
+}
+
 bool batch_waiting(const struct agent *a)
 {
 	return a->batch->wait_head != NULL;
@@ -258,27 +268,20 @@ void batch_synced(struct agent *a, bool wait)
 	struct batch *b = a->batch;
 	char err[PATH_MAX + 256];
 	uint64_t done;
-	int ret;
 
 	/* always read: the sync fd stays readable until it is */
 	done = store_synced(a->store, wait && b->wait_tail, b->wait_tail ? b->wait_tail->gen : 0);
 	while (b->wait_head && b->wait_head->gen <= done) {
 		struct group *g = b->wait_head;
 
-		ret = store_sync_result(a->store, g->gen, err, sizeof(err));
-		if (ret)
+		if (store_sync_result(a->store, g->gen, err, sizeof(err))) {
 			log_msg(LOG_ERR, "store", "%s", err);
+			fail_changed(g->pend, g->n_pend, EIO, err);
+		}
 		for (size_t i = 0; i < g->n_ev; i++)
 			events_emit(a, g->ev[i]);
-		for (size_t i = 0; i < g->n_pend; i++) {
-			struct pending *p = &g->pend[i];
-
-			if (ret && p->changed) {
-				free(p->reply);
-				p->reply = proto_err_reply(EIO, err);
-			}
-			p->done(p->ctx, p->reply);
-		}
+		for (size_t i = 0; i < g->n_pend; i++)
+			g->pend[i].done(g->pend[i].ctx, g->pend[i].reply);
 		b->wait_head = g->next;
 		if (!b->wait_head)
 			b->wait_tail = NULL;
@@ -345,7 +348,7 @@ int batch_commit(struct agent *a, char *err, size_t errlen, bool wait)
 	struct netns *ns, *tmp;
 	uint64_t gen;
 	bool here;
-	int ret, sret;
+	int ret;
 
 	/* records a failed commit kept are retried even when nothing else happened */
 	if (!batch_open(a) && !store_pending(a->store)) {
@@ -385,14 +388,8 @@ int batch_commit(struct agent *a, char *err, size_t errlen, bool wait)
 	HASH_ITER(hh, a->ns_by_cookie, ns, tmp)
 		netns_gc(a, ns);
 	/* 4: the replies final, then out now, or once the commit is synced (and every one before it) */
-	for (size_t i = 0; ret && i < b->n_pend; i++) {
-		struct pending *p = &b->pend[i];
-
-		if (p->changed) {
-			free(p->reply);
-			p->reply = proto_err_reply(ret == -EBADMSG ? EIO : -ret, err);
-		}
-	}
+	if (ret)
+		fail_changed(b->pend, b->n_pend, ret == -EBADMSG ? EIO : -ret, err);
 	/*
 	 * A lone request with nothing waiting before it (one client at a time):
 	 * its sync made here, without the hand-off to the syncer and back.
@@ -400,14 +397,9 @@ int batch_commit(struct agent *a, char *err, size_t errlen, bool wait)
 	here = wait || (!b->wait_tail && b->n_pend <= 1);
 	gen = ret ? 0 : store_sync_request(a->store, here);
 	if (gen && here) {
-		if ((sret = store_sync_result(a->store, gen, err, errlen))) {
+		if (store_sync_result(a->store, gen, err, errlen)) {
 			log_msg(LOG_ERR, "store", "%s", err);
-			for (size_t i = 0; i < b->n_pend; i++) {
-				if (b->pend[i].changed) {
-					free(b->pend[i].reply);
-					b->pend[i].reply = proto_err_reply(EIO, err);
-				}
-			}
+			fail_changed(b->pend, b->n_pend, EIO, err);
 		}
 		gen = 0;
 	}

@@ -216,7 +216,7 @@ enum rec_kind {
 struct rec {
 	struct rec *next;
 	uint8_t kind;
-	bool durable;   /* must survive a reboot: synchronous=FULL */
+	bool durable;   /* must survive a reboot: the commit is synced (store_sync_request) */
 	bool keep;      /* survives a failed commit */
 	bool nomem;     /* the copy failed: the commit fails */
 	uint64_t key;   /* token, cgroup id, netns cookie */
@@ -244,7 +244,6 @@ struct store {
 	size_t n;
 	bool keep;
 	bool oom;         /* a change could not be recorded: the next commit fails */
-	bool sync_full;   /* the connection's current synchronous setting */
 	struct {
 		pthread_t thread;
 		bool running;
@@ -550,7 +549,6 @@ static int setup(struct store *s, char *err, size_t errlen)
 	    (rc = exec(s, "PRAGMA journal_size_limit = 4194304")) ||
 	    (rc = query_int(s, "PRAGMA user_version", &version)))
 		return sql_fail(s, rc, "setting it up", err, errlen);
-	s->sync_full = true;
 	if ((rc = migrate(s, version, err, errlen)))
 		return rc;
 	return prepare(s, err, errlen);
@@ -770,14 +768,6 @@ static void checkpointer_stop(struct store *s)
 }
 
 /*
- * Group commit, pipelined: the writer's connection commits with
- * synchronous=NORMAL (the WAL written, not synced), and a durable commit
- * becomes durable by this thread's fdatasync of the WAL, which covers every
- * commit before it began. Meanwhile the loop applies and commits the next
- * turn's changes; their replies wait for the sync that covers them
- * (store_sync_request, store_synced).
- */
-/*
  * The WAL, opened once for its syncs (the connections keep it while they
  * are open), and its name made durable once: the directory synced, as
  * SQLite itself does at a new WAL's first sync.
@@ -818,6 +808,14 @@ static void sync_done(struct store *s, uint64_t target, int rc)
 	pthread_cond_broadcast(&s->sync.synced);
 }
 
+/*
+ * Group commit, pipelined: the writer's connection commits with
+ * synchronous=NORMAL (the WAL written, not synced), and a durable commit
+ * becomes durable by this thread's fdatasync of the WAL, which covers every
+ * commit before it began. Meanwhile the loop applies and commits the next
+ * turn's changes; their replies wait for the sync that covers them
+ * (store_sync_request, store_synced).
+ */
 static void *syncer(void *arg)
 {
 	struct store *s = arg;
@@ -847,8 +845,11 @@ static int syncer_start(struct store *s, char *err, size_t errlen)
 {
 	int rc;
 
+	/* from here on the syncer makes commits durable: the connection's own commits stop syncing */
 	if ((rc = wal_open(s, err, errlen)))
 		return rc;
+	if ((rc = exec(s, "PRAGMA synchronous = NORMAL")))
+		return sql_fail(s, rc, "setting it up", err, errlen);
 	if ((s->sync.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return fail(err, errlen, -errno, "%s: eventfd: %s", s->path, strerror(errno));
 	pthread_cond_init(&s->sync.synced, NULL);
@@ -1702,7 +1703,7 @@ static int exec_rec(struct store *s, const struct rec *n)
 
 int store_commit(struct store *s, char *err, size_t errlen)
 {
-	bool durable = false, durable_sync;
+	bool durable = false;
 	int rc = 0, ret;
 
 	if ((ret = store_check_wait(s, err, errlen))) {
@@ -1718,26 +1719,13 @@ int store_commit(struct store *s, char *err, size_t errlen)
 		return 0;
 	for (struct rec *n = s->head; n; n = n->next)
 		durable |= n->durable;
-	/*
-	 * FULL: the commit syncs the WAL; NORMAL: a crash of the agent loses
-	 * nothing, one of the machine may. Not a prepared statement: SQLite
-	 * applies this pragma when it compiles it.
-	 */
-	if (s->sync.bg.running)
-		durable_sync = false; /* the syncer's fdatasync makes it durable: store_sync_request */
-	else
-		durable_sync = durable;
-	if (durable_sync != s->sync_full) {
-		if ((rc = exec(s, durable_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")))
-			goto fail;
-		s->sync_full = durable_sync;
-	}
 	if ((rc = step(s, S_BEGIN)))
 		goto fail;
 	for (struct rec *n = s->head; n && !rc; n = n->next)
 		rc = exec_rec(s, n);
 	if (!rc && !(rc = step(s, S_COMMIT))) {
 		drop_recs(s, true);
+		/* the syncer's fdatasync makes it durable (without one, synchronous=FULL did) */
 		s->sync.dirty |= durable && s->sync.bg.running;
 		return 0;
 	}
