@@ -272,3 +272,25 @@ Test(sysctl, port_range, .init = setup, .fini = teardown)
 	put("9 1\n");
 	cr_assert_eq(sysctl_port_range(path, &lo, &hi), -EINVAL);
 }
+
+Test(sysctl, read_ulong, .init = setup, .fini = teardown)
+{
+	unsigned long v = 7;
+
+	put("1024\n");
+	cr_assert_eq(sysctl_read_ulong(path, &v), 0);
+	cr_assert_eq(v, 1024);
+	put("0");
+	cr_assert_eq(sysctl_read_ulong(path, &v), 0);
+	cr_assert_eq(v, 0);
+	put("abc\n");
+	cr_assert_eq(sysctl_read_ulong(path, &v), -EINVAL);
+	put("12 13\n");
+	cr_assert_eq(sysctl_read_ulong(path, &v), -EINVAL);
+	put("");
+	cr_assert_eq(sysctl_read_ulong(path, &v), -EINVAL);
+	cr_assert_eq(sysctl_read_ulong("/nonexistent/portres", &v), -ENOENT);
+	/* the real ones this is for */
+	cr_assert_eq(sysctl_read_ulong("/proc/sys/net/ipv4/ip_unprivileged_port_start", &v), 0);
+	cr_assert_leq(v, 65536);
+}

@@ -342,19 +342,49 @@ cleanup:
 	return err;
 }
 
+/* A short sysctl's text, NUL-terminated: open, one read, close. */
+static int read_short(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), err = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	while ((n = read(fd, buf, len - 1)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		err = -errno;
+	else
+		buf[n] = '\0';
+	close(fd);
+	return err;
+}
+
 int sysctl_port_range(const char *path, uint16_t *lo, uint16_t *hi)
 {
 	unsigned int a, b;
-	FILE *f = fopen(path, "re");
-	int n;
+	char buf[64];
+	int err = read_short(path, buf, sizeof(buf));
 
-	if (!f)
-		return -errno;
-	n = fscanf(f, "%u %u", &a, &b);
-	fclose(f);
-	if (n != 2 || a > 65535 || b > 65535 || a > b)
+	if (err)
+		return err;
+	if (sscanf(buf, "%u %u", &a, &b) != 2 || a > 65535 || b > 65535 || a > b)
 		return -EINVAL;
 	*lo = (uint16_t)a;
 	*hi = (uint16_t)b;
+	return 0;
+}
+
+int sysctl_read_ulong(const char *path, unsigned long *v)
+{
+	char buf[32], *end;
+	int err = read_short(path, buf, sizeof(buf));
+
+	if (err)
+		return err;
+	errno = 0;
+	*v = strtoul(buf, &end, 10);
+	if (end == buf || errno || (*end && *end != '\n'))
+		return -EINVAL;
 	return 0;
 }

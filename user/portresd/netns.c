@@ -499,26 +499,19 @@ static int read_sysctl(void *arg)
 static int read_ranges(void *arg)
 {
 	struct netns *ns = arg;
-	unsigned long unpriv = 1024;
-	FILE *f;
+	unsigned long unpriv = 1024, v6only;
 	int err;
 
 	ns->port_lo = 32768;
 	ns->port_hi = 60999;
 	if ((err = sysctl_port_range(SYSCTL_PORT_RANGE, &ns->port_lo, &ns->port_hi)))
 		return err;
-	if (!(f = fopen(SYSCTL_UNPRIV_START, "re")))
-		return -errno;
-	err = fscanf(f, "%lu", &unpriv) == 1 ? 0 : -EIO;
-	fclose(f);
+	if ((err = sysctl_read_ulong(SYSCTL_UNPRIV_START, &unpriv)))
+		return err == -EINVAL ? -EIO : err;
 	ns->unpriv_start = unpriv > 65536 ? 65536 : (uint32_t)unpriv;
 	/* without IPv6 there is no such file, and the probes use IPv4 */
-	ns->v6only = true;
-	if (!err && (f = fopen("/proc/sys/net/ipv6/bindv6only", "re"))) {
-		ns->v6only = fscanf(f, "%lu", &unpriv) != 1 || unpriv != 0;
-		fclose(f);
-	}
-	return err;
+	ns->v6only = sysctl_read_ulong("/proc/sys/net/ipv6/bindv6only", &v6only) || v6only != 0;
+	return 0;
 }
 
 static int write_sysctl(void *arg)
