@@ -142,8 +142,8 @@ static void *run(void *arg)
  * recorded (3 runs) it was in no process's file table; where the netns was
  * looked at (7 runs) it held no socket at all (/proc/net/sockstat "sockets:
  * used 0"): the socket was freed without its cgroup/sock_release program
- * running. Why, this machine
- * cannot show: kprobes and tracing programs (fentry, iterators) are refused.
+ * running. Why, this machine cannot show: kprobes and tracing programs
+ * (fentry, iterators) are refused.
  * A sweep giving such claims back would need the claims of every socket
  * alive, unbound ones included (a bind the kernel refused keeps its claim
  * until close): only an iterator over portres_sk sees those. The tests

@@ -70,9 +70,9 @@ int sysctl_ports_sync(const char *path, const struct portset *wanted, struct por
 /* Reads ip_local_port_range ("lo hi"); 0 or -errno. */
 int sysctl_port_range(const char *path, uint16_t *lo, uint16_t *hi);
 /*
- * Reads a one-number sysctl (ip_unprivileged_port_start, bindv6only): 0, or
- * -errno (-EINVAL: not a number). open, read, close: no stdio, which adds an
- * fstat and a buffer per file, for files read once per batch.
+ * Reads a one-number sysctl (ip_unprivileged_port_start, bindv6only,
+ * wmem_default): 0, or -errno (-EINVAL: not a number). open, read, close:
+ * no stdio, which adds an fstat and a buffer per file read once per batch.
  */
 int sysctl_read_ulong(const char *path, unsigned long *v);
 

@@ -270,17 +270,12 @@ static bool wmem_capped(struct server *s)
 {
 	time_t now = time(NULL);
 	unsigned long v;
-	FILE *f;
 
 	if (s->wmem.read_at && now - s->wmem.read_at < 10)
 		return s->wmem.capped;
 	s->wmem.read_at = now;
-	s->wmem.capped = false;
-	if ((f = fopen("/proc/sys/net/core/wmem_default", "re"))) {
-		/* the kernel doubles what setsockopt asks: the cap set is PORTRESD_SNDBUF + 2 */
-		s->wmem.capped = fscanf(f, "%lu", &v) == 1 && v <= PORTRESD_SNDBUF;
-		fclose(f);
-	}
+	/* the kernel doubles what setsockopt asks: the cap set is PORTRESD_SNDBUF + 2 */
+	s->wmem.capped = !sysctl_read_ulong("/proc/sys/net/core/wmem_default", &v) && v <= PORTRESD_SNDBUF;
 	return s->wmem.capped;
 }
 
