@@ -290,7 +290,7 @@ void ag_stop(void)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "portresd exit status %d", status);
 }
 
-bool ag_log_has(const char *text)
+static bool log_has_now(const char *text)
 {
 	static char buf[1 << 20];
 	FILE *f = fopen(ag.log, "r");
@@ -302,6 +302,22 @@ bool ag_log_has(const char *text)
 	fclose(f);
 	buf[n] = '\0';
 	return strstr(buf, text) != NULL;
+}
+
+bool ag_log_wait(const char *text, int ms)
+{
+	for (int waited = 0;; waited += 20) {
+		if (log_has_now(text))
+			return true;
+		if (waited >= ms)
+			return false;
+		usleep(20000);
+	}
+}
+
+bool ag_log_has(const char *text)
+{
+	return ag_log_wait(text, 2000);
 }
 
 int ag_connect(void)
@@ -350,9 +366,17 @@ json_t *ag_raw(int c, const void *buf, size_t len, int fd)
 	ssize_t n;
 
 	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/*
+	 * An agent refusing the connection (EUSERS) answers and closes at once:
+	 * the send may find it gone (EPIPE) and the first recv say ECONNRESET
+	 * (our request was unread), with the reply still to read behind either.
+	 */
 	if (ag_send(c, buf, len, fd))
-		return NULL;
-	n = recv(c, reply, sizeof(reply), 0);
+		n = recv(c, reply, sizeof(reply), MSG_DONTWAIT);
+	else
+		n = recv(c, reply, sizeof(reply), 0);
+	if (n < 0 && errno == ECONNRESET)
+		n = recv(c, reply, sizeof(reply), MSG_DONTWAIT);
 	if (n <= 0)
 		return NULL;
 	return json_loadb(reply, (size_t)n, 0, NULL);

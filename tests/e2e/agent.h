@@ -49,8 +49,14 @@ void ag_start(const char *const *extra);
 int ag_run(const char *const *extra);
 void ag_kill9(void);
 void ag_stop(void);
-/* True if the agent's log contains text. */
+/*
+ * True if the agent's log contains text, within 2 s: the agent writes a
+ * turn's log lines at the end of the turn, after what the test saw of it (a
+ * reply, a closed connection) may have happened.
+ */
 bool ag_log_has(const char *text);
+/* The same, waiting up to ms. */
+bool ag_log_wait(const char *text, int ms);
 
 /* Raw protocol: one connected client. */
 int ag_connect(void);

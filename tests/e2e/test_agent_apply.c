@@ -78,16 +78,6 @@ static bool wait_summary(const char *want, char *got, size_t len)
 	return false;
 }
 
-static bool wait_log(const char *text)
-{
-	for (int i = 0; i < CONVERGE_MS / 20; i++) {
-		if (ag_log_has(text))
-			return true;
-		usleep(20000);
-	}
-	return false;
-}
-
 /* Writes by rename, as editors and `sed -i` do. */
 static void write_renamed(const char *path, const char *text)
 {
@@ -179,7 +169,8 @@ Test(agent_apply, start_change_conflict_rollback)
 	cr_assert_str_eq(ag_errno(r), "");
 	json_decref(r);
 	write_renamed(file, conf(cg, "advisory", RESV_KUBE ", { \"name\": \"clash\", \"proto\": \"tcp\", \"ports\": \"41002-41003\" }"));
-	cr_assert(wait_log("clash (tcp 41002-41003) overlaps persistent reservation tcp 41000-41004 named manual"),
+	cr_assert(ag_log_wait("clash (tcp 41002-41003) overlaps persistent reservation tcp 41000-41004 named manual",
+			      CONVERGE_MS),
 		  "no conflict line in %s", ag.log);
 	cr_assert(ag_log_has("reservations.json: "));
 	summary(got, sizeof(got));
@@ -190,7 +181,7 @@ Test(agent_apply, start_change_conflict_rollback)
 
 	/* not JSON */
 	write_renamed(file, "{ \"reservations\": [ oops ] }\n");
-	cr_assert(wait_log("reservations.json:1:"), "no parse error line in %s", ag.log);
+	cr_assert(ag_log_wait("reservations.json:1:", CONVERGE_MS), "no parse error line in %s", ag.log);
 	summary(got, sizeof(got));
 	cr_assert_str_eq(got, "dns=enforce extra=enforce kubelet=enforce web=enforce manual=enforce");
 
@@ -201,9 +192,9 @@ Test(agent_apply, start_change_conflict_rollback)
 	cr_assert(bind(held, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(held, 1) == 0);
 	write_renamed(file, conf(cg, "advisory", RESV_KUBE ", { \"name\": \"first\", \"proto\": \"tcp\", \"ports\": 42100 },"
 						    " { \"name\": \"held\", \"proto\": \"tcp\", \"ports\": \"42000-42009\" }"));
-	cr_assert(wait_log("create held tcp 42000-42009 enforce: tcp 42000-42009: in use by: pid "),
+	cr_assert(ag_log_wait("create held tcp 42000-42009 enforce: tcp 42000-42009: in use by: pid ", CONVERGE_MS),
 		  "no failure line in %s", ag.log);
-	cr_assert(wait_log("rolled back"));
+	cr_assert(ag_log_wait("rolled back", CONVERGE_MS));
 	summary(got, sizeof(got));
 	cr_assert_str_eq(got, "dns=enforce extra=enforce kubelet=enforce web=enforce manual=enforce",
 			 "the dns mode and first must be as before: %s", got);
@@ -260,13 +251,14 @@ Test(agent_apply, configmap_swap_and_late_file)
 	ag_kill9();
 	snprintf(path, sizeof(path), "%s/late.json", ag.tmp);
 	start_with(path, false);
-	cr_assert(wait_log("late.json: cannot read: No such file or directory; keeping the current reservations"));
+	cr_assert(ag_log_wait("late.json: cannot read: No such file or directory; keeping the current reservations",
+			      CONVERGE_MS));
 	summary(got, sizeof(got));
 	cr_assert_str_eq(got, "dns=enforce kubelet=enforce web=enforce");
 	file = cli_write_tmp("late.json", "{ \"reservations\": [ " RESV_WEB ", " RESV_KUBE " ] }\n");
 	cr_assert_str_eq(file, path);
 	/* without --apply-prune nothing the file lacks is deleted */
-	cr_assert(wait_log("late.json: 0 changes applied, 2 unchanged"), "log %s", ag.log);
+	cr_assert(ag_log_wait("late.json: 0 changes applied, 2 unchanged", CONVERGE_MS), "log %s", ag.log);
 	summary(got, sizeof(got));
 	cr_assert_str_eq(got, "dns=enforce kubelet=enforce web=enforce");
 }

@@ -45,16 +45,6 @@ static long denies_seen(void)
 	return n;
 }
 
-static bool wait_log(const char *text)
-{
-	for (int i = 0; i < 250; i++) {
-		if (ag_log_has(text))
-			return true;
-		usleep(20000);
-	}
-	return false;
-}
-
 Test(agent_log, text_rate_limited)
 {
 	long lines = 0, suppressed = 0, seen;
@@ -62,7 +52,7 @@ Test(agent_log, text_rate_limited)
 
 	ag_start(NULL);
 	flood();
-	cr_assert(wait_log("events suppressed"), "no suppressed line in %s", ag.log);
+	cr_assert(ag_log_wait("events suppressed", 5000), "no suppressed line in %s", ag.log);
 	seen = denies_seen();
 	cr_assert_geq(seen, FLOOD - 10, "the agent saw %ld of %d denials", seen, FLOOD);
 	log = cli_read(ag.log);
@@ -87,7 +77,7 @@ Test(agent_log, json_rate_limited)
 
 	ag_start(extra);
 	flood();
-	cr_assert(wait_log("\"event\":\"suppressed\""), "no suppressed line in %s", ag.log);
+	cr_assert(ag_log_wait("\"event\":\"suppressed\"", 5000), "no suppressed line in %s", ag.log);
 	seen = denies_seen();
 	log = cli_read(ag.log);
 	for (line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {

@@ -143,6 +143,8 @@ static int agent_call(json_t *req, int passfd, json_t **out)
 	}
 	if (!err)
 		err = portres_transport_call_reply(conn.fd, PORTRES_TRANSPORT_TIMEOUT_MS, &reply);
+	else
+		err = portres_transport_left_reply(conn.fd, err, &reply);
 	if (err) {
 		/* what is left of a broken conversation is not reused */
 		conn_drop();

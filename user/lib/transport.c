@@ -2,6 +2,7 @@
 /* transport.c - one conversation with portresd, for libportres and portresctl (transport.h). */
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -124,13 +125,22 @@ int portres_transport_recv(int fd, json_t **msg, int timeout_ms)
 	int err;
 
 	*msg = NULL;
-	/* The size of the next message (a list reply can be megabytes), then the message. */
-	for (;;) {
+	/*
+	 * The size of the next message (a list reply can be megabytes), then the
+	 * message. An agent that closed with our request unread (it refused the
+	 * connection: EUSERS) makes the first recv fail with ECONNRESET, once; its
+	 * reply is still there behind it.
+	 */
+	for (bool reset_seen = false;;) {
 		if ((err = wait_for(fd, POLLIN, deadline)))
 			return err;
 		len = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
 		if (len >= 0)
 			break;
+		if (errno == ECONNRESET && !reset_seen) {
+			reset_seen = true;
+			continue;
+		}
 		if (errno != EINTR && errno != EAGAIN)
 			return -errno;
 	}
@@ -162,7 +172,7 @@ int portres_transport_call(int fd, json_t *req, int passfd, int timeout_ms, json
 
 	*reply = NULL;
 	if ((err = portres_transport_send(fd, req, passfd, timeout_ms)))
-		return err;
+		return portres_transport_left_reply(fd, err, reply);
 	left = deadline < 0 ? -1 : deadline - now_ms();
 	return portres_transport_call_reply(fd, left < 0 && deadline >= 0 ? 0 : (int)left, reply);
 }
@@ -182,6 +192,13 @@ int portres_transport_call_reply(int fd, int timeout_ms, json_t **reply)
 		return -EPROTO;
 	}
 	return 0;
+}
+
+int portres_transport_left_reply(int fd, int err, json_t **reply)
+{
+	if (err != -EPIPE && err != -ECONNRESET)
+		return err;
+	return portres_transport_call_reply(fd, 0, reply) ? err : 0;
 }
 
 int portres_transport_error(const json_t *reply)

@@ -7,7 +7,9 @@
  *                               (nobody listening, no socket file) is ECONNREFUSED
  *   portres_transport_send      one request, "v" added; a socket by SCM_RIGHTS
  *   portres_transport_recv      one message of any size (MSG_PEEK|MSG_TRUNC sizes it)
- *   portres_transport_call      both, and the reply checked to be {"v":1,"ok":bool}
+ *   portres_transport_call      both, and the reply checked to be {"v":1,"ok":bool};
+ *                               a send refused (EPIPE) still reads the agent's
+ *                               answer if it left one (portres_transport_left_reply)
  *   portres_transport_error     an error reply's errno name as an errno
  *
  * Credentials travel without being sent: the agent sets SO_PASSCRED, so the
@@ -49,6 +51,12 @@ int portres_transport_recv(int fd, json_t **msg, int timeout_ms);
 int portres_transport_call(int fd, json_t *req, int passfd, int timeout_ms, json_t **reply);
 /* The second half of portres_transport_call: the reply to a request sent. */
 int portres_transport_call_reply(int fd, int timeout_ms, json_t **reply);
+/*
+ * After a send failed with err: an agent that refused the connection (EUSERS)
+ * answered and closed before the request got there, so send says EPIPE while
+ * the answer waits to be read. 0 and *reply if it is there, else err.
+ */
+int portres_transport_left_reply(int fd, int err, json_t **reply);
 /* 0 for an ok reply; else the errno of its "errno" name, EPROTO when the name is unknown. */
 int portres_transport_error(const json_t *reply);
 
